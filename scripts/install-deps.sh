@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what nightshift needs to build, run and test on Debian 12 (run as root).
+# Idempotent; only missing packages are installed.
+set -euo pipefail
+build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
+  libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libgit2-dev libsqlite3-dev
+  libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev)
+run_pkgs=(git iproute2 e2fsprogs util-linux python3 ca-certificates)
+test_pkgs=(bubblewrap hyperfine)
+want=("${build_pkgs[@]}" "${run_pkgs[@]}")
+[ "${1:-}" = "--with-tests" ] && want+=("${test_pkgs[@]}")
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
