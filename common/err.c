@@ -40,7 +40,7 @@ int ns_err_wrap(ns_error *err, const char *fmt, ...) {
         vsnprintf(prefix, sizeof prefix, fmt, ap);
         va_end(ap);
         memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        snprintf(err->msg, sizeof err->msg, "%.100s: %.150s", prefix, old);
         if (err->code <= 0)
                 err->code = EIO;
         return -err->code;

@@ -84,7 +84,13 @@ struct ns_request {
 
 /* Parse one datagram.  On success *req owns a cJSON tree (release with ns_request_done).  On
  * failure *req is left empty except req->id, which holds the request's id when it could be read
- * (else -1) so the error reply can echo it. */
+ * (else -1) so the error reply can echo it.
+ *
+ * Errors: EMSGSIZE (len > NS_PROTO_MAX_MSG), EPROTONOSUPPORT ("v" is not 1), EOPNOTSUPP (unknown
+ * "op"), E2BIG (too many items in a list, or argv + env over NS_ARG_BYTES_MAX), EINVAL for
+ * everything else: empty, NUL bytes (raw or "\u0000"), invalid UTF-8 or JSON, not an object,
+ * nesting deeper than 8, unknown, duplicate, missing or mistyped fields, values out of range
+ * (jv_*'s ERANGE is reported as EINVAL, as PROTOCOL.md shows), unclean paths, bad ids and names. */
 int ns_request_parse(const char *buf, size_t len, struct ns_request *req, ns_error *err);
 
 /* Release what ns_request_parse allocated.  Safe on a zeroed or already released request. */

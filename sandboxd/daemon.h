@@ -1,0 +1,158 @@
+/* sandboxd's context: configuration, the event loop, and every sandbox and client it knows.
+ * There are no mutable globals; everything hangs off one struct sbx_daemon. */
+#pragma once
+
+#include <linux/filter.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "common/loop.h"
+#include "sandboxd/proto.h"
+#include "sandboxd/request.h"
+
+#define SBX_MAX_ALLOW 64
+#define SBX_MAX_RO_ROOTS 16
+#define SBX_UID_RANGE 65536u /* host uids per sandbox: in-sandbox 0..65535 */
+#define SBX_AGENT_UID 1000u
+
+struct cg_manager;
+struct ports_ctx;
+struct sbx_client;
+
+struct sbx_config {
+        char *socket_path;
+        gid_t socket_gid;
+        bool has_socket_gid;
+        char *state_dir;
+        char *workspace_root;
+        char *layers_dir;
+        char *upper_dir;  /* per-sandbox upper layers (a real filesystem, not tmpfs) */
+        char *ro_roots[SBX_MAX_RO_ROOTS];
+        size_t n_ro_roots;
+        uid_t allow[SBX_MAX_ALLOW];
+        size_t n_allow;
+        uint64_t uid_base;
+        uint32_t max_sandboxes;
+        uint64_t max_memory, max_pids, max_cpu_millis, max_disk;
+        char *cgroup_base;
+        int log_level;
+};
+
+/* A process started by exec, as sandboxd knows it. */
+struct sbx_proc {
+        struct sbx_proc *next;
+        uint64_t id;
+        pid_t pid;
+        bool exited;
+        int wstatus;
+        uint32_t flags; /* NS_EXIT_* */
+        struct sbx_client *notify; /* the client that started it gets the exit notice */
+};
+
+/* A request waiting for init's answer, or a wait waiting for an exit. */
+struct sbx_pending {
+        struct sbx_pending *next;
+        struct sbx_client *client;
+        int64_t req_id;
+        enum ns_op op;
+        uint64_t proc;
+        int caller_fd; /* the caller's end of the stream, sent with the reply */
+};
+
+struct sbx_sandbox {
+        struct sbx_sandbox *next;
+        struct sbx_daemon *d;
+        char id[NS_ID_MAX + 1];
+        uid_t owner;
+        uint32_t slot;
+        uint64_t created;       /* unix seconds */
+        pid_t init_pid;
+        uint64_t init_start;    /* start time in ticks: re-adoption checks it */
+        int init_pidfd;
+        ns_watch *w_pidfd;
+        int ctl_fd;
+        ns_watch *w_ctl;
+        bool adopting;          /* HELLO sent, HELLO_DONE not yet seen */
+        bool frozen;
+        uint64_t oom_seen;
+        uint64_t next_proc;
+        struct ns_create_req limits; /* memory, pids, cpu_millis, disk only */
+        struct ns_connect connects[NS_CONNECTS_MAX];
+        size_t n_connects;
+        char workspace[NS_PATH_MAX];
+        struct sbx_proc *procs;
+        size_t n_exited_kept;
+        struct sbx_pending *pending;
+};
+
+struct sbx_daemon {
+        struct sbx_config cfg;
+        ns_loop *loop;
+        struct cg_manager *cg;
+        struct ports_ctx *ports;
+        struct sock_fprog filter;
+        int state_fd, upper_fd, ws_root_fd, layers_fd;
+        int ro_root_fds[SBX_MAX_RO_ROOTS];
+        char host_layer[NS_PATH_MAX];
+        char scaffold[NS_PATH_MAX];
+        int listen_fd;
+        ns_watch *w_listen;
+        int sig_fd;
+        struct sbx_sandbox *sandboxes;
+        size_t n_sandboxes;
+        struct sbx_client *clients;
+        uint8_t *slots; /* one byte per uid slot: in use */
+        uint32_t n_slots;
+};
+
+/* ---- sandbox.c: lifecycle -------------------------------------------------------------------- */
+
+/* Create a sandbox for `owner` as described by `req` (already validated for form; checked here
+ * against the configuration).  On failure nothing is left behind. */
+int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
+                   ns_error *err);
+
+/* Kill everything in the sandbox and remove its cgroup, upper layer, state and connectors. */
+void sandbox_destroy(struct sbx_sandbox *s);
+
+/* Find a sandbox by id visible to `owner`. */
+struct sbx_sandbox *sandbox_find(struct sbx_daemon *d, const char *id, uid_t owner);
+
+/* Start a process: sends EXEC to init; the reply goes to `client` when init answers. */
+int sandbox_exec(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, const struct ns_exec_req *req,
+                 ns_error *err);
+int sandbox_attach(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, uint64_t proc, uint64_t from,
+                   ns_error *err);
+int sandbox_signal(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, uint64_t proc, int sig,
+                   ns_error *err);
+/* Reply now when the process has exited, else when it does. */
+int sandbox_wait(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, uint64_t proc, ns_error *err);
+int sandbox_freeze(struct sbx_sandbox *s, bool frozen, ns_error *err);
+
+/* Drop every pending reply addressed to a client that went away. */
+void sandbox_forget_client(struct sbx_daemon *d, struct sbx_client *c);
+
+/* Re-adopt the sandboxes recorded in the state dir (after a restart). */
+void sandbox_adopt_all(struct sbx_daemon *d);
+
+/* JSON description of a sandbox (list, create). */
+cJSON *sandbox_to_json(const struct sbx_sandbox *s);
+
+/* ---- state.c: the per-sandbox record in the state dir ------------------------------------- */
+
+int state_save(const struct sbx_sandbox *s, ns_error *err);
+int state_remove(struct sbx_daemon *d, const char *id);
+/* Parse a record; fills the persistent fields of `s`. */
+int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_error *err);
+
+/* ---- server.c: the socket, clients, dispatch ---------------------------------------------- */
+
+int server_listen(struct sbx_daemon *d, ns_error *err);
+/* Send a reply object to a client (adds v and id); `fd` (or -1) rides along. Consumes `body`. */
+void server_reply(struct sbx_client *c, int64_t id, cJSON *body, int fd);
+void server_reply_error(struct sbx_client *c, int64_t id, const ns_error *err);
+void server_notice(struct sbx_client *c, cJSON *body);
+/* Notify the clients subscribed to a sandbox's process exits. */
+void server_close_all(struct sbx_daemon *d);

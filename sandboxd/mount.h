@@ -1,0 +1,47 @@
+/* The sandbox's filesystem: overlay root over idmapped read-only layers, a second overlay over the
+ * host's /usr for the host layer, idmapped /workspace, read-only binds, fresh /proc with masked
+ * paths, a minimal /dev, tmpfs /tmp, no /sys; then pivot_root.
+ *
+ * Runs in the sandbox's init before it leaves host root: a new mount namespace (owned by the
+ * initial user namespace, so nothing inside can ever remount it), new pid namespace. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/err.h"
+#include "sandboxd/proto.h"
+
+struct mount_bind {
+        int src_fd;      /* detached mount (mount_clone_detached) of the checked source */
+        const char *dst; /* clean absolute path inside the sandbox */
+};
+
+struct mount_plan {
+        const char *scaffold;           /* root-owned dir with empty subdirs "root", "l0".."l15", "usr" */
+        const char *lowers[NS_LAYERS_MAX]; /* absolute layer dirs, lowest first */
+        size_t n_lowers;
+        bool host_usr;                  /* overlay the host's /usr at /usr (the host layer) */
+        const char *upper;              /* per-sandbox dir holding root/{upper,work}, usr/{upper,work} */
+        const char *disk_dev;           /* or: a loop device whose fresh ext4 holds them (disk limit) */
+        uid_t upper_owner;              /* host uid of the sandbox's root: owns the upper roots */
+        int userns_fd;                  /* the sandbox's user namespace: idmaps the layers */
+        int workspace_fd;               /* detached, idmapped mount of the checked workspace, or -1 */
+        const struct mount_bind *binds;
+        size_t n_binds;
+};
+
+/* Assemble the root filesystem described by `plan` and pivot into it; on return the process's
+ * root and cwd are the new "/".  The caller must be in a fresh, private mount namespace. */
+int mount_build_root(const struct mount_plan *plan, ns_error *err);
+
+/* A detached clone (open_tree OPEN_TREE_CLONE) of the tree at (dirfd, path) — path "" for dirfd
+ * itself — with the MOUNT_ATTR_* bits in `attr`, idmapped through `userns_fd` when it is >= 0.
+ * Must run in the mount namespace the source belongs to (the daemon's); the result can then be
+ * attached in any other. */
+int mount_clone_detached(int dirfd, const char *path, uint64_t attr, int userns_fd, ns_error *err);
+
+/* Create the scaffold directory tree used by mount_build_root (idempotent). */
+int mount_prepare_scaffold(const char *scaffold, ns_error *err);

@@ -1,0 +1,52 @@
+/* Port forwards between the host and sandboxes.
+ *
+ * `connect` (PROTOCOL.md) makes a host loopback TCP service appear inside a sandbox at
+ * 127.0.0.1:PORT, whatever the sandbox's network mode: sandboxd creates the listening socket
+ * inside the sandbox's network namespace and relays every connection accepted on it to
+ * 127.0.0.1:HOST_PORT in its own namespace, on the daemon's one event loop.
+ *
+ * Everything here runs on the loop's thread; nothing blocks.  Per sandbox at most
+ * PORTS_CONN_MAX relayed connections are live at once; further ones wait in the listen backlog
+ * until one ends. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/loop.h"
+#include "sandboxd/request.h"
+
+#define PORTS_CONN_MAX 256      /* live relayed connections per sandbox */
+#define PORTS_LISTENERS_MAX NS_CONNECTS_MAX
+
+typedef struct ports_ctx ports_ctx;
+
+/* Create the forwarding context on `loop`.  Remembers the calling thread's network namespace
+ * (/proc/thread-self/ns/net) as "the host side": call it on the loop's thread, before any setns.
+ * Returns 0 or -errno. */
+int ports_new(ns_loop *loop, ports_ctx **out, ns_error *err);
+
+/* Close every listener and connection, remove every watcher from the loop, free.  NULL is fine. */
+void ports_free(ports_ctx *p);
+
+/* Listen on 127.0.0.1:port inside the network namespace `netns_fd` (an fd of
+ * /proc/PID/ns/net, not consumed) on behalf of sandbox `sandbox_id`, and relay each accepted
+ * connection to 127.0.0.1:host_port in the daemon's own namespace, both directions, with
+ * half-closes passed on (EOF one way becomes shutdown(SHUT_WR) on the other) and resets passed
+ * on as resets.  A host service that refuses the connection shows up inside as a reset.
+ *
+ * Errors: EINVAL (bad id, port 0, netns_fd not a network namespace, or the daemon's own
+ * namespace: a forward must never listen on the host), EADDRINUSE (the port is taken inside),
+ * E2BIG (more than PORTS_LISTENERS_MAX forwards for the sandbox), ENOMEM, or the errno of the
+ * failing call.  On error nothing is left. */
+int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
+                      ns_error *err);
+
+/* Close the sandbox's listeners and live connections (connections get a reset).  Unknown ids are
+ * ignored; idempotent. */
+void ports_sandbox_remove(ports_ctx *p, const char *sandbox_id);
+
+/* The sandbox's forwards in the order they were added: fills out[0 .. min(n, cap)) and returns
+ * n, the total (so cap = 0 counts them). */
+size_t ports_sandbox_list(ports_ctx *p, const char *sandbox_id, struct ns_connect *out, size_t cap);

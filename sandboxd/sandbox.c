@@ -1,0 +1,1082 @@
+/* Sandbox lifecycle: create (namespaces, cgroup, root filesystem, init), exec/attach/signal/wait
+ * through init, freeze, destroy, and re-adoption after a restart.  Kernel work lives in ns.c,
+ * mount.c, cgroup.c, caps.c, seccomp.c; this file decides the order and undoes on failure. */
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <sys/mount.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "sandboxd/caps.h"
+#include "sandboxd/cgroup.h"
+#include "sandboxd/daemon.h"
+#include "sandboxd/disk.h"
+#include "sandboxd/fsdel.h"
+#include "sandboxd/init.h"
+#include "sandboxd/initproto.h"
+#include "sandboxd/mount.h"
+#include "sandboxd/ns.h"
+#include "sandboxd/ports.h"
+
+#define INIT_READY_TIMEOUT_MS 10000
+#define EXITED_KEPT_MAX 256 /* exit statuses remembered per sandbox for `wait` */
+
+static void on_init_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+static void on_init_exit(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+
+struct sbx_sandbox *sandbox_find(struct sbx_daemon *d, const char *id, uid_t owner) {
+        for (struct sbx_sandbox *s = d->sandboxes; s; s = s->next)
+                if (strcmp(s->id, id) == 0 && s->owner == owner)
+                        return s;
+        return NULL;
+}
+
+static uid_t slot_uid(const struct sbx_daemon *d, uint32_t slot) {
+        return (uid_t) (d->cfg.uid_base + (uint64_t) slot * SBX_UID_RANGE);
+}
+
+static int new_id(char out[NS_ID_MAX + 1], ns_error *err) {
+        static const char alphabet[] = "abcdefghijkmnpqrstuvwxyz23456789";
+        uint8_t rnd[10];
+        if (getrandom(rnd, sizeof rnd, 0) != (ssize_t) sizeof rnd)
+                return ns_err_sys(err, errno, "getrandom");
+        out[0] = 's';
+        for (size_t i = 0; i < sizeof rnd; i++)
+                out[1 + i] = alphabet[rnd[i] & 31];
+        out[1 + sizeof rnd] = '\0';
+        return 0;
+}
+
+static int openat2_path(int dirfd, const char *path, uint64_t flags, uint64_t resolve) {
+        struct open_how how = { .flags = flags | O_CLOEXEC, .resolve = resolve };
+        return (int) syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/* Relative part of `path` beneath `root`, or NULL when it is not beneath it (component-wise). */
+static const char *beneath(const char *root, const char *path) {
+        size_t rl = strlen(root);
+        while (rl > 1 && root[rl - 1] == '/')
+                rl--;
+        if (strncmp(root, path, rl) != 0 || (path[rl] != '/' && path[rl] != '\0'))
+                return NULL;
+        path += rl;
+        while (*path == '/')
+                path++;
+        return path;
+}
+
+/* Open the workspace for `owner`: beneath --workspace-root, resolved by the kernel without
+ * symlinks, "..", magic links or mount crossings, owned by the peer and never by root.  The fd
+ * returned is what gets mounted, so a component swapped after this check changes nothing. */
+static int open_workspace(struct sbx_daemon *d, uid_t owner, const char *path, struct stat *st, ns_error *err) {
+        const char *rel = beneath(d->cfg.workspace_root, path);
+        if (!rel || !*rel)
+                return ns_err(err, EACCES, "workspace %s is not beneath the workspace root %s", path,
+                              d->cfg.workspace_root);
+        int fd = openat2_path(d->ws_root_fd, rel, O_PATH | O_DIRECTORY,
+                              RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "workspace %s", path);
+        if (fstat(fd, st) < 0) {
+                int e = errno;
+                close(fd);
+                return ns_err_sys(err, e, "stat workspace");
+        }
+        if (st->st_uid == 0 || st->st_uid != owner) {
+                close(fd);
+                return ns_err(err, EACCES, "workspace %s is owned by uid %u, not by the caller (uid %u)%s", path,
+                              (unsigned) st->st_uid, (unsigned) owner, st->st_uid == 0 ? "; root-owned workspaces are refused" : "");
+        }
+        return fd;
+}
+
+static int open_ro_bind(struct sbx_daemon *d, const char *src, ns_error *err) {
+        for (size_t i = 0; i < d->cfg.n_ro_roots; i++) {
+                const char *rel = beneath(d->cfg.ro_roots[i], src);
+                if (!rel)
+                        continue;
+                int fd = openat2_path(d->ro_root_fds[i], *rel ? rel : ".", O_PATH,
+                                      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+                if (fd < 0)
+                        return ns_err_sys(err, errno, "read-only bind %s", src);
+                return fd;
+        }
+        return ns_err(err, EACCES, "read-only bind %s is not beneath any --ro-root", src);
+}
+
+static int check_limits(struct sbx_daemon *d, const struct ns_create_req *r, ns_error *err) {
+        const struct sbx_config *c = &d->cfg;
+        if (c->max_memory && r->memory > c->max_memory)
+                return ns_err(err, E2BIG, "memory %llu is above the configured maximum %llu",
+                              (unsigned long long) r->memory, (unsigned long long) c->max_memory);
+        if (c->max_pids && r->pids > c->max_pids)
+                return ns_err(err, E2BIG, "pids %llu is above the configured maximum %llu",
+                              (unsigned long long) r->pids, (unsigned long long) c->max_pids);
+        if (c->max_cpu_millis && r->cpu_millis > c->max_cpu_millis)
+                return ns_err(err, E2BIG, "cpus %.2f is above the configured maximum %.2f", r->cpu_millis / 1000.0,
+                              c->max_cpu_millis / 1000.0);
+        if (c->max_disk && r->disk > c->max_disk)
+                return ns_err(err, E2BIG, "disk %llu is above the configured maximum %llu",
+                              (unsigned long long) r->disk, (unsigned long long) c->max_disk);
+        if (r->net && strcmp(r->net, "none") != 0)
+                return ns_err(err, EOPNOTSUPP, "net mode '%s' is not supported", r->net);
+        return 0;
+}
+
+static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, ns_error *err) {
+        if (mkdirat(d->upper_fd, id, 0700) < 0)
+                return ns_err_sys(err, errno, "mkdir upper %s", id);
+        _cleanup_close_ int dir = openat(d->upper_fd, id, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir < 0)
+                return ns_err_sys(err, errno, "open upper %s", id);
+        static const char *const names[] = { "root", "usr" };
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                if (mkdirat(dir, names[i], 0700) < 0)
+                        return ns_err_sys(err, errno, "mkdir upper");
+                _cleanup_close_ int sub = openat(dir, names[i], O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (sub < 0 || mkdirat(sub, "upper", 0755) < 0 || mkdirat(sub, "work", 0700) < 0)
+                        return ns_err_sys(err, errno, "mkdir upper");
+                /* The upper's root gives the merged root its owner: root of the sandbox. */
+                if (fchownat(sub, "upper", root_uid, root_uid, AT_SYMLINK_NOFOLLOW) < 0)
+                        return ns_err_sys(err, errno, "chown upper");
+        }
+        return 0;
+}
+
+static int init_socket_path(struct sbx_daemon *d, const char *id, struct sockaddr_un *sa, ns_error *err) {
+        memset(sa, 0, sizeof *sa);
+        sa->sun_family = AF_UNIX;
+        int n = snprintf(sa->sun_path, sizeof sa->sun_path, "%s/sandboxes/%s.sock", d->cfg.state_dir, id);
+        if (n < 0 || (size_t) n >= sizeof sa->sun_path)
+                return ns_err(err, ENAMETOOLONG, "state dir path too long for a socket");
+        return 0;
+}
+
+struct child_args {
+        struct sbx_daemon *d;
+        const char *id;
+        int ctl_fd, listen_fd, userns_fd;
+        struct mount_plan plan;
+};
+
+_Noreturn static void child_fail(int ctl_fd, const ns_error *e) {
+        struct ictl_hdr h = { .type = ICTL_FAILED, .a = (uint64_t) (e->code ? e->code : EIO) };
+        struct iovec iov[2] = { { &h, sizeof h }, { (void *) e->msg, strlen(e->msg) } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        (void) sendmsg(ctl_fd, &mh, MSG_NOSIGNAL);
+        _exit(1);
+}
+
+/* The sandbox's pid 1, from the clone until init_run: still host root here, in new mount, pid,
+ * uts, ipc and net namespaces owned by the initial user namespace (so nothing inside can ever
+ * reconfigure them), placed in its cgroup by the parent before "go". */
+_Noreturn static void sandbox_child(struct child_args *a) {
+        ns_error err = { 0 };
+        char go;
+        if (recv(a->ctl_fd, &go, 1, 0) != 1)
+                _exit(1);
+        if (unshare(CLONE_NEWCGROUP) < 0) {
+                ns_err_sys(&err, errno, "unshare cgroup namespace");
+                child_fail(a->ctl_fd, &err);
+        }
+        /* init must survive the OOM killer of its own cgroup so that exits are always reported. */
+        int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (oom >= 0) {
+                (void) !write(oom, "-1000", 5);
+                close(oom);
+        }
+        if (sethostname(a->id, strlen(a->id)) < 0) {
+                ns_err_sys(&err, errno, "sethostname");
+                child_fail(a->ctl_fd, &err);
+        }
+        if (ns_loopback_up(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
+                child_fail(a->ctl_fd, &err);
+        /* Enter the sandbox's user namespace as its root: from here on, every privilege is
+         * namespaced, and init holds only Docker's default set, which it hands to --root execs. */
+        if (setns(a->userns_fd, CLONE_NEWUSER) < 0) {
+                ns_err_sys(&err, errno, "setns user");
+                child_fail(a->ctl_fd, &err);
+        }
+        if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0) {
+                ns_err_sys(&err, errno, "become root of the user namespace");
+                child_fail(a->ctl_fd, &err);
+        }
+        if (caps_enter_identity(true, &err) < 0)
+                child_fail(a->ctl_fd, &err);
+        /* Non-dumpable: processes of the same uid (--root) cannot ptrace or read init's memory. */
+        prctl(PR_SET_DUMPABLE, 0);
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0) {
+                ns_err_sys(&err, errno, "open /dev/null");
+                child_fail(a->ctl_fd, &err);
+        }
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        /* Keep only the two sockets, at fds 3 and 4. */
+        int ctl = fcntl(a->ctl_fd, F_DUPFD_CLOEXEC, 10);
+        int lst = fcntl(a->listen_fd, F_DUPFD_CLOEXEC, 10);
+        dup3(ctl, 3, O_CLOEXEC);
+        dup3(lst, 4, O_CLOEXEC);
+        close_range(5, ~0u, 0);
+        struct init_config cfg = { .ctl_fd = 3, .listen_fd = 4, .filter = &a->d->filter };
+        init_run(&cfg);
+}
+
+static pid_t clone_init(int *pidfd) {
+        return (pid_t) syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                               CLONE_PIDFD | SIGCHLD, NULL, pidfd, NULL, 0);
+}
+
+static int recv_ictl(int fd, struct ictl_hdr *h, char *payload, size_t cap, size_t *len, int timeout_ms) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r == 0)
+                return -ETIMEDOUT;
+        if (r < 0)
+                return -errno;
+        char buf[ICTL_MAX_MSG];
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0)
+                return -errno;
+        if ((size_t) n < sizeof *h)
+                return -EPROTO;
+        memcpy(h, buf, sizeof *h);
+        *len = (size_t) n - sizeof *h;
+        if (*len >= cap)
+                *len = cap - 1;
+        memcpy(payload, buf + sizeof *h, *len);
+        payload[*len] = '\0';
+        return 0;
+}
+
+static void sandbox_free(struct sbx_sandbox *s) {
+        while (s->procs) {
+                struct sbx_proc *p = s->procs;
+                s->procs = p->next;
+                free(p);
+        }
+        while (s->pending) {
+                struct sbx_pending *p = s->pending;
+                s->pending = p->next;
+                if (p->caller_fd >= 0)
+                        close(p->caller_fd);
+                free(p);
+        }
+        free(s);
+}
+
+static void sandbox_link(struct sbx_daemon *d, struct sbx_sandbox *s) {
+        s->next = d->sandboxes;
+        d->sandboxes = s;
+        d->n_sandboxes++;
+        d->slots[s->slot] = 1;
+}
+
+static int watch_init(struct sbx_sandbox *s, ns_error *err) {
+        s->w_pidfd = ns_loop_add(s->d->loop, s->init_pidfd, EPOLLIN, on_init_exit, s, err);
+        if (!s->w_pidfd)
+                return -err->code;
+        s->w_ctl = ns_loop_add(s->d->loop, s->ctl_fd, EPOLLIN, on_init_ctl, s, err);
+        if (!s->w_ctl)
+                return -err->code;
+        return 0;
+}
+
+int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
+                   ns_error *err) {
+        /* Every descriptor with a cleanup is declared here, before the first goto: a jump into
+         * the scope of one would close an uninitialised value at return. */
+        _cleanup_close_ int ws_fd = -1, ws_mnt = -1, userns = -1, ws_userns = -1, lst = -1, child_ctl = -1, loop_fd = -1;
+        int r = check_limits(d, req, err);
+        if (r < 0)
+                return r;
+        if (d->n_sandboxes >= d->cfg.max_sandboxes)
+                return ns_err(err, EAGAIN, "the sandbox limit (%u) is reached", d->cfg.max_sandboxes);
+        uint32_t slot = 0;
+        while (slot < d->n_slots && d->slots[slot])
+                slot++;
+        if (slot >= d->n_slots)
+                return ns_err(err, EAGAIN, "no free uid range");
+
+        /* Everything the request names is opened and checked before anything is created. */
+        struct mount_plan plan = { .scaffold = d->scaffold, .workspace_fd = -1 };
+        char layer_paths[NS_LAYERS_MAX][NS_PATH_MAX];
+        if (req->n_layers == 0) {
+                plan.lowers[0] = d->host_layer;
+                plan.n_lowers = 1;
+                plan.host_usr = true;
+        } else {
+                if (d->layers_fd < 0)
+                        return ns_err(err, ENOENT, "no --layers-dir is configured");
+                for (size_t i = 0; i < req->n_layers; i++) {
+                        _cleanup_close_ int lf = openat2_path(d->layers_fd, req->layers[i], O_PATH | O_DIRECTORY,
+                                                              RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+                        if (lf < 0)
+                                return ns_err_sys(err, errno, "layer '%s'", req->layers[i]);
+                        snprintf(layer_paths[i], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, req->layers[i]);
+                        plan.lowers[i] = layer_paths[i];
+                }
+                plan.n_lowers = req->n_layers;
+        }
+        struct stat ws_st;
+        if (req->workspace) {
+                ws_fd = open_workspace(d, owner, req->workspace, &ws_st, err);
+                if (ws_fd < 0)
+                        return ws_fd;
+        }
+        struct mount_bind binds[NS_RO_BINDS_MAX];
+        int bind_fds[NS_RO_BINDS_MAX];
+        size_t n_binds = 0;
+        for (size_t i = 0; i < req->n_ro_binds; i++) {
+                _cleanup_close_ int fd = open_ro_bind(d, req->ro_binds[i].src, err);
+                int m = fd < 0 ? fd : mount_clone_detached(fd, "", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                                                         -1, err);
+                if (m < 0) {
+                        for (size_t j = 0; j < n_binds; j++)
+                                close(bind_fds[j]);
+                        return m;
+                }
+                bind_fds[n_binds] = m;
+                binds[n_binds] = (struct mount_bind){ .src_fd = m, .dst = req->ro_binds[i].dst };
+                n_binds++;
+        }
+        plan.binds = binds;
+        plan.n_binds = n_binds;
+
+        struct sbx_sandbox *s = calloc(1, sizeof *s);
+        if (!s) {
+                r = ns_err(err, ENOMEM, "out of memory");
+                goto out_binds;
+        }
+        *s = (struct sbx_sandbox){ .d = d, .owner = owner, .slot = slot, .created = (uint64_t) time(NULL),
+                                   .init_pidfd = -1, .ctl_fd = -1, .next_proc = 1 };
+        s->limits.memory = req->memory;
+        s->limits.pids = req->pids;
+        s->limits.cpu_millis = req->cpu_millis;
+        if (req->workspace)
+                snprintf(s->workspace, sizeof s->workspace, "%s", req->workspace);
+        if ((r = new_id(s->id, err)) < 0)
+                goto out_free;
+
+        uid_t root_uid = slot_uid(d, slot);
+        if ((r = make_upper(d, s->id, root_uid, err)) < 0)
+                goto out_upper;
+        char loop_dev[64] = "";
+        if (req->disk) {
+                if ((r = disk_image_create(d->upper_fd, d->cfg.upper_dir, s->id, req->disk, err)) < 0)
+                        goto out_upper;
+                if ((loop_fd = disk_attach(d->upper_fd, s->id, err)) < 0) {
+                        r = loop_fd;
+                        goto out_disk;
+                }
+                char link[64];
+                snprintf(link, sizeof link, "/proc/self/fd/%d", loop_fd);
+                ssize_t n = readlink(link, loop_dev, sizeof loop_dev - 1);
+                if (n <= 0) {
+                        r = ns_err_sys(err, errno, "name of the loop device");
+                        goto out_disk;
+                }
+                loop_dev[n] = '\0';
+                s->limits.disk = req->disk;
+        }
+        struct cg_limits lim = { .memory_bytes = req->memory, .pids = req->pids };
+        if (req->cpu_millis) {
+                lim.cpu_period_us = 100000;
+                lim.cpu_quota_us = (uint32_t) (req->cpu_millis * 100);
+        }
+        if ((r = cg_create(d->cg, s->id, &lim, err)) < 0)
+                goto out_disk;
+
+        char map[96], gmap[96];
+        snprintf(map, sizeof map, "0 %u %u\n", (unsigned) root_uid, SBX_UID_RANGE);
+        userns = ns_userns_new(map, map, err);
+        if (userns < 0) {
+                r = userns;
+                goto out_cgroup;
+        }
+        if (ws_fd >= 0) {
+                /* On disk the workspace belongs to its owner; inside it belongs to the agent. */
+                snprintf(map, sizeof map, "%u %u 1\n", (unsigned) ws_st.st_uid, (unsigned) (root_uid + SBX_AGENT_UID));
+                snprintf(gmap, sizeof gmap, "%u %u 1\n", (unsigned) ws_st.st_gid, (unsigned) (root_uid + SBX_AGENT_UID));
+                ws_userns = ns_userns_new(map, gmap, err);
+                if (ws_userns < 0) {
+                        r = ws_userns;
+                        goto out_cgroup;
+                }
+                /* Cloned here, in the daemon's mount namespace, from the checked descriptor. */
+                ws_mnt = mount_clone_detached(ws_fd, "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ws_userns, err);
+                if (ws_mnt < 0) {
+                        r = ws_mnt;
+                        goto out_cgroup;
+                }
+        }
+        char upper[NS_PATH_MAX];
+        snprintf(upper, sizeof upper, "%s/%s", d->cfg.upper_dir, s->id);
+        plan.upper = upper;
+        plan.disk_dev = loop_dev[0] ? loop_dev : NULL;
+        plan.upper_owner = root_uid;
+        plan.userns_fd = userns;
+        plan.workspace_fd = ws_mnt;
+
+        struct sockaddr_un sa;
+        if ((r = init_socket_path(d, s->id, &sa, err)) < 0)
+                goto out_cgroup;
+        lst = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (lst < 0 || bind(lst, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(lst, 4) < 0) {
+                r = ns_err_sys(err, errno, "init socket");
+                goto out_socket;
+        }
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+                r = ns_err_sys(err, errno, "socketpair");
+                goto out_socket;
+        }
+        s->ctl_fd = sp[0];
+        child_ctl = sp[1];
+
+        struct child_args a = { .d = d, .id = s->id, .ctl_fd = child_ctl, .listen_fd = lst, .userns_fd = userns,
+                                .plan = plan };
+        int pidfd = -1;
+        pid_t pid = clone_init(&pidfd);
+        if (pid < 0) {
+                r = ns_err_sys(err, errno, "clone");
+                goto out_socket;
+        }
+        if (pid == 0)
+                sandbox_child(&a);
+        s->init_pid = pid;
+        s->init_pidfd = pidfd;
+        close(TAKE_FD(child_ctl));
+
+        if ((r = cg_attach(d->cg, s->id, pid, err)) < 0)
+                goto out_kill;
+        if (send(s->ctl_fd, "g", 1, MSG_NOSIGNAL) != 1) {
+                r = ns_err_sys(err, errno, "start init");
+                goto out_kill;
+        }
+        struct ictl_hdr h = { 0 };
+        char msg[NS_ERROR_MSG_MAX];
+        size_t mlen;
+        r = recv_ictl(s->ctl_fd, &h, msg, sizeof msg, &mlen, INIT_READY_TIMEOUT_MS);
+        if (r < 0) {
+                r = ns_err_sys(err, -r, "waiting for the sandbox's init");
+                goto out_kill;
+        }
+        if (h.type == ICTL_FAILED) {
+                int code = h.a > 0 && h.a < 4096 ? (int) h.a : EIO;
+                r = ns_err(err, code, "sandbox set-up: %s", msg);
+                goto out_kill;
+        }
+        if (h.type != ICTL_READY || h.a != ICTL_VERSION) {
+                r = ns_err(err, EPROTO, "unexpected first message from init");
+                goto out_kill;
+        }
+        if ((r = ns_proc_starttime(pid, &s->init_start, err)) < 0)
+                goto out_kill;
+        for (size_t i = 0; i < req->n_connects; i++) {
+                char nspath[64];
+                snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) pid);
+                _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+                if (netns < 0) {
+                        r = ns_err_sys(err, errno, "open %s", nspath);
+                        goto out_ports;
+                }
+                if ((r = ports_connect_add(d->ports, s->id, netns, req->connects[i].port, req->connects[i].host_port,
+                                           err)) < 0)
+                        goto out_ports;
+                s->connects[s->n_connects++] = req->connects[i];
+        }
+        if ((r = state_save(s, err)) < 0)
+                goto out_ports;
+        if ((r = watch_init(s, err)) < 0)
+                goto out_state;
+        sandbox_link(d, s);
+        for (size_t j = 0; j < n_binds; j++)
+                close(bind_fds[j]);
+        *out = s;
+        return 0;
+
+out_state:
+        ns_loop_remove(d->loop, s->w_pidfd);
+        ns_loop_remove(d->loop, s->w_ctl);
+        state_remove(d, s->id);
+out_ports:
+        ports_sandbox_remove(d->ports, s->id);
+out_kill:
+        pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
+        waitpid(pid, NULL, __WALL);
+        close(s->init_pidfd);
+        cg_kill(d->cg, s->id, NULL);
+        cg_wait_empty(d->cg, s->id, 2000, NULL);
+out_socket:
+        unlink(sa.sun_path);
+        if (s->ctl_fd >= 0)
+                close(s->ctl_fd);
+out_cgroup:
+        cg_destroy(d->cg, s->id, NULL);
+out_disk:
+        if (loop_fd >= 0)
+                close(TAKE_FD(loop_fd));
+        disk_remove(d->upper_fd, s->id);
+out_upper:
+        fsdel_tree_at(d->upper_fd, s->id, NULL);
+out_free:
+        free(s);
+out_binds:
+        for (size_t j = 0; j < n_binds; j++)
+                close(bind_fds[j]);
+        return r;
+}
+
+static void pending_fail(struct sbx_pending *p, int code, const char *msg) {
+        ns_error e;
+        ns_err(&e, code, "%s", msg);
+        if (p->client)
+                server_reply_error(p->client, p->req_id, &e);
+        if (p->caller_fd >= 0)
+                close(p->caller_fd);
+        free(p);
+}
+
+void sandbox_destroy(struct sbx_sandbox *s) {
+        struct sbx_daemon *d = s->d;
+        for (struct sbx_sandbox **pp = &d->sandboxes; *pp; pp = &(*pp)->next)
+                if (*pp == s) {
+                        *pp = s->next;
+                        d->n_sandboxes--;
+                        break;
+                }
+        d->slots[s->slot] = 0;
+        ports_sandbox_remove(d->ports, s->id);
+        ns_loop_remove(d->loop, s->w_pidfd);
+        ns_loop_remove(d->loop, s->w_ctl);
+        /* Thaw first: a frozen cgroup would hold the kill until thawed. */
+        if (s->frozen)
+                cg_freeze(d->cg, s->id, false, 1000, NULL);
+        cg_kill(d->cg, s->id, NULL);
+        if (s->init_pidfd >= 0) {
+                pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
+                struct pollfd pfd = { .fd = s->init_pidfd, .events = POLLIN };
+                poll(&pfd, 1, 2000);
+                /* Our own child unless we were restarted since its creation. */
+                siginfo_t si;
+                waitid(P_PIDFD, (id_t) s->init_pidfd, &si, WEXITED | WNOHANG);
+                close(s->init_pidfd);
+        }
+        if (s->ctl_fd >= 0)
+                close(s->ctl_fd);
+        cg_wait_empty(d->cg, s->id, 2000, NULL);
+        cg_destroy(d->cg, s->id, NULL);
+        fsdel_tree_at(d->upper_fd, s->id, NULL);
+        disk_remove(d->upper_fd, s->id);
+        struct sockaddr_un sa;
+        if (init_socket_path(d, s->id, &sa, NULL) == 0)
+                unlink(sa.sun_path);
+        state_remove(d, s->id);
+        while (s->pending) {
+                struct sbx_pending *p = s->pending;
+                s->pending = p->next;
+                pending_fail(p, ECANCELED, "the sandbox was destroyed");
+        }
+        for (struct sbx_proc *p = s->procs; p; p = p->next)
+                if (!p->exited && p->notify) {
+                        cJSON *n = cJSON_CreateObject();
+                        cJSON_AddStringToObject(n, "notice", "exit");
+                        cJSON_AddStringToObject(n, "sandbox", s->id);
+                        cJSON_AddNumberToObject(n, "proc", (double) p->id);
+                        cJSON_AddNumberToObject(n, "code", -1);
+                        cJSON_AddNumberToObject(n, "signal", SIGKILL);
+                        cJSON_AddBoolToObject(n, "destroyed", true);
+                        server_notice(p->notify, n);
+                }
+        sandbox_free(s);
+}
+
+/* ---- talking to init ------------------------------------------------------------------------ */
+
+static int ictl_send(struct sbx_sandbox *s, uint32_t type, uint32_t flags, uint64_t proc, uint64_t a, uint64_t b,
+                     const void *payload, size_t len, int fd, ns_error *err) {
+        if (s->ctl_fd < 0)
+                return ns_err(err, ENOTCONN, "the sandbox's init is not connected");
+        struct ictl_hdr h = { .type = type, .flags = flags, .proc = proc, .a = a, .b = b };
+        struct iovec iov[2] = { { &h, sizeof h }, { (void *) payload, len } };
+        union {
+                struct cmsghdr c;
+                char b[CMSG_SPACE(sizeof(int))];
+        } cbuf;
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+        if (fd >= 0) {
+                memset(&cbuf, 0, sizeof cbuf);
+                mh.msg_control = cbuf.b;
+                mh.msg_controllen = sizeof cbuf.b;
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        }
+        /* Bounded: a sandbox that stops reading its control socket only hurts itself. */
+        if (sendmsg(s->ctl_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+                return ns_err_sys(err, errno, "send to init");
+        return 0;
+}
+
+static struct sbx_pending *pending_add(struct sbx_sandbox *s, struct sbx_client *c, int64_t id, enum ns_op op,
+                                       uint64_t proc, int caller_fd) {
+        struct sbx_pending *p = calloc(1, sizeof *p);
+        if (!p)
+                return NULL;
+        *p = (struct sbx_pending){ .client = c, .req_id = id, .op = op, .proc = proc, .caller_fd = caller_fd };
+        struct sbx_pending **tail = &s->pending;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = p;
+        return p;
+}
+
+static struct sbx_pending *pending_take(struct sbx_sandbox *s, enum ns_op op, uint64_t proc) {
+        for (struct sbx_pending **pp = &s->pending; *pp; pp = &(*pp)->next)
+                if ((*pp)->op == op && (*pp)->proc == proc) {
+                        struct sbx_pending *p = *pp;
+                        *pp = p->next;
+                        return p;
+                }
+        return NULL;
+}
+
+static struct sbx_proc *proc_find(struct sbx_sandbox *s, uint64_t id) {
+        for (struct sbx_proc *p = s->procs; p; p = p->next)
+                if (p->id == id)
+                        return p;
+        return NULL;
+}
+
+static int stream_pair(int *mine, int *theirs, ns_error *err) {
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+                return ns_err_sys(err, errno, "socketpair");
+        *mine = sp[0];
+        *theirs = sp[1];
+        return 0;
+}
+
+int sandbox_exec(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, const struct ns_exec_req *req,
+                 ns_error *err) {
+        if (s->frozen)
+                return ns_err(err, EBUSY, "the sandbox is frozen");
+        size_t need = sizeof(struct ictl_exec);
+        const char *cwd = req->cwd ? req->cwd : (s->workspace[0] ? "/workspace" : "/");
+        need += strlen(cwd) + 1;
+        for (size_t i = 0; i < req->argc; i++)
+                need += strlen(req->argv[i]) + 1;
+        for (size_t i = 0; i < req->envc; i++)
+                need += strlen(req->env[i]) + 1;
+        /* Defaults the process would otherwise lack; the caller's values win. */
+        const char *defaults[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                   req->root ? "HOME=/root" : "HOME=/home/agent", req->root ? "USER=root" : "USER=agent",
+                                   req->tty ? "TERM=xterm-256color" : NULL };
+        size_t n_def = 0;
+        const char *def_use[ARRAY_SIZE(defaults)];
+        for (size_t i = 0; i < ARRAY_SIZE(defaults); i++) {
+                if (!defaults[i])
+                        continue;
+                size_t kl = strchr(defaults[i], '=') - defaults[i];
+                bool have = false;
+                for (size_t j = 0; j < req->envc && !have; j++)
+                        have = strncmp(req->env[j], defaults[i], kl + 1) == 0;
+                if (!have) {
+                        def_use[n_def++] = defaults[i];
+                        need += strlen(defaults[i]) + 1;
+                }
+        }
+        if (need + sizeof(struct ictl_hdr) > ICTL_MAX_MSG)
+                return ns_err(err, E2BIG, "argv and env are too large");
+        _cleanup_free_ char *buf = malloc(need);
+        if (!buf)
+                return ns_err(err, ENOMEM, "out of memory");
+        struct ictl_exec ex = { .argc = (uint32_t) req->argc, .envc = (uint32_t) (req->envc + n_def) };
+        memcpy(buf, &ex, sizeof ex);
+        char *w = buf + sizeof ex;
+        w = stpcpy(w, cwd) + 1;
+        for (size_t i = 0; i < req->argc; i++)
+                w = stpcpy(w, req->argv[i]) + 1;
+        for (size_t i = 0; i < n_def; i++)
+                w = stpcpy(w, def_use[i]) + 1;
+        for (size_t i = 0; i < req->envc; i++)
+                w = stpcpy(w, req->env[i]) + 1;
+
+        int mine = -1, theirs = -1;
+        int r = stream_pair(&mine, &theirs, err);
+        if (r < 0)
+                return r;
+        uint64_t proc = s->next_proc++;
+        uint32_t flags = (req->root ? ICTL_EXEC_ROOT : 0) | (req->tty ? ICTL_EXEC_TTY : 0);
+        r = ictl_send(s, ICTL_EXEC, flags, proc, req->timeout_ms, (uint64_t) req->rows << 16 | req->cols, buf, need,
+                      theirs, err);
+        close(theirs);
+        if (r < 0 || !pending_add(s, client, req_id, NS_OP_EXEC, proc, mine)) {
+                close(mine);
+                return r < 0 ? r : ns_err(err, ENOMEM, "out of memory");
+        }
+        return 0;
+}
+
+int sandbox_attach(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, uint64_t proc, uint64_t from,
+                   ns_error *err) {
+        int mine = -1, theirs = -1;
+        int r = stream_pair(&mine, &theirs, err);
+        if (r < 0)
+                return r;
+        r = ictl_send(s, ICTL_ATTACH, 0, proc, from, 0, NULL, 0, theirs, err);
+        close(theirs);
+        if (r < 0 || !pending_add(s, client, req_id, NS_OP_ATTACH, proc, mine)) {
+                close(mine);
+                return r < 0 ? r : ns_err(err, ENOMEM, "out of memory");
+        }
+        return 0;
+}
+
+int sandbox_signal(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, uint64_t proc, int sig,
+                   ns_error *err) {
+        int r = ictl_send(s, ICTL_SIGNAL, 0, proc, (uint64_t) sig, 0, NULL, 0, -1, err);
+        if (r < 0)
+                return r;
+        if (!pending_add(s, client, req_id, NS_OP_SIGNAL, proc, -1))
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+static cJSON *exit_json(const struct sbx_proc *p) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "proc", (double) p->id);
+        cJSON_AddNumberToObject(o, "code", WIFEXITED(p->wstatus) ? WEXITSTATUS(p->wstatus) : -1);
+        cJSON_AddNumberToObject(o, "signal", WIFSIGNALED(p->wstatus) ? WTERMSIG(p->wstatus) : 0);
+        cJSON_AddBoolToObject(o, "oom", p->flags & NS_EXIT_OOM);
+        cJSON_AddBoolToObject(o, "timed_out", p->flags & NS_EXIT_TIMEOUT);
+        return o;
+}
+
+int sandbox_wait(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, uint64_t proc, ns_error *err) {
+        struct sbx_proc *p = proc_find(s, proc);
+        if (!p)
+                return ns_err(err, ENOENT, "no process %llu in sandbox %s", (unsigned long long) proc, s->id);
+        if (p->exited) {
+                server_reply(client, req_id, exit_json(p), -1);
+                return 0;
+        }
+        if (!pending_add(s, client, req_id, NS_OP_WAIT, proc, -1))
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+int sandbox_freeze(struct sbx_sandbox *s, bool frozen, ns_error *err) {
+        int r = cg_freeze(s->d->cg, s->id, frozen, 5000, err);
+        if (r < 0)
+                return r;
+        s->frozen = frozen;
+        return 0;
+}
+
+void sandbox_forget_client(struct sbx_daemon *d, struct sbx_client *c) {
+        for (struct sbx_sandbox *s = d->sandboxes; s; s = s->next) {
+                for (struct sbx_pending *p = s->pending; p; p = p->next)
+                        if (p->client == c)
+                                p->client = NULL;
+                for (struct sbx_proc *p = s->procs; p; p = p->next)
+                        if (p->notify == c)
+                                p->notify = NULL;
+        }
+}
+
+static void proc_exited(struct sbx_sandbox *s, uint64_t id, int wstatus, uint32_t init_flags) {
+        struct sbx_proc *p = proc_find(s, id);
+        if (!p) {
+                if (!(p = calloc(1, sizeof *p)))
+                        return;
+                p->id = id;
+                p->next = s->procs;
+                s->procs = p;
+        }
+        if (p->exited)
+                return;
+        p->exited = true;
+        p->wstatus = wstatus;
+        p->flags = init_flags & NS_EXIT_TIMEOUT;
+        /* Only the kernel knows about the OOM killer: a SIGKILL that came with a new oom_kill event
+         * in the sandbox's cgroup is reported as out of memory. */
+        uint64_t ooms = 0;
+        if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL && !(p->flags & NS_EXIT_TIMEOUT) &&
+            cg_oom_kills(s->d->cg, s->id, &ooms, NULL) == 0 && ooms > s->oom_seen) {
+                s->oom_seen = ooms;
+                p->flags |= NS_EXIT_OOM;
+        }
+        ictl_send(s, ICTL_EXIT_INFO, 0, id, p->flags & NS_EXIT_OOM, 0, NULL, 0, -1, NULL);
+        struct sbx_pending *w;
+        while ((w = pending_take(s, NS_OP_WAIT, id))) {
+                if (w->client)
+                        server_reply(w->client, w->req_id, exit_json(p), -1);
+                free(w);
+        }
+        if (p->notify) {
+                cJSON *n = exit_json(p);
+                cJSON_AddStringToObject(n, "notice", "exit");
+                cJSON_AddStringToObject(n, "sandbox", s->id);
+                server_notice(p->notify, n);
+        }
+        /* Remember a bounded number of exits for later `wait`s. */
+        s->n_exited_kept++;
+        if (s->n_exited_kept > EXITED_KEPT_MAX) {
+                struct sbx_proc **pp = &s->procs, **oldest = NULL;
+                for (; *pp; pp = &(*pp)->next)
+                        if ((*pp)->exited)
+                                oldest = pp;
+                if (oldest) {
+                        struct sbx_proc *o = *oldest;
+                        *oldest = o->next;
+                        free(o);
+                        s->n_exited_kept--;
+                }
+        }
+}
+
+static void on_init_msg(struct sbx_sandbox *s, const struct ictl_hdr *h, const char *payload, size_t len) {
+        struct sbx_pending *p;
+        switch (h->type) {
+        case ICTL_EXEC_OK:
+                if (!(p = pending_take(s, NS_OP_EXEC, h->proc)))
+                        return;
+                {
+                        struct sbx_proc *sp = calloc(1, sizeof *sp);
+                        if (sp) {
+                                sp->id = h->proc;
+                                sp->pid = (pid_t) h->a;
+                                sp->notify = p->client;
+                                sp->next = s->procs;
+                                s->procs = sp;
+                        }
+                        if (p->client) {
+                                cJSON *o = cJSON_CreateObject();
+                                cJSON_AddNumberToObject(o, "proc", (double) h->proc);
+                                cJSON_AddNumberToObject(o, "pid", (double) (h->a & 0x7fffffff));
+                                server_reply(p->client, p->req_id, o, p->caller_fd);
+                        }
+                        close(p->caller_fd);
+                        free(p);
+                }
+                return;
+        case ICTL_EXEC_FAIL:
+        case ICTL_ATTACH_FAIL:
+        case ICTL_SIGNAL_FAIL: {
+                enum ns_op op = h->type == ICTL_EXEC_FAIL ? NS_OP_EXEC : h->type == ICTL_ATTACH_FAIL ? NS_OP_ATTACH : NS_OP_SIGNAL;
+                if (!(p = pending_take(s, op, h->proc)))
+                        return;
+                int code = h->a > 0 && h->a < 4096 ? (int) h->a : EIO;
+                char msg[NS_ERROR_MSG_MAX];
+                if (len)
+                        snprintf(msg, sizeof msg, "%.*s", (int) (len < 200 ? len : 200), payload);
+                else
+                        snprintf(msg, sizeof msg, "%s: %s", ns_op_name(op), code == ENOENT ? "no such process" : strerror(code));
+                pending_fail(p, code, msg);
+                return;
+        }
+        case ICTL_ATTACH_OK:
+                if (!(p = pending_take(s, NS_OP_ATTACH, h->proc)))
+                        return;
+                if (p->client) {
+                        cJSON *o = cJSON_CreateObject();
+                        cJSON_AddNumberToObject(o, "proc", (double) h->proc);
+                        server_reply(p->client, p->req_id, o, p->caller_fd);
+                }
+                close(p->caller_fd);
+                free(p);
+                return;
+        case ICTL_SIGNAL_OK:
+                if (!(p = pending_take(s, NS_OP_SIGNAL, h->proc)))
+                        return;
+                if (p->client)
+                        server_reply(p->client, p->req_id, cJSON_CreateObject(), -1);
+                free(p);
+                return;
+        case ICTL_EXITED:
+                proc_exited(s, h->proc, (int) h->a, (uint32_t) h->b);
+                return;
+        case ICTL_PROC:
+                if (!proc_find(s, h->proc)) {
+                        struct sbx_proc *sp = calloc(1, sizeof *sp);
+                        if (!sp)
+                                return;
+                        sp->id = h->proc;
+                        sp->pid = (pid_t) h->a;
+                        sp->next = s->procs;
+                        s->procs = sp;
+                }
+                if (h->proc >= s->next_proc)
+                        s->next_proc = h->proc + 1;
+                if (h->flags & ICTL_PROC_EXITED)
+                        proc_exited(s, h->proc, (int) h->b, h->flags & ICTL_PROC_TIMED_OUT ? NS_EXIT_TIMEOUT : 0);
+                return;
+        case ICTL_HELLO_DONE:
+                s->adopting = false;
+                if (h->a < (UINT64_C(1) << 53) && h->a >= s->next_proc)
+                        s->next_proc = h->a + 1;
+                return;
+        default:
+                return; /* unknown or out-of-place messages from inside are ignored */
+        }
+}
+
+static void on_init_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct sbx_sandbox *s = data;
+        char buf[ICTL_MAX_MSG];
+        for (int i = 0; i < 64; i++) {
+                ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        return;
+                if (n <= 0) {
+                        /* init went away; on_init_exit cleans up */
+                        ns_loop_remove(loop, s->w_ctl);
+                        s->w_ctl = NULL;
+                        return;
+                }
+                if ((size_t) n < sizeof(struct ictl_hdr) || (size_t) n > sizeof buf)
+                        continue;
+                struct ictl_hdr h;
+                memcpy(&h, buf, sizeof h);
+                on_init_msg(s, &h, buf + sizeof h, (size_t) n - sizeof h);
+        }
+}
+
+static void on_init_exit(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        /* init died (it never exits on its own): everything in the sandbox is gone with it. */
+        sandbox_destroy(data);
+}
+
+/* ---- restart ----------------------------------------------------------------------------- */
+
+static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
+        struct sbx_sandbox *s = calloc(1, sizeof *s);
+        if (!s)
+                return ns_err(err, ENOMEM, "out of memory");
+        s->d = d;
+        s->init_pidfd = -1;
+        s->ctl_fd = -1;
+        s->next_proc = 1;
+        int r = state_load(d, id, s, err);
+        if (r < 0 || s->slot >= d->n_slots || d->slots[s->slot]) {
+                free(s);
+                return r < 0 ? r : ns_err(err, EINVAL, "bad slot in state of %s", id);
+        }
+        /* The recorded pid is trusted only if it is still the process we started: open a pidfd
+         * first, then compare the start time, so a reused pid is never signalled. */
+        uint64_t start = 0;
+        s->init_pidfd = pidfd_open(s->init_pid, 0);
+        if (s->init_pidfd < 0 || ns_proc_starttime(s->init_pid, &start, err) < 0 || start != s->init_start) {
+                if (s->init_pidfd >= 0)
+                        close(s->init_pidfd);
+                s->init_pidfd = -1;
+                r = ns_err(err, ESRCH, "init of %s is gone", id);
+                goto gone;
+        }
+        struct sockaddr_un sa;
+        if ((r = init_socket_path(d, id, &sa, err)) < 0)
+                goto gone;
+        s->ctl_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (s->ctl_fd < 0 || connect(s->ctl_fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+                r = ns_err_sys(err, errno, "connect to init of %s", id);
+                goto gone;
+        }
+        sandbox_link(d, s);
+        if ((r = watch_init(s, err)) < 0) {
+                sandbox_destroy(s);
+                return r;
+        }
+        cg_oom_kills(d->cg, s->id, &s->oom_seen, NULL);
+        char nspath[64];
+        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
+        int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        size_t n = s->n_connects;
+        s->n_connects = 0;
+        for (size_t i = 0; i < n && netns >= 0; i++)
+                if (ports_connect_add(d->ports, s->id, netns, s->connects[i].port, s->connects[i].host_port, NULL) == 0)
+                        s->connects[s->n_connects++] = s->connects[i];
+        if (netns >= 0)
+                close(netns);
+        s->adopting = true;
+        ictl_send(s, ICTL_HELLO, 0, 0, 0, 0, NULL, 0, -1, NULL);
+        return 0;
+gone:
+        /* Its processes are gone; leave nothing of it behind. */
+        sandbox_link(d, s);
+        sandbox_destroy(s);
+        return r;
+}
+
+void sandbox_adopt_all(struct sbx_daemon *d) {
+        char dir[NS_PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/sandboxes", d->cfg.state_dir);
+        _cleanup_closedir_ DIR *dh = opendir(dir);
+        if (!dh)
+                return;
+        struct dirent *de;
+        while ((de = readdir(dh))) {
+                size_t l = strlen(de->d_name);
+                if (l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
+                        continue;
+                char id[NS_ID_MAX + 1];
+                if (l - 5 > NS_ID_MAX)
+                        continue;
+                memcpy(id, de->d_name, l - 5);
+                id[l - 5] = '\0';
+                if (!ns_id_is_valid(id))
+                        continue;
+                ns_error err;
+                if (adopt_one(d, id, &err) < 0)
+                        fprintf(stderr, "<4>sandbox %s not re-adopted: %s\n", id, err.msg);
+                else
+                        fprintf(stderr, "<6>re-adopted sandbox %s\n", id);
+        }
+}
+
+cJSON *sandbox_to_json(const struct sbx_sandbox *s) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", s->id);
+        cJSON_AddNumberToObject(o, "created", (double) s->created);
+        cJSON_AddNumberToObject(o, "uid_base", (double) slot_uid(s->d, s->slot));
+        cJSON_AddBoolToObject(o, "frozen", s->frozen);
+        if (s->workspace[0])
+                cJSON_AddStringToObject(o, "workspace", s->workspace);
+        cJSON *lim = cJSON_AddObjectToObject(o, "limits");
+        cJSON_AddNumberToObject(lim, "memory", (double) s->limits.memory);
+        cJSON_AddNumberToObject(lim, "pids", (double) s->limits.pids);
+        cJSON_AddNumberToObject(lim, "cpus", s->limits.cpu_millis / 1000.0);
+        cJSON_AddNumberToObject(lim, "disk", (double) s->limits.disk);
+        size_t running = 0;
+        for (const struct sbx_proc *p = s->procs; p; p = p->next)
+                running += !p->exited;
+        cJSON_AddNumberToObject(o, "procs", (double) running);
+        cJSON *con = cJSON_AddArrayToObject(o, "connect");
+        for (size_t i = 0; i < s->n_connects; i++) {
+                cJSON *c = cJSON_CreateObject();
+                cJSON_AddNumberToObject(c, "port", s->connects[i].port);
+                cJSON_AddNumberToObject(c, "host_port", s->connects[i].host_port);
+                cJSON_AddItemToArray(con, c);
+        }
+        return o;
+}

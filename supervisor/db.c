@@ -1,0 +1,1342 @@
+#include "db.h"
+
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+
+/* ---- schema ----------------------------------------------------------------------------- */
+
+/* Versioned migrations: migrations[i] takes the schema from version i to i + 1 and runs in one
+ * BEGIN IMMEDIATE transaction together with the PRAGMA user_version bump.  Append only: never
+ * edit an entry that has shipped. */
+static const char *const migrations[] = {
+        /* 1: the initial schema */
+        "CREATE TABLE repos ("
+        "  id TEXT PRIMARY KEY,"
+        "  name TEXT NOT NULL UNIQUE,"
+        "  url_or_path TEXT NOT NULL,"
+        "  mirror_path TEXT NOT NULL,"
+        "  default_branch TEXT,"
+        "  created_at INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE TABLE sessions ("
+        "  id TEXT PRIMARY KEY,"
+        "  repo_id TEXT NOT NULL REFERENCES repos(id),"
+        "  base_ref TEXT NOT NULL,"
+        "  base_sha TEXT,"
+        "  branch TEXT NOT NULL,"
+        "  agent TEXT NOT NULL,"
+        "  state TEXT NOT NULL CHECK (state IN ('queued','provisioning','running','idle','waiting',"
+        "                                       'paused','completed','failed','stopped','archived')),"
+        "  state_reason TEXT,"
+        "  title TEXT,"
+        "  once INTEGER NOT NULL DEFAULT 0 CHECK (once IN (0, 1)),"
+        "  model TEXT,"
+        "  network TEXT NOT NULL DEFAULT 'none',"
+        "  limits_json TEXT CHECK (limits_json IS NULL OR json_valid(limits_json)),"
+        "  env_json TEXT CHECK (env_json IS NULL OR json_valid(env_json)),"
+        "  sandbox_id TEXT,"
+        "  workspace_path TEXT,"
+        "  gitdir_path TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL,"
+        "  started_at INTEGER,"
+        "  ended_at INTEGER,"
+        "  agent_session_ref TEXT,"
+        "  proc_id TEXT,"
+        "  output_offset INTEGER NOT NULL DEFAULT 0 CHECK (output_offset >= 0),"
+        "  last_commit_sha TEXT"
+        ") STRICT;"
+        "CREATE INDEX sessions_by_repo ON sessions(repo_id);"
+        "CREATE INDEX sessions_by_state ON sessions(state);"
+        "CREATE TABLE prompts ("
+        "  id INTEGER PRIMARY KEY,"
+        "  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        "  seq INTEGER NOT NULL,"
+        "  text TEXT NOT NULL CHECK (length(CAST(text AS BLOB)) BETWEEN 1 AND 262144),"
+        "  state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued','running','done','cancelled')),"
+        "  created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL,"
+        "  UNIQUE (session_id, seq)"
+        ") STRICT;"
+        "CREATE INDEX prompts_queued ON prompts(session_id, seq) WHERE state = 'queued';"
+        /* AUTOINCREMENT: the global event id must never be reused, even after the newest events
+         * are deleted, or a client resuming "after id N" would miss events. */
+        "CREATE TABLE events ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        "  seq INTEGER NOT NULL,"
+        "  ts INTEGER NOT NULL,"
+        "  type TEXT NOT NULL,"
+        "  data TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(data)),"
+        "  UNIQUE (session_id, seq)"
+        ") STRICT;"
+        "CREATE TABLE artifacts ("
+        "  id INTEGER PRIMARY KEY,"
+        "  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        "  kind TEXT NOT NULL,"
+        "  name TEXT NOT NULL,"
+        "  path TEXT,"
+        "  size INTEGER,"
+        "  data TEXT CHECK (data IS NULL OR json_valid(data)),"
+        "  created_at INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX artifacts_by_session ON artifacts(session_id);"
+        "CREATE TABLE settings ("
+        "  key TEXT PRIMARY KEY,"
+        "  value TEXT NOT NULL"
+        ") STRICT;",
+};
+
+int db_schema_latest(void) {
+        return (int) ARRAY_SIZE(migrations);
+}
+
+/* ---- statements ------------------------------------------------------------------------- */
+
+#define SESSION_COLS                                                                              \
+        "id, repo_id, base_ref, base_sha, branch, agent, state, state_reason, title, once, model, " \
+        "network, limits_json, env_json, sandbox_id, workspace_path, gitdir_path, created_at, "     \
+        "updated_at, started_at, ended_at, agent_session_ref, proc_id, output_offset, last_commit_sha"
+#define REPO_COLS "id, name, url_or_path, mirror_path, default_branch, created_at"
+#define PROMPT_COLS "id, session_id, seq, text, state, created_at, updated_at"
+#define EVENT_COLS "id, session_id, seq, ts, type, data"
+
+enum stmt_id {
+        ST_BEGIN,
+        ST_COMMIT,
+        ST_ROLLBACK,
+        ST_SAVEPOINT,
+        ST_RELEASE,
+        ST_ROLLBACK_TO,
+        ST_EVENT_INSERT,
+        ST_EVENTS_AFTER_SEQ,
+        ST_EVENTS_AFTER_ID,
+        ST_SESSION_OUTPUT_MARK,
+        ST_SESSION_GET,
+        ST_SESSION_STATE_GET,
+        ST_SESSION_STATE_SET,
+        ST_REPO_GET,
+        ST_REPO_GET_BY_NAME,
+        ST_PROMPT_NEXT,
+        ST_PROMPT_GET,
+        ST_PROMPT_SET_STATE,
+        ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+        [ST_BEGIN] = "BEGIN IMMEDIATE",
+        [ST_COMMIT] = "COMMIT",
+        [ST_ROLLBACK] = "ROLLBACK",
+        [ST_SAVEPOINT] = "SAVEPOINT ns_sp",
+        [ST_RELEASE] = "RELEASE ns_sp",
+        [ST_ROLLBACK_TO] = "ROLLBACK TO ns_sp",
+        [ST_EVENT_INSERT] =
+                "INSERT INTO events (session_id, seq, ts, type, data) VALUES "
+                "(?1, (SELECT coalesce(max(seq), 0) + 1 FROM events WHERE session_id = ?1), ?2, ?3, ?4) "
+                "RETURNING id, seq",
+        [ST_EVENTS_AFTER_SEQ] = "SELECT " EVENT_COLS " FROM events WHERE session_id = ?1 AND seq > ?2 "
+                                "ORDER BY seq LIMIT ?3",
+        [ST_EVENTS_AFTER_ID] = "SELECT " EVENT_COLS " FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        [ST_SESSION_OUTPUT_MARK] = "UPDATE sessions SET proc_id = ?2, output_offset = ?3, updated_at = ?4 "
+                                   "WHERE id = ?1",
+        [ST_SESSION_GET] = "SELECT " SESSION_COLS " FROM sessions WHERE id = ?1",
+        [ST_SESSION_STATE_GET] = "SELECT state, started_at FROM sessions WHERE id = ?1",
+        [ST_SESSION_STATE_SET] =
+                "UPDATE sessions SET state = ?2, state_reason = ?3, updated_at = ?4, "
+                "started_at = coalesce(started_at, ?5), ended_at = coalesce(?6, ended_at) WHERE id = ?1",
+        [ST_REPO_GET] = "SELECT " REPO_COLS " FROM repos WHERE id = ?1",
+        [ST_REPO_GET_BY_NAME] = "SELECT " REPO_COLS " FROM repos WHERE name = ?1",
+        [ST_PROMPT_NEXT] = "SELECT " PROMPT_COLS " FROM prompts WHERE session_id = ?1 AND state = 'queued' "
+                           "ORDER BY seq LIMIT 1",
+        [ST_PROMPT_GET] = "SELECT " PROMPT_COLS " FROM prompts WHERE id = ?1",
+        [ST_PROMPT_SET_STATE] = "UPDATE prompts SET state = ?2, updated_at = ?3 WHERE id = ?1",
+};
+
+struct db {
+        sqlite3 *conn;
+        sqlite3_stmt *stmts[ST__COUNT];
+};
+
+static int sqlite_errno(int rc) {
+        switch (rc) {
+        case SQLITE_BUSY:
+        case SQLITE_BUSY_SNAPSHOT:
+        case SQLITE_BUSY_RECOVERY:
+        case SQLITE_LOCKED: return EBUSY;
+        case SQLITE_NOMEM: return ENOMEM;
+        case SQLITE_READONLY: return EROFS;
+        case SQLITE_FULL: return ENOSPC;
+        case SQLITE_CANTOPEN: return EACCES;
+        case SQLITE_TOOBIG: return E2BIG;
+        case SQLITE_CONSTRAINT_UNIQUE:
+        case SQLITE_CONSTRAINT_PRIMARYKEY: return EEXIST;
+        case SQLITE_CONSTRAINT_FOREIGNKEY: return ENOENT;
+        case SQLITE_CONSTRAINT_CHECK:
+        case SQLITE_CONSTRAINT_NOTNULL:
+        case SQLITE_MISMATCH:
+        case SQLITE_RANGE: return EINVAL;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB: return EBADMSG;
+        default:
+                if ((rc & 0xff) == SQLITE_CONSTRAINT)
+                        return EINVAL;
+                if ((rc & 0xff) == SQLITE_BUSY)
+                        return EBUSY;
+                return EIO;
+        }
+}
+
+static int sql_err(db *d, int rc, ns_error *err, const char *what) {
+        return ns_err(err, sqlite_errno(rc), "%s: %s", what, d && d->conn ? sqlite3_errmsg(d->conn) : sqlite3_errstr(rc));
+}
+
+/* A cached statement, ready to bind.  The caller resets it through _cleanup_(stmt_resetp). */
+static int stmt_get(db *d, enum stmt_id id, sqlite3_stmt **out, ns_error *err) {
+        if (!d->stmts[id]) {
+                int rc = sqlite3_prepare_v3(d->conn, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &d->stmts[id], NULL);
+                if (rc != SQLITE_OK)
+                        return sql_err(d, rc, err, "prepare");
+        }
+        *out = d->stmts[id];
+        return 0;
+}
+
+static void stmt_resetp(sqlite3_stmt **st) {
+        if (*st) {
+                sqlite3_reset(*st);
+                sqlite3_clear_bindings(*st);
+        }
+}
+static void stmt_finalizep(sqlite3_stmt **st) {
+        sqlite3_finalize(*st);
+}
+
+/* A one-off statement (cold paths), finalized through _cleanup_(stmt_finalizep). */
+static int stmt_prepare(db *d, const char *sql, sqlite3_stmt **out, ns_error *err) {
+        int rc = sqlite3_prepare_v2(d->conn, sql, -1, out, NULL);
+        if (rc != SQLITE_OK)
+                return sql_err(d, rc, err, "prepare");
+        return 0;
+}
+
+/* Run a statement that returns no rows (or whose rows are ignored) to completion. */
+static int stmt_run(db *d, sqlite3_stmt *st, ns_error *err, const char *what) {
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                ;
+        if (rc != SQLITE_DONE)
+                return sql_err(d, sqlite3_extended_errcode(d->conn), err, what);
+        return 0;
+}
+
+static int exec_cached(db *d, enum stmt_id id, ns_error *err) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, id, &st, err);
+        if (r < 0)
+                return r;
+        return stmt_run(d, st, err, stmt_sql[id]);
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *s) {
+        return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
+}
+
+/* Duplicate a text column; NULL column → *out = NULL.  -ENOMEM on allocation failure. */
+static int col_dup(sqlite3_stmt *st, int i, char **out) {
+        const unsigned char *s = sqlite3_column_text(st, i);
+        if (!s) {
+                *out = NULL;
+                return 0;
+        }
+        *out = strdup((const char *) s);
+        return *out ? 0 : -ENOMEM;
+}
+
+static void col_copy_id(sqlite3_stmt *st, int i, char out[SV_ID_LEN + 1]) {
+        const unsigned char *s = sqlite3_column_text(st, i);
+        snprintf(out, SV_ID_LEN + 1, "%s", s ? (const char *) s : "");
+}
+
+int64_t db_now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- transactions ----------------------------------------------------------------------- */
+
+/* Each write function is atomic: at top level it owns a BEGIN IMMEDIATE transaction (read-then-
+ * write under the write lock, so no SQLITE_BUSY_SNAPSHOT), inside a caller's transaction it uses
+ * a savepoint so that a failure undoes only its own writes. */
+typedef struct tx {
+        bool nested;
+        bool open;
+} tx;
+
+static int tx_begin(db *d, tx *t, ns_error *err) {
+        t->nested = !sqlite3_get_autocommit(d->conn);
+        int r = exec_cached(d, t->nested ? ST_SAVEPOINT : ST_BEGIN, err);
+        t->open = r == 0;
+        return r;
+}
+
+/* Commit (r == 0) or roll back (r < 0) what tx_begin started; returns r or the commit error. */
+static int tx_end(db *d, tx *t, int r, ns_error *err) {
+        if (!t->open)
+                return r;
+        t->open = false;
+        if (r >= 0) {
+                int c = exec_cached(d, t->nested ? ST_RELEASE : ST_COMMIT, err);
+                if (c == 0)
+                        return r;
+                r = c;
+        }
+        if (t->nested) {
+                (void) exec_cached(d, ST_ROLLBACK_TO, NULL);
+                (void) exec_cached(d, ST_RELEASE, NULL);
+        } else if (!sqlite3_get_autocommit(d->conn)) {
+                (void) exec_cached(d, ST_ROLLBACK, NULL);
+        }
+        return r;
+}
+
+int db_begin(db *d, ns_error *err) {
+        if (!sqlite3_get_autocommit(d->conn))
+                return ns_err(err, EBUSY, "a transaction is already open on this connection");
+        return exec_cached(d, ST_BEGIN, err);
+}
+
+int db_commit(db *d, ns_error *err) {
+        return exec_cached(d, ST_COMMIT, err);
+}
+
+void db_rollback(db *d) {
+        if (!sqlite3_get_autocommit(d->conn))
+                (void) exec_cached(d, ST_ROLLBACK, NULL);
+}
+
+/* ---- open, configure, migrate ----------------------------------------------------------- */
+
+static int exec_sql(db *d, const char *sql, ns_error *err) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(d->conn, sql, NULL, NULL, &msg);
+        if (rc != SQLITE_OK) {
+                int r = ns_err(err, sqlite_errno(sqlite3_extended_errcode(d->conn)), "%.60s: %s", sql,
+                               msg ? msg : sqlite3_errstr(rc));
+                sqlite3_free(msg);
+                return r;
+        }
+        return 0;
+}
+
+int db_schema_version(db *d, int *out, ns_error *err) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "PRAGMA user_version", &st, err);
+        if (r < 0)
+                return r;
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return sql_err(d, sqlite3_extended_errcode(d->conn), err, "PRAGMA user_version");
+        *out = sqlite3_column_int(st, 0);
+        return 0;
+}
+
+int db_pragma_get(db *d, const char *name, char **out, ns_error *err) {
+        static const char *const allowed[] = { "journal_mode", "synchronous", "foreign_keys", "busy_timeout",
+                                               "trusted_schema" };
+        *out = NULL;
+        bool known = false;
+        for (size_t i = 0; name && i < ARRAY_SIZE(allowed); i++)
+                known |= strcmp(name, allowed[i]) == 0;
+        if (!known)
+                return ns_err(err, EINVAL, "unknown pragma '%s'", name ? name : "");
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA %s", name);
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, sql, &st, err);
+        if (r < 0)
+                return r;
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return sql_err(d, sqlite3_extended_errcode(d->conn), err, sql);
+        if (col_dup(st, 0, out) < 0 || !*out)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+static int db_migrate(db *d, ns_error *err) {
+        int latest = db_schema_latest(), v;
+        int r = db_schema_version(d, &v, err);
+        if (r < 0)
+                return r;
+        if (v > latest)
+                return ns_err(err, EPROTO, "database schema version %d is newer than this build's %d", v, latest);
+        while (v < latest) {
+                r = exec_cached(d, ST_BEGIN, err);
+                if (r < 0)
+                        return r;
+                /* Another process or connection may have migrated between our read and our lock. */
+                r = db_schema_version(d, &v, err);
+                if (r == 0 && v < latest) {
+                        char bump[64];
+                        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
+                        r = exec_sql(d, migrations[v], err);
+                        if (r == 0)
+                                r = exec_sql(d, bump, err);
+                        if (r < 0)
+                                ns_err_wrap(err, "migration %d", v + 1);
+                }
+                if (r < 0) {
+                        db_rollback(d);
+                        return r;
+                }
+                r = exec_cached(d, ST_COMMIT, err);
+                if (r < 0) {
+                        db_rollback(d);
+                        return r;
+                }
+                r = db_schema_version(d, &v, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int db_open(const char *path, db **out, ns_error *err) {
+        *out = NULL;
+        /* Create the file ourselves so that it (and the -wal/-shm files SQLite derives from its
+         * mode) is private to the supervisor's user: sessions' env_json may hold secrets. */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "open %s", path);
+        close(fd);
+
+        _cleanup_(db_closep) db *d = calloc(1, sizeof *d);
+        if (!d)
+                return ns_err(err, ENOMEM, "out of memory");
+        int rc = sqlite3_open_v2(path, &d->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK)
+                return sql_err(d, rc, err, path);
+        sqlite3_extended_result_codes(d->conn, 1);
+        sqlite3_busy_timeout(d->conn, DB_BUSY_TIMEOUT_MS);
+        /* Defence in depth: no writes to the schema or to the raw file through ordinary SQL.
+         * (trusted_schema stays on: the CHECK constraints use json_valid(), which SQLite 3.40 does
+         * not mark innocuous; the file is ours, mode 0600.) */
+        sqlite3_db_config(d->conn, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+
+        /* journal_mode persists in the file; synchronous and foreign_keys are per connection and
+         * must be set on every one (synchronous would default to FULL here). */
+        int r = exec_sql(d, "PRAGMA journal_mode = WAL", err);
+        if (r == 0)
+                r = exec_sql(d, "PRAGMA synchronous = NORMAL", err);
+        if (r == 0)
+                r = exec_sql(d, "PRAGMA foreign_keys = ON", err);
+        if (r == 0)
+                r = db_migrate(d, err);
+        if (r < 0)
+                return r;
+        *out = TAKE_PTR(d);
+        return 0;
+}
+
+void db_close(db *d) {
+        if (!d)
+                return;
+        for (size_t i = 0; i < ST__COUNT; i++)
+                sqlite3_finalize(d->stmts[i]);
+        sqlite3_close_v2(d->conn);
+        free(d);
+}
+
+/* ---- repos ------------------------------------------------------------------------------ */
+
+void db_repo_clear(db_repo *r) {
+        if (!r)
+                return;
+        free(r->name);
+        free(r->url_or_path);
+        free(r->mirror_path);
+        free(r->default_branch);
+        memset(r, 0, sizeof *r);
+}
+
+void db_repos_free(db_repo *v, size_t n) {
+        for (size_t i = 0; v && i < n; i++)
+                db_repo_clear(&v[i]);
+        free(v);
+}
+
+static int repo_from_row(sqlite3_stmt *st, db_repo *r) {
+        memset(r, 0, sizeof *r);
+        col_copy_id(st, 0, r->id);
+        if (col_dup(st, 1, &r->name) < 0 || col_dup(st, 2, &r->url_or_path) < 0 ||
+            col_dup(st, 3, &r->mirror_path) < 0 || col_dup(st, 4, &r->default_branch) < 0) {
+                db_repo_clear(r);
+                return -ENOMEM;
+        }
+        r->created_at = sqlite3_column_int64(st, 5);
+        return 0;
+}
+
+int db_repo_insert(db *d, db_repo *r, ns_error *err) {
+        if (!r->name || !r->url_or_path || !r->mirror_path)
+                return ns_err(err, EINVAL, "repo needs a name, a url or path, and a mirror path");
+        if (!r->id[0]) {
+                int q = sv_id_new(SV_ID_PREFIX_REPO, r->id, err);
+                if (q < 0)
+                        return q;
+        } else if (!sv_id_valid(r->id, SV_ID_PREFIX_REPO)) {
+                return ns_err(err, EINVAL, "invalid repo id '%s'", r->id);
+        }
+        if (!r->created_at)
+                r->created_at = db_now_ms();
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int q = stmt_prepare(d, "INSERT INTO repos (" REPO_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st, err);
+        if (q < 0)
+                return q;
+        bind_text(st, 1, r->id);
+        bind_text(st, 2, r->name);
+        bind_text(st, 3, r->url_or_path);
+        bind_text(st, 4, r->mirror_path);
+        bind_text(st, 5, r->default_branch);
+        sqlite3_bind_int64(st, 6, r->created_at);
+        q = stmt_run(d, st, err, "insert repo");
+        if (q == -EEXIST)
+                return ns_err(err, EEXIST, "a repository named '%s' already exists", r->name);
+        return q;
+}
+
+static int repo_get_by(db *d, enum stmt_id id, const char *key, db_repo *out, ns_error *err) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, id, &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, key);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return ns_err(err, ENOENT, "repository '%s' not found", key);
+        if (rc != SQLITE_ROW)
+                return sql_err(d, rc, err, "get repo");
+        if (repo_from_row(st, out) < 0)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+int db_repo_get(db *d, const char *id, db_repo *out, ns_error *err) {
+        return repo_get_by(d, ST_REPO_GET, id, out, err);
+}
+
+int db_repo_get_by_name(db *d, const char *name, db_repo *out, ns_error *err) {
+        return repo_get_by(d, ST_REPO_GET_BY_NAME, name, out, err);
+}
+
+/* Grow *v (of *cap elements of size `sz`) to hold at least n + 1. */
+static int grow(void **v, size_t *cap, size_t n, size_t sz) {
+        if (n < *cap)
+                return 0;
+        size_t ncap = *cap ? *cap * 2 : 16;
+        void *p = realloc(*v, ncap * sz);
+        if (!p)
+                return -ENOMEM;
+        memset((char *) p + *cap * sz, 0, (ncap - *cap) * sz);
+        *v = p;
+        *cap = ncap;
+        return 0;
+}
+
+int db_repo_list(db *d, db_repo **out, size_t *n, ns_error *err) {
+        *out = NULL;
+        *n = 0;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "SELECT " REPO_COLS " FROM repos ORDER BY created_at, id", &st, err);
+        if (r < 0)
+                return r;
+        db_repo *v = NULL;
+        size_t cap = 0, cnt = 0;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (grow((void **) &v, &cap, cnt, sizeof *v) < 0 || repo_from_row(st, &v[cnt]) < 0) {
+                        db_repos_free(v, cnt);
+                        return ns_err(err, ENOMEM, "out of memory");
+                }
+                cnt++;
+        }
+        if (rc != SQLITE_DONE) {
+                db_repos_free(v, cnt);
+                return sql_err(d, rc, err, "list repos");
+        }
+        *out = v;
+        *n = cnt;
+        return 0;
+}
+
+/* UPDATE that must hit exactly one row (else -ENOENT "<what> '<key>' not found"). */
+static int update_one(db *d, sqlite3_stmt *st, const char *what, const char *key, ns_error *err) {
+        int r = stmt_run(d, st, err, what);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(d->conn) != 1)
+                return ns_err(err, ENOENT, "%s '%s' not found", what, key);
+        return 0;
+}
+
+int db_repo_set_default_branch(db *d, const char *id, const char *branch, ns_error *err) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "UPDATE repos SET default_branch = ?2 WHERE id = ?1", &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, id);
+        bind_text(st, 2, branch);
+        return update_one(d, st, "repository", id, err);
+}
+
+int db_repo_delete(db *d, const char *id, ns_error *err) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "DELETE FROM repos WHERE id = ?1", &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, id);
+        r = stmt_run(d, st, err, "delete repository");
+        if (r < 0 && sqlite3_extended_errcode(d->conn) == SQLITE_CONSTRAINT_FOREIGNKEY)
+                return ns_err(err, EBUSY, "repository '%s' still has sessions", id);
+        if (r == 0 && sqlite3_changes(d->conn) != 1)
+                return ns_err(err, ENOENT, "repository '%s' not found", id);
+        return r;
+}
+
+/* ---- events ----------------------------------------------------------------------------- */
+
+static const char *const event_types[] = {
+        "message", "tool_call", "tool_result", "command_output", "status", "question", "commit",
+        "push",    "pr",        "preview",     "egress",         "error",  "usage",
+};
+
+bool db_event_type_valid(const char *type) {
+        for (size_t i = 0; type && i < ARRAY_SIZE(event_types); i++)
+                if (strcmp(type, event_types[i]) == 0)
+                        return true;
+        return false;
+}
+
+void db_events_free(db_event *v, size_t n) {
+        for (size_t i = 0; v && i < n; i++) {
+                free(v[i].type);
+                free(v[i].data);
+        }
+        free(v);
+}
+
+/* Insert one event inside an open transaction or savepoint. */
+static int event_insert(db *d, const db_event_in *e, int64_t now, int64_t *id_out, int64_t *seq_out, ns_error *err) {
+        if (!db_event_type_valid(e->type))
+                return ns_err(err, EINVAL, "unknown event type '%s'", e->type ? e->type : "(null)");
+        if (e->data && strlen(e->data) > DB_EVENT_DATA_MAX_BYTES)
+                return ns_err(err, E2BIG, "event data over %d bytes", DB_EVENT_DATA_MAX_BYTES);
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, ST_EVENT_INSERT, &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, e->session_id);
+        sqlite3_bind_int64(st, 2, e->ts ? e->ts : now);
+        bind_text(st, 3, e->type);
+        bind_text(st, 4, e->data ? e->data : "{}");
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                rc = sqlite3_extended_errcode(d->conn);
+                if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+                        return ns_err(err, ENOENT, "session '%s' not found", e->session_id ? e->session_id : "");
+                if (rc == SQLITE_CONSTRAINT_CHECK)
+                        return ns_err(err, EINVAL, "event data is not valid JSON");
+                return sql_err(d, rc, err, "insert event");
+        }
+        if (id_out)
+                *id_out = sqlite3_column_int64(st, 0);
+        if (seq_out)
+                *seq_out = sqlite3_column_int64(st, 1);
+        return stmt_run(d, st, err, "insert event");
+}
+
+int db_event_append(db *d, const char *sid, const char *type, const char *data, int64_t *id_out,
+                    int64_t *seq_out, ns_error *err) {
+        db_event_in e = { .session_id = sid, .type = type, .data = data };
+        return db_events_append_batch(d, &e, 1, NULL, id_out, seq_out, err);
+}
+
+int db_events_append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark,
+                           int64_t *ids_out, int64_t *seqs_out, ns_error *err) {
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        int64_t now = db_now_ms();
+        for (size_t i = 0; r == 0 && i < n; i++)
+                r = event_insert(d, &ev[i], now, ids_out ? &ids_out[i] : NULL, seqs_out ? &seqs_out[i] : NULL, err);
+        if (r == 0 && mark) {
+                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+                r = stmt_get(d, ST_SESSION_OUTPUT_MARK, &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, mark->session_id);
+                        bind_text(st, 2, mark->proc_id);
+                        sqlite3_bind_int64(st, 3, mark->output_offset);
+                        sqlite3_bind_int64(st, 4, now);
+                        r = update_one(d, st, "session", mark->session_id, err);
+                }
+        }
+        return tx_end(d, &t, r, err);
+}
+
+static int events_collect(db *d, sqlite3_stmt *st, db_event **out, size_t *n, ns_error *err) {
+        db_event *v = NULL;
+        size_t cap = 0, cnt = 0;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (grow((void **) &v, &cap, cnt, sizeof *v) < 0)
+                        goto oom;
+                db_event *e = &v[cnt++];
+                e->id = sqlite3_column_int64(st, 0);
+                col_copy_id(st, 1, e->session_id);
+                e->seq = sqlite3_column_int64(st, 2);
+                e->ts = sqlite3_column_int64(st, 3);
+                if (col_dup(st, 4, &e->type) < 0 || col_dup(st, 5, &e->data) < 0)
+                        goto oom;
+        }
+        if (rc != SQLITE_DONE) {
+                db_events_free(v, cnt);
+                return sql_err(d, rc, err, "list events");
+        }
+        *out = v;
+        *n = cnt;
+        return 0;
+oom:
+        db_events_free(v, cnt);
+        return ns_err(err, ENOMEM, "out of memory");
+}
+
+int db_events_after_seq(db *d, const char *sid, int64_t after_seq, size_t limit, db_event **out,
+                        size_t *n, ns_error *err) {
+        *out = NULL;
+        *n = 0;
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, ST_EVENTS_AFTER_SEQ, &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, sid);
+        sqlite3_bind_int64(st, 2, after_seq);
+        sqlite3_bind_int64(st, 3, limit ? (int64_t) limit : 1000);
+        return events_collect(d, st, out, n, err);
+}
+
+int db_events_after_id(db *d, int64_t after_id, size_t limit, db_event **out, size_t *n, ns_error *err) {
+        *out = NULL;
+        *n = 0;
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, ST_EVENTS_AFTER_ID, &st, err);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, after_id);
+        sqlite3_bind_int64(st, 2, limit ? (int64_t) limit : 1000);
+        return events_collect(d, st, out, n, err);
+}
+
+/* ---- sessions --------------------------------------------------------------------------- */
+
+void db_session_clear(db_session *s) {
+        if (!s)
+                return;
+        char **fields[] = { &s->base_ref,       &s->base_sha,    &s->branch,     &s->agent,
+                            &s->state_reason,   &s->title,       &s->model,      &s->network,
+                            &s->limits_json,    &s->env_json,    &s->sandbox_id, &s->workspace_path,
+                            &s->gitdir_path,    &s->agent_session_ref, &s->proc_id, &s->last_commit_sha };
+        for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+                free(*fields[i]);
+        memset(s, 0, sizeof *s);
+}
+
+void db_sessions_free(db_session *v, size_t n) {
+        for (size_t i = 0; v && i < n; i++)
+                db_session_clear(&v[i]);
+        free(v);
+}
+
+static int session_from_row(sqlite3_stmt *st, db_session *s) {
+        memset(s, 0, sizeof *s);
+        col_copy_id(st, 0, s->id);
+        col_copy_id(st, 1, s->repo_id);
+        int r = 0;
+        r |= col_dup(st, 2, &s->base_ref);
+        r |= col_dup(st, 3, &s->base_sha);
+        r |= col_dup(st, 4, &s->branch);
+        r |= col_dup(st, 5, &s->agent);
+        if (sv_state_parse((const char *) sqlite3_column_text(st, 6), &s->state) < 0)
+                s->state = SV_FAILED; /* unreachable: the CHECK constraint lists the same names */
+        r |= col_dup(st, 7, &s->state_reason);
+        r |= col_dup(st, 8, &s->title);
+        s->once = sqlite3_column_int(st, 9) != 0;
+        r |= col_dup(st, 10, &s->model);
+        r |= col_dup(st, 11, &s->network);
+        r |= col_dup(st, 12, &s->limits_json);
+        r |= col_dup(st, 13, &s->env_json);
+        r |= col_dup(st, 14, &s->sandbox_id);
+        r |= col_dup(st, 15, &s->workspace_path);
+        r |= col_dup(st, 16, &s->gitdir_path);
+        s->created_at = sqlite3_column_int64(st, 17);
+        s->updated_at = sqlite3_column_int64(st, 18);
+        s->started_at = sqlite3_column_int64(st, 19);
+        s->ended_at = sqlite3_column_int64(st, 20);
+        r |= col_dup(st, 21, &s->agent_session_ref);
+        r |= col_dup(st, 22, &s->proc_id);
+        s->output_offset = sqlite3_column_int64(st, 23);
+        r |= col_dup(st, 24, &s->last_commit_sha);
+        if (r < 0) {
+                db_session_clear(s);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* The JSON of a `status` event. */
+static char *status_json(sv_state from, bool has_from, sv_state to, const char *reason, int64_t now) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+                return NULL;
+        bool ok = (has_from ? cJSON_AddStringToObject(o, "from", sv_state_name(from)) != NULL
+                            : cJSON_AddNullToObject(o, "from") != NULL) &&
+                  cJSON_AddStringToObject(o, "to", sv_state_name(to)) &&
+                  (reason ? cJSON_AddStringToObject(o, "reason", reason) != NULL
+                          : cJSON_AddNullToObject(o, "reason") != NULL) &&
+                  cJSON_AddNumberToObject(o, "time", (double) now);
+        char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        return s;
+}
+
+int db_session_insert(db *d, db_session *s, ns_error *err) {
+        if (!s->base_ref || !s->agent || !s->repo_id[0])
+                return ns_err(err, EINVAL, "session needs a repo, a base ref and an agent");
+        if (!s->id[0]) {
+                int q = sv_id_new(SV_ID_PREFIX_SESSION, s->id, err);
+                if (q < 0)
+                        return q;
+        } else if (!sv_id_valid(s->id, SV_ID_PREFIX_SESSION)) {
+                return ns_err(err, EINVAL, "invalid session id '%s'", s->id);
+        }
+        if (!s->branch && asprintf(&s->branch, "nightshift/%s", s->id) < 0) {
+                s->branch = NULL;
+                return ns_err(err, ENOMEM, "out of memory");
+        }
+        if (!s->network && !(s->network = strdup("none")))
+                return ns_err(err, ENOMEM, "out of memory");
+        int64_t now = db_now_ms();
+        s->state = SV_QUEUED;
+        s->created_at = s->updated_at = now;
+        s->started_at = s->ended_at = 0;
+
+        _cleanup_free_ char *ev = status_json(SV_QUEUED, false, SV_QUEUED, s->state_reason ? s->state_reason : "created", now);
+        if (!ev)
+                return ns_err(err, ENOMEM, "out of memory");
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+                r = stmt_prepare(d,
+                                 "INSERT INTO sessions (id, repo_id, base_ref, base_sha, branch, agent, state, "
+                                 "state_reason, title, once, model, network, limits_json, env_json, created_at, "
+                                 "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, "
+                                 "?13, ?14, ?14)",
+                                 &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, s->id);
+                        bind_text(st, 2, s->repo_id);
+                        bind_text(st, 3, s->base_ref);
+                        bind_text(st, 4, s->base_sha);
+                        bind_text(st, 5, s->branch);
+                        bind_text(st, 6, s->agent);
+                        bind_text(st, 7, s->state_reason);
+                        bind_text(st, 8, s->title);
+                        sqlite3_bind_int(st, 9, s->once ? 1 : 0);
+                        bind_text(st, 10, s->model);
+                        bind_text(st, 11, s->network);
+                        bind_text(st, 12, s->limits_json);
+                        bind_text(st, 13, s->env_json);
+                        sqlite3_bind_int64(st, 14, now);
+                        r = stmt_run(d, st, err, "insert session");
+                        if (r == -ENOENT)
+                                r = ns_err(err, ENOENT, "repository '%s' not found", s->repo_id);
+                        else if (r == -EEXIST)
+                                r = ns_err(err, EEXIST, "session '%s' already exists", s->id);
+                }
+        }
+        if (r == 0) {
+                db_event_in e = { .session_id = s->id, .type = "status", .data = ev, .ts = now };
+                r = event_insert(d, &e, now, NULL, NULL, err);
+        }
+        return tx_end(d, &t, r, err);
+}
+
+int db_session_get(db *d, const char *id, db_session *out, ns_error *err) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, ST_SESSION_GET, &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return ns_err(err, ENOENT, "session '%s' not found", id);
+        if (rc != SQLITE_ROW)
+                return sql_err(d, rc, err, "get session");
+        if (session_from_row(st, out) < 0)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+int db_session_list(db *d, const db_session_filter *f, db_session **out, size_t *n, ns_error *err) {
+        *out = NULL;
+        *n = 0;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d,
+                             "SELECT " SESSION_COLS " FROM sessions WHERE (?1 IS NULL OR repo_id = ?1) "
+                             "ORDER BY created_at, id",
+                             &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, f ? f->repo_id : NULL);
+        db_session *v = NULL;
+        size_t cap = 0, cnt = 0;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (f && f->limit && cnt >= f->limit)
+                        break;
+                if (grow((void **) &v, &cap, cnt, sizeof *v) < 0 || session_from_row(st, &v[cnt]) < 0) {
+                        db_sessions_free(v, cnt);
+                        return ns_err(err, ENOMEM, "out of memory");
+                }
+                if (f && f->state_mask && !(f->state_mask & (1u << v[cnt].state))) {
+                        db_session_clear(&v[cnt]);
+                        continue;
+                }
+                cnt++;
+        }
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+                db_sessions_free(v, cnt);
+                return sql_err(d, rc, err, "list sessions");
+        }
+        *out = v;
+        *n = cnt;
+        return 0;
+}
+
+int db_session_set_state(db *d, const char *id, sv_state to, const char *reason, int expect_from,
+                         int64_t *ev_id, int64_t *ev_seq, ns_error *err) {
+        if (!sv_state_name(to))
+                return ns_err(err, EINVAL, "invalid state %d", (int) to);
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        sv_state from = SV_QUEUED;
+        {
+                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+                r = stmt_get(d, ST_SESSION_STATE_GET, &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, id);
+                        int rc = sqlite3_step(st);
+                        if (rc == SQLITE_DONE)
+                                r = ns_err(err, ENOENT, "session '%s' not found", id);
+                        else if (rc != SQLITE_ROW)
+                                r = sql_err(d, rc, err, "get session state");
+                        else if (sv_state_parse((const char *) sqlite3_column_text(st, 0), &from) < 0)
+                                r = ns_err(err, EBADMSG, "session '%s' has an unknown state", id);
+                }
+        }
+        if (r == 0 && expect_from >= 0 && (int) from != expect_from)
+                r = ns_err(err, ESTALE, "session '%s' is %s, not %s", id, sv_state_name(from),
+                           sv_state_name((sv_state) expect_from) ? sv_state_name((sv_state) expect_from) : "?");
+        if (r == 0 && !sv_state_can_transition(from, to))
+                r = ns_err(err, EINVAL, "session '%s': illegal transition %s -> %s", id, sv_state_name(from),
+                           sv_state_name(to));
+        int64_t now = db_now_ms();
+        if (r == 0) {
+                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+                r = stmt_get(d, ST_SESSION_STATE_SET, &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, id);
+                        bind_text(st, 2, sv_state_name(to));
+                        bind_text(st, 3, reason);
+                        sqlite3_bind_int64(st, 4, now);
+                        if (to == SV_RUNNING)
+                                sqlite3_bind_int64(st, 5, now);
+                        if (sv_state_is_end(to))
+                                sqlite3_bind_int64(st, 6, now);
+                        r = update_one(d, st, "session", id, err);
+                }
+        }
+        if (r == 0) {
+                _cleanup_free_ char *ev = status_json(from, true, to, reason, now);
+                if (!ev) {
+                        r = ns_err(err, ENOMEM, "out of memory");
+                } else {
+                        db_event_in e = { .session_id = id, .type = "status", .data = ev, .ts = now };
+                        r = event_insert(d, &e, now, ev_id, ev_seq, err);
+                }
+        }
+        return tx_end(d, &t, r, err);
+}
+
+/* UPDATE sessions SET <sql> WHERE id = ?1, with text parameters ?2.. and updated_at = ?N. */
+static int session_update(db *d, const char *id, const char *sql, const char *const *texts, size_t ntexts,
+                          const int64_t *num, ns_error *err) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, sql, &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, id);
+        int i = 2;
+        for (size_t k = 0; k < ntexts; k++)
+                bind_text(st, i++, texts[k]);
+        if (num)
+                sqlite3_bind_int64(st, i++, *num);
+        sqlite3_bind_int64(st, i, db_now_ms());
+        return update_one(d, st, "session", id, err);
+}
+
+int db_session_set_base_sha(db *d, const char *id, const char *sha, ns_error *err) {
+        const char *t[] = { sha };
+        return session_update(d, id, "UPDATE sessions SET base_sha = ?2, updated_at = ?3 WHERE id = ?1", t, 1, NULL, err);
+}
+
+int db_session_set_sandbox(db *d, const char *id, const char *sandbox_id, const char *workspace_path,
+                           const char *gitdir_path, ns_error *err) {
+        const char *t[] = { sandbox_id, workspace_path, gitdir_path };
+        return session_update(d, id,
+                              "UPDATE sessions SET sandbox_id = ?2, workspace_path = ?3, gitdir_path = ?4, "
+                              "updated_at = ?5 WHERE id = ?1",
+                              t, 3, NULL, err);
+}
+
+int db_session_set_agent_ref(db *d, const char *id, const char *agent_session_ref, ns_error *err) {
+        const char *t[] = { agent_session_ref };
+        return session_update(d, id, "UPDATE sessions SET agent_session_ref = ?2, updated_at = ?3 WHERE id = ?1",
+                              t, 1, NULL, err);
+}
+
+int db_session_set_proc(db *d, const char *id, const char *proc_id, int64_t output_offset, ns_error *err) {
+        if (output_offset < 0)
+                return ns_err(err, EINVAL, "negative output offset");
+        const char *t[] = { proc_id };
+        return session_update(d, id,
+                              "UPDATE sessions SET proc_id = ?2, output_offset = ?3, updated_at = ?4 WHERE id = ?1",
+                              t, 1, &output_offset, err);
+}
+
+int db_session_set_last_commit(db *d, const char *id, const char *sha, ns_error *err) {
+        const char *t[] = { sha };
+        return session_update(d, id, "UPDATE sessions SET last_commit_sha = ?2, updated_at = ?3 WHERE id = ?1",
+                              t, 1, NULL, err);
+}
+
+int db_session_delete(db *d, const char *id, ns_error *err) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "DELETE FROM sessions WHERE id = ?1", &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, id);
+        return update_one(d, st, "session", id, err);
+}
+
+/* ---- prompts ---------------------------------------------------------------------------- */
+
+static const char *const prompt_state_names[] = { "queued", "running", "done", "cancelled" };
+
+const char *db_prompt_state_name(db_prompt_state s) {
+        return (unsigned) s < ARRAY_SIZE(prompt_state_names) ? prompt_state_names[s] : NULL;
+}
+
+static int prompt_state_parse(const char *s, db_prompt_state *out) {
+        for (unsigned i = 0; s && i < ARRAY_SIZE(prompt_state_names); i++)
+                if (strcmp(s, prompt_state_names[i]) == 0) {
+                        *out = (db_prompt_state) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+void db_prompt_clear(db_prompt *p) {
+        if (!p)
+                return;
+        free(p->text);
+        memset(p, 0, sizeof *p);
+}
+
+void db_prompts_free(db_prompt *v, size_t n) {
+        for (size_t i = 0; v && i < n; i++)
+                db_prompt_clear(&v[i]);
+        free(v);
+}
+
+static int prompt_from_row(sqlite3_stmt *st, db_prompt *p) {
+        memset(p, 0, sizeof *p);
+        p->id = sqlite3_column_int64(st, 0);
+        col_copy_id(st, 1, p->session_id);
+        p->seq = sqlite3_column_int64(st, 2);
+        if (col_dup(st, 3, &p->text) < 0)
+                return -ENOMEM;
+        if (prompt_state_parse((const char *) sqlite3_column_text(st, 4), &p->state) < 0)
+                p->state = DB_PROMPT_CANCELLED;
+        p->created_at = sqlite3_column_int64(st, 5);
+        p->updated_at = sqlite3_column_int64(st, 6);
+        return 0;
+}
+
+int db_prompt_enqueue(db *d, const char *sid, const char *text, int64_t *id_out, int64_t *seq_out,
+                      ns_error *err) {
+        size_t len = text ? strlen(text) : 0;
+        if (len == 0)
+                return ns_err(err, EINVAL, "empty prompt");
+        if (len > DB_PROMPT_MAX_BYTES)
+                return ns_err(err, E2BIG, "prompt of %zu bytes is over the limit of %d", len, DB_PROMPT_MAX_BYTES);
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+                r = stmt_prepare(d,
+                                 "INSERT INTO prompts (session_id, seq, text, state, created_at, updated_at) VALUES "
+                                 "(?1, (SELECT coalesce(max(seq), 0) + 1 FROM prompts WHERE session_id = ?1), ?2, "
+                                 "'queued', ?3, ?3) RETURNING id, seq",
+                                 &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, sid);
+                        bind_text(st, 2, text);
+                        sqlite3_bind_int64(st, 3, db_now_ms());
+                        int rc = sqlite3_step(st);
+                        if (rc == SQLITE_ROW) {
+                                if (id_out)
+                                        *id_out = sqlite3_column_int64(st, 0);
+                                if (seq_out)
+                                        *seq_out = sqlite3_column_int64(st, 1);
+                                r = stmt_run(d, st, err, "enqueue prompt");
+                        } else if (sqlite3_extended_errcode(d->conn) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+                                r = ns_err(err, ENOENT, "session '%s' not found", sid);
+                        } else {
+                                r = sql_err(d, sqlite3_extended_errcode(d->conn), err, "enqueue prompt");
+                        }
+                }
+        }
+        return tx_end(d, &t, r, err);
+}
+
+static int prompt_get(db *d, int64_t id, db_prompt *out, ns_error *err) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, ST_PROMPT_GET, &st, err);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return ns_err(err, ENOENT, "prompt %lld not found", (long long) id);
+        if (rc != SQLITE_ROW)
+                return sql_err(d, rc, err, "get prompt");
+        if (prompt_from_row(st, out) < 0)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+static int prompt_set_state(db *d, int64_t id, db_prompt_state to, int64_t now, ns_error *err) {
+        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = stmt_get(d, ST_PROMPT_SET_STATE, &st, err);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        bind_text(st, 2, db_prompt_state_name(to));
+        sqlite3_bind_int64(st, 3, now);
+        return stmt_run(d, st, err, "update prompt");
+}
+
+int db_prompt_next(db *d, const char *sid, bool claim, db_prompt *out, ns_error *err) {
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        db_prompt p = { 0 };
+        if (claim) {
+                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+                r = stmt_prepare(d, "SELECT id FROM prompts WHERE session_id = ?1 AND state = 'running' LIMIT 1", &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, sid);
+                        int rc = sqlite3_step(st);
+                        if (rc == SQLITE_ROW)
+                                r = ns_err(err, EBUSY, "session '%s' already has a running prompt", sid);
+                        else if (rc != SQLITE_DONE)
+                                r = sql_err(d, rc, err, "find running prompt");
+                }
+        }
+        if (r == 0) {
+                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
+                r = stmt_get(d, ST_PROMPT_NEXT, &st, err);
+                if (r == 0) {
+                        bind_text(st, 1, sid);
+                        int rc = sqlite3_step(st);
+                        if (rc == SQLITE_DONE)
+                                r = ns_err(err, ENOENT, "no queued prompt for session '%s'", sid);
+                        else if (rc != SQLITE_ROW)
+                                r = sql_err(d, rc, err, "next prompt");
+                        else if (prompt_from_row(st, &p) < 0)
+                                r = ns_err(err, ENOMEM, "out of memory");
+                }
+        }
+        if (r == 0 && claim) {
+                p.updated_at = db_now_ms();
+                r = prompt_set_state(d, p.id, DB_PROMPT_RUNNING, p.updated_at, err);
+                p.state = DB_PROMPT_RUNNING;
+        }
+        r = tx_end(d, &t, r, err);
+        if (r < 0) {
+                db_prompt_clear(&p);
+                return r;
+        }
+        *out = p;
+        return 0;
+}
+
+static bool prompt_can_move(db_prompt_state from, db_prompt_state to) {
+        return (from == DB_PROMPT_QUEUED && (to == DB_PROMPT_RUNNING || to == DB_PROMPT_CANCELLED)) ||
+               (from == DB_PROMPT_RUNNING && (to == DB_PROMPT_DONE || to == DB_PROMPT_CANCELLED));
+}
+
+int db_prompt_mark(db *d, int64_t id, db_prompt_state to, ns_error *err) {
+        if (!db_prompt_state_name(to))
+                return ns_err(err, EINVAL, "invalid prompt state %d", (int) to);
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        db_prompt p = { 0 };
+        r = prompt_get(d, id, &p, err);
+        if (r == 0 && !prompt_can_move(p.state, to))
+                r = ns_err(err, EINVAL, "prompt %lld: illegal transition %s -> %s", (long long) id,
+                           db_prompt_state_name(p.state), db_prompt_state_name(to));
+        if (r == 0)
+                r = prompt_set_state(d, id, to, db_now_ms(), err);
+        db_prompt_clear(&p);
+        return tx_end(d, &t, r, err);
+}
+
+int db_prompt_cancel(db *d, int64_t id, ns_error *err) {
+        tx t = { 0 };
+        int r = tx_begin(d, &t, err);
+        if (r < 0)
+                return r;
+        db_prompt p = { 0 };
+        r = prompt_get(d, id, &p, err);
+        if (r == 0 && p.state != DB_PROMPT_QUEUED)
+                r = ns_err(err, EBUSY, "prompt %lld is %s, not queued", (long long) id, db_prompt_state_name(p.state));
+        if (r == 0)
+                r = prompt_set_state(d, id, DB_PROMPT_CANCELLED, db_now_ms(), err);
+        db_prompt_clear(&p);
+        return tx_end(d, &t, r, err);
+}
+
+int db_prompt_list(db *d, const char *sid, db_prompt **out, size_t *n, ns_error *err) {
+        *out = NULL;
+        *n = 0;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "SELECT " PROMPT_COLS " FROM prompts WHERE session_id = ?1 ORDER BY seq", &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, sid);
+        db_prompt *v = NULL;
+        size_t cap = 0, cnt = 0;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (grow((void **) &v, &cap, cnt, sizeof *v) < 0 || prompt_from_row(st, &v[cnt]) < 0) {
+                        db_prompts_free(v, cnt);
+                        return ns_err(err, ENOMEM, "out of memory");
+                }
+                cnt++;
+        }
+        if (rc != SQLITE_DONE) {
+                db_prompts_free(v, cnt);
+                return sql_err(d, rc, err, "list prompts");
+        }
+        *out = v;
+        *n = cnt;
+        return 0;
+}
+
+/* ---- artifacts and settings ------------------------------------------------------------- */
+
+int db_artifact_add(db *d, const char *sid, const char *kind, const char *name, const char *path,
+                    int64_t size, const char *data, int64_t *id_out, ns_error *err) {
+        if (!kind || !name)
+                return ns_err(err, EINVAL, "artifact needs a kind and a name");
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d,
+                             "INSERT INTO artifacts (session_id, kind, name, path, size, data, created_at) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                             &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, sid);
+        bind_text(st, 2, kind);
+        bind_text(st, 3, name);
+        bind_text(st, 4, path);
+        if (size >= 0)
+                sqlite3_bind_int64(st, 5, size);
+        bind_text(st, 6, data);
+        sqlite3_bind_int64(st, 7, db_now_ms());
+        r = stmt_run(d, st, err, "add artifact");
+        if (r == -ENOENT)
+                return ns_err(err, ENOENT, "session '%s' not found", sid);
+        if (r == 0 && id_out)
+                *id_out = sqlite3_last_insert_rowid(d->conn);
+        return r;
+}
+
+int db_setting_get(db *d, const char *key, char **value_out, ns_error *err) {
+        *value_out = NULL;
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "SELECT value FROM settings WHERE key = ?1", &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, key);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return ns_err(err, ENOENT, "setting '%s' not set", key);
+        if (rc != SQLITE_ROW)
+                return sql_err(d, rc, err, "get setting");
+        if (col_dup(st, 0, value_out) < 0)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+int db_setting_set(db *d, const char *key, const char *value, ns_error *err) {
+        if (!key || !value)
+                return ns_err(err, EINVAL, "setting needs a key and a value");
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d,
+                             "INSERT INTO settings (key, value) VALUES (?1, ?2) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                             &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, key);
+        bind_text(st, 2, value);
+        return stmt_run(d, st, err, "set setting");
+}
+
+int db_setting_delete(db *d, const char *key, ns_error *err) {
+        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = stmt_prepare(d, "DELETE FROM settings WHERE key = ?1", &st, err);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, key);
+        return update_one(d, st, "setting", key, err);
+}

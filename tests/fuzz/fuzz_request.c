@@ -1,0 +1,97 @@
+/* libFuzzer harness: ns_request_parse on arbitrary bytes, exactly as sandboxd receives a datagram.
+ *
+ * Besides memory errors (ASan) and undefined behaviour (UBSan), it aborts when a request that
+ * parsed breaks a promise of request.h, or when a failure is reported inconsistently. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sandboxd/request.h"
+
+#define CHECK(cond)              \
+        do {                     \
+                if (!(cond))     \
+                        abort(); \
+        } while (0)
+
+static void check_strv(const char **v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                CHECK(v[i] && strlen(v[i]) <= NS_ARG_BYTES_MAX);
+        CHECK(v[n] == NULL);
+}
+
+static void check_create(const struct ns_create_req *c) {
+        CHECK(!c->workspace || ns_path_is_clean(c->workspace, false));
+        if (c->layers) {
+                CHECK(c->n_layers >= 1 && c->n_layers <= NS_LAYERS_MAX);
+                check_strv(c->layers, c->n_layers);
+                for (size_t i = 0; i < c->n_layers; i++)
+                        CHECK(strcmp(c->layers[i], ".") && strcmp(c->layers[i], "..") && !strchr(c->layers[i], '/'));
+        }
+        CHECK(c->memory == 0 || (c->memory >= (4ULL << 20) && c->memory <= (1ULL << 40)));
+        CHECK(c->pids <= 1000000);
+        CHECK(c->cpu_millis == 0 || (c->cpu_millis >= 10 && c->cpu_millis <= 1024000));
+        CHECK(c->disk == 0 || (c->disk >= (16ULL << 20) && c->disk <= (16ULL << 40)));
+        CHECK(c->net && strcmp(c->net, "none") == 0);
+        CHECK(c->n_ro_binds <= NS_RO_BINDS_MAX && c->n_connects <= NS_CONNECTS_MAX);
+        for (size_t i = 0; i < c->n_ro_binds; i++) {
+                CHECK(ns_path_is_clean(c->ro_binds[i].src, false) && ns_path_is_clean(c->ro_binds[i].dst, false));
+                CHECK(strncmp(c->ro_binds[i].dst, "/proc", 5) || (c->ro_binds[i].dst[5] && c->ro_binds[i].dst[5] != '/'));
+        }
+        for (size_t i = 0; i < c->n_connects; i++)
+                CHECK(c->connects[i].port >= 1 && c->connects[i].host_port >= 1);
+}
+
+static void check_exec(const struct ns_exec_req *e) {
+        CHECK(e->argc >= 1 && e->argc <= NS_ARGV_MAX && e->argv[0][0]);
+        check_strv(e->argv, e->argc);
+        CHECK(e->envc <= NS_ENV_MAX);
+        if (e->env) {
+                check_strv(e->env, e->envc);
+                for (size_t i = 0; i < e->envc; i++)
+                        CHECK(e->env[i][0] != '=' && strchr(e->env[i], '='));
+        }
+        CHECK(!e->cwd || ns_path_is_clean(e->cwd, true));
+        CHECK(e->rows <= 1000 && e->cols <= 1000 && e->timeout_ms <= 31536000ULL * 1000);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        struct ns_request req;
+        ns_error err = {0};
+        int r = ns_request_parse((const char *) data, size, &req, &err);
+        if (r < 0) {
+                CHECK(err.code == -r && err.msg[0] && strlen(err.msg) < sizeof err.msg);
+                CHECK(req.json == NULL && req.id >= -1 && req.id <= (1LL << 53));
+        } else {
+                CHECK(r == 0 && req.json && ns_op_name(req.op) && req.id >= 0 && req.id <= (1LL << 53));
+                CHECK(!req.sandbox || ns_id_is_valid(req.sandbox));
+                switch (req.op) {
+                case NS_OP_CREATE:
+                        check_create(&req.u.create);
+                        break;
+                case NS_OP_EXEC:
+                        CHECK(req.sandbox);
+                        check_exec(&req.u.exec);
+                        break;
+                case NS_OP_ATTACH:
+                        CHECK(req.sandbox && req.u.attach.proc >= 1);
+                        break;
+                case NS_OP_SIGNAL:
+                        CHECK(req.sandbox && req.u.signal.signal >= 1 && req.u.signal.signal <= 64);
+                        break;
+                case NS_OP_CONNECT:
+                        CHECK(req.sandbox && req.u.connect.port >= 1 && req.u.connect.host_port >= 1);
+                        break;
+                case NS_OP_VERSION:
+                case NS_OP_LIST:
+                        CHECK(!req.sandbox);
+                        break;
+                default:
+                        CHECK(req.sandbox);
+                        break;
+                }
+        }
+        ns_request_done(&req);
+        CHECK(req.json == NULL);
+        return 0;
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Resource limits: pids, memory (OOM reported), cpu quota, freeze/thaw, timeouts.
+. "$(dirname "$0")/lib.sh"
+ns_setup
+note "cgroups: $(sb version --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["cgroup"])')"
+
+# fork bomb stops at the pids limit; the host stays responsive
+t0=$(date +%s%N)
+out=$(sb run --pids 64 --timeout 20 -- sh -c '
+  n=0; while [ $n -lt 400 ]; do sleep 30 & n=$((n+1)); done 2>/dev/null
+  echo running=$(ls /proc | grep -cE "^[0-9]+$")' 2>&1)
+t1=$(date +%s%N)
+running=$(printf '%s\n' "$out" | sed -n 's/.*running=\([0-9]*\).*/\1/p' | tail -1)
+if [ -n "$running" ] && [ "$running" -le 64 ]; then ok "a fork bomb stops at the pids limit ($running processes)"; else not_ok "fork bomb: '$out'"; fi
+lat=$( { /usr/bin/time -f %e true; } 2>&1 )
+ok "the host stays responsive (bomb took $(( (t1 - t0) / 1000000 )) ms, a host command ${lat}s)"
+
+# memory: twice the limit → OOM-killed and reported, inside only
+out=$(sb run --memory 64M -- python3 -c 'b = b"x" * (128 * 1024 * 1024); print(len(b))' 2>&1); rc=$?
+expect_eq "allocating twice the memory limit is killed (137)" "137" "$rc"
+expect_match "and reported as out of memory" "out of memory" "$out"
+check "sandboxd survives the OOM" kill -0 "$NS_DAEMON_PID"
+check "a sandbox under the limit is fine" sb run --memory 64M -- python3 -c 'b = b"x" * (16 * 1024 * 1024)'
+
+# cpu quota: a busy loop under --cpus 0.5 uses about half a core
+id=$(sb create --cpus 0.5)
+sb exec "$id" --detach -- sh -c 'while :; do :; done' >/dev/null
+sleep 0.5
+u0=$(sb stats "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["cpu"]["usage_usec"])')
+sleep 3
+u1=$(sb stats "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["cpu"]["usage_usec"])')
+pct=$(( (u1 - u0) / 30000 ))
+if [ "$pct" -ge 35 ] && [ "$pct" -le 65 ]; then ok "--cpus 0.5 uses about half a core ($pct%)"; else not_ok "--cpus 0.5 used $pct% of a core"; fi
+sb destroy "$id" >/dev/null
+
+# freeze stops a counter, thaw resumes it
+id=$(sb create --workspace "$WS")
+sb exec "$id" --detach -- sh -c 'i=0; while :; do i=$((i+1)); echo $i > /workspace/counter; sleep 0.01; done' >/dev/null
+sleep 0.5
+check "freeze" sb freeze "$id"
+a=$(cat "$WS/counter"); sleep 0.6; b=$(cat "$WS/counter")
+expect_eq "a frozen sandbox's counter does not move" "$a" "$b"
+expect_eq "stats say frozen" "True" "$(sb stats "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["frozen"])')"
+check "thaw" sb thaw "$id"
+sleep 0.5; c=$(cat "$WS/counter")
+if [ "$c" -gt "$b" ]; then ok "thaw resumes it ($b → $c)"; else not_ok "thaw did not resume ($b → $c)"; fi
+sb destroy "$id" >/dev/null
+
+# timeout kills the command and says so
+t0=$(date +%s%N)
+out=$(sb run --timeout 1 -- sleep 30 2>&1); rc=$?
+t1=$(date +%s%N)
+expect_eq "a timed-out command is killed (137)" "137" "$rc"
+expect_match "and the CLI says it timed out" "timed out" "$out"
+ms=$(( (t1 - t0) / 1000000 ))
+if [ "$ms" -lt 5000 ]; then ok "within about the timeout ($ms ms)"; else not_ok "timeout took $ms ms"; fi
+
+# exit codes and signals
+sb run -- sh -c 'exit 7'; expect_eq "exit code is passed through" "7" "$?"
+sb run -- sh -c 'kill -TERM $$'; expect_eq "death by signal N gives 128+N" "143" "$?"
+tap_done
