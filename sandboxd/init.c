@@ -31,6 +31,7 @@
 #define IN_BUFFER_MAX (1u << 20)  /* stdin waiting for the process to read it */
 #define DRAIN_AFTER_EXIT_MS 100   /* how long to wait for a grandchild holding the pipes open */
 #define MAX_PROCS 4096
+#define EXITED_UNACKED_MAX 64 /* exited processes whose reader has not acknowledged the end */
 
 struct chunk {
         struct chunk *next;
@@ -254,9 +255,17 @@ static bool stream_flush(struct proc *p) {
                 if (r <= 0)
                         goto blocked;
                 p->exit_sent = true;
-                /* The reader has everything: the record's job is done. */
-                proc_free(p);
-                return true;
+                /* The record stays until the reader acknowledges the end (it may die before it has
+                 * read the frame, and attach again); a bounded number of such records is kept. */
+                size_t unacked = 0;
+                struct proc *oldest = NULL;
+                for (struct proc *q = p->d->procs; q; q = q->next)
+                        if (q->exit_sent) {
+                                unacked++;
+                                oldest = q; /* the list is newest first */
+                        }
+                if (unacked > EXITED_UNACKED_MAX && oldest && oldest != p)
+                        proc_free(oldest);
         }
         stream_want_out(p, false);
         return false;
@@ -309,7 +318,9 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         case NS_FRAME_ACK:
                 if (h.offset <= p->end)
                         buffer_trim_to(p, h.offset);
-                break;
+                if (p->exit_sent && h.offset >= p->end)
+                        proc_free(p); /* the reader has everything: the record's job is done */
+                return;
         case NS_FRAME_RESIZE:
                 if (p->tty && p->out_fd >= 0) {
                         struct winsize ws = { .ws_row = (unsigned short) (h.value >> 16),

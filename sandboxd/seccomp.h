@@ -22,9 +22,9 @@ int sc_filter_build(struct sock_fprog *out, ns_error *err);
 void sc_filter_free(struct sock_fprog *prog);
 
 /* Set PR_SET_NO_NEW_PRIVS and install `prog` on the calling thread (SECCOMP_SET_MODE_FILTER).
- * Meant for a freshly forked, single-threaded child just before execve: it does not allocate, does
- * not touch errno-reporting state beyond errno, and is async-signal-safe.  Returns 0 or -errno
- * (-EINVAL for an empty program). */
+ * Meant for a freshly forked, single-threaded child just before execve: two system calls, no
+ * allocation, async-signal-safe.  no_new_privs stays set even if the second step fails.  Returns 0
+ * or -errno (-EINVAL for an empty program). */
 int sc_filter_load(const struct sock_fprog *prog);
 
 /* One call the filter refuses, as the tests and the in-sandbox helper exercise it.  `args` are

@@ -3,6 +3,8 @@
 # that leaves nothing behind (sandboxes, cgroups, mounts, temp dirs).
 # shellcheck shell=bash
 set -u
+# System tools only: the test user cannot run tools installed under /root (pyenv and the like).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 NS_BUILD=${NS_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/build}
 NS_SRC=${NS_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}

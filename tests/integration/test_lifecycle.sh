@@ -27,7 +27,7 @@ expect_eq "mounts, cgroups, daemon fds, state dir and children are as they were"
 ids=(); procs=()
 for k in 1 2 3 4 5; do
   id=$(sb create)
-  p=$(sb exec "$id" --detach -- sh -c 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); sleep 0.01; done; exit 3')
+  p=$(sb exec "$id" --detach -- sh -c 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); sleep 0.02; done; exit 3')
   ids+=("$id"); procs+=("$p")
 done
 pids=()
@@ -37,7 +37,8 @@ for k in 0 1 2 3 4; do
 done
 sleep 1
 kill -KILL "$NS_DAEMON_PID"; wait "$NS_DAEMON_PID" 2>/dev/null
-kill -KILL "${pids[@]}" 2>/dev/null; wait 2>/dev/null
+# the readers are CLI processes under the background subshells: kill them, not just the shells
+pkill -KILL -f -- "--socket $NS_SOCK attach" 2>/dev/null; wait 2>/dev/null
 NS_DAEMON_PID=
 note "sandboxd and the readers SIGKILLed; restarting"
 start_daemon

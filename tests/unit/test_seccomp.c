@@ -136,6 +136,9 @@ static int run_child(const struct sock_fprog *filter, child_fn fn, const void *a
                 return -1;
         if (pid == 0) {
                 prctl(PR_SET_DUMPABLE, 0);
+                /* A fault must kill the child, not be reported by a sanitizer's handler. */
+                signal(SIGSEGV, SIG_DFL);
+                signal(SIGBUS, SIG_DFL);
                 struct rlimit no_core = { 0, 0 };
                 setrlimit(RLIMIT_CORE, &no_core);
                 if (filter && sc_filter_load(filter) < 0)
@@ -155,7 +158,7 @@ static const char *describe(int st, char *buf, size_t cap) {
         else if (WIFEXITED(st))
                 snprintf(buf, cap, "%s", WEXITSTATUS(st) == 254 ? "filter load failed" : errname(WEXITSTATUS(st)));
         else if (WIFSIGNALED(st))
-                snprintf(buf, cap, "killed by %s", sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+                snprintf(buf, cap, "killed by SIG%s", sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
         else
                 snprintf(buf, cap, "status %#x", st);
         return buf;
