@@ -58,6 +58,16 @@ expect_match "and the CLI says it timed out" "timed out" "$out"
 ms=$(( (t1 - t0) / 1000000 ))
 if [ "$ms" -lt 5000 ]; then ok "within about the timeout ($ms ms)"; else not_ok "timeout took $ms ms"; fi
 
+# disk: filling a --disk limit gives ENOSPC inside and nothing outside
+loops_before=$(losetup -a | wc -l)
+out=$(sb run --disk 64M -- sh -c 'dd if=/dev/zero of=/var/tmp/fill bs=1M count=200 2>&1; echo; df -k / | tail -1' 2>&1)
+expect_match "filling the disk limit gives ENOSPC inside" "No space left on device" "$out"
+size=$(printf '%s\n' "$out" | awk 'END{print $2}')
+if [ -n "$size" ] && [ "$size" -le 65536 ]; then ok "the root filesystem inside is the limit's size (${size} KiB)"; else not_ok "root size inside: '$size'"; fi
+check "the upper-layer filesystem is gone with the sandbox" sh -c "[ -z \"\$(ls -A '$NS_TMP/upper')\" ]"
+expect_eq "its loop device is released" "$loops_before" "$(losetup -a | wc -l)"
+if grep -q "$NS_TMP" /proc/self/mountinfo; then not_ok "no mount of it is visible on the host"; else ok "no mount of it is visible on the host"; fi
+
 # exit codes and signals
 sb run -- sh -c 'exit 7'; expect_eq "exit code is passed through" "7" "$?"
 sb run -- sh -c 'kill -TERM $$'; expect_eq "death by signal N gives 128+N" "143" "$?"
