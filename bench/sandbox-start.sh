@@ -77,7 +77,7 @@ except Exception: pass') || true
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --workspace-root "$TMP/ws" --allow-user 0 \
+"$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --upper-dir "$TMP/upper" --workspace-root "$TMP/ws" --allow-user 0 \
   2>"$TMP/sandboxd.log" &
 DAEMON_PID=$!
 for _ in $(seq 1 250); do

@@ -57,12 +57,13 @@ sb() { as_user "$SANDBOX" --socket "$NS_SOCK" "$@"; }
 sb_root() { "$SANDBOX" --socket "$NS_SOCK" "$@"; }
 
 start_daemon() {
+  rm -f "$NS_SOCK"   # a killed daemon leaves its socket behind
   "$SANDBOXD" --socket "$NS_SOCK" --socket-group "$TEST_GID" --state-dir "$NS_TMP/state" \
     --upper-dir "$NS_TMP/upper" --workspace-root "$NS_TMP/ws" --allow-user "$TEST_USER" --allow-user 0 \
     --ro-root "$NS_TMP/ro" --max-memory 8G --max-pids 100000 "$@" 2>>"$NS_TMP/sandboxd.log" &
   NS_DAEMON_PID=$!
   for _ in $(seq 1 200); do
-    [ -S "$NS_SOCK" ] && return 0
+    [ -S "$NS_SOCK" ] && "$SANDBOX" --socket "$NS_SOCK" version >/dev/null 2>&1 && return 0
     kill -0 "$NS_DAEMON_PID" 2>/dev/null || break
     sleep 0.02
   done
