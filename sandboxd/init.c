@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sched.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -31,6 +33,7 @@
 #define IN_BUFFER_MAX (1u << 20)  /* stdin waiting for the process to read it */
 #define DRAIN_AFTER_EXIT_MS 100   /* how long to wait for a grandchild holding the pipes open */
 #define MAX_PROCS 4096
+#define SPAWN_STACK (256u << 10)
 #define EXITED_UNACKED_MAX 64 /* exited processes whose reader has not acknowledged the end */
 
 struct chunk {
@@ -79,6 +82,7 @@ struct initd {
         struct proc *procs;
         size_t n_procs;
         uint64_t max_proc; /* highest proc id ever started: a restarted sandboxd never reuses one */
+        void *spawn_stack; /* the stack exec'd children start on (CLONE_VM) */
 };
 
 static bool proc_pump(struct proc *p);
@@ -528,6 +532,18 @@ fail_e: {
 }
 }
 
+struct spawn_args {
+        struct initd *d;
+        const struct exec_req *r;
+        int in_fd, out_fd, err_fd, pts_fd, rep_r, rep_w;
+};
+
+static int spawn_main(void *arg) {
+        struct spawn_args *a = arg;
+        close(a->rep_r);
+        exec_child(a->d, a->r, a->in_fd, a->out_fd, a->err_fd, a->pts_fd, a->rep_w);
+}
+
 static int set_nonblock(int fd) {
         int fl = fcntl(fd, F_GETFL);
         return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -564,14 +580,22 @@ static int exec_start(struct initd *d, const struct exec_req *r, int stream_fd, 
                 e = errno;
                 goto out;
         }
-        pid_t pid = fork();
+        struct spawn_args sa = { .d = d, .r = r, .in_fd = in_p[0], .out_fd = out_p[1], .err_fd = err_p[1],
+                                 .pts_fd = slave, .rep_r = rep[0], .rep_w = rep[1] };
+        if (!d->spawn_stack) {
+                d->spawn_stack = mmap(NULL, SPAWN_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+                if (d->spawn_stack == MAP_FAILED) {
+                        d->spawn_stack = NULL;
+                        e = ENOMEM;
+                        goto out;
+                }
+        }
+        /* vfork semantics: no copy of init's page tables, and init is suspended until the child has
+         * exec'd or died, so the child may use the shared heap (init is single-threaded). */
+        pid_t pid = clone(spawn_main, (char *) d->spawn_stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &sa);
         if (pid < 0) {
                 e = errno;
                 goto out;
-        }
-        if (pid == 0) {
-                close(rep[0]);
-                exec_child(d, r, in_p[0], out_p[1], err_p[1], slave, rep[1]);
         }
         close(rep[1]);
         rep[1] = -1;
@@ -847,6 +871,10 @@ static void on_sigchld(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void
                         if (p->pid == pid && !p->exited) {
                                 p->exited = true;
                                 p->wstatus = status;
+                                /* Only a SIGKILL can be the OOM killer's: for anything else the exit
+                                 * is complete without sandboxd's word on it. */
+                                if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
+                                        p->info_known = true;
                                 p->drain_deadline = ns_now_ms() + DRAIN_AFTER_EXIT_MS;
                                 ns_loop_remove(loop, p->w_timer);
                                 p->w_timer = NULL;
@@ -856,6 +884,8 @@ static void on_sigchld(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void
                                 if (p->err_fd >= 0 && !drain_fd(p, true))
                                         close_out(p, true);
                                 report_exit(d, p);
+                                if (p->info_known)
+                                        proc_pump(p);
                                 break;
                         }
         }

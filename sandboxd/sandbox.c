@@ -185,16 +185,10 @@ _Noreturn static void child_fail(int ctl_fd, const ns_error *e) {
 
 /* The sandbox's pid 1, from the clone until init_run: still host root here, in new mount, pid,
  * uts, ipc and net namespaces owned by the initial user namespace (so nothing inside can ever
- * reconfigure them), placed in its cgroup by the parent before "go". */
+ * reconfigure them).  It runs no code of the sandbox's before the parent has placed it in its
+ * cgroup and said "go". */
 _Noreturn static void sandbox_child(struct child_args *a) {
         ns_error err = { 0 };
-        char go;
-        if (recv(a->ctl_fd, &go, 1, 0) != 1)
-                _exit(1);
-        if (unshare(CLONE_NEWCGROUP) < 0) {
-                ns_err_sys(&err, errno, "unshare cgroup namespace");
-                child_fail(a->ctl_fd, &err);
-        }
         /* init must survive the OOM killer of its own cgroup so that exits are always reported. */
         int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
         if (oom >= 0) {
@@ -205,8 +199,17 @@ _Noreturn static void sandbox_child(struct child_args *a) {
                 ns_err_sys(&err, errno, "sethostname");
                 child_fail(a->ctl_fd, &err);
         }
+        /* The filesystem is built while the parent places us in the cgroup. */
         if (ns_loopback_up(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
                 child_fail(a->ctl_fd, &err);
+        char go;
+        if (recv(a->ctl_fd, &go, 1, 0) != 1)
+                _exit(1);
+        /* Only now, inside the sandbox's cgroup, can its cgroup namespace be rooted there. */
+        if (unshare(CLONE_NEWCGROUP) < 0) {
+                ns_err_sys(&err, errno, "unshare cgroup namespace");
+                child_fail(a->ctl_fd, &err);
+        }
         /* Enter the sandbox's user namespace as its root: from here on, every privilege is
          * namespaced, and init holds only Docker's default set, which it hands to --root execs. */
         if (setns(a->userns_fd, CLONE_NEWUSER) < 0) {
