@@ -75,6 +75,11 @@ if ls "$NS_TMP/upper" | grep -q .; then not_ok "destroy removed the upper layer"
 # a new sandbox does not see the previous one's writes
 expect_eq "a new sandbox starts clean" "absent" "$(sb run -- sh -c 'test -e /usr/ns-upper-probe && echo present || echo absent')"
 
+# stdio: stdin relayed, a pty on request
+expect_eq "stdin reaches the process" "hello" "$(echo hello | sb run -- cat)"
+expect_eq "--tty gives a pty inside" "/dev/pts/0" "$(sb run --tty -- tty </dev/null | tr -d '\r')"
+expect_eq "stdout and stderr stay apart" "out" "$(sb run -- sh -c 'echo out; echo err >&2' 2>/dev/null)"
+
 # refusals
 mkdir -p "$NS_TMP/ws/rootws"
 if sb create --workspace "$NS_TMP/ws/rootws" >/dev/null 2>&1; then not_ok "a root-owned workspace is refused"; else ok "a root-owned workspace is refused"; fi
