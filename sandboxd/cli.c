@@ -1164,9 +1164,38 @@ static int cmd_ls(const struct globals *g, int argc, char **argv) {
         int status, i = positional("ls", argc, argv, help_ls, 0, &status);
         if (i < 0)
                 return status;
+        /* The daemon answers a page at a time; gather every page into one reply. */
         _cleanup_json_ cJSON *reply = NULL;
-        if (simple_call(g, "list", NULL, NULL, &reply))
+        _cleanup_client_ ns_client *c = NULL;
+        if (connect_daemon(g, "ls", &c))
                 return EXIT_FAIL;
+        char after[NS_ID_MAX + 1] = "";
+        for (;;) {
+                _cleanup_json_ cJSON *req = request("list", NULL);
+                _cleanup_json_ cJSON *page = NULL;
+                ns_error err = {0};
+                if (!req || (after[0] && !cJSON_AddStringToObject(req, "after", after)))
+                        return warn("ls", "out of memory"), EXIT_FAIL;
+                if (call(c, req, &page, NULL, NULL, &err) < 0)
+                        return EXIT_FAIL;
+                cJSON *items = cJSON_GetObjectItemCaseSensitive(page, "sandboxes");
+                char next[NS_ID_MAX + 1] = "";
+                const char *nx = str(page, "next");
+                if (nx && strlen(nx) <= NS_ID_MAX)
+                        strcpy(next, nx);
+                if (!reply) {
+                        reply = TAKE_PTR(page);
+                        cJSON_DeleteItemFromObjectCaseSensitive(reply, "next");
+                } else {
+                        cJSON *all = cJSON_GetObjectItemCaseSensitive(reply, "sandboxes");
+                        cJSON *it;
+                        while (cJSON_IsArray(items) && (it = cJSON_DetachItemFromArray(items, 0)))
+                                cJSON_AddItemToArray(all, it);
+                }
+                if (!next[0] || strcmp(next, after) <= 0)
+                        break;
+                snprintf(after, sizeof after, "%s", next);
+        }
         if (g->json) {
                 print_result(reply);
                 return 0;

@@ -48,6 +48,7 @@ static const char *const keys_attach[] = {ENVELOPE, "sandbox", "proc", "from", N
 static const char *const keys_signal[] = {ENVELOPE, "sandbox", "proc", "signal", NULL};
 static const char *const keys_proc[] = {ENVELOPE, "sandbox", "proc", NULL};
 static const char *const keys_connect[] = {ENVELOPE, "sandbox", "port", "host_port", NULL};
+static const char *const keys_list[] = {ENVELOPE, "after", NULL};
 static const char *const keys_ro_bind[] = {"src", "dst", NULL};
 static const char *const keys_connect_item[] = {"port", "host_port", NULL};
 
@@ -55,7 +56,7 @@ static const char *const *const op_keys[NS_OP__COUNT] = {
         [NS_OP_VERSION] = keys_bare,    [NS_OP_CREATE] = keys_create,   [NS_OP_EXEC] = keys_exec,
         [NS_OP_ATTACH] = keys_attach,   [NS_OP_SIGNAL] = keys_signal,   [NS_OP_WAIT] = keys_proc,
         [NS_OP_STATS] = keys_sandbox,   [NS_OP_FREEZE] = keys_sandbox,  [NS_OP_THAW] = keys_sandbox,
-        [NS_OP_CONNECT] = keys_connect, [NS_OP_DESTROY] = keys_sandbox, [NS_OP_LIST] = keys_bare,
+        [NS_OP_CONNECT] = keys_connect, [NS_OP_DESTROY] = keys_sandbox, [NS_OP_LIST] = keys_list,
 };
 
 const char *ns_op_name(enum ns_op op) {
@@ -437,8 +438,14 @@ static int parse_op(const cJSON *j, struct ns_request *req, ns_error *err) {
                 return r;
 
         switch (req->op) {
-        case NS_OP_VERSION:
         case NS_OP_LIST:
+                /* paging: "after" is the last id of the previous page */
+                if ((r = jv_str(j, "after", false, NS_ID_MAX, NULL, &req->sandbox, err)) < 0)
+                        return r;
+                if (req->sandbox && !ns_id_is_valid(req->sandbox))
+                        return ns_err(err, EINVAL, "field 'after' is not a valid sandbox id");
+                return 0;
+        case NS_OP_VERSION:
         case NS_OP_STATS:
         case NS_OP_FREEZE:
         case NS_OP_THAW:

@@ -286,12 +286,39 @@ static int op_destroy(struct sbx_client *c, struct ns_request *r, ns_error *err)
         return 0;
 }
 
+#define LIST_PAGE 128 /* sandboxes per reply: a page stays far below NS_PROTO_MAX_MSG */
+
+/* The caller's sandboxes in id order, LIST_PAGE at a time after `after`; "next" names the last id
+ * of a full page (pass it as "after"). */
 static int op_list(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        const struct sbx_sandbox *page[LIST_PAGE];
+        size_t n = 0;
+        bool more = false;
+        for (const struct sbx_sandbox *s = c->d->sandboxes; s; s = s->next) {
+                if (s->owner != c->uid || (r->sandbox && strcmp(s->id, r->sandbox) <= 0))
+                        continue;
+                /* keep the LIST_PAGE smallest ids: insertion into a sorted window */
+                size_t pos = n;
+                while (pos > 0 && strcmp(page[pos - 1]->id, s->id) > 0)
+                        pos--;
+                if (pos >= LIST_PAGE) {
+                        more = true;
+                        continue;
+                }
+                if (n == LIST_PAGE) {
+                        more = true;
+                        n--;
+                }
+                memmove(page + pos + 1, page + pos, (n - pos) * sizeof *page);
+                page[pos] = s;
+                n++;
+        }
         cJSON *o = cJSON_CreateObject();
         cJSON *arr = cJSON_AddArrayToObject(o, "sandboxes");
-        for (struct sbx_sandbox *s = c->d->sandboxes; s; s = s->next)
-                if (s->owner == c->uid)
-                        cJSON_AddItemToArray(arr, sandbox_to_json(s));
+        for (size_t i = 0; i < n; i++)
+                cJSON_AddItemToArray(arr, sandbox_to_json(page[i]));
+        if (more)
+                cJSON_AddStringToObject(o, "next", page[n - 1]->id);
         server_reply(c, r->id, o, -1);
         return 0;
 }
