@@ -907,6 +907,30 @@ static int cmd_create(const struct globals *g, int argc, char **argv, bool run) 
         return status;
 }
 
+/* Parse exec's options from argv[1..] (argv[0] is a command name or the id) into `exec`; returns
+ * -1 to go on (optind is where they stopped), else the status to exit with (help, or an error). */
+static int exec_options(const char *cmd, const struct option *opts, int argc, char **argv, cJSON *exec, bool *detach) {
+        int o;
+        optind = 0;
+        opterr = 0;
+        while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+                if (o == OPT_HELP) {
+                        fputs(help_exec, stdout);
+                        return 0;
+                }
+                if (o == OPT_DETACH) {
+                        *detach = true;
+                        continue;
+                }
+                int k = process_option(cmd, o, optarg, exec);
+                if (k < 0)
+                        return EXIT_FAIL;
+                if (k == 0)
+                        return bad_option(cmd, argv);
+        }
+        return -1;
+}
+
 static int cmd_exec(const struct globals *g, int argc, char **argv) {
         const char *cmd = "exec";
         static const struct option opts[] = {PROCESS_OPTIONS,
@@ -918,48 +942,18 @@ static int cmd_exec(const struct globals *g, int argc, char **argv) {
         if (!exec)
                 return warn(cmd, "out of memory"), EXIT_FAIL;
         bool detach = false;
-        int o;
-        optind = 0;
-        opterr = 0;
-        while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-                if (o == OPT_HELP) {
-                        fputs(help_exec, stdout);
-                        return 0;
-                }
-                if (o == OPT_DETACH) {
-                        detach = true;
-                        continue;
-                }
-                int k = process_option(cmd, o, optarg, exec);
-                if (k < 0)
-                        return EXIT_FAIL;
-                if (k == 0)
-                        return bad_option(cmd, argv);
-        }
+        /* exec's options come before the id, after it, or both ("exec --root ID --tty -- CMD"). */
+        int st = exec_options(cmd, opts, argc, argv, exec, &detach);
+        if (st >= 0)
+                return st;
         if (optind >= argc)
                 return usage_error(cmd, "no sandbox id given");
         const char *id = argv[optind++];
-        /* Options may also follow the id ("exec ID --root -- CMD"). */
         if (optind < argc && argv[optind][0] == '-' && strcmp(argv[optind], "--") != 0) {
                 int base = optind - 1;
-                int sub_argc = argc - base;
-                char **sub_argv = argv + base;
-                optind = 0;
-                while ((o = getopt_long(sub_argc, sub_argv, "+h", opts, NULL)) != -1) {
-                        if (o == OPT_HELP) {
-                                fputs(help_exec, stdout);
-                                return 0;
-                        }
-                        if (o == OPT_DETACH) {
-                                detach = true;
-                                continue;
-                        }
-                        int k = process_option(cmd, o, optarg, exec);
-                        if (k < 0)
-                                return EXIT_FAIL;
-                        if (k == 0)
-                                return bad_option(cmd, sub_argv);
-                }
+                st = exec_options(cmd, opts, argc - base, argv + base, exec, &detach);
+                if (st >= 0)
+                        return st;
                 optind += base;
         }
         if (optind < argc && strcmp(argv[optind], "--") == 0)

@@ -117,6 +117,10 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
 /* Kill everything in the sandbox and remove its cgroup, upper layer, state and connectors. */
 void sandbox_destroy(struct sbx_sandbox *s);
 
+/* Forget a sandbox without touching it (daemon exit: its processes keep running and are
+ * re-adopted by the next start).  The caller has unlinked it. */
+void sandbox_release(struct sbx_sandbox *s);
+
 /* Find a sandbox by id visible to `owner`. */
 struct sbx_sandbox *sandbox_find(struct sbx_daemon *d, const char *id, uid_t owner);
 

@@ -263,23 +263,7 @@ static void daemon_free(struct sbx_daemon *d) {
         while (d->sandboxes) {
                 struct sbx_sandbox *s = d->sandboxes;
                 d->sandboxes = s->next;
-                if (s->init_pidfd >= 0)
-                        close(s->init_pidfd);
-                if (s->ctl_fd >= 0)
-                        close(s->ctl_fd);
-                while (s->procs) {
-                        struct sbx_proc *p = s->procs;
-                        s->procs = p->next;
-                        free(p);
-                }
-                while (s->pending) {
-                        struct sbx_pending *p = s->pending;
-                        s->pending = p->next;
-                        if (p->caller_fd >= 0)
-                                close(p->caller_fd);
-                        free(p);
-                }
-                free(s);
+                sandbox_release(s);
         }
         if (d->ports)
                 ports_free(d->ports);

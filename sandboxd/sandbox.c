@@ -285,6 +285,14 @@ static void sandbox_free(struct sbx_sandbox *s) {
         free(s);
 }
 
+void sandbox_release(struct sbx_sandbox *s) {
+        if (s->init_pidfd >= 0)
+                close(s->init_pidfd);
+        if (s->ctl_fd >= 0)
+                close(s->ctl_fd);
+        sandbox_free(s);
+}
+
 static void sandbox_link(struct sbx_daemon *d, struct sbx_sandbox *s) {
         s->next = d->sandboxes;
         d->sandboxes = s;
