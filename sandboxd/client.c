@@ -11,6 +11,7 @@
 #include <sys/un.h>
 
 #include "common/cleanup.h"
+#include "common/fdpass.h"
 
 struct ns_client {
         int fd;
@@ -143,28 +144,12 @@ static int send_request(ns_client *c, const cJSON *req, uint64_t id, const int *
         if ((size_t) len > NS_PROTO_MAX_MSG)
                 return ns_err(err, EMSGSIZE, "request is larger than %d bytes", NS_PROTO_MAX_MSG);
 
-        union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * NS_PROTO_MAX_FDS)];
-        } control;
         struct iovec iov = {.iov_base = msg, .iov_len = (size_t) len};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-        if (nfds > 0) {
-                memset(&control, 0, sizeof control);
-                mh.msg_control = control.buf;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-                struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-                cm->cmsg_level = SOL_SOCKET;
-                cm->cmsg_type = SCM_RIGHTS;
-                cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-                memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-        }
-        while (sendmsg(c->fd, &mh, MSG_NOSIGNAL) < 0)
-                if (errno != EINTR) {
-                        if (errno == EPIPE || errno == ECONNRESET)
-                                return ns_err(err, ECONNRESET, "sandboxd closed the connection");
-                        return ns_err_sys(err, errno, "send to sandboxd");
-                }
+        int r = ns_send_fds(c->fd, &iov, 1, fds, nfds, 0);
+        if (r == -EPIPE || r == -ECONNRESET)
+                return ns_err(err, ECONNRESET, "sandboxd closed the connection");
+        if (r < 0)
+                return ns_err_sys(err, -r, "send to sandboxd");
         return 0;
 }
 

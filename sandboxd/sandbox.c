@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fdpass.h"
 #include "sandboxd/caps.h"
 #include "sandboxd/cgroup.h"
 #include "sandboxd/daemon.h"
@@ -628,24 +629,10 @@ static int ictl_send(struct sbx_sandbox *s, uint32_t type, uint32_t flags, uint6
                 return ns_err(err, ENOTCONN, "the sandbox's init is not connected");
         struct ictl_hdr h = { .type = type, .flags = flags, .proc = proc, .a = a, .b = b };
         struct iovec iov[2] = { { &h, sizeof h }, { (void *) payload, len } };
-        union {
-                struct cmsghdr c;
-                char b[CMSG_SPACE(sizeof(int))];
-        } cbuf;
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
-        if (fd >= 0) {
-                memset(&cbuf, 0, sizeof cbuf);
-                mh.msg_control = cbuf.b;
-                mh.msg_controllen = sizeof cbuf.b;
-                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        }
         /* Bounded: a sandbox that stops reading its control socket only hurts itself. */
-        if (sendmsg(s->ctl_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-                return ns_err_sys(err, errno, "send to init");
+        int r = ns_send_fds(s->ctl_fd, iov, len ? 2 : 1, &fd, fd >= 0, MSG_DONTWAIT);
+        if (r < 0)
+                return ns_err_sys(err, -r, "send to init");
         return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fdpass.h"
 #include "common/log.h"
 #include "sandboxd/cgroup.h"
 #include "sandboxd/daemon.h"
@@ -60,24 +61,7 @@ static void client_close(struct sbx_client *c) {
 
 static int send_one(struct sbx_client *c, const char *data, size_t len, int fd) {
         struct iovec iov = { (void *) data, len };
-        union {
-                struct cmsghdr h;
-                char b[CMSG_SPACE(sizeof(int))];
-        } cbuf;
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (fd >= 0) {
-                memset(&cbuf, 0, sizeof cbuf);
-                mh.msg_control = cbuf.b;
-                mh.msg_controllen = sizeof cbuf.b;
-                struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
-                h->cmsg_level = SOL_SOCKET;
-                h->cmsg_type = SCM_RIGHTS;
-                h->cmsg_len = CMSG_LEN(sizeof(int));
-                memcpy(CMSG_DATA(h), &fd, sizeof fd);
-        }
-        if (sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-                return -errno;
-        return 0;
+        return ns_send_fds(c->fd, &iov, 1, &fd, fd >= 0, MSG_DONTWAIT);
 }
 
 static void client_flush(struct sbx_client *c) {

@@ -57,6 +57,8 @@ expect_err("workspace that is a symlink", req("create", workspace=tmp + "/ws/lin
 expect_err("workspace owned by someone else", req("create", workspace=tmp + "/ws/other"), "EACCES")
 expect_err("read-only bind outside every --ro-root", req("create", ro_binds=[{"src": "/etc", "dst": "/mnt/etc"}]), "EACCES")
 expect_err("memory above the configured maximum", req("create", memory=64 << 30), "E2BIG")
+expect_err("list paging cursor that is not an id", req("list", after="../x"), "EINVAL")
+expect_err("list paging cursor of the wrong type", req("list", after=7), "EINVAL")
 expect_err("empty argv", req("exec", sandbox="sabc", argv=[]), "EINVAL")
 expect_err("env without '='", req("exec", sandbox="sabc", argv=["true"], env=["FOO"]), "EINVAL")
 expect_err("oversized message", b'{"v":1,"id":1,"op":"version","x":"' + b"a" * 70000 + b'"}', "EMSGSIZE")
