@@ -16,6 +16,7 @@
 set -euo pipefail
 
 NS_BUILD=${NS_BUILD:-./build}
+NS_DAEMON_ARGS=${NS_DAEMON_ARGS:-}   # extra daemon flags, e.g. "--warm-pool 0" (word-split on purpose)
 RUNS=${RUNS:-100}
 WARMUP=${WARMUP:-5}
 SANDBOXD=$NS_BUILD/bin/nightshift-sandboxd
@@ -77,8 +78,9 @@ except Exception: pass') || true
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# shellcheck disable=SC2086 # NS_DAEMON_ARGS is word-split on purpose
 "$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --upper-dir "$TMP/upper" --workspace-root "$TMP/ws" --allow-user 0 \
-  2>"$TMP/sandboxd.log" &
+  $NS_DAEMON_ARGS 2>"$TMP/sandboxd.log" &
 DAEMON_PID=$!
 for _ in $(seq 1 250); do
   [ -S "$SOCK" ] && break

@@ -90,19 +90,38 @@ void ns_loop_quit(ns_loop *l) {
         l->quit = true;
 }
 
-int ns_loop_run(ns_loop *l, int (*next_timeout_ms)(void *), void (*tick)(void *), void *tick_data) {
+bool ns_loop_quitting(const ns_loop *l) {
+        return l->quit;
+}
+
+int ns_loop_fd(const ns_loop *l) {
+        return l->epfd;
+}
+
+/* Wait up to timeout ms (-1 forever, 0 not at all) and run what is ready. */
+static int loop_once(ns_loop *l, int timeout) {
         struct epoll_event evs[64];
+        int n = epoll_wait(l->epfd, evs, (int) (sizeof evs / sizeof evs[0]), timeout);
+        if (n < 0 && errno != EINTR)
+                return -errno;
+        for (int i = 0; i < n; i++) {
+                ns_watch *w = evs[i].data.ptr;
+                if (!w->dead)
+                        w->cb(l, w, w->fd, evs[i].events, w->data);
+        }
+        loop_reap(l);
+        return 0;
+}
+
+int ns_loop_dispatch(ns_loop *l) {
+        return loop_once(l, 0);
+}
+
+int ns_loop_run(ns_loop *l, int (*next_timeout_ms)(void *), void (*tick)(void *), void *tick_data) {
         while (!l->quit) {
-                int timeout = next_timeout_ms ? next_timeout_ms(tick_data) : -1;
-                int n = epoll_wait(l->epfd, evs, (int) (sizeof evs / sizeof evs[0]), timeout);
-                if (n < 0 && errno != EINTR)
-                        return -errno;
-                for (int i = 0; i < n; i++) {
-                        ns_watch *w = evs[i].data.ptr;
-                        if (!w->dead)
-                                w->cb(l, w, w->fd, evs[i].events, w->data);
-                }
-                loop_reap(l);
+                int r = loop_once(l, next_timeout_ms ? next_timeout_ms(tick_data) : -1);
+                if (r < 0)
+                        return r;
                 if (tick)
                         tick(tick_data);
         }

@@ -29,6 +29,14 @@ void ns_loop_remove(ns_loop *loop, ns_watch *w);
  * non-NULL, runs after every batch (timers are done there by the caller). */
 int ns_loop_run(ns_loop *loop, int (*next_timeout_ms)(void *), void (*tick)(void *), void *tick_data);
 void ns_loop_quit(ns_loop *loop);
+/* True once ns_loop_quit() was called. */
+bool ns_loop_quitting(const ns_loop *loop);
+
+/* Nesting this loop inside another poller that owns the thread (libwebsockets' service loop in
+ * the supervisor): the epoll fd is readable whenever a watcher is ready, and ns_loop_dispatch runs
+ * the ready watchers without waiting.  Still one event loop: one thread, one wait. */
+int ns_loop_fd(const ns_loop *loop);
+int ns_loop_dispatch(ns_loop *loop);
 
 /* Monotonic clock in milliseconds. */
 uint64_t ns_now_ms(void);

@@ -559,10 +559,7 @@ static int write_limits(cg_manager *m, const char *id, const struct cg_limits *l
         return r;
 }
 
-int cg_create(cg_manager *m, const char *id, const struct cg_limits *lim, ns_error *err) {
-        CHECK_ID(id, err);
-        const struct cg_limits none = { 0 };
-        lim = lim ? lim : &none;
+static int check_limits(const cg_manager *m, const struct cg_limits *lim, ns_error *err) {
         if (lim->memory_bytes > INT64_MAX || lim->pids > INT32_MAX)
                 return ns_err(err, EINVAL, "limit out of range");
         if (lim->cpu_quota_us && (lim->cpu_quota_us < 1000 ||
@@ -570,8 +567,25 @@ int cg_create(cg_manager *m, const char *id, const struct cg_limits *lim, ns_err
                 return ns_err(err, EINVAL, "cpu quota must be >= 1000 us, period 1000..1000000 us");
         if ((lim->memory_bytes && m->mem < 0) || (lim->pids && m->pids < 0) || (lim->cpu_quota_us && m->cpu < 0))
                 return ns_err(err, EOPNOTSUPP, "a requested limit's controller is not available (%s)", m->desc);
+        return 0;
+}
+
+int cg_set_limits(cg_manager *m, const char *id, const struct cg_limits *lim, ns_error *err) {
+        CHECK_ID(id, err);
+        int r = check_limits(m, lim, err);
+        if (r >= 0)
+                r = write_limits(m, id, lim, err);
+        return r < 0 ? r : 0;
+}
+
+int cg_create(cg_manager *m, const char *id, const struct cg_limits *lim, ns_error *err) {
+        CHECK_ID(id, err);
+        const struct cg_limits none = { 0 };
+        lim = lim ? lim : &none;
+        int r = check_limits(m, lim, err);
+        if (r < 0)
+                return r;
         bool made[CG_MAXH] = { false };
-        int r = 0;
         for (int i = 0; i < m->nh && r >= 0; i++) {
                 for (int attempt = 0; attempt < 3; attempt++) {
                         if (mkdirat(m->h[i].dir_fd, id, 0755) == 0) {

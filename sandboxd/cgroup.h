@@ -59,6 +59,10 @@ bool cg_manager_is_hybrid(const cg_manager *m);
  * -EEXIST.  On any failure everything this call created is removed. */
 int cg_create(cg_manager *m, const char *id, const struct cg_limits *lim, ns_error *err);
 
+/* Write the limits into the existing cgroup `id` (a sandbox taken from the warm pool, created
+ * with none).  Limits not set in `lim` stay as they are.  -EOPNOTSUPP as for cg_create. */
+int cg_set_limits(cg_manager *m, const char *id, const struct cg_limits *lim, ns_error *err);
+
 /* Move process `pid` (all its threads) into cgroup `id` in every hierarchy. */
 int cg_attach(cg_manager *m, const char *id, pid_t pid, ns_error *err);
 

@@ -37,6 +37,7 @@ struct sbx_config {
         uint32_t max_sandboxes;
         uint64_t max_memory, max_pids, max_cpu_millis, max_disk;
         char *cgroup_base;
+        uint32_t warm_pool; /* pre-built sandboxes kept ready for plain creates; 0 = none */
         int log_level;
 };
 
@@ -75,6 +76,16 @@ struct sbx_sandbox {
         int ctl_fd;
         ns_watch *w_ctl;
         bool adopting;          /* HELLO sent, HELLO_DONE not yet seen */
+        bool pooled;            /* in the warm pool: nobody's yet, never listed or found */
+        bool pool_ready;        /* pooled, and its init reported READY */
+        bool from_pool;         /* handed out of the warm pool (for the debug log) */
+        uint64_t pool_deadline; /* pooled: destroyed if not ready by then (monotonic ms) */
+        bool dying;             /* destroyed; waiting for init's death to remove the rest */
+        pid_t builder;          /* pooled and building: the forked builder (pool.c), else 0 */
+        bool idle_build;        /* in the builder: building at nice 19, init restores `nice` */
+        int nice;
+        int build_fd;           /* its report socket, or -1 */
+        ns_watch *w_build;
         bool frozen;
         uint64_t oom_seen;
         uint64_t next_proc;
@@ -102,6 +113,13 @@ struct sbx_daemon {
         int sig_fd;
         struct sbx_sandbox *sandboxes;
         size_t n_sandboxes;
+        struct sbx_sandbox *pool;  /* warm pool: ready and still building (pool.c) */
+        size_t n_pool;
+        uint64_t pool_retry_at;    /* after a failed refill, none before this (monotonic ms) */
+        uint64_t pool_idle_since;  /* when the loop last went to sleep (pool_next_timeout) */
+        struct sbx_sandbox *dying; /* destroyed, init not yet dead */
+        int zygote_fd;             /* the pool's zygote (pool.c), or -1 */
+        pid_t zygote_pid;
         struct sbx_client *clients;
         uint8_t *slots; /* one byte per uid slot: in use */
         uint32_t n_slots;
@@ -114,8 +132,21 @@ struct sbx_daemon {
 int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
                    ns_error *err);
 
-/* Kill everything in the sandbox and remove its cgroup, upper layer, state and connectors. */
+/* Kill everything in the sandbox and remove its cgroup, upper layer, state and connectors.  The
+ * sandbox is gone for clients (and for a restarted daemon) on return; what needs init to be dead
+ * (cgroup, upper layer, record, uid range) is removed once its pidfd says so, from the loop. */
 void sandbox_destroy(struct sbx_sandbox *s);
+
+/* Start building one warm-pool sandbox (host layer, no limits, no workspace); it joins d->pool and
+ * becomes ready when its init reports READY, without blocking the loop in between. */
+int sandbox_prestart(struct sbx_daemon *d, ns_error *err);
+
+/* Daemon exit: destroy the warm pool and wait for every destroyed sandbox's init to be gone. */
+void sandbox_reap_all(struct sbx_daemon *d);
+
+/* In a process of its own (the pool's zygote forks it): build warm-pool sandbox `id` in uid slot
+ * `slot` and report to `report_fd` (its pidfd and control socket attached), then exit. */
+_Noreturn void sandbox_builder_run(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd);
 
 /* Forget a sandbox without touching it (daemon exit: its processes keep running and are
  * re-adopted by the next start).  The caller has unlinked it. */

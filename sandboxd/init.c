@@ -474,8 +474,9 @@ _Noreturn static void exec_child(struct initd *d, const struct exec_req *r, int 
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
-        for (int s = 1; s < NSIG; s++)
-                signal(s, SIG_DFL);
+        /* init_run reset every disposition to the default once; SIGPIPE is the only one it has
+         * changed since (an ignored signal would stay ignored across execve). */
+        signal(SIGPIPE, SIG_DFL);
         int e = 0;
         const char *step = "setsid";
         if (setsid() < 0)
@@ -932,6 +933,12 @@ _Noreturn void init_run(const struct init_config *cfg) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
+        /* Whatever sandboxd inherited (a SIGINT ignored by a shell...) goes now, once, so that each
+         * exec'd process starts with default dispositions without 64 syscalls per exec; from
+         * here on init changes SIGPIPE only (exec_child restores it).  Keep the two in step. */
+        for (int s = 1; s < NSIG; s++)
+                if (s != SIGKILL && s != SIGSTOP)
+                        signal(s, SIG_DFL);
         signal(SIGPIPE, SIG_IGN);
         d.sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
         if (d.sig_fd < 0 || ns_loop_new(&d.loop, NULL) < 0)

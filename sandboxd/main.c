@@ -11,14 +11,17 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/conffile.h"
 #include "common/log.h"
 #include "sandboxd/cgroup.h"
 #include "sandboxd/daemon.h"
 #include "sandboxd/hostlayer.h"
 #include "sandboxd/mount.h"
+#include "sandboxd/pool.h"
 #include "sandboxd/ports.h"
 #include "sandboxd/seccomp.h"
 
@@ -31,7 +34,8 @@ static void usage(FILE *f) {
         fputs("usage: nightshift-sandboxd [--config FILE] [--socket PATH] [--socket-group GROUP]\n"
               "         [--state-dir DIR] [--upper-dir DIR] [--workspace-root DIR] [--allow-user USER|UID]...\n"
               "         [--layers-dir DIR] [--ro-root DIR]... [--uid-base N] [--max-sandboxes N]\n"
-              "         [--max-memory BYTES] [--max-pids N] [--max-cpus N] [--max-disk BYTES] [--cgroup-base PATH] [--debug]\n",
+              "         [--max-memory BYTES] [--max-pids N] [--max-cpus N] [--max-disk BYTES] [--cgroup-base PATH]\n"
+              "         [--warm-pool N] [--debug]\n",
               f);
 }
 
@@ -128,6 +132,12 @@ static int apply_option(struct sbx_config *c, const char *key, const char *val, 
                 c->max_sandboxes = (uint32_t) n;
                 return 0;
         }
+        if (!strcmp(key, "warm-pool")) {
+                if (parse_u64(val, 64, &n) < 0)
+                        return ns_err(err, EINVAL, "--warm-pool must be 0..64");
+                c->warm_pool = (uint32_t) n;
+                return 0;
+        }
         if (!strcmp(key, "max-cpus")) {
                 char *end;
                 double v = strtod(val, &end);
@@ -139,26 +149,12 @@ static int apply_option(struct sbx_config *c, const char *key, const char *val, 
         return ns_err(err, EINVAL, "unknown option '%s'", key);
 }
 
+static int apply_cb(void *ctx, const char *key, const char *val, ns_error *err) {
+        return apply_option(ctx, key, val, err);
+}
+
 static int load_config(struct sbx_config *c, const char *path, ns_error *err) {
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        if (!f)
-                return ns_err_sys(err, errno, "open %s", path);
-        char line[1024];
-        int lineno = 0;
-        while (fgets(line, sizeof line, f)) {
-                lineno++;
-                char *p = line + strspn(line, " \t");
-                p[strcspn(p, "\r\n")] = '\0';
-                if (!*p || *p == '#')
-                        continue;
-                char *sep = p + strcspn(p, " \t=");
-                char *val = sep + strspn(sep, " \t=");
-                *sep = '\0';
-                int r = apply_option(c, p, val, err);
-                if (r < 0)
-                        return ns_err_wrap(err, "%s:%d", path, lineno);
-        }
-        return 0;
+        return ns_conffile_load(path, apply_cb, c, err);
 }
 
 static bool path_is_plain(const char *p) {
@@ -249,16 +245,33 @@ static int daemon_setup(struct sbx_daemon *d, ns_error *err) {
 
 static void on_signal(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
         struct signalfd_siginfo si;
-        while (read(fd, &si, sizeof si) == sizeof si)
+        while (read(fd, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
                         log_notice("signal %u: exiting; sandboxes keep running and are re-adopted at the next start",
                                    si.ssi_signo);
                         ns_loop_quit(loop);
+                } else if (si.ssi_signo == SIGCHLD) {
+                        /* As the subreaper of the pool builders' inits we may be handed an orphan
+                         * that is already a zombie (an init that died before its builder exited,
+                         * so that its pidfd's waitid found no child of ours): reap what has exited.
+                         * Every sandbox holds a pidfd of its init, so an early reaping loses nothing
+                         * and no pid number is ever used after it. */
+                        siginfo_t ci;
+                        for (;;) {
+                                ci.si_pid = 0;
+                                if (waitid(P_ALL, 0, &ci, WEXITED | WNOHANG) < 0 || ci.si_pid == 0)
+                                        break;
+                        }
                 }
+        }
 }
 
 static void daemon_free(struct sbx_daemon *d) {
         server_close_all(d);
+        /* Pool sandboxes are nobody's: destroyed, and destroyed sandboxes finished. */
+        if (d->slots)
+                sandbox_reap_all(d);
+        pool_zygote_stop(d);
         /* Sandboxes are NOT destroyed: a restarted daemon re-adopts them. */
         while (d->sandboxes) {
                 struct sbx_sandbox *s = d->sandboxes;
@@ -293,12 +306,13 @@ static void daemon_free(struct sbx_daemon *d) {
 
 int main(int argc, char **argv) {
         struct sbx_daemon d = { .listen_fd = -1, .sig_fd = -1, .state_fd = -1, .upper_fd = -1, .ws_root_fd = -1,
-                                .layers_fd = -1 };
+                                .layers_fd = -1, .zygote_fd = -1 };
         for (size_t i = 0; i < SBX_MAX_RO_ROOTS; i++)
                 d.ro_root_fds[i] = -1;
         struct sbx_config *c = &d.cfg;
         c->uid_base = DEFAULT_UID_BASE;
         c->max_sandboxes = 1024;
+        c->warm_pool = 2;
         ns_error err = { 0 };
         int rc = 1;
 
@@ -311,7 +325,8 @@ int main(int argc, char **argv) {
                 { "max-sandboxes", required_argument, NULL, 1 }, { "max-memory", required_argument, NULL, 1 },
                 { "max-pids", required_argument, NULL, 1 }, { "max-cpus", required_argument, NULL, 1 },
                 { "max-disk", required_argument, NULL, 1 },
-                { "cgroup-base", required_argument, NULL, 1 }, { "debug", no_argument, NULL, 'd' },
+                { "cgroup-base", required_argument, NULL, 1 }, { "warm-pool", required_argument, NULL, 1 },
+                { "debug", no_argument, NULL, 'd' },
                 { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { 0 },
         };
         /* The config file first, so that flags override it. */
@@ -361,23 +376,38 @@ int main(int argc, char **argv) {
                 c->workspace_root = strdup(DEFAULT_WORKSPACE_ROOT);
         ns_log_set_level(c->log_level ? c->log_level : NS_LOG_INFO);
 
-        /* Children (each sandbox's init) are reaped through their pidfds. */
+        /* Children (each sandbox's init) are reaped through their pidfds; SIGCHLD only for orphans. */
         sigset_t mask;
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGCHLD);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         d.sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-        if (daemon_setup(&d, &err) < 0 || server_listen(&d, &err) < 0) {
+        if (daemon_setup(&d, &err) < 0) {
+                log_error("%s", err.msg);
+                goto out;
+        }
+        /* Warm-pool sandboxes are cloned by a builder process (pool.c) that exits at once: their
+         * inits must become our children, to be reaped through their pidfds like the others. */
+        if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+                log_error("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+                goto out;
+        }
+        /* Before the socket, the clients and the adopted sandboxes exist: the zygote holds none
+         * of their descriptors. */
+        if (c->warm_pool && pool_zygote_start(&d, &err) < 0)
+                log_warn("warm pool without a zygote: %s", err.msg);
+        if (server_listen(&d, &err) < 0) {
                 log_error("%s", err.msg);
                 goto out;
         }
         ns_loop_add(d.loop, d.sig_fd, EPOLLIN, on_signal, &d, NULL);
         sandbox_adopt_all(&d);
         log_notice("nightshift-sandboxd %s listening on %s; %s", NS_VERSION, c->socket_path, cg_manager_describe(d.cg));
-        ns_loop_run(d.loop, NULL, NULL, NULL);
+        ns_loop_run(d.loop, pool_next_timeout, pool_tick, &d);
         rc = 0;
 out:
         daemon_free(&d);

@@ -263,6 +263,27 @@ static int setup_disk(const struct mount_plan *p, char *upper, size_t cap, ns_er
         return 0;
 }
 
+int mount_attach_extras(int rootfd, int workspace_fd, const struct mount_bind *binds, size_t n_binds, ns_error *err) {
+        int r;
+        if (workspace_fd >= 0) {
+                /* The workspace was opened and checked by the daemon, which cloned the mount from
+                 * that very descriptor: it is never looked up by name again. */
+                _cleanup_close_ int t = open_mountpoint(rootfd, "workspace", true, err);
+                if (t < 0)
+                        return t;
+                if ((r = attach_at(workspace_fd, t, "/workspace", err)) < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < n_binds; i++) {
+                _cleanup_close_ int t = open_mountpoint(rootfd, binds[i].dst + 1, true, err);
+                if (t < 0)
+                        return t;
+                if ((r = attach_at(binds[i].src_fd, t, binds[i].dst, err)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int mount_build_root(const struct mount_plan *p, ns_error *err) {
         int r;
         /* Nothing we mount may propagate back to the host. */
@@ -277,7 +298,10 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
         }
 
         /* Lower layers: idmapped so that files owned by root on disk belong to root inside. */
-        char lowerdir[NS_LAYERS_MAX * (NS_PATH_MAX + 1)] = "";
+        /* Not zero-initialised: init runs on this stack for the sandbox's whole life, and 64 KiB of
+         * zeroes would be 64 KiB of private memory per sandbox. */
+        char lowerdir[NS_LAYERS_MAX * (NS_PATH_MAX + 1)];
+        lowerdir[0] = '\0';
         for (size_t i = 0; i < p->n_lowers; i++) {
                 _cleanup_close_ int l = clone_tree(AT_FDCWD, p->lowers[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
                                                    MOUNT_ATTR_NODEV, p->userns_fd, err);
@@ -334,22 +358,8 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
         if ((r = mount_fs_at(rootfd, "tmp", "tmpfs", tmp_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err)) < 0)
                 return r;
 
-        if (p->workspace_fd >= 0) {
-                /* The workspace was opened and checked by the daemon, which cloned the mount from
-                 * that very descriptor: it is never looked up by name again. */
-                _cleanup_close_ int t = open_mountpoint(rootfd, "workspace", true, err);
-                if (t < 0)
-                        return t;
-                if ((r = attach_at(p->workspace_fd, t, "/workspace", err)) < 0)
-                        return r;
-        }
-        for (size_t i = 0; i < p->n_binds; i++) {
-                _cleanup_close_ int t = open_mountpoint(rootfd, p->binds[i].dst + 1, true, err);
-                if (t < 0)
-                        return t;
-                if ((r = attach_at(p->binds[i].src_fd, t, p->binds[i].dst, err)) < 0)
-                        return r;
-        }
+        if ((r = mount_attach_extras(rootfd, p->workspace_fd, p->binds, p->n_binds, err)) < 0)
+                return r;
 
         /* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours. */
         if (fchdir(rootfd) < 0)

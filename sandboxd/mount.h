@@ -37,6 +37,12 @@ struct mount_plan {
  * root and cwd are the new "/".  The caller must be in a fresh, private mount namespace. */
 int mount_build_root(const struct mount_plan *plan, ns_error *err);
 
+/* Attach the checked workspace mount (workspace_fd >= 0, at /workspace) and the read-only binds
+ * (each at its dst) beneath `rootfd`, creating the mount points without following symlinks.
+ * Used while building a root, and when a warm-pool sandbox is handed out (then from a helper
+ * that has entered the sandbox's mount namespace, before anything of the sandbox's has run). */
+int mount_attach_extras(int rootfd, int workspace_fd, const struct mount_bind *binds, size_t n_binds, ns_error *err);
+
 /* A detached clone (open_tree OPEN_TREE_CLONE) of the tree at (dirfd, path) — path "" for dirfd
  * itself — with the MOUNT_ATTR_* bits in `attr`, idmapped through `userns_fd` when it is >= 0.
  * Must run in the mount namespace the source belongs to (the daemon's); the result can then be

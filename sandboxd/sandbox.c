@@ -13,6 +13,7 @@
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -33,6 +34,7 @@
 #include "sandboxd/initproto.h"
 #include "sandboxd/mount.h"
 #include "sandboxd/ns.h"
+#include "sandboxd/pool.h"
 #include "sandboxd/ports.h"
 
 #define INIT_READY_TIMEOUT_MS 10000
@@ -40,6 +42,7 @@
 
 static void on_init_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
 static void on_init_exit(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+static void on_pool_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
 
 struct sbx_sandbox *sandbox_find(struct sbx_daemon *d, const char *id, uid_t owner) {
         for (struct sbx_sandbox *s = d->sandboxes; s; s = s->next)
@@ -174,6 +177,8 @@ struct child_args {
         const char *id;
         int ctl_fd, listen_fd, userns_fd;
         struct mount_plan plan;
+        bool idle_build; /* a pool build at nice 19: init goes back to `nice` */
+        int nice;
 };
 
 _Noreturn static void child_fail(int ctl_fd, const ns_error *e) {
@@ -203,6 +208,12 @@ _Noreturn static void sandbox_child(struct child_args *a) {
         /* The filesystem is built while the parent places us in the cgroup. */
         if (ns_loopback_up(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
                 child_fail(a->ctl_fd, &err);
+        /* A pool build runs at the lowest priority (builder_main); the sandbox itself runs as the
+         * daemon's processes do.  Still host root here: raising it back needs CAP_SYS_NICE. */
+        if (a->idle_build && setpriority(PRIO_PROCESS, 0, a->nice) < 0) {
+                ns_err_sys(&err, errno, "restore the scheduling priority");
+                child_fail(a->ctl_fd, &err);
+        }
         char go;
         if (recv(a->ctl_fd, &go, 1, 0) != 1)
                 _exit(1);
@@ -294,10 +305,15 @@ void sandbox_release(struct sbx_sandbox *s) {
         sandbox_free(s);
 }
 
+/* Into the daemon's list: the clients' sandboxes, or the warm pool's (never listed, never found). */
 static void sandbox_link(struct sbx_daemon *d, struct sbx_sandbox *s) {
-        s->next = d->sandboxes;
-        d->sandboxes = s;
-        d->n_sandboxes++;
+        struct sbx_sandbox **head = s->pooled ? &d->pool : &d->sandboxes;
+        s->next = *head;
+        *head = s;
+        if (s->pooled)
+                d->n_pool++;
+        else
+                d->n_sandboxes++;
         d->slots[s->slot] = 1;
 }
 
@@ -311,29 +327,35 @@ static int watch_init(struct sbx_sandbox *s, ns_error *err) {
         return 0;
 }
 
-int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
-                   ns_error *err) {
-        /* Every descriptor with a cleanup is declared here, before the first goto: a jump into
-         * the scope of one would close an uninitialised value at return. */
-        _cleanup_close_ int ws_fd = -1, ws_mnt = -1, userns = -1, ws_userns = -1, lst = -1, child_ctl = -1, loop_fd = -1;
-        int r = check_limits(d, req, err);
-        if (r < 0)
-                return r;
-        if (d->n_sandboxes >= d->cfg.max_sandboxes)
-                return ns_err(err, EAGAIN, "the sandbox limit (%u) is reached", d->cfg.max_sandboxes);
-        uint32_t slot = 0;
-        while (slot < d->n_slots && d->slots[slot])
-                slot++;
-        if (slot >= d->n_slots)
-                return ns_err(err, EAGAIN, "no free uid range");
-
-        /* Everything the request names is opened and checked before anything is created. */
-        struct mount_plan plan = { .scaffold = d->scaffold, .workspace_fd = -1 };
+/* Everything a create request names, opened and checked before anything is created. */
+struct opened {
+        int ws_fd; /* the checked workspace (O_PATH), or -1 */
+        struct stat ws_st;
+        struct mount_bind binds[NS_RO_BINDS_MAX];
+        size_t n_binds; /* binds[i].src_fd: detached read-only clones, owned here */
         char layer_paths[NS_LAYERS_MAX][NS_PATH_MAX];
+        const char *lowers[NS_LAYERS_MAX];
+        size_t n_lowers;
+        bool host_usr;
+};
+
+static void opened_close(struct opened *o) {
+        if (o->ws_fd >= 0)
+                close(o->ws_fd);
+        o->ws_fd = -1;
+        for (size_t j = 0; j < o->n_binds; j++)
+                close(o->binds[j].src_fd);
+        o->n_binds = 0;
+}
+
+static int open_request(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct opened *o,
+                        ns_error *err) {
+        o->ws_fd = -1;
+        o->n_binds = 0;
         if (req->n_layers == 0) {
-                plan.lowers[0] = d->host_layer;
-                plan.n_lowers = 1;
-                plan.host_usr = true;
+                o->lowers[0] = d->host_layer;
+                o->n_lowers = 1;
+                o->host_usr = true;
         } else {
                 if (d->layers_fd < 0)
                         return ns_err(err, ENOENT, "no --layers-dir is configured");
@@ -342,57 +364,78 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
                                                               RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
                         if (lf < 0)
                                 return ns_err_sys(err, errno, "layer '%s'", req->layers[i]);
-                        snprintf(layer_paths[i], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, req->layers[i]);
-                        plan.lowers[i] = layer_paths[i];
+                        snprintf(o->layer_paths[i], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, req->layers[i]);
+                        o->lowers[i] = o->layer_paths[i];
                 }
-                plan.n_lowers = req->n_layers;
+                o->n_lowers = req->n_layers;
         }
-        struct stat ws_st;
         if (req->workspace) {
-                ws_fd = open_workspace(d, owner, req->workspace, &ws_st, err);
-                if (ws_fd < 0)
-                        return ws_fd;
+                int fd = open_workspace(d, owner, req->workspace, &o->ws_st, err);
+                if (fd < 0)
+                        return fd;
+                o->ws_fd = fd;
         }
-        struct mount_bind binds[NS_RO_BINDS_MAX];
-        int bind_fds[NS_RO_BINDS_MAX];
-        size_t n_binds = 0;
         for (size_t i = 0; i < req->n_ro_binds; i++) {
                 _cleanup_close_ int fd = open_ro_bind(d, req->ro_binds[i].src, err);
                 int m = fd < 0 ? fd : mount_clone_detached(fd, "", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                                                          -1, err);
                 if (m < 0) {
-                        for (size_t j = 0; j < n_binds; j++)
-                                close(bind_fds[j]);
+                        opened_close(o);
                         return m;
                 }
-                bind_fds[n_binds] = m;
-                binds[n_binds] = (struct mount_bind){ .src_fd = m, .dst = req->ro_binds[i].dst };
-                n_binds++;
+                o->binds[o->n_binds++] = (struct mount_bind){ .src_fd = m, .dst = req->ro_binds[i].dst };
         }
-        plan.binds = binds;
-        plan.n_binds = n_binds;
+        return 0;
+}
 
-        struct sbx_sandbox *s = calloc(1, sizeof *s);
-        if (!s) {
-                r = ns_err(err, ENOMEM, "out of memory");
-                goto out_binds;
+/* The workspace as it is mounted: a detached clone of the checked descriptor, made here in the
+ * daemon's mount namespace, idmapped so that its owner on disk is the agent (uid 1000) inside. */
+static int workspace_mount(const struct opened *o, uid_t root_uid, ns_error *err) {
+        char map[96], gmap[96];
+        snprintf(map, sizeof map, "%u %u 1\n", (unsigned) o->ws_st.st_uid, (unsigned) (root_uid + SBX_AGENT_UID));
+        snprintf(gmap, sizeof gmap, "%u %u 1\n", (unsigned) o->ws_st.st_gid, (unsigned) (root_uid + SBX_AGENT_UID));
+        _cleanup_close_ int ws_userns = ns_userns_new(map, gmap, err);
+        if (ws_userns < 0)
+                return ws_userns;
+        return mount_clone_detached(o->ws_fd, "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ws_userns, err);
+}
+
+static struct cg_limits limits_of(const struct ns_create_req *req) {
+        struct cg_limits lim = { .memory_bytes = req->memory, .pids = req->pids };
+        if (req->cpu_millis) {
+                lim.cpu_period_us = 100000;
+                lim.cpu_quota_us = (uint32_t) (req->cpu_millis * 100);
         }
-        *s = (struct sbx_sandbox){ .d = d, .owner = owner, .slot = slot, .created = (uint64_t) time(NULL),
-                                   .init_pidfd = -1, .ctl_fd = -1, .next_proc = 1 };
-        s->limits.memory = req->memory;
-        s->limits.pids = req->pids;
-        s->limits.cpu_millis = req->cpu_millis;
-        if (req->workspace)
-                snprintf(s->workspace, sizeof s->workspace, "%s", req->workspace);
-        if ((r = new_id(s->id, err)) < 0)
-                goto out_free;
+        return lim;
+}
 
-        uid_t root_uid = slot_uid(d, slot);
+static int free_slot(struct sbx_daemon *d, uint32_t *slot, ns_error *err) {
+        uint32_t i = 0;
+        while (i < d->n_slots && d->slots[i])
+                i++;
+        if (i >= d->n_slots)
+                return ns_err(err, EAGAIN, "no free uid range");
+        *slot = i;
+        return 0;
+}
+
+/* Build a sandbox's kernel objects for `s` (id and slot set) and start its init: upper dirs (or
+ * the disk image), cgroup with `lim`, user namespace, init socket, clone, cgroup placement, "go".
+ * On success s->init_pid, init_pidfd and ctl_fd are set and init is building the root; on failure
+ * everything this made is gone again. */
+static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opened *o, const struct cg_limits *lim,
+                 uint64_t disk, ns_error *err) {
+        _cleanup_close_ int ws_mnt = -1, userns = -1, lst = -1, child_ctl = -1, loop_fd = -1;
+        int r;
+        struct mount_plan plan = { .scaffold = s->d->scaffold, .workspace_fd = -1, .n_lowers = o->n_lowers,
+                                   .host_usr = o->host_usr, .binds = o->binds, .n_binds = o->n_binds };
+        memcpy(plan.lowers, o->lowers, o->n_lowers * sizeof *plan.lowers);
+        uid_t root_uid = slot_uid(d, s->slot);
         if ((r = make_upper(d, s->id, root_uid, err)) < 0)
                 goto out_upper;
         char loop_dev[64] = "";
-        if (req->disk) {
-                if ((r = disk_image_create(d->upper_fd, d->cfg.upper_dir, s->id, req->disk, err)) < 0)
+        if (disk) {
+                if ((r = disk_image_create(d->upper_fd, d->cfg.upper_dir, s->id, disk, err)) < 0)
                         goto out_upper;
                 if ((loop_fd = disk_attach(d->upper_fd, s->id, err)) < 0) {
                         r = loop_fd;
@@ -406,39 +449,19 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
                         goto out_disk;
                 }
                 loop_dev[n] = '\0';
-                s->limits.disk = req->disk;
         }
-        struct cg_limits lim = { .memory_bytes = req->memory, .pids = req->pids };
-        if (req->cpu_millis) {
-                lim.cpu_period_us = 100000;
-                lim.cpu_quota_us = (uint32_t) (req->cpu_millis * 100);
-        }
-        if ((r = cg_create(d->cg, s->id, &lim, err)) < 0)
+        if ((r = cg_create(d->cg, s->id, lim, err)) < 0)
                 goto out_disk;
 
-        char map[96], gmap[96];
+        char map[96];
         snprintf(map, sizeof map, "0 %u %u\n", (unsigned) root_uid, SBX_UID_RANGE);
         userns = ns_userns_new(map, map, err);
         if (userns < 0) {
                 r = userns;
                 goto out_cgroup;
         }
-        if (ws_fd >= 0) {
-                /* On disk the workspace belongs to its owner; inside it belongs to the agent. */
-                snprintf(map, sizeof map, "%u %u 1\n", (unsigned) ws_st.st_uid, (unsigned) (root_uid + SBX_AGENT_UID));
-                snprintf(gmap, sizeof gmap, "%u %u 1\n", (unsigned) ws_st.st_gid, (unsigned) (root_uid + SBX_AGENT_UID));
-                ws_userns = ns_userns_new(map, gmap, err);
-                if (ws_userns < 0) {
-                        r = ws_userns;
-                        goto out_cgroup;
-                }
-                /* Cloned here, in the daemon's mount namespace, from the checked descriptor. */
-                ws_mnt = mount_clone_detached(ws_fd, "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ws_userns, err);
-                if (ws_mnt < 0) {
-                        r = ws_mnt;
-                        goto out_cgroup;
-                }
-        }
+        if (o->ws_fd >= 0 && (r = ws_mnt = workspace_mount(o, root_uid, err)) < 0)
+                goto out_cgroup;
         char upper[NS_PATH_MAX];
         snprintf(upper, sizeof upper, "%s/%s", d->cfg.upper_dir, s->id);
         plan.upper = upper;
@@ -464,7 +487,7 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
         child_ctl = sp[1];
 
         struct child_args a = { .d = d, .id = s->id, .ctl_fd = child_ctl, .listen_fd = lst, .userns_fd = userns,
-                                .plan = plan };
+                                .plan = plan, .idle_build = s->idle_build, .nice = s->nice };
         int pidfd = -1;
         pid_t pid = clone_init(&pidfd);
         if (pid < 0) {
@@ -483,64 +506,20 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
                 r = ns_err_sys(err, errno, "start init");
                 goto out_kill;
         }
-        struct ictl_hdr h = { 0 };
-        char msg[NS_ERROR_MSG_MAX];
-        size_t mlen;
-        r = recv_ictl(s->ctl_fd, &h, msg, sizeof msg, &mlen, INIT_READY_TIMEOUT_MS);
-        if (r < 0) {
-                r = ns_err_sys(err, -r, "waiting for the sandbox's init");
-                goto out_kill;
-        }
-        if (h.type == ICTL_FAILED) {
-                int code = h.a > 0 && h.a < 4096 ? (int) h.a : EIO;
-                r = ns_err(err, code, "sandbox set-up: %s", msg);
-                goto out_kill;
-        }
-        if (h.type != ICTL_READY || h.a != ICTL_VERSION) {
-                r = ns_err(err, EPROTO, "unexpected first message from init");
-                goto out_kill;
-        }
-        if ((r = ns_proc_starttime(pid, &s->init_start, err)) < 0)
-                goto out_kill;
-        for (size_t i = 0; i < req->n_connects; i++) {
-                char nspath[64];
-                snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) pid);
-                _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
-                if (netns < 0) {
-                        r = ns_err_sys(err, errno, "open %s", nspath);
-                        goto out_ports;
-                }
-                if ((r = ports_connect_add(d->ports, s->id, netns, req->connects[i].port, req->connects[i].host_port,
-                                           err)) < 0)
-                        goto out_ports;
-                s->connects[s->n_connects++] = req->connects[i];
-        }
-        if ((r = state_save(s, err)) < 0)
-                goto out_ports;
-        if ((r = watch_init(s, err)) < 0)
-                goto out_state;
-        sandbox_link(d, s);
-        for (size_t j = 0; j < n_binds; j++)
-                close(bind_fds[j]);
-        *out = s;
         return 0;
 
-out_state:
-        ns_loop_remove(d->loop, s->w_pidfd);
-        ns_loop_remove(d->loop, s->w_ctl);
-        state_remove(d, s->id);
-out_ports:
-        ports_sandbox_remove(d->ports, s->id);
 out_kill:
         pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
         waitpid(pid, NULL, __WALL);
         close(s->init_pidfd);
+        s->init_pidfd = -1;
         cg_kill(d->cg, s->id, NULL);
         cg_wait_empty(d->cg, s->id, 2000, NULL);
 out_socket:
         unlink(sa.sun_path);
         if (s->ctl_fd >= 0)
                 close(s->ctl_fd);
+        s->ctl_fd = -1;
 out_cgroup:
         cg_destroy(d->cg, s->id, NULL);
 out_disk:
@@ -549,12 +528,363 @@ out_disk:
         disk_remove(d->upper_fd, s->id);
 out_upper:
         fsdel_tree_at(d->upper_fd, s->id, NULL);
+        return r;
+}
+
+/* Check init's first message: READY with our protocol version, or FAILED with the reason. */
+static int check_ready(const struct ictl_hdr *h, const char *msg, ns_error *err) {
+        if (h->type == ICTL_FAILED) {
+                int code = h->a > 0 && h->a < 4096 ? (int) h->a : EIO;
+                return ns_err(err, code, "sandbox set-up: %s", msg);
+        }
+        if (h->type != ICTL_READY || h->a != ICTL_VERSION)
+                return ns_err(err, EPROTO, "unexpected first message from init");
+        return 0;
+}
+
+/* The request's connectors, in the sandbox's network namespace. */
+static int add_connects(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
+        if (req->n_connects == 0)
+                return 0;
+        char nspath[64];
+        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
+        _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        if (netns < 0)
+                return ns_err_sys(err, errno, "open %s", nspath);
+        for (size_t i = 0; i < req->n_connects; i++) {
+                int r = ports_connect_add(s->d->ports, s->id, netns, req->connects[i].port, req->connects[i].host_port, err);
+                if (r < 0)
+                        return r;
+                s->connects[s->n_connects++] = req->connects[i];
+        }
+        return 0;
+}
+
+static void set_identity(struct sbx_sandbox *s, uid_t owner, const struct ns_create_req *req) {
+        s->owner = owner;
+        s->created = (uint64_t) time(NULL);
+        s->limits.memory = req->memory;
+        s->limits.pids = req->pids;
+        s->limits.cpu_millis = req->cpu_millis;
+        s->limits.disk = req->disk;
+        if (req->workspace)
+                snprintf(s->workspace, sizeof s->workspace, "%s", req->workspace);
+}
+
+/* Hand a ready warm-pool sandbox to `owner`: attach the workspace and read-only binds inside it,
+ * write the limits into its cgroup, add the connectors, record it.  Nothing of the sandbox's has
+ * run yet (init alone, no exec), so nothing inside can have prepared its filesystem.  On failure
+ * the pool sandbox is destroyed (it may be half-configured) and the request fails. */
+static int handout(struct sbx_daemon *d, struct sbx_sandbox *s, uid_t owner, const struct ns_create_req *req,
+                   const struct opened *o, ns_error *err) {
+        _cleanup_close_ int ws_mnt = -1;
+        int r = 0;
+        if (o->ws_fd >= 0 && (r = ws_mnt = workspace_mount(o, slot_uid(d, s->slot), err)) < 0)
+                goto fail;
+        if ((ws_mnt >= 0 || o->n_binds) && (r = pool_attach_extras(s->init_pidfd, ws_mnt, o->binds, o->n_binds, err)) < 0)
+                goto fail;
+        struct cg_limits lim = limits_of(req);
+        if ((r = cg_set_limits(d->cg, s->id, &lim, err)) < 0)
+                goto fail;
+        set_identity(s, owner, req);
+        s->pooled = false;
+        s->from_pool = true;
+        if ((r = add_connects(s, req, err)) < 0 || (r = state_save(s, err)) < 0)
+                goto fail;
+        sandbox_link(d, s);
+        return 0;
+fail:
+        /* Counted as ours for the moment of its destruction; it was never visible. */
+        sandbox_link(d, s);
+        sandbox_destroy(s);
+        return r;
+}
+
+int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
+                   ns_error *err) {
+        int r = check_limits(d, req, err);
+        if (r < 0)
+                return r;
+        if (d->n_sandboxes >= d->cfg.max_sandboxes)
+                return ns_err(err, EAGAIN, "the sandbox limit (%u) is reached", d->cfg.max_sandboxes);
+
+        /* Everything the request names is opened and checked before anything is created. */
+        struct opened *o = malloc(sizeof *o);
+        if (!o)
+                return ns_err(err, ENOMEM, "out of memory");
+        if ((r = open_request(d, owner, req, o, err)) < 0) {
+                free(o);
+                return r;
+        }
+        /* A warm-pool sandbox has the host layer and no disk limit: anything else is built fresh. */
+        struct sbx_sandbox *s = req->n_layers == 0 && req->disk == 0 ? pool_take(d) : NULL;
+        if (s) {
+                r = handout(d, s, owner, req, o, err);
+                goto out;
+        }
+        uint32_t slot = 0;
+        if ((r = free_slot(d, &slot, err)) < 0)
+                goto out;
+        if (!(s = calloc(1, sizeof *s))) {
+                r = ns_err(err, ENOMEM, "out of memory");
+                goto out;
+        }
+        *s = (struct sbx_sandbox){ .d = d, .slot = slot, .init_pidfd = -1, .ctl_fd = -1, .build_fd = -1, .next_proc = 1 };
+        set_identity(s, owner, req);
+        if ((r = new_id(s->id, err)) < 0)
+                goto out_free;
+        struct cg_limits lim = limits_of(req);
+        if ((r = spawn(d, s, o, &lim, req->disk, err)) < 0)
+                goto out_free;
+        /* Counted from here: a failure below destroys it like any other sandbox. */
+        sandbox_link(d, s);
+        struct ictl_hdr h = { 0 };
+        char msg[NS_ERROR_MSG_MAX];
+        size_t mlen;
+        if ((r = recv_ictl(s->ctl_fd, &h, msg, sizeof msg, &mlen, INIT_READY_TIMEOUT_MS)) < 0)
+                r = ns_err_sys(err, -r, "waiting for the sandbox's init");
+        else if ((r = check_ready(&h, msg, err)) == 0 && (r = ns_proc_starttime(s->init_pid, &s->init_start, err)) == 0 &&
+                 (r = add_connects(s, req, err)) == 0 && (r = state_save(s, err)) == 0)
+                r = watch_init(s, err);
+        if (r < 0) {
+                sandbox_destroy(s);
+                goto out;
+        }
+        goto out;
 out_free:
         free(s);
-out_binds:
-        for (size_t j = 0; j < n_binds; j++)
-                close(bind_fds[j]);
+out:
+        opened_close(o);
+        free(o);
+        if (r == 0)
+                *out = s;
         return r;
+}
+
+/* ---- the warm pool's side of the lifecycle ------------------------------------------------- */
+
+static void on_pool_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct sbx_sandbox *s = data;
+        struct ictl_hdr h = { 0 };
+        char msg[NS_ERROR_MSG_MAX];
+        size_t mlen;
+        ns_error err = { 0 };
+        int r = recv_ictl(fd, &h, msg, sizeof msg, &mlen, 0);
+        if (r == -ETIMEDOUT || r == -EAGAIN)
+                return;
+        if (r < 0 || check_ready(&h, msg, &err) < 0) {
+                fprintf(stderr, "<4>warm-pool sandbox %s failed: %s\n", s->id, r < 0 ? strerror(-r) : err.msg);
+                sandbox_destroy(s);
+                return;
+        }
+        ns_loop_remove(loop, s->w_ctl);
+        s->w_ctl = ns_loop_add(loop, s->ctl_fd, EPOLLIN, on_init_ctl, s, &err);
+        if (!s->w_ctl) {
+                sandbox_destroy(s);
+                return;
+        }
+        s->pool_ready = true;
+}
+
+/* What a builder reports: 0 and the init's pid and start time (with its pidfd and control socket
+ * attached), or the error of a build it has already undone. */
+struct build_report {
+        int32_t code;
+        int32_t pid;
+        uint64_t start;
+        char msg[NS_ERROR_MSG_MAX];
+};
+
+/* The builder: a process of its own that does a pool sandbox's kernel work (upper dirs, cgroup,
+ * user namespace, the clone of init) while the daemon's loop goes on serving.  init is the
+ * builder's child; when the builder exits, init is re-parented to the daemon, its subreaper. */
+_Noreturn static void builder_main(struct sbx_sandbox *s, int report_fd) {
+        struct sbx_daemon *d = s->d;
+        /* The zygote ignores SIGCHLD (to have its builders reaped): we wait for our children. */
+        signal(SIGCHLD, SIG_DFL);
+        /* Ahead of demand, so behind every request: the lowest priority, for us and for init
+         * while it builds the root (it returns to ours before running anything else).  Nice 19
+         * rather than SCHED_IDLE: a starved builder holding the cgroup or mount locks would hold
+         * up the requests it is meant to stay out of the way of. */
+        errno = 0;
+        s->nice = getpriority(PRIO_PROCESS, 0);
+        s->idle_build = errno == 0 && setpriority(PRIO_PROCESS, 0, 19) == 0;
+        /* Not calloc: init inherits every page the builder writes, and 64 KiB of zeroed layer
+         * paths would stay its private memory for the sandbox's life. */
+        struct opened *o = malloc(sizeof *o);
+        const struct cg_limits none = { 0 };
+        ns_error err = { 0 };
+        struct build_report rep = { 0 };
+        int r = o ? 0 : ns_err(&err, ENOMEM, "out of memory");
+        if (r == 0) {
+                o->ws_fd = -1;
+                o->n_binds = 0;
+                o->lowers[0] = d->host_layer;
+                o->n_lowers = 1;
+                o->host_usr = true;
+                r = spawn(d, s, o, &none, 0, &err);
+        }
+        /* Recorded at once (as a pool sandbox): a restart after a crash destroys it, never adopts it. */
+        if (r == 0 && ((r = ns_proc_starttime(s->init_pid, &s->init_start, &err)) < 0 || (r = state_save(s, &err)) < 0)) {
+                pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
+                waitpid(s->init_pid, NULL, __WALL);
+                cg_kill(d->cg, s->id, NULL);
+                cg_wait_empty(d->cg, s->id, 2000, NULL);
+                cg_destroy(d->cg, s->id, NULL);
+                fsdel_tree_at(d->upper_fd, s->id, NULL);
+                struct sockaddr_un sa;
+                if (init_socket_path(d, s->id, &sa, NULL) == 0)
+                        unlink(sa.sun_path);
+                state_remove(d, s->id);
+        }
+        rep.code = r < 0 ? (err.code ? err.code : EIO) : 0;
+        rep.pid = (int32_t) s->init_pid;
+        rep.start = s->init_start;
+        snprintf(rep.msg, sizeof rep.msg, "%s", err.msg);
+        struct iovec iov = { &rep, sizeof rep };
+        int fds[2] = { s->init_pidfd, s->ctl_fd };
+        (void) ns_send_fds(report_fd, &iov, 1, fds, r == 0 ? 2 : 0, 0);
+        _exit(0);
+}
+
+_Noreturn void sandbox_builder_run(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd) {
+        struct sbx_sandbox s = { .d = d, .slot = slot, .init_pidfd = -1, .ctl_fd = -1, .build_fd = -1,
+                                 .next_proc = 1, .pooled = true, .owner = (uid_t) -1 };
+        snprintf(s.id, sizeof s.id, "%s", id);
+        builder_main(&s, report_fd);
+}
+
+/* Take the builder's report: on success the sandbox gets its init and waits for READY. */
+static int collect_build(struct sbx_sandbox *s, bool wait, ns_error *err) {
+        struct sbx_daemon *d = s->d;
+        struct build_report rep = { 0 };
+        union {
+                struct cmsghdr align;
+                char b[CMSG_SPACE(sizeof(int) * 2)];
+        } cbuf;
+        struct iovec iov = { &rep, sizeof rep };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b, .msg_controllen = sizeof cbuf.b };
+        ssize_t n;
+        while ((n = recvmsg(s->build_fd, &mh, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT))) < 0 && errno == EINTR)
+                ;
+        if (n < 0 && errno == EAGAIN)
+                return -EAGAIN;
+        int fds[2] = { -1, -1 };
+        size_t nfds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                                int fd;
+                                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                                if (nfds < 2)
+                                        fds[nfds++] = fd;
+                                else
+                                        close(fd);
+                        }
+        ns_loop_remove(d->loop, s->w_build);
+        s->w_build = NULL;
+        close(s->build_fd);
+        s->build_fd = -1;
+        /* It exits right after reporting (or has died): reap it, if it is ours (the zygote's
+         * builders are the zygote's). */
+        while (s->builder > 0 && waitpid(s->builder, NULL, __WALL) < 0 && errno == EINTR)
+                ;
+        s->builder = 0;
+        if (n != (ssize_t) sizeof rep || rep.code || nfds != 2 || rep.pid <= 0) {
+                for (size_t i = 0; i < nfds; i++)
+                        close(fds[i]);
+                rep.msg[sizeof rep.msg - 1] = '\0';
+                return ns_err(err, rep.code > 0 && rep.code < 4096 ? rep.code : EIO, "%s",
+                              n == (ssize_t) sizeof rep ? rep.msg : "the builder died");
+        }
+        s->init_pid = rep.pid;
+        s->init_start = rep.start;
+        s->init_pidfd = fds[0];
+        s->ctl_fd = fds[1];
+        s->w_pidfd = ns_loop_add(d->loop, s->init_pidfd, EPOLLIN, on_init_exit, s, err);
+        s->w_ctl = s->w_pidfd ? ns_loop_add(d->loop, s->ctl_fd, EPOLLIN, on_pool_ctl, s, err) : NULL;
+        return s->w_ctl ? 0 : -err->code;
+}
+
+/* A build that produced nothing left nothing behind (the builder undid it): only the slot and
+ * the record in memory go. */
+static void build_failed(struct sbx_sandbox *s) {
+        struct sbx_daemon *d = s->d;
+        if (s->init_pidfd >= 0) { /* built, but not watchable: a normal destruction */
+                sandbox_destroy(s);
+                return;
+        }
+        for (struct sbx_sandbox **pp = &d->pool; *pp; pp = &(*pp)->next)
+                if (*pp == s) {
+                        *pp = s->next;
+                        d->n_pool--;
+                        break;
+                }
+        d->slots[s->slot] = 0;
+        sandbox_free(s);
+}
+
+static void on_pool_built(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct sbx_sandbox *s = data;
+        ns_error err = { 0 };
+        int r = collect_build(s, false, &err);
+        if (r == -EAGAIN)
+                return;
+        if (r < 0) {
+                fprintf(stderr, "<4>warm pool: %s\n", err.msg);
+                s->d->pool_retry_at = ns_now_ms() + 1000;
+                build_failed(s);
+        }
+}
+
+int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
+        uint32_t slot = 0;
+        int r = free_slot(d, &slot, err);
+        if (r < 0)
+                return r;
+        struct sbx_sandbox *s = calloc(1, sizeof *s);
+        if (!s)
+                return ns_err(err, ENOMEM, "out of memory");
+        *s = (struct sbx_sandbox){ .d = d, .slot = slot, .init_pidfd = -1, .ctl_fd = -1, .build_fd = -1,
+                                   .next_proc = 1, .pooled = true, .owner = (uid_t) -1,
+                                   .pool_deadline = ns_now_ms() + INIT_READY_TIMEOUT_MS };
+        int sp[2] = { -1, -1 };
+        if ((r = new_id(s->id, err)) < 0 ||
+            (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 && (r = ns_err_sys(err, errno, "socketpair")) < 0)) {
+                free(s);
+                return r;
+        }
+        /* Through the zygote when there is one: its memory is the daemon's as it was at start-up,
+         * never touched since, so the inits it forks share those pages instead of each keeping
+         * its own copy of whatever the busy daemon has changed since their fork. */
+        bool via_zygote = pool_zygote_build(d, s->id, s->slot, sp[1]) == 0;
+        pid_t pid = via_zygote ? 0 : fork();
+        if (pid < 0) {
+                r = ns_err_sys(err, errno, "fork the pool builder");
+                close(sp[0]);
+                close(sp[1]);
+                free(s);
+                return r;
+        }
+        if (!via_zygote && pid == 0) {
+                close(sp[0]);
+                builder_main(s, sp[1]);
+        }
+        close(sp[1]);
+        s->builder = pid;
+        s->build_fd = sp[0];
+        sandbox_link(d, s); /* takes the slot */
+        s->w_build = ns_loop_add(d->loop, s->build_fd, EPOLLIN, on_pool_built, s, err);
+        if (!s->w_build) {
+                r = -err->code;
+                ns_error e2;
+                if (collect_build(s, true, &e2) < 0)
+                        build_failed(s);
+                else
+                        sandbox_destroy(s);
+                return r;
+        }
+        return 0;
 }
 
 static void pending_fail(struct sbx_pending *p, int code, const char *msg) {
@@ -567,41 +897,76 @@ static void pending_fail(struct sbx_pending *p, int code, const char *msg) {
         free(p);
 }
 
-void sandbox_destroy(struct sbx_sandbox *s) {
+/* The part of a destruction that waits for init's death: its cgroup, upper layer, disk image and
+ * record, and the uid range, which stays taken until no process of the sandbox can hold it. */
+static void sandbox_finish(struct sbx_sandbox *s) {
         struct sbx_daemon *d = s->d;
-        for (struct sbx_sandbox **pp = &d->sandboxes; *pp; pp = &(*pp)->next)
-                if (*pp == s) {
-                        *pp = s->next;
-                        d->n_sandboxes--;
-                        break;
-                }
-        d->slots[s->slot] = 0;
-        ports_sandbox_remove(d->ports, s->id);
-        ns_loop_remove(d->loop, s->w_pidfd);
-        ns_loop_remove(d->loop, s->w_ctl);
-        /* Thaw first: a frozen cgroup would hold the kill until thawed. */
-        if (s->frozen)
-                cg_freeze(d->cg, s->id, false, 1000, NULL);
-        cg_kill(d->cg, s->id, NULL);
+        if (s->dying) {
+                for (struct sbx_sandbox **pp = &d->dying; *pp; pp = &(*pp)->next)
+                        if (*pp == s) {
+                                *pp = s->next;
+                                break;
+                        }
+                ns_loop_remove(d->loop, s->w_pidfd);
+        }
         if (s->init_pidfd >= 0) {
-                pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
-                struct pollfd pfd = { .fd = s->init_pidfd, .events = POLLIN };
-                poll(&pfd, 1, 2000);
                 /* Our own child unless we were restarted since its creation. */
                 siginfo_t si;
                 waitid(P_PIDFD, (id_t) s->init_pidfd, &si, WEXITED | WNOHANG);
                 close(s->init_pidfd);
         }
-        if (s->ctl_fd >= 0)
-                close(s->ctl_fd);
         cg_wait_empty(d->cg, s->id, 2000, NULL);
         cg_destroy(d->cg, s->id, NULL);
         fsdel_tree_at(d->upper_fd, s->id, NULL);
         disk_remove(d->upper_fd, s->id);
+        state_remove(d, s->id);
+        d->slots[s->slot] = 0;
+        sandbox_free(s);
+}
+
+static void on_init_dead(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        sandbox_finish(data);
+}
+
+void sandbox_destroy(struct sbx_sandbox *s) {
+        struct sbx_daemon *d = s->d;
+        if (s->build_fd >= 0) {
+                /* Still with its builder, which is bounded (no waits on the sandbox): let it finish
+                 * so that whatever it made is known, then destroy that. */
+                ns_error err;
+                if (collect_build(s, true, &err) < 0) {
+                        build_failed(s);
+                        return;
+                }
+        }
+        struct sbx_sandbox **head = s->pooled ? &d->pool : &d->sandboxes;
+        for (struct sbx_sandbox **pp = head; *pp; pp = &(*pp)->next)
+                if (*pp == s) {
+                        *pp = s->next;
+                        if (s->pooled)
+                                d->n_pool--;
+                        else
+                                d->n_sandboxes--;
+                        break;
+                }
+        ports_sandbox_remove(d->ports, s->id);
+        ns_loop_remove(d->loop, s->w_pidfd);
+        ns_loop_remove(d->loop, s->w_ctl);
+        s->w_pidfd = s->w_ctl = NULL;
+        /* Thaw first: a frozen cgroup would hold the kill until thawed. */
+        if (s->frozen)
+                cg_freeze(d->cg, s->id, false, 1000, NULL);
+        cg_kill(d->cg, s->id, NULL);
+        if (s->init_pidfd >= 0)
+                pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
+        if (s->ctl_fd >= 0)
+                close(s->ctl_fd);
+        s->ctl_fd = -1;
+        /* Without its socket the sandbox can no longer be re-adopted by a restarted daemon: from
+         * here on it is gone for every client, whatever happens to us. */
         struct sockaddr_un sa;
         if (init_socket_path(d, s->id, &sa, NULL) == 0)
                 unlink(sa.sun_path);
-        state_remove(d, s->id);
         while (s->pending) {
                 struct sbx_pending *p = s->pending;
                 s->pending = p->next;
@@ -618,7 +983,30 @@ void sandbox_destroy(struct sbx_sandbox *s) {
                         cJSON_AddBoolToObject(n, "destroyed", true);
                         server_notice(p->notify, n);
                 }
-        sandbox_free(s);
+        /* Tearing down init's namespaces takes the kernel milliseconds (more than the rest of a
+         * destroy): the remainder runs when its pidfd says it is dead, off this request. */
+        struct pollfd pfd = { .fd = s->init_pidfd, .events = POLLIN };
+        if (s->init_pidfd >= 0 && poll(&pfd, 1, 0) == 0) {
+                s->w_pidfd = ns_loop_add(d->loop, s->init_pidfd, EPOLLIN, on_init_dead, s, NULL);
+                if (s->w_pidfd) {
+                        s->dying = true;
+                        s->next = d->dying;
+                        d->dying = s;
+                        return;
+                }
+                poll(&pfd, 1, 2000);
+        }
+        sandbox_finish(s);
+}
+
+void sandbox_reap_all(struct sbx_daemon *d) {
+        while (d->pool)
+                sandbox_destroy(d->pool);
+        while (d->dying) {
+                struct pollfd pfd = { .fd = d->dying->init_pidfd, .events = POLLIN };
+                poll(&pfd, 1, 2000);
+                sandbox_finish(d->dying);
+        }
 }
 
 /* ---- talking to init ------------------------------------------------------------------------ */
@@ -975,6 +1363,7 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
         s->d = d;
         s->init_pidfd = -1;
         s->ctl_fd = -1;
+        s->build_fd = -1;
         s->next_proc = 1;
         int r = state_load(d, id, s, err);
         if (r < 0 || s->slot >= d->n_slots || d->slots[s->slot]) {
@@ -998,6 +1387,11 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
         s->ctl_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
         if (s->ctl_fd < 0 || connect(s->ctl_fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
                 r = ns_err_sys(err, errno, "connect to init of %s", id);
+                goto gone;
+        }
+        if (s->pooled) {
+                /* A warm-pool sandbox nobody was given: destroyed, never adopted. */
+                r = ns_err(err, ESTALE, "warm-pool sandbox %s of an earlier run", id);
                 goto gone;
         }
         sandbox_link(d, s);

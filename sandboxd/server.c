@@ -177,6 +177,7 @@ static int op_create(struct sbx_client *c, struct ns_request *r, ns_error *err) 
         int ret = sandbox_create(c->d, c->uid, &r->u.create, &s, err);
         if (ret < 0)
                 return ret;
+        log_debug("uid %u: created %s%s", (unsigned) c->uid, s->id, s->from_pool ? " (from the warm pool)" : "");
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "sandbox", sandbox_to_json(s));
         server_reply(c, r->id, o, -1);

@@ -32,6 +32,8 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
         cJSON_AddNumberToObject(o, "pids", (double) s->limits.pids);
         cJSON_AddNumberToObject(o, "cpu_millis", (double) s->limits.cpu_millis);
         cJSON_AddNumberToObject(o, "next_proc", (double) s->next_proc);
+        if (s->pooled)
+                cJSON_AddBoolToObject(o, "pool", true);
         if (s->workspace[0])
                 cJSON_AddStringToObject(o, "workspace", s->workspace);
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
@@ -105,6 +107,12 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
                 r = ns_err(err, EINVAL, "state %s names another sandbox", p);
                 goto out;
         }
+        const cJSON *pool = cJSON_GetObjectItemCaseSensitive(o, "pool");
+        if (pool && !cJSON_IsBool(pool)) {
+                r = ns_err(err, EINVAL, "field 'pool' of %s must be a boolean", p);
+                goto out;
+        }
+        s->pooled = cJSON_IsTrue(pool);
         snprintf(s->id, sizeof s->id, "%s", sid);
         s->owner = (uid_t) v[0];
         s->slot = (uint32_t) v[1];

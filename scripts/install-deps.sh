@@ -4,7 +4,7 @@
 set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libgit2-dev libsqlite3-dev
-  libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev)
+  libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev libcurl4-openssl-dev)
 run_pkgs=(git iproute2 e2fsprogs util-linux python3 ca-certificates curl procps)
 test_pkgs=(bubblewrap hyperfine)
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
@@ -18,4 +18,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The agent CLIs (Claude Code, Codex, OpenCode) from the npm registry for the agent tests: node and
+# npm from Debian when none is on PATH (Debian 12's nodejs is 18, the minimum), then the pinned
+# versions into /var/lib/nightshift/agents (about 1.1 GB once; a re-run only checks a stamp).
+if [ "${1:-}" = "--with-tests" ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends nodejs npm
+  fi
+  bash "$(dirname "$0")/../rootfs/agents/install.sh" ||
+    echo "warning: agent CLIs not installed; tests/integration/test_agent_clis.sh will skip" >&2
 fi

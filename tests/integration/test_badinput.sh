@@ -5,7 +5,30 @@
 ns_setup
 mkdir -p "$NS_TMP/ws/other" "$NS_TMP/ws/w1/sub"; chown nobody "$NS_TMP/ws/other"; chown "$TEST_UID" "$NS_TMP/ws/w1/sub"
 ln -s "$WS" "$NS_TMP/ws/link"; chown -h "$TEST_UID" "$NS_TMP/ws/link"
-snapshot() { ls "$NS_TMP/upper" "$NS_TMP/state/sandboxes" 2>/dev/null | sort | tr '\n' ' '; find /sys/fs/cgroup -path '*nightshift-sandboxes/*' -type d 2>/dev/null | wc -l; }
+# The warm pool's sandboxes (records marked "pool") come and go on their own: left out.
+pool_ids() {
+  python3 - "$NS_TMP/state/sandboxes" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+for f in sorted(os.listdir(d)):
+    if f.endswith(".json"):
+        try:
+            if json.load(open(os.path.join(d, f))).get("pool"): print(f[:-5])
+        except Exception: pass
+PY
+}
+snapshot_raw() {
+  local pool; pool=$(pool_ids | tr '\n' '|'); pool="^(${pool%|})(\\.|$)"
+  [ "$pool" = '^()(\.|$)' ] && pool='^$'
+  ls "$NS_TMP/upper" "$NS_TMP/state/sandboxes" 2>/dev/null | grep -Ev "$pool" | sort | tr '\n' ' '
+  find /sys/fs/cgroup -path '*nightshift-sandboxes/*' -type d -printf '%f\n' 2>/dev/null | grep -Ev "$pool" | wc -l
+}
+# Destroys finish just after their reply: a snapshot is taken once things are still.
+snapshot() {
+  local a b; a=$(snapshot_raw)
+  for _ in $(seq 1 30); do sleep 0.2; b=$(snapshot_raw); [ "$a" = "$b" ] && break; a=$b; done
+  printf '%s' "$a"
+}
 before=$(snapshot)
 as_user python3 - "$NS_SOCK" "$NS_TMP" "$WS" <<'PY'
 import json, math, os, socket, sys, array

@@ -385,12 +385,13 @@ int main(void) {
                 printf("1..0 # SKIP cgroups need root\n");
                 return 77;
         }
-        printf("1..18\n");
+        printf("1..20\n");
         prctl(PR_SET_CHILD_SUBREAPER, 1);
         char prefix[16];
         snprintf(prefix, sizeof prefix, "t%d-", (int) getpid());
-        char id_lim[40], id_pids[40], id_mem[40], id_cpu[40], id_ref[40], id_frz[40], id_kill[40], id_v1[40];
+        char id_lim[40], id_pids[40], id_mem[40], id_cpu[40], id_ref[40], id_frz[40], id_kill[40], id_v1[40], id_set[40];
         snprintf(id_lim, sizeof id_lim, "%slim", prefix);
+        snprintf(id_set, sizeof id_set, "%sset", prefix);
         snprintf(id_pids, sizeof id_pids, "%spids", prefix);
         snprintf(id_mem, sizeof id_mem, "%smem", prefix);
         snprintf(id_cpu, sizeof id_cpu, "%scpu", prefix);
@@ -398,7 +399,7 @@ int main(void) {
         snprintf(id_frz, sizeof id_frz, "%sfrz", prefix);
         snprintf(id_kill, sizeof id_kill, "%skill", prefix);
         snprintf(id_v1, sizeof id_v1, "%sv1", prefix);
-        const char *all_ids[] = { id_lim, id_pids, id_mem, id_cpu, id_ref, id_frz, id_kill };
+        const char *all_ids[] = { id_lim, id_pids, id_mem, id_cpu, id_ref, id_frz, id_kill, id_set };
 
         ns_error e = { 0 };
         cg_manager *m = NULL;
@@ -450,6 +451,21 @@ int main(void) {
            (unsigned long long) st.pids_max);
         r = cg_create(m, id_lim, &lim, &e);
         ok(r == -EEXIST, "creating the same id again is -EEXIST (%d)", r);
+
+        /* limits written later into a cgroup made without (a warm-pool sandbox's hand-out) */
+        r = cg_create(m, id_set, NULL, &e);
+        diag_err("create without limits", r, &e);
+        struct cg_limits later = { .memory_bytes = 48 << 20, .pids = 24, .cpu_quota_us = 20000 };
+        r2 = cg_set_limits(m, id_set, &later, &e);
+        diag_err("set limits", r2, &e);
+        struct cg_stats st2 = { 0 };
+        int r3s = cg_stats(m, id_set, &st2, &e);
+        ok(r == 0 && r2 == 0 && r3s == 0 && st2.memory_max == (48u << 20) && st2.pids_max == 24,
+           "cg_set_limits writes limits into an existing cgroup (memory_max %llu, pids_max %llu)",
+           (unsigned long long) st2.memory_max, (unsigned long long) st2.pids_max);
+        ok(cg_set_limits(m, id_set, &badlim, &e) == -EINVAL && cg_set_limits(m, "Bad/id", &later, &e) == -EINVAL &&
+                   cg_set_limits(m, "nonexistent-cg", &later, &e) == -ENOENT,
+           "cg_set_limits refuses a bad quota, a bad id and a missing cgroup");
 
         /* attach */
         struct child c = spawn(child_pause, NULL);

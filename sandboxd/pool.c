@@ -1,0 +1,241 @@
+/* The warm pool: see pool.h.  The kernel work of building is sandbox.c's (sandbox_prestart,
+ * sandbox_builder_run); this file decides when, runs the zygote that forks the builders, and does
+ * the one thing a hand-out needs that a fresh build does not: mounting into a running sandbox. */
+#include "sandboxd/pool.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fdpass.h"
+
+#define POOL_IDLE_MS 1       /* refills wait for this much quiet: requests in flight come first */
+#define POOL_RETRY_MS 1000   /* after a failed build */
+#define HELPER_STACK (64u << 10)
+
+struct sbx_sandbox *pool_take(struct sbx_daemon *d) {
+        for (struct sbx_sandbox **pp = &d->pool; *pp; pp = &(*pp)->next) {
+                struct sbx_sandbox *s = *pp;
+                if (!s->pool_ready)
+                        continue;
+                *pp = s->next;
+                s->next = NULL;
+                d->n_pool--;
+                return s;
+        }
+        return NULL;
+}
+
+struct helper_args {
+        int init_pidfd, ws_mnt, report_fd;
+        const struct mount_bind *binds;
+        size_t n_binds;
+};
+
+/* Runs in a child of its own (no CLONE_FS): only its mount namespace, root and cwd change. */
+static int helper_main(void *arg) {
+        struct helper_args *a = arg;
+        ns_error err = { 0 };
+        int r;
+        if (setns(a->init_pidfd, CLONE_NEWNS) < 0)
+                r = ns_err_sys(&err, errno, "enter the sandbox's mount namespace");
+        else {
+                /* setns made the namespace's root (the sandbox's /) our root and cwd. */
+                _cleanup_close_ int rootfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                r = rootfd < 0 ? ns_err_sys(&err, errno, "open the sandbox's root")
+                               : mount_attach_extras(rootfd, a->ws_mnt, a->binds, a->n_binds, &err);
+        }
+        if (r < 0)
+                (void) !write(a->report_fd, &err, sizeof err);
+        _exit(r < 0 ? 1 : 0);
+}
+
+int pool_attach_extras(int init_pidfd, int ws_mnt, const struct mount_bind *binds, size_t n_binds, ns_error *err) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return ns_err_sys(err, errno, "pipe2");
+        _cleanup_close_ int rd = p[0];
+        _cleanup_close_ int wr = p[1];
+        struct helper_args a = { .init_pidfd = init_pidfd, .ws_mnt = ws_mnt, .report_fd = wr, .binds = binds,
+                                 .n_binds = n_binds };
+#ifdef NS_SANITIZER_BUILD
+        /* The sanitizers' runtimes break under CLONE_VM children (as in init.c). */
+        pid_t pid = fork();
+        if (pid == 0)
+                helper_main(&a);
+#else
+        _cleanup_free_ char *stack = malloc(HELPER_STACK);
+        if (!stack)
+                return ns_err(err, ENOMEM, "out of memory");
+        /* CLONE_VFORK: we sleep until it is done, so sharing our memory is safe and cheap. */
+        pid_t pid = clone(helper_main, stack + HELPER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+#endif
+        if (pid < 0)
+                return ns_err_sys(err, errno, "clone the mount helper");
+        close(TAKE_FD(wr));
+        int status = 0;
+        while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR)
+                ;
+        ns_error child = { 0 };
+        ssize_t n = read(rd, &child, sizeof child);
+        if (n == (ssize_t) sizeof child && child.code) {
+                child.msg[sizeof child.msg - 1] = '\0';
+                return ns_err(err, child.code, "%s", child.msg);
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return ns_err(err, EIO, "the mount helper failed");
+        return 0;
+}
+
+static bool pool_building(const struct sbx_daemon *d) {
+        for (const struct sbx_sandbox *s = d->pool; s; s = s->next)
+                if (!s->pool_ready)
+                        return true;
+        return false;
+}
+
+/* One more pool sandbox is wanted: below the pool size, none building, room under the limit
+ * (pool sandboxes take uid slots, so they never crowd out a client's sandbox). */
+static bool pool_wants(const struct sbx_daemon *d) {
+        return d->n_pool < d->cfg.warm_pool && !pool_building(d) &&
+               d->n_sandboxes + d->n_pool < d->cfg.max_sandboxes;
+}
+
+int pool_next_timeout(void *daemon) {
+        struct sbx_daemon *d = daemon;
+        uint64_t now = ns_now_ms();
+        int64_t t = -1;
+        for (const struct sbx_sandbox *s = d->pool; s; s = s->next)
+                if (!s->pool_ready)
+                        t = s->pool_deadline > now ? (int64_t) (s->pool_deadline - now) : 0;
+        /* Idle is measured from here: this sleep is the quiet spell a refill waits for. */
+        d->pool_idle_since = 0;
+        if (pool_wants(d)) {
+                int64_t w = d->pool_retry_at > now ? (int64_t) (d->pool_retry_at - now) : POOL_IDLE_MS;
+                if (t < 0 || w < t)
+                        t = w;
+                d->pool_idle_since = now;
+        }
+        return (int) t;
+}
+
+void pool_tick(void *daemon) {
+        struct sbx_daemon *d = daemon;
+        uint64_t now = ns_now_ms();
+        for (struct sbx_sandbox *s = d->pool, *next; s; s = next) {
+                next = s->next;
+                if (!s->pool_ready && s->pool_deadline <= now) {
+                        fprintf(stderr, "<4>warm-pool sandbox %s did not become ready; destroyed\n", s->id);
+                        sandbox_destroy(s);
+                }
+        }
+        /* Only after a quiet spell: the build runs in a forked builder, but the fork itself and
+         * the builder's CPU time should not land on a request just arriving. */
+        if (!pool_wants(d) || now < d->pool_retry_at || !d->pool_idle_since || now - d->pool_idle_since < POOL_IDLE_MS)
+                return;
+        ns_error err = { 0 };
+        if (sandbox_prestart(d, &err) < 0) {
+                fprintf(stderr, "<4>warm pool: %s\n", err.msg);
+                d->pool_retry_at = now + POOL_RETRY_MS;
+        }
+}
+
+/* A build request to the zygote; the report socket rides along. */
+struct zygote_req {
+        char id[NS_ID_MAX + 1];
+        uint32_t slot;
+};
+
+_Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
+        /* Gone with the daemon, whichever way it goes; and the builders reap themselves. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGCHLD, SIG_IGN);
+        for (;;) {
+                struct zygote_req req;
+                int report = -1;
+                union {
+                        struct cmsghdr align;
+                        char b[CMSG_SPACE(sizeof(int))];
+                } cbuf;
+                struct iovec iov = { &req, sizeof req };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b,
+                                     .msg_controllen = sizeof cbuf.b };
+                ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        _exit(0);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+                        memcpy(&report, CMSG_DATA(c), sizeof report);
+                req.id[NS_ID_MAX] = '\0';
+                if (n != (ssize_t) sizeof req || report < 0 || !ns_id_is_valid(req.id) || req.slot >= d->n_slots) {
+                        if (report >= 0)
+                                close(report);
+                        continue; /* the builder's absence is the daemon's error report */
+                }
+                pid_t pid = fork();
+                if (pid == 0) {
+                        close(fd);
+                        sandbox_builder_run(d, req.id, req.slot, report);
+                }
+                close(report);
+        }
+}
+
+int pool_zygote_start(struct sbx_daemon *d, ns_error *err) {
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+                return ns_err_sys(err, errno, "socketpair");
+        pid_t daemon_pid = getpid();
+        pid_t pid = fork();
+        if (pid < 0) {
+                int e = errno;
+                close(sp[0]);
+                close(sp[1]);
+                return ns_err_sys(err, e, "fork the zygote");
+        }
+        if (pid == 0) {
+                close(sp[0]);
+                if (getppid() != daemon_pid) /* the daemon died before PDEATHSIG was set */
+                        _exit(0);
+                zygote_main(d, sp[1]);
+        }
+        close(sp[1]);
+        d->zygote_fd = sp[0];
+        d->zygote_pid = pid;
+        return 0;
+}
+
+int pool_zygote_build(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd) {
+        if (d->zygote_fd < 0)
+                return -ENOENT;
+        struct zygote_req req = { .slot = slot };
+        snprintf(req.id, sizeof req.id, "%s", id);
+        struct iovec iov = { &req, sizeof req };
+        int r = ns_send_fds(d->zygote_fd, &iov, 1, &report_fd, 1, MSG_DONTWAIT);
+        if (r < 0) {
+                /* Gone (or wedged): builders are forked from the daemon from now on. */
+                pool_zygote_stop(d);
+                return r;
+        }
+        return 0;
+}
+
+void pool_zygote_stop(struct sbx_daemon *d) {
+        if (d->zygote_fd < 0)
+                return;
+        close(d->zygote_fd);
+        d->zygote_fd = -1;
+        while (waitpid(d->zygote_pid, NULL, __WALL) < 0 && errno == EINTR)
+                ;
+        d->zygote_pid = 0;
+}

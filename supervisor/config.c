@@ -1,0 +1,240 @@
+#include "config.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/conffile.h"
+#include "common/log.h"
+#include "db.h"
+
+static int set_str(char **dst, const char *val, ns_error *err) {
+        char *s = strdup(val);
+        if (!s)
+                return ns_err(err, ENOMEM, "out of memory");
+        free(*dst);
+        *dst = s;
+        return 0;
+}
+
+static int set_abs_path(char **dst, const char *key, const char *val, ns_error *err) {
+        /* These paths are joined with ids and handed to sandboxd, which refuses anything odd. */
+        if (val[0] != '/' || strlen(val) >= 900 || strpbrk(val, ",:\\ \t\n"))
+                return ns_err(err, EINVAL, "--%s must be an absolute path without ',', ':', '\\' or blanks", key);
+        int r = set_str(dst, val, err);
+        if (r < 0)
+                return r;
+        size_t n = strlen(*dst);
+        while (n > 1 && (*dst)[n - 1] == '/')
+                (*dst)[--n] = '\0';
+        return 0;
+}
+
+static int parse_i64(const char *key, const char *val, int64_t min, int64_t max, int64_t *out, ns_error *err) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (errno || end == val || *end || v < min || v > max)
+                return ns_err(err, EINVAL, "--%s must be an integer in [%lld, %lld]", key, (long long) min,
+                              (long long) max);
+        *out = v;
+        return 0;
+}
+
+int sv_config_init(sv_config *c, ns_error *err) {
+        *c = (sv_config){
+                .listen_port = 8787,
+                .max_concurrent = 8,
+                .workers = 4,
+                .idle_timeout_s = 0,
+                .setup_timeout_s = 600,
+                .stop_grace_s = 10,
+                .keep_events = true,
+                .log_level = NS_LOG_INFO,
+        };
+        if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
+            !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
+            !(c->sandboxd_socket = strdup("/run/nightshift/sandboxd.sock")) ||
+            !(c->agents_dir = strdup("/var/lib/nightshift/agents")) ||
+            !(c->git_name_template = strdup("nightshift %s")) ||
+            !(c->git_email_template = strdup("%s@nightshift.invalid"))) {
+                sv_config_clear(c);
+                return ns_err(err, ENOMEM, "out of memory");
+        }
+        return 0;
+}
+
+void sv_config_clear(sv_config *c) {
+        free(c->listen_addr);
+        free(c->data_dir);
+        free(c->workspace_root);
+        free(c->sandboxd_socket);
+        free(c->agents_dir);
+        free(c->git_name_template);
+        free(c->git_email_template);
+        *c = (sv_config){ 0 };
+}
+
+/* A template must contain exactly one "%s" and no other conversion: it goes through snprintf. */
+static int set_template(char **dst, const char *key, const char *val, ns_error *err) {
+        const char *p = strchr(val, '%');
+        if (!p || p[1] != 's' || strchr(p + 2, '%') || strlen(val) > 200 || strpbrk(val, "\n<>"))
+                return ns_err(err, EINVAL, "--%s must contain '%%s' once and no other '%%' (≤ 200 bytes)", key);
+        return set_str(dst, val, err);
+}
+
+int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *err) {
+        int64_t v;
+        int r;
+        if (!strcmp(key, "listen")) {
+                const char *colon = strrchr(val, ':');
+                if (!colon || colon == val || colon - val > 64)
+                        return ns_err(err, EINVAL, "--listen must be ADDR:PORT");
+                if ((r = parse_i64(key, colon + 1, 0, 65535, &v, err)) < 0)
+                        return r;
+                _cleanup_free_ char *addr = strndup(val, (size_t) (colon - val));
+                if (!addr)
+                        return ns_err(err, ENOMEM, "out of memory");
+                c->listen_port = (int) v;
+                free(c->listen_addr);
+                c->listen_addr = TAKE_PTR(addr);
+                return 0;
+        }
+        if (!strcmp(key, "data-dir"))
+                return set_abs_path(&c->data_dir, key, val, err);
+        if (!strcmp(key, "workspace-root"))
+                return set_abs_path(&c->workspace_root, key, val, err);
+        if (!strcmp(key, "sandboxd-socket"))
+                return set_abs_path(&c->sandboxd_socket, key, val, err);
+        if (!strcmp(key, "agents-dir"))
+                return set_abs_path(&c->agents_dir, key, val, err);
+        if (!strcmp(key, "max-concurrent")) {
+                if ((r = parse_i64(key, val, 1, 4096, &v, err)) < 0)
+                        return r;
+                c->max_concurrent = (int) v;
+                return 0;
+        }
+        if (!strcmp(key, "workers")) {
+                if ((r = parse_i64(key, val, 1, 64, &v, err)) < 0)
+                        return r;
+                c->workers = (int) v;
+                return 0;
+        }
+        if (!strcmp(key, "idle-timeout"))
+                return parse_i64(key, val, 0, INT32_MAX, &c->idle_timeout_s, err);
+        if (!strcmp(key, "max-runtime"))
+                return parse_i64(key, val, 0, INT32_MAX, &c->max_runtime_s, err);
+        if (!strcmp(key, "setup-timeout"))
+                return parse_i64(key, val, 1, 86400, &c->setup_timeout_s, err);
+        if (!strcmp(key, "stop-grace"))
+                return parse_i64(key, val, 0, 3600, &c->stop_grace_s, err);
+        if (!strcmp(key, "memory"))
+                return parse_i64(key, val, 4 << 20, INT64_C(1) << 42, &c->memory_bytes, err);
+        if (!strcmp(key, "pids"))
+                return parse_i64(key, val, 1, 1000000, &c->pids, err);
+        if (!strcmp(key, "cpus")) {
+                char *end;
+                double d = strtod(val, &end);
+                if (*end || !(d >= 0.01 && d <= 1024))
+                        return ns_err(err, EINVAL, "--cpus must be 0.01..1024");
+                c->cpus = d;
+                return 0;
+        }
+        if (!strcmp(key, "keep-events")) {
+                if (strcmp(val, "true") && strcmp(val, "false"))
+                        return ns_err(err, EINVAL, "--keep-events must be true or false");
+                c->keep_events = !strcmp(val, "true");
+                return 0;
+        }
+        if (!strcmp(key, "connect")) {
+                if (c->n_connects >= SV_MAX_CONNECTS)
+                        return ns_err(err, E2BIG, "at most %d --connect ports", SV_MAX_CONNECTS);
+                if ((r = parse_i64(key, val, 1, 65535, &v, err)) < 0)
+                        return r;
+                c->connects[c->n_connects++] = (int) v;
+                return 0;
+        }
+        if (!strcmp(key, "git-name"))
+                return set_template(&c->git_name_template, key, val, err);
+        if (!strcmp(key, "git-email"))
+                return set_template(&c->git_email_template, key, val, err);
+        if (!strcmp(key, "debug")) {
+                c->log_level = NS_LOG_DEBUG;
+                return 0;
+        }
+        return ns_err(err, EINVAL, "unknown option '%s'", key);
+}
+
+static int apply_cb(void *ctx, const char *key, const char *val, ns_error *err) {
+        return sv_config_apply(ctx, key, val, err);
+}
+
+static void usage(void) {
+        fputs("usage: nightshift serve [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]\n"
+              "         [--workspace-root DIR] [--sandboxd-socket PATH] [--agents-dir DIR]\n"
+              "         [--max-concurrent N] [--workers N] [--idle-timeout SEC] [--max-runtime SEC]\n"
+              "         [--setup-timeout SEC] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
+              "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
+              "         [--debug]\n",
+              stdout);
+}
+
+int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
+        /* The config file first, wherever --config stands, so that flags override it. */
+        for (int i = 1; i < argc; i++) {
+                const char *file = NULL;
+                if (!strcmp(argv[i], "--config") && i + 1 < argc)
+                        file = argv[i + 1];
+                else if (!strncmp(argv[i], "--config=", 9))
+                        file = argv[i] + 9;
+                if (file) {
+                        int r = ns_conffile_load(file, apply_cb, c, err);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        static const struct option opts[] = {
+                { "config", required_argument, NULL, 'c' },   { "listen", required_argument, NULL, 0 },
+                { "data-dir", required_argument, NULL, 0 },   { "workspace-root", required_argument, NULL, 0 },
+                { "sandboxd-socket", required_argument, NULL, 0 }, { "agents-dir", required_argument, NULL, 0 },
+                { "max-concurrent", required_argument, NULL, 0 }, { "workers", required_argument, NULL, 0 },
+                { "idle-timeout", required_argument, NULL, 0 }, { "max-runtime", required_argument, NULL, 0 },
+                { "setup-timeout", required_argument, NULL, 0 }, { "stop-grace", required_argument, NULL, 0 },
+                { "memory", required_argument, NULL, 0 },     { "pids", required_argument, NULL, 0 },
+                { "cpus", required_argument, NULL, 0 },       { "connect", required_argument, NULL, 0 },
+                { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
+                { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
+                { "help", no_argument, NULL, 'h' },           { 0 },
+        };
+        optind = 1;
+        for (;;) {
+                int idx = -1;
+                int ch = getopt_long(argc, argv, "h", opts, &idx);
+                if (ch == -1)
+                        break;
+                if (ch == 'c')
+                        continue;
+                if (ch == 'h') {
+                        usage();
+                        return 1;
+                }
+                if (ch != 0)
+                        return ns_err(err, EINVAL, "bad arguments (see nightshift serve --help)");
+                int r = sv_config_apply(c, opts[idx].name, optarg ? optarg : "", err);
+                if (r < 0)
+                        return r;
+        }
+        if (optind < argc)
+                return ns_err(err, EINVAL, "unexpected argument '%s'", argv[optind]);
+        return 0;
+}
+
+char *sv_config_db_path(const sv_config *c) {
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", c->data_dir, DB_FILE_NAME) < 0)
+                return NULL;
+        return p;
+}

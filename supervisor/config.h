@@ -1,0 +1,52 @@
+/* nightshift supervisor — `nightshift serve`'s settings: defaults, the config file, flags.
+ *
+ * Every setting has a long flag of the same name; the config file (common/conffile.h) is read
+ * first, flags override it.  Defaults suit one server: listen on 127.0.0.1:8787, data in
+ * /var/lib/nightshift/data, working trees in /var/lib/nightshift/workspaces, sandboxd at
+ * /run/nightshift/sandboxd.sock. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define SV_MAX_CONNECTS 16
+
+typedef struct sv_config {
+        char *listen_addr;       /* "127.0.0.1" */
+        int listen_port;         /* 8787; 0 = pick one (printed at start) */
+        char *data_dir;          /* database, mirrors */
+        char *workspace_root;    /* working trees; must be sandboxd's --workspace-root */
+        char *sandboxd_socket;
+        char *agents_dir;        /* the agent-CLI layer on the host (rootfs/agents/install.sh) */
+        int max_concurrent;      /* sessions whose turn runs at once; the rest wait in FIFO order */
+        int workers;             /* worker threads for git and sandboxd calls */
+        int64_t idle_timeout_s;  /* an idle session completes after this; 0 = never */
+        int64_t max_runtime_s;   /* a session is stopped after this long; 0 = no limit */
+        int64_t setup_timeout_s; /* default for .nightshift/setup.sh */
+        int64_t stop_grace_s;    /* interrupt → forced kill */
+        int64_t memory_bytes;    /* per-sandbox defaults; 0 = sandboxd's */
+        int64_t pids;
+        double cpus;
+        bool keep_events;        /* on delete: keep the events (true) or drop them */
+        int connects[SV_MAX_CONNECTS]; /* host loopback ports every sandbox reaches (--connect) */
+        int n_connects;
+        char *git_name_template;  /* commit identity; "%s" = the session id */
+        char *git_email_template;
+        int log_level;
+} sv_config;
+
+/* Fill *c with the defaults (strings malloc'd). */
+int sv_config_init(sv_config *c, ns_error *err);
+void sv_config_clear(sv_config *c);
+
+/* Apply one setting by its flag name without "--" ("listen", "data-dir", ...). */
+int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *err);
+
+/* Parse `nightshift serve`'s arguments (after "serve"): --config FILE first, then the flags.
+ * Returns 0, 1 when --help was printed, or -errno. */
+int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err);
+
+/* The data dir's derived paths, malloc'd. */
+char *sv_config_db_path(const sv_config *c);

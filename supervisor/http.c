@@ -1,0 +1,393 @@
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <libwebsockets.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "serve.h"
+
+struct sv_http {
+        sv_server *srv;
+        struct lws_context *ctx;
+        struct lws_vhost *vh;
+        int listen_fd;
+        ns_watch *listen_watch;
+        int loop_fd; /* a dup of our epoll fd, adopted by lws as a raw file */
+        lws_sorted_usec_list_t tick_sul;
+        void (*tick)(sv_server *s);
+};
+
+/* per connection */
+struct pss {
+        sv_req *req;
+};
+
+static void req_free(sv_req *r) {
+        if (!r)
+                return;
+        free(r->body);
+        free(r->resp);
+        free(r);
+}
+
+static int write_response(struct lws *wsi, sv_req *r) {
+        if (!r->headers_sent) {
+                unsigned char hdr[LWS_PRE + 1024];
+                unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+                if (lws_add_http_common_headers(wsi, (unsigned int) r->status, "application/json",
+                                                (lws_filepos_t) r->resp_len, &p, end) ||
+                    lws_add_http_header_by_name(wsi, (const unsigned char *) "cache-control:",
+                                                (const unsigned char *) "no-store", 8, &p, end) ||
+                    lws_finalize_write_http_header(wsi, start, &p, end))
+                        return -1;
+                r->headers_sent = true;
+                if (!r->resp_len)
+                        goto done;
+                lws_callback_on_writable(wsi);
+                return 0;
+        }
+        size_t chunk = r->resp_len - r->resp_sent;
+        if (chunk > 16384)
+                chunk = 16384;
+        unsigned char *buf = malloc(LWS_PRE + chunk);
+        if (!buf)
+                return -1;
+        memcpy(buf + LWS_PRE, r->resp + r->resp_sent, chunk);
+        bool last = r->resp_sent + chunk == r->resp_len;
+        int w = lws_write(wsi, buf + LWS_PRE, chunk, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        free(buf);
+        if (w < (int) chunk)
+                return -1;
+        r->resp_sent += chunk;
+        if (!last) {
+                lws_callback_on_writable(wsi);
+                return 0;
+        }
+done:;
+        struct pss *ps = lws_wsi_user(wsi);
+        if (ps && ps->req == r)
+                ps->req = NULL;
+        req_free(r);
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static void dispatch(sv_req *r) {
+        if (r->body_too_large)
+                return sv_req_reply_error(r, 413, "too_large", "request body larger than %d bytes", SV_HTTP_BODY_MAX);
+        sv_api_dispatch(r);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len) {
+        struct lws_context *ctx = lws_get_context(wsi);
+        sv_server *s = lws_context_user(ctx);
+        struct pss *ps = user;
+        ns_error err;
+        (void) err;
+
+        switch (reason) {
+        case LWS_CALLBACK_RAW_RX_FILE:
+                /* Our epoll loop has something ready: run it without waiting. */
+                if (s)
+                        ns_loop_dispatch(s->loop);
+                return 0;
+        case LWS_CALLBACK_RAW_CLOSE_FILE:
+                return 0;
+        case LWS_CALLBACK_HTTP: {
+                sv_req *r = calloc(1, sizeof *r);
+                if (!r)
+                        return -1;
+                r->srv = s;
+                r->wsi = wsi;
+                ps->req = r;
+                char *uri = NULL;
+                int ulen = 0;
+                int m = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+                static const char *const names[] = { [LWSHUMETH_GET] = "GET", [LWSHUMETH_POST] = "POST",
+                                                     [LWSHUMETH_PUT] = "PUT", [LWSHUMETH_PATCH] = "PATCH",
+                                                     [LWSHUMETH_DELETE] = "DELETE" };
+                if (m < 0 || (size_t) m >= ARRAY_SIZE(names) || !names[m]) {
+                        snprintf(r->method, sizeof r->method, "?");
+                } else {
+                        snprintf(r->method, sizeof r->method, "%s", names[m]);
+                }
+                if ((size_t) ulen >= sizeof r->path) {
+                        sv_req_reply_error(r, 414, "uri_too_long", "URI too long");
+                        return 0;
+                }
+                snprintf(r->path, sizeof r->path, "%.*s", ulen, uri ? uri : "");
+                if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) >= (int) sizeof r->query) {
+                        sv_req_reply_error(r, 414, "uri_too_long", "query too long");
+                        return 0;
+                }
+                /* One fragment per name=value; we join them with '&' for sv_req_query. */
+                size_t qn = 0;
+                for (int f = 0; f < 64; f++) {
+                        char frag[sizeof r->query];
+                        int fl = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, f);
+                        if (fl < 0)
+                                break;
+                        if (qn + (size_t) fl + 2 > sizeof r->query) {
+                                sv_req_reply_error(r, 414, "uri_too_long", "query too long");
+                                return 0;
+                        }
+                        qn += (size_t) snprintf(r->query + qn, sizeof r->query - qn, "%s%s", qn ? "&" : "", frag);
+                }
+                char cl[32] = "";
+                if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+                        lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+                if (cl[0] && strtoull(cl, NULL, 10) > SV_HTTP_BODY_MAX) {
+                        sv_req_reply_error(r, 413, "too_large", "request body larger than %d bytes", SV_HTTP_BODY_MAX);
+                        return 0;
+                }
+                bool chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+                if (!strcmp(r->method, "GET") || !strcmp(r->method, "?") || ((!cl[0] || !strcmp(cl, "0")) && !chunked))
+                        dispatch(r);
+                /* else: the body follows (HTTP_BODY, then HTTP_BODY_COMPLETION) */
+                return 0;
+        }
+        case LWS_CALLBACK_HTTP_BODY: {
+                sv_req *r = ps ? ps->req : NULL;
+                if (!r || r->body_too_large)
+                        return 0;
+                if (r->body_len + len > SV_HTTP_BODY_MAX) {
+                        r->body_too_large = true;
+                        return 0;
+                }
+                char *nb = realloc(r->body, r->body_len + len + 1);
+                if (!nb)
+                        return -1;
+                memcpy(nb + r->body_len, in, len);
+                r->body_len += len;
+                nb[r->body_len] = '\0';
+                r->body = nb;
+                return 0;
+        }
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+                if (ps && ps->req && !ps->req->answered)
+                        dispatch(ps->req);
+                return 0;
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+                if (!ps || !ps->req || !ps->req->answered)
+                        return 0;
+                return write_response(wsi, ps->req);
+        case LWS_CALLBACK_CLOSED_HTTP:
+        case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+                if (ps && ps->req) {
+                        sv_req *r = ps->req;
+                        ps->req = NULL;
+                        if (r->answered)
+                                req_free(r);
+                        else
+                                r->wsi = NULL; /* a worker still owes the answer; sv_req_reply frees it */
+                }
+                return 0;
+        default:
+                break;
+        }
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+        { "http", callback, sizeof(struct pss), 0, 0, NULL, 0 },
+        { NULL, NULL, 0, 0, 0, NULL, 0 },
+};
+
+void sv_req_reply_json(sv_req *r, int status, cJSON *body) {
+        if (r->answered) {
+                cJSON_Delete(body);
+                return;
+        }
+        r->answered = true;
+        r->status = status;
+        if (body) {
+                r->resp = cJSON_PrintUnformatted(body);
+                cJSON_Delete(body);
+                r->resp_len = r->resp ? strlen(r->resp) : 0;
+        } else if (status != 204) {
+                r->resp = strdup("{}");
+                r->resp_len = r->resp ? 2 : 0;
+        }
+        if (!r->wsi) {
+                req_free(r);
+                return;
+        }
+        lws_callback_on_writable(r->wsi);
+}
+
+void sv_req_reply_error(sv_req *r, int status, const char *code, const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddStringToObject(e, "code", code);
+        cJSON_AddStringToObject(e, "message", msg);
+        sv_req_reply_json(r, status, o);
+}
+
+static int hexval(char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+bool sv_req_query(const sv_req *r, const char *name, char *buf, size_t cap) {
+        size_t nl = strlen(name);
+        for (const char *p = r->query; *p;) {
+                const char *amp = strchr(p, '&');
+                size_t seg = amp ? (size_t) (amp - p) : strlen(p);
+                if (seg > nl && !strncmp(p, name, nl) && p[nl] == '=') {
+                        size_t o = 0;
+                        for (size_t i = nl + 1; i < seg && o + 1 < cap; i++) {
+                                char c = p[i];
+                                if (c == '+')
+                                        c = ' ';
+                                else if (c == '%' && i + 2 < seg + 1 && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+                                        c = (char) (hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+                                        i += 2;
+                                }
+                                buf[o++] = c;
+                        }
+                        buf[o] = '\0';
+                        return true;
+                }
+                p += seg + (amp ? 1 : 0);
+        }
+        return false;
+}
+
+static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        (void) loop, (void) w, (void) events;
+        sv_http *h = data;
+        for (int i = 0; i < 64; i++) {
+                int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (c < 0)
+                        return;
+                if (!lws_adopt_socket_vhost(h->vh, c))
+                        close(c);
+        }
+}
+
+static int listen_socket(const char *addr, int port, int *port_out, ns_error *err) {
+        struct sockaddr_storage ss = { 0 };
+        socklen_t sl;
+        struct sockaddr_in *in4 = (struct sockaddr_in *) &ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &ss;
+        if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+                in4->sin_family = AF_INET;
+                in4->sin_port = htons((uint16_t) port);
+                sl = sizeof *in4;
+        } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons((uint16_t) port);
+                sl = sizeof *in6;
+        } else {
+                return ns_err(err, EINVAL, "--listen: '%s' is not an IP address", addr);
+        }
+        _cleanup_close_ int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "socket");
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ss.ss_family == AF_INET6)
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *) &ss, sl) < 0)
+                return ns_err_sys(err, errno, "bind %s:%d", addr, port);
+        if (listen(fd, 128) < 0)
+                return ns_err_sys(err, errno, "listen");
+        struct sockaddr_storage got;
+        socklen_t gl = sizeof got;
+        getsockname(fd, (struct sockaddr *) &got, &gl);
+        *port_out = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *) &got)->sin_port
+                                                   : ((struct sockaddr_in6 *) &got)->sin6_port);
+        return TAKE_FD(fd);
+}
+
+int sv_http_start(sv_server *s, int *port_out, ns_error *err) {
+        sv_http *h = calloc(1, sizeof *h);
+        if (!h)
+                return ns_err(err, ENOMEM, "out of memory");
+        h->srv = s;
+        h->listen_fd = -1;
+        h->loop_fd = -1;
+        s->http = h;
+        int r;
+        lws_set_log_level(LLL_ERR, NULL);
+        struct lws_context_creation_info info = { 0 };
+        info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+        info.protocols = protocols;
+        info.user = s;
+        info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
+        info.timeout_secs = 30;
+        info.max_http_header_data = 4096;
+        if (!(h->ctx = lws_create_context(&info))) {
+                r = ns_err(err, EIO, "libwebsockets: cannot create the context");
+                goto fail;
+        }
+        info.vhost_name = "nightshift";
+        if (!(h->vh = lws_create_vhost(h->ctx, &info))) {
+                r = ns_err(err, EIO, "libwebsockets: cannot create the vhost");
+                goto fail;
+        }
+        if ((r = listen_socket(s->cfg.listen_addr, s->cfg.listen_port, port_out, err)) < 0)
+                goto fail;
+        h->listen_fd = r;
+        if (!(h->listen_watch = ns_loop_add(s->loop, h->listen_fd, EPOLLIN, on_accept, h, err))) {
+                r = -err->code;
+                goto fail;
+        }
+        /* libwebsockets 4.1 as Debian builds it has no external-poll support, so its service loop
+         * owns the thread and our epoll fd joins it as one more descriptor. */
+        if ((h->loop_fd = fcntl(ns_loop_fd(s->loop), F_DUPFD_CLOEXEC, 3)) < 0) {
+                r = ns_err_sys(err, errno, "dup");
+                goto fail;
+        }
+        lws_sock_file_fd_type u = { .filefd = h->loop_fd };
+        if (!lws_adopt_descriptor_vhost(h->vh, LWS_ADOPT_RAW_FILE_DESC, u, NULL, NULL)) {
+                close(h->loop_fd);
+                r = ns_err(err, EIO, "libwebsockets: cannot adopt the event loop's fd");
+                goto fail;
+        }
+        return 0;
+fail:
+        sv_http_stop(s);
+        return r;
+}
+
+void sv_http_stop(sv_server *s) {
+        sv_http *h = s->http;
+        if (!h)
+                return;
+        ns_loop_remove(s->loop, h->listen_watch);
+        if (h->listen_fd >= 0)
+                close(h->listen_fd);
+        if (h->ctx)
+                lws_context_destroy(h->ctx); /* closes the adopted loop_fd */
+        free(h);
+        s->http = NULL;
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul) {
+        sv_http *h = lws_container_of(sul, sv_http, tick_sul);
+        h->tick(h->srv);
+        lws_sul_schedule(h->ctx, 0, &h->tick_sul, on_tick, 250 * LWS_US_PER_MS);
+}
+
+void sv_http_run(sv_server *s, void (*tick)(sv_server *s)) {
+        sv_http *h = s->http;
+        h->tick = tick;
+        lws_sul_schedule(h->ctx, 0, &h->tick_sul, on_tick, 250 * LWS_US_PER_MS);
+        while (!ns_loop_quitting(s->loop))
+                if (lws_service(h->ctx, 0) < 0)
+                        break;
+        lws_sul_cancel(&h->tick_sul);
+}

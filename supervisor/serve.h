@@ -1,0 +1,83 @@
+/* nightshift supervisor — the server context of `nightshift serve` and the session runner's
+ * entry points used by the API.
+ *
+ * Everything here runs on the one event loop thread; blocking work goes to sv_workq jobs
+ * (session_jobs.c).  A session that has a sandbox or is about to get one has an sv_live record
+ * here; the database is the truth about state, the live record holds what only a running
+ * process has (its stream fd, the adapter's parser, the pending batch of events). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/err.h"
+#include "common/loop.h"
+#include "config.h"
+#include "db.h"
+#include "workq.h"
+
+typedef struct sv_live sv_live;
+typedef struct sv_http sv_http;
+
+typedef struct sv_server {
+        sv_config cfg;
+        ns_loop *loop;
+        db *db; /* the loop thread's connection */
+        sv_workq *wq;
+        sv_http *http;
+        sv_live *live;      /* sessions with a sandbox (or provisioning one) */
+        int slots_used;     /* turns running or provisioning, ≤ cfg.max_concurrent */
+        bool quitting;
+        uint64_t last_tick_ms;
+        char *mirrors_dir;
+} sv_server;
+
+/* What a create request asks for, validated by the API layer (sizes, charset, agent name). */
+typedef struct sv_new_session {
+        char *repo;   /* id or name */
+        char *base;   /* NULL = the repository's default branch */
+        char *agent;  /* "command" default */
+        char *prompt;
+        char *model, *title;
+        bool once;
+        char *env_json; /* a JSON object of strings, or NULL */
+        int connects[SV_MAX_CONNECTS];
+        int n_connects;
+        int64_t memory, pids;
+        double cpus;
+} sv_new_session;
+void sv_new_session_clear(sv_new_session *n);
+
+/* Completion of an asynchronous API call: status (HTTP-like: 201, 400, 404, 409, 500...) and a
+ * JSON body (owned by the callee after the call) or an error code/message. */
+typedef void (*sv_reply_fn)(void *ctx, int status, cJSON *body, const char *code, const char *message);
+
+/* Validate against the repository (fetch, resolve the base), insert the session and its first
+ * prompt, and schedule it.  `reply` is called exactly once, from the loop. */
+void sv_session_create(sv_server *s, sv_new_session *req, sv_reply_fn reply, void *ctx);
+
+/* Register a repository (clone into a mirror) off the loop; reply as above. */
+void sv_repo_register(sv_server *s, const char *url_or_path, const char *name, sv_reply_fn reply, void *ctx);
+
+/* Queue a follow-up; -ENOENT unknown session, -EINVAL when the session is over, -E2BIG too big. */
+int sv_session_prompt(sv_server *s, const char *sid, const char *text, int64_t *prompt_id, ns_error *err);
+
+/* Interrupt the current turn (keeps the session); stop (graceful or forced); pause/resume;
+ * delete.  Return 0 or -errno (-ENOENT, -EINVAL for a state where it makes no sense). */
+int sv_session_interrupt(sv_server *s, const char *sid, ns_error *err);
+int sv_session_stop(sv_server *s, const char *sid, bool force, ns_error *err);
+int sv_session_pause(sv_server *s, const char *sid, bool pause, ns_error *err);
+int sv_session_complete(sv_server *s, const char *sid, ns_error *err);
+void sv_session_delete(sv_server *s, const char *sid, sv_reply_fn reply, void *ctx);
+
+/* The session as API JSON. */
+cJSON *sv_session_json(const db_session *row);
+
+/* Start: recover live sessions from the database and schedule queued ones. */
+int sv_runner_start(sv_server *s, ns_error *err);
+/* Periodic work: timeouts, grace periods.  Called from the loop's tick. */
+void sv_runner_tick(sv_server *s);
+/* Stop reading streams and drop live records (sandboxes keep running for the next start). */
+void sv_runner_shutdown(sv_server *s);

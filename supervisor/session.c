@@ -1,0 +1,1044 @@
+/* nightshift supervisor — the session runner (loop thread).
+ *
+ * A session moves through DESIGN.md's states; this file decides when, and hands every blocking
+ * step to a worker (session_jobs.c):
+ *
+ *   queued ──provision job──▶ provisioning ──exec job──▶ running ──stream──▶ EXIT
+ *      ──commit job──▶ idle (or completed with `once`, waiting on a question) ──next prompt──▶ running
+ *   stop / failure / completion ──teardown job (destroy the sandbox)──▶ completed|failed|stopped
+ *
+ * Output of the agent process is read from its stdio stream here, turned into events by the
+ * agent adapter and stored in batches together with the output offset they cover (db.h's mark),
+ * so after a restart the stream is re-attached at exactly that offset: no event lost or doubled.
+ *
+ * Concurrency: `slots_used` counts sessions provisioning or in a turn; at most max_concurrent.
+ * Follow-ups of sessions that already have a sandbox go first, then queued sessions, oldest
+ * first (FIFO). */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "session_int.h"
+
+static void job_done(sv_job *job);
+
+sv_sjob *sv_sjob_new(sv_server *s, sv_job_kind kind, sv_live *l) {
+        sv_sjob *j = calloc(1, sizeof *j);
+        if (!j)
+                return NULL;
+        j->base.run = sv_sjob_run;
+        j->base.done = job_done;
+        j->kind = kind;
+        j->srv = s;
+        j->live = l;
+        j->stream_fd = -1;
+        j->proc = -1;
+        if (l) {
+                snprintf(j->sid, sizeof j->sid, "%s", l->id);
+                snprintf(j->sandbox, sizeof j->sandbox, "%s", l->sandbox);
+        }
+        return j;
+}
+
+static void strv_free(char **v) {
+        for (char **p = v; p && *p; p++)
+                free(*p);
+        free(v);
+}
+
+void sv_sjob_free(sv_sjob *j) {
+        if (!j)
+                return;
+        sv_new_session_clear(j->req);
+        free(j->req);
+        free(j->url);
+        free(j->name);
+        free(j->mirror_path);
+        free(j->branch);
+        free(j->base_sha);
+        free(j->last_commit);
+        free(j->limits_json);
+        free(j->message);
+        strv_free(j->argv);
+        strv_free(j->env);
+        free(j->stdin_data);
+        cJSON_Delete(j->body);
+        free(j->setup_output);
+        free(j->workspace);
+        free(j->gitdir);
+        free(j->commit_event);
+        if (j->stream_fd >= 0)
+                close(j->stream_fd);
+        free(j);
+}
+
+void sv_new_session_clear(sv_new_session *n) {
+        if (!n)
+                return;
+        free(n->repo);
+        free(n->base);
+        free(n->agent);
+        free(n->prompt);
+        free(n->model);
+        free(n->title);
+        free(n->env_json);
+        *n = (sv_new_session){ 0 };
+}
+
+/* ---- live records -------------------------------------------------------------------------- */
+
+static sv_live *live_find(sv_server *s, const char *sid) {
+        for (sv_live *l = s->live; l; l = l->next)
+                if (!strcmp(l->id, sid))
+                        return l;
+        return NULL;
+}
+
+static void batch_clear(sv_live *l) {
+        for (size_t i = 0; i < 2 * l->n_batch; i++)
+                free(l->batch_owned[i]);
+        l->n_batch = 0;
+}
+
+static void stream_close(sv_live *l) {
+        ns_loop_remove(l->srv->loop, l->watch);
+        l->watch = NULL;
+        if (l->stream_fd >= 0)
+                close(l->stream_fd);
+        l->stream_fd = -1;
+        agent_parser_free(l->parser);
+        l->parser = NULL;
+}
+
+static void live_free(sv_live *l) {
+        stream_close(l);
+        batch_clear(l);
+        free(l->batch);
+        free(l->batch_owned);
+        free(l->mirror_path);
+        free(l->branch);
+        free(l->base_sha);
+        free(l->last_commit);
+        free(l->agent_ref);
+        free(l->model);
+        free(l->env_json);
+        free(l->limits_json);
+        free(l->prompt_text);
+        free(l->end_reason);
+        free(l);
+}
+
+static void live_remove(sv_server *s, sv_live *l) {
+        for (sv_live **p = &s->live; *p; p = &(*p)->next)
+                if (*p == l) {
+                        *p = l->next;
+                        break;
+                }
+        if (l->holds_slot)
+                s->slots_used--;
+        live_free(l);
+}
+
+static char *dup_or_null(const char *s) {
+        return s ? strdup(s) : NULL;
+}
+
+/* A live record from the session row (and its repository's mirror). */
+static sv_live *live_new(sv_server *s, const db_session *row, ns_error *err) {
+        db_repo repo = { 0 };
+        if (db_repo_get(s->db, row->repo_id, &repo, err) < 0)
+                return NULL;
+        sv_live *l = calloc(1, sizeof *l);
+        if (!l) {
+                db_repo_clear(&repo);
+                ns_err(err, ENOMEM, "out of memory");
+                return NULL;
+        }
+        l->srv = s;
+        l->stream_fd = -1;
+        l->proc = -1;
+        snprintf(l->id, sizeof l->id, "%s", row->id);
+        snprintf(l->sandbox, sizeof l->sandbox, "%s", row->sandbox_id ? row->sandbox_id : "");
+        l->mirror_path = TAKE_PTR(repo.mirror_path);
+        db_repo_clear(&repo);
+        l->branch = dup_or_null(row->branch);
+        l->base_sha = dup_or_null(row->base_sha);
+        l->last_commit = dup_or_null(row->last_commit_sha);
+        l->agent_ref = dup_or_null(row->agent_session_ref);
+        l->model = dup_or_null(row->model);
+        l->env_json = dup_or_null(row->env_json);
+        l->limits_json = dup_or_null(row->limits_json);
+        l->ad = agent_find(row->agent);
+        l->once = row->once;
+        l->state = row->state;
+        l->started_ms = ns_now_ms();
+        if (!l->branch || !l->base_sha || !l->ad) {
+                live_free(l);
+                ns_err(err, EINVAL, "session %s is incomplete (branch, base or agent)", row->id);
+                return NULL;
+        }
+        l->next = s->live;
+        s->live = l;
+        return l;
+}
+
+/* ---- events -------------------------------------------------------------------------------- */
+
+static int ev_emit(void *ctx, const char *type, const char *json) {
+        sv_live *l = ctx;
+        if (l->n_batch == l->cap_batch) {
+                size_t cap = l->cap_batch ? 2 * l->cap_batch : 16;
+                db_event_in *nb = realloc(l->batch, cap * sizeof *nb);
+                if (!nb)
+                        return -ENOMEM;
+                l->batch = nb;
+                char **no = realloc(l->batch_owned, 2 * cap * sizeof *no);
+                if (!no)
+                        return -ENOMEM;
+                l->batch_owned = no;
+                l->cap_batch = cap;
+        }
+        char *t = strdup(type), *d = strdup(json ? json : "{}");
+        if (!t || !d) {
+                free(t);
+                free(d);
+                return -ENOMEM;
+        }
+        l->batch_owned[2 * l->n_batch] = t;
+        l->batch_owned[2 * l->n_batch + 1] = d;
+        l->batch[l->n_batch++] = (db_event_in){ .session_id = l->id, .type = t, .data = d };
+        return 0;
+}
+
+static void ev_agent_ref(void *ctx, const char *ref) {
+        sv_live *l = ctx;
+        if (ref && strlen(ref) <= 256 && (!l->agent_ref || strcmp(l->agent_ref, ref))) {
+                free(l->agent_ref);
+                l->agent_ref = strdup(ref);
+                ns_error err;
+                if (db_session_set_agent_ref(l->srv->db, l->id, ref, &err) < 0)
+                        log_warn("session %s: saving the agent's session id: %s", l->id, err.msg);
+        }
+}
+
+static const agent_emitter *emitter_for(sv_live *l) {
+        static __thread agent_emitter em; /* filled per call: ctx differs per session */
+        em = (agent_emitter){ .event = ev_emit, .agent_ref = ev_agent_ref, .ctx = l };
+        return &em;
+}
+
+/* Store the pending events; with `mark`, together with the output offset they cover. */
+static int batch_flush(sv_live *l, bool mark, ns_error *err) {
+        if (!l->n_batch && !mark)
+                return 0;
+        char proc[32];
+        snprintf(proc, sizeof proc, "%lld", (long long) l->proc);
+        db_output_mark m = { .session_id = l->id, .proc_id = proc, .output_offset = (int64_t) l->consumed };
+        int r = db_events_append_batch(l->srv->db, l->batch, l->n_batch, mark ? &m : NULL, NULL, NULL, err);
+        batch_clear(l);
+        return r;
+}
+
+/* One event now (runner-made: errors, setup output, commits). */
+static void emit_now(sv_live *l, const char *type, cJSON *data) {
+        _cleanup_free_ char *json = data ? cJSON_PrintUnformatted(data) : NULL;
+        cJSON_Delete(data);
+        ns_error err;
+        if (db_event_append(l->srv->db, l->id, type, json ? json : "{}", NULL, NULL, &err) < 0)
+                log_warn("session %s: event %s: %s", l->id, type, err.msg);
+}
+
+static void emit_error(sv_live *l, const char *message) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "message", message);
+        emit_now(l, "error", o);
+}
+
+/* ---- state --------------------------------------------------------------------------------- */
+
+static int set_state(sv_live *l, sv_state to, const char *reason) {
+        ns_error err;
+        int r = db_session_set_state(l->srv->db, l->id, to, reason, -1, NULL, NULL, &err);
+        if (r < 0) {
+                log_warn("session %s: %s → %s: %s", l->id, sv_state_name(l->state), sv_state_name(to), err.msg);
+                return r;
+        }
+        l->state = to;
+        if (to == SV_IDLE || to == SV_WAITING)
+                l->idle_since_ms = ns_now_ms();
+        return 0;
+}
+
+static void release_slot(sv_live *l) {
+        if (l->holds_slot) {
+                l->holds_slot = false;
+                l->srv->slots_used--;
+        }
+}
+
+static void kick(sv_server *s);
+
+static bool submit(sv_server *s, sv_sjob *j) {
+        if (!j)
+                return false;
+        sv_workq_submit(s->wq, &j->base);
+        return true;
+}
+
+/* End the session: destroy its sandbox, then enter `end` (completed, failed, stopped). */
+static void begin_teardown(sv_live *l, sv_state end, const char *reason) {
+        if (l->phase == PH_TEARDOWN)
+                return;
+        stream_close(l);
+        l->end_state = end;
+        free(l->end_reason);
+        l->end_reason = dup_or_null(reason);
+        l->phase = PH_TEARDOWN;
+        l->kill_deadline_ms = 0;
+        if (!submit(l->srv, sv_sjob_new(l->srv, JOB_TEARDOWN, l)))
+                log_error("session %s: out of memory for teardown", l->id);
+}
+
+static void fail(sv_live *l, const char *why) {
+        emit_error(l, why);
+        begin_teardown(l, SV_FAILED, why);
+}
+
+/* ---- turns --------------------------------------------------------------------------------- */
+
+static char **env_from_json(const char *json, char **extra) {
+        size_t n = 0;
+        for (char **p = extra; p && *p; p++)
+                n++;
+        cJSON *o = json ? cJSON_Parse(json) : NULL;
+        size_t m = (size_t) (o ? cJSON_GetArraySize(o) : 0);
+        char **v = calloc(n + m + 1, sizeof *v);
+        size_t k = 0;
+        for (size_t i = 0; v && i < n; i++)
+                v[k++] = strdup(extra[i]);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, o) {
+                if (v && cJSON_IsString(it) && asprintf(&v[k], "%s=%s", it->string, it->valuestring) >= 0)
+                        k++;
+        }
+        cJSON_Delete(o);
+        return v;
+}
+
+static void start_turn(sv_live *l) {
+        sv_server *s = l->srv;
+        ns_error err;
+        db_prompt p = { 0 };
+        int r = db_prompt_next(s->db, l->id, true, &p, &err);
+        if (r < 0) {
+                if (r != -ENOENT)
+                        log_warn("session %s: next prompt: %s", l->id, err.msg);
+                release_slot(l);
+                return;
+        }
+        l->prompt_id = p.id;
+        free(l->prompt_text);
+        l->prompt_text = TAKE_PTR(p.text);
+        db_prompt_clear(&p);
+        agent_turn_spec spec = { .prompt = l->prompt_text, .resume_ref = l->agent_ref, .model = l->model,
+                                 .workspace = "/workspace", .agents_dir = SV_AGENTS_MOUNT };
+        agent_cmd cmd = { 0 };
+        if ((r = l->ad->build_turn(&spec, &cmd, &err)) < 0) {
+                db_prompt_mark(s->db, l->prompt_id, DB_PROMPT_CANCELLED, NULL);
+                release_slot(l);
+                return fail(l, err.msg);
+        }
+        sv_sjob *j = sv_sjob_new(s, JOB_EXEC, l);
+        if (!j) {
+                agent_cmd_clear(&cmd);
+                return fail(l, "out of memory");
+        }
+        j->argv = TAKE_PTR(cmd.argv);
+        j->env = env_from_json(l->env_json, cmd.env);
+        j->stdin_data = TAKE_PTR(cmd.stdin_data);
+        j->stdin_len = cmd.stdin_len;
+        agent_cmd_clear(&cmd);
+        if (l->state != SV_RUNNING && set_state(l, SV_RUNNING, "turn started") < 0) {
+                sv_sjob_free(j);
+                return fail(l, "cannot enter running");
+        }
+        l->phase = PH_EXEC;
+        l->turn_failed = l->turn_question = false;
+        submit(s, j);
+}
+
+static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+
+static int stream_open(sv_live *l, int fd, int64_t proc, uint64_t from, ns_error *err) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+                return ns_err_sys(err, errno, "fcntl");
+        int r = agent_parser_new(l->ad, &l->parser, err);
+        if (r < 0)
+                return r;
+        l->stream_fd = fd;
+        l->proc = proc;
+        l->consumed = from;
+        if (!(l->watch = ns_loop_add(l->srv->loop, fd, EPOLLIN, on_stream, l, err))) {
+                l->stream_fd = -1;
+                agent_parser_free(l->parser);
+                l->parser = NULL;
+                return -err->code;
+        }
+        l->phase = PH_STREAM;
+        return 0;
+}
+
+static void start_commit(sv_live *l) {
+        sv_server *s = l->srv;
+        sv_sjob *j = sv_sjob_new(s, JOB_COMMIT, l);
+        if (!j)
+                return fail(l, "out of memory");
+        _cleanup_free_ char *name = NULL, *email = NULL;
+        char *ident[5] = { 0 };
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        /* The templates were checked to hold one %s and nothing else (config.c). */
+        if (asprintf(&name, s->cfg.git_name_template, l->id) < 0 || asprintf(&email, s->cfg.git_email_template, l->id) < 0)
+                name = email = NULL;
+#pragma GCC diagnostic pop
+        if (name && email && asprintf(&ident[0], "GIT_AUTHOR_NAME=%s", name) >= 0 &&
+            asprintf(&ident[1], "GIT_AUTHOR_EMAIL=%s", email) >= 0 &&
+            asprintf(&ident[2], "GIT_COMMITTER_NAME=%s", name) >= 0 &&
+            asprintf(&ident[3], "GIT_COMMITTER_EMAIL=%s", email) >= 0)
+                j->env = env_from_json(NULL, ident);
+        for (int i = 0; i < 4; i++)
+                free(ident[i]);
+        j->mirror_path = dup_or_null(l->mirror_path);
+        j->branch = dup_or_null(l->branch);
+        j->base_sha = dup_or_null(l->base_sha);
+        j->message = dup_or_null(l->prompt_text ? l->prompt_text : "nightshift turn");
+        if (!j->env || !j->mirror_path || !j->branch || !j->base_sha || !j->message) {
+                sv_sjob_free(j);
+                return fail(l, "out of memory");
+        }
+        l->phase = PH_COMMIT;
+        submit(s, j);
+}
+
+/* The agent process exited: close its parser's books and go commit. */
+static void turn_exited(sv_live *l, const struct ns_frame_exit *ex) {
+        ns_error err;
+        agent_outcome out = AGENT_TURN_OK;
+        int r = agent_parser_finish(l->parser, ex->code, ex->signal, emitter_for(l), &out, &err);
+        if (r < 0)
+                out = AGENT_TURN_FAILED;
+        if (ex->flags & NS_EXIT_OOM)
+                ev_emit(l, "error", "{\"message\":\"the agent was killed: out of memory\"}");
+        else if (ex->flags & NS_EXIT_TIMEOUT)
+                ev_emit(l, "error", "{\"message\":\"the agent's turn timed out\"}");
+        l->turn_failed = out == AGENT_TURN_FAILED;
+        l->turn_question = out == AGENT_TURN_QUESTION;
+        if (batch_flush(l, true, &err) < 0)
+                log_warn("session %s: storing events: %s", l->id, err.msg);
+        stream_close(l);
+        l->kill_deadline_ms = 0;
+        start_commit(l);
+}
+
+static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        (void) loop, (void) w, (void) events;
+        sv_live *l = data;
+        static __thread char payload[NS_FRAME_MAX_PAYLOAD];
+        ns_error err;
+        for (int budget = 0; budget < 256; budget++) {
+                struct ns_frame_hdr h;
+                size_t len = 0;
+                int r = ns_stream_read(fd, &h, payload, sizeof payload, &len, &err);
+                if (r == -EAGAIN)
+                        break;
+                if (r <= 0) {
+                        /* init went away without an EXIT: the sandbox is gone. */
+                        batch_flush(l, false, &err);
+                        return fail(l, r == 0 ? "the agent's sandbox went away" : err.msg);
+                }
+                if (h.type == NS_FRAME_EXIT) {
+                        struct ns_frame_exit ex = { 0 };
+                        if (ns_frame_exit_decode(payload, len, &ex, &err) < 0)
+                                ex.code = 255;
+                        return turn_exited(l, &ex);
+                }
+                if (h.type == NS_FRAME_LOST) {
+                        char msg[128];
+                        snprintf(msg, sizeof msg, "{\"message\":\"%llu bytes of agent output were lost\"}",
+                                 (unsigned long long) h.value);
+                        ev_emit(l, "error", msg);
+                        if (h.offset + h.value > l->consumed)
+                                l->consumed = h.offset + h.value;
+                        continue;
+                }
+                if (h.type != NS_FRAME_OUTPUT)
+                        continue;
+                /* Replays after a re-attach start at our offset; never feed a byte twice. */
+                if (h.offset + len <= l->consumed)
+                        continue;
+                size_t skip = h.offset < l->consumed ? (size_t) (l->consumed - h.offset) : 0;
+                r = h.stream == 2 ? agent_parser_feed_stderr(l->parser, payload + skip, len - skip, emitter_for(l), &err)
+                                  : agent_parser_feed(l->parser, payload + skip, len - skip, emitter_for(l), &err);
+                l->consumed = h.offset + len;
+                if (r < 0)
+                        log_warn("session %s: parsing agent output: %s", l->id, err.msg);
+                if (agent_parser_at_boundary(l->parser)) {
+                        if (batch_flush(l, true, &err) < 0)
+                                log_warn("session %s: storing events: %s", l->id, err.msg);
+                        ns_stream_send(fd, NS_FRAME_ACK, 0, l->consumed, 0, NULL, 0, &err);
+                }
+        }
+}
+
+/* ---- scheduling ---------------------------------------------------------------------------- */
+
+static void start_provision(sv_server *s, const db_session *row) {
+        ns_error err;
+        sv_live *l = live_new(s, row, &err);
+        if (!l) {
+                log_warn("session %s: %s", row->id, err.msg);
+                db_session_set_state(s->db, row->id, SV_FAILED, err.msg, -1, NULL, NULL, NULL);
+                return;
+        }
+        if (set_state(l, SV_PROVISIONING, "provisioning a sandbox") < 0) {
+                live_remove(s, l);
+                return;
+        }
+        sv_sjob *j = sv_sjob_new(s, JOB_PROVISION, l);
+        if (!j || !(j->mirror_path = strdup(l->mirror_path)) || !(j->base_sha = strdup(l->base_sha)) ||
+            (l->limits_json && !(j->limits_json = strdup(l->limits_json)))) {
+                sv_sjob_free(j);
+                return fail(l, "out of memory");
+        }
+        l->holds_slot = true;
+        s->slots_used++;
+        l->phase = PH_PROVISION;
+        submit(s, j);
+}
+
+static void kick(sv_server *s) {
+        if (s->quitting)
+                return;
+        /* Follow-ups of sessions that have a sandbox. */
+        for (sv_live *l = s->live; l && s->slots_used < s->cfg.max_concurrent; l = l->next) {
+                if (l->phase != PH_NONE || (l->state != SV_IDLE && l->state != SV_WAITING))
+                        continue;
+                db_prompt p = { 0 };
+                if (db_prompt_next(s->db, l->id, false, &p, NULL) == 0) {
+                        db_prompt_clear(&p);
+                        l->holds_slot = true;
+                        s->slots_used++;
+                        start_turn(l);
+                }
+        }
+        /* Then queued sessions, oldest first. */
+        while (s->slots_used < s->cfg.max_concurrent) {
+                db_session *v = NULL;
+                size_t n = 0;
+                db_session_filter f = { .state_mask = 1u << SV_QUEUED, .limit = 1 };
+                ns_error err;
+                if (db_session_list(s->db, &f, &v, &n, &err) < 0 || n == 0) {
+                        db_sessions_free(v, n);
+                        break;
+                }
+                start_provision(s, &v[0]);
+                db_sessions_free(v, n);
+        }
+}
+
+/* ---- job completions ----------------------------------------------------------------------- */
+
+static void provision_done(sv_sjob *j) {
+        sv_live *l = j->live;
+        sv_server *s = j->srv;
+        ns_error err;
+        if (j->rc < 0) {
+                release_slot(l);
+                return fail(l, j->err.msg);
+        }
+        snprintf(l->sandbox, sizeof l->sandbox, "%s", j->sandbox);
+        if (db_session_set_sandbox(s->db, l->id, l->sandbox, j->workspace, j->gitdir, &err) < 0) {
+                release_slot(l);
+                return fail(l, err.msg);
+        }
+        if (j->env) {
+                /* .nightshift/config's env.* join the session's own environment. */
+                cJSON *o = l->env_json ? cJSON_Parse(l->env_json) : cJSON_CreateObject();
+                for (char **p = j->env; o && *p; p++) {
+                        char *eq = strchr(*p, '=');
+                        *eq = '\0';
+                        if (!cJSON_GetObjectItemCaseSensitive(o, *p))
+                                cJSON_AddStringToObject(o, *p, eq + 1);
+                }
+                char *json = o ? cJSON_PrintUnformatted(o) : NULL;
+                cJSON_Delete(o);
+                if (json) {
+                        free(l->env_json);
+                        l->env_json = json;
+                }
+        }
+        if (j->setup_exit >= 0) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "phase", "setup");
+                cJSON_AddStringToObject(o, "stream", "stdout");
+                cJSON_AddStringToObject(o, "text", j->setup_output ? j->setup_output : "");
+                cJSON_AddNumberToObject(o, "exit_code", j->setup_exit);
+                emit_now(l, "command_output", o);
+                if (j->setup_exit != 0) {
+                        char msg[512];
+                        snprintf(msg, sizeof msg, "setup script .nightshift/setup.sh failed with exit code %d: %.300s",
+                                 j->setup_exit, j->setup_output ? j->setup_output : "");
+                        if (!j->setup_nonfatal) {
+                                release_slot(l);
+                                return fail(l, msg);
+                        }
+                        emit_error(l, msg);
+                }
+        }
+        l->phase = PH_NONE;
+        start_turn(l);
+}
+
+static void exec_done(sv_sjob *j) {
+        sv_live *l = j->live;
+        ns_error err;
+        if (j->stream_fd < 0) {
+                db_prompt_mark(j->srv->db, l->prompt_id, DB_PROMPT_CANCELLED, NULL);
+                release_slot(l);
+                return fail(l, j->err.msg);
+        }
+        char proc[32];
+        snprintf(proc, sizeof proc, "%lld", (long long) j->proc);
+        if (db_session_set_proc(j->srv->db, l->id, proc, 0, &err) < 0)
+                log_warn("session %s: saving the process: %s", l->id, err.msg);
+        if (stream_open(l, j->stream_fd, j->proc, 0, &err) < 0) {
+                release_slot(l);
+                return fail(l, err.msg);
+        }
+        j->stream_fd = -1; /* the live record owns it now */
+        if (l->stop_requested)
+                l->kill_deadline_ms = ns_now_ms();
+}
+
+static void commit_done(sv_sjob *j) {
+        sv_live *l = j->live;
+        sv_server *s = j->srv;
+        ns_error err;
+        if (j->rc < 0)
+                emit_error(l, j->err.msg);
+        else if (j->commit_event && (!l->last_commit || strcmp(l->last_commit, j->new_tip))) {
+                emit_now(l, "commit", cJSON_Parse(j->commit_event));
+                free(l->last_commit);
+                l->last_commit = strdup(j->new_tip);
+                db_session_set_last_commit(s->db, l->id, j->new_tip, NULL);
+        }
+        db_prompt_mark(s->db, l->prompt_id, DB_PROMPT_DONE, NULL);
+        db_session_set_proc(s->db, l->id, NULL, 0, &err);
+        l->proc = -1;
+        l->phase = PH_NONE;
+        release_slot(l);
+        if (l->stop_requested)
+                return begin_teardown(l, SV_STOPPED, "stopped by the user");
+        if (l->once)
+                return begin_teardown(l, l->turn_failed ? SV_FAILED : SV_COMPLETED,
+                                      l->turn_failed ? "turn failed" : "completed after one turn");
+        if (l->turn_question)
+                set_state(l, SV_WAITING, "the agent asked a question");
+        else
+                set_state(l, SV_IDLE, l->turn_failed ? "turn failed" : "turn succeeded");
+        kick(s);
+}
+
+static void teardown_done(sv_sjob *j) {
+        sv_live *l = j->live;
+        sv_server *s = j->srv;
+        if (j->rc < 0 && j->rc != -ENOENT)
+                log_warn("session %s: destroying sandbox %s: %s", l->id, l->sandbox, j->err.msg);
+        if (!sv_state_is_end(l->state))
+                set_state(l, l->end_state, l->end_reason);
+        if (l->delete_after_teardown) {
+                /* sv_session_delete queued the rest behind us. */
+        }
+        live_remove(s, l);
+        kick(s);
+}
+
+static void recover_done(sv_sjob *j) {
+        sv_live *l = j->live;
+        ns_error err;
+        if (j->rc == -ENOENT) {
+                l->sandbox[0] = '\0';
+                return fail(l, "the sandbox is gone (sandboxd lost it while the supervisor was down)");
+        }
+        if (j->rc < 0)
+                return fail(l, j->err.msg);
+        if (l->state != SV_RUNNING) {
+                l->phase = PH_NONE;
+                return kick(j->srv);
+        }
+        l->holds_slot = true;
+        j->srv->slots_used++;
+        /* A turn was under way: its prompt is the running one. */
+        db_prompt p = { 0 };
+        db_prompt *v = NULL;
+        size_t n = 0;
+        if (db_prompt_list(j->srv->db, l->id, &v, &n, &err) == 0)
+                for (size_t i = 0; i < n; i++)
+                        if (v[i].state == DB_PROMPT_RUNNING) {
+                                l->prompt_id = v[i].id;
+                                l->prompt_text = TAKE_PTR(v[i].text);
+                        }
+        db_prompts_free(v, n);
+        (void) p;
+        if (j->stream_fd >= 0) {
+                if (stream_open(l, j->stream_fd, j->proc, (uint64_t) j->from, &err) < 0)
+                        return fail(l, err.msg);
+                j->stream_fd = -1;
+                return;
+        }
+        /* The process's record is gone (its exit was read) or there never was one: finish the turn. */
+        l->proc = j->proc;
+        start_commit(l);
+}
+
+static void simple_done(sv_sjob *j) {
+        if (j->rc < 0 && j->live)
+                log_warn("session %s: %s", j->sid, j->err.msg);
+}
+
+static void api_reply(sv_sjob *j) {
+        if (j->reply) {
+                if (j->rc < 0)
+                        j->reply(j->reply_ctx, j->status ? j->status : 500, NULL, j->code ? j->code : "internal",
+                                 j->err.msg);
+                else
+                        j->reply(j->reply_ctx, j->status ? j->status : 200, TAKE_PTR(j->body), NULL, NULL);
+        }
+}
+
+static void job_done(sv_job *job) {
+        sv_sjob *j = (sv_sjob *) job;
+        sv_server *s = j->srv;
+        if (s->quitting) {
+                /* Shutting down: nothing is applied; the next start recovers from the database. */
+                if (j->reply)
+                        j->reply(j->reply_ctx, 503, NULL, "shutting_down", "the server is shutting down");
+                sv_sjob_free(j);
+                return;
+        }
+        switch (j->kind) {
+        case JOB_NEW_SESSION:
+                api_reply(j);
+                if (j->rc == 0)
+                        kick(s);
+                break;
+        case JOB_REPO_REGISTER:
+                api_reply(j);
+                break;
+        case JOB_PROVISION:
+                provision_done(j);
+                break;
+        case JOB_EXEC:
+                exec_done(j);
+                break;
+        case JOB_COMMIT:
+                commit_done(j);
+                break;
+        case JOB_TEARDOWN:
+                teardown_done(j);
+                break;
+        case JOB_RECOVER:
+                recover_done(j);
+                break;
+        case JOB_DELETE:
+                if (j->rc == 0) {
+                        ns_error err;
+                        if (s->cfg.keep_events) {
+                                db_session row = { 0 };
+                                if (db_session_get(s->db, j->sid, &row, NULL) == 0 && row.state != SV_ARCHIVED)
+                                        db_session_set_state(s->db, j->sid, SV_ARCHIVED, "deleted", -1, NULL, NULL, NULL);
+                                db_session_clear(&row);
+                        } else if (db_session_delete(s->db, j->sid, &err) < 0) {
+                                j->rc = -err.code;
+                                j->err = err;
+                                j->status = 500;
+                        }
+                        j->status = 204;
+                } else {
+                        j->status = 500;
+                }
+                api_reply(j);
+                break;
+        default:
+                simple_done(j);
+        }
+        sv_sjob_free(j);
+}
+
+/* ---- API entry points ---------------------------------------------------------------------- */
+
+void sv_session_create(sv_server *s, sv_new_session *req, sv_reply_fn reply, void *ctx) {
+        sv_sjob *j = sv_sjob_new(s, JOB_NEW_SESSION, NULL);
+        if (!j) {
+                sv_new_session_clear(req);
+                free(req);
+                return reply(ctx, 500, NULL, "internal", "out of memory");
+        }
+        j->req = req;
+        j->reply = reply;
+        j->reply_ctx = ctx;
+        submit(s, j);
+}
+
+void sv_repo_register(sv_server *s, const char *url_or_path, const char *name, sv_reply_fn reply, void *ctx) {
+        sv_sjob *j = sv_sjob_new(s, JOB_REPO_REGISTER, NULL);
+        if (!j || !(j->url = strdup(url_or_path)) || (name && !(j->name = strdup(name)))) {
+                sv_sjob_free(j);
+                return reply(ctx, 500, NULL, "internal", "out of memory");
+        }
+        j->reply = reply;
+        j->reply_ctx = ctx;
+        submit(s, j);
+}
+
+int sv_session_prompt(sv_server *s, const char *sid, const char *text, int64_t *prompt_id, ns_error *err) {
+        db_session row = { 0 };
+        int r = db_session_get(s->db, sid, &row, err);
+        if (r < 0)
+                return r;
+        sv_state st = row.state;
+        db_session_clear(&row);
+        if (sv_state_is_end(st) || st == SV_ARCHIVED)
+                return ns_err(err, EINVAL, "session %s is %s", sid, sv_state_name(st));
+        if ((r = db_prompt_enqueue(s->db, sid, text, prompt_id, NULL, err)) < 0)
+                return r;
+        kick(s);
+        return 0;
+}
+
+static int live_for_op(sv_server *s, const char *sid, sv_live **out, ns_error *err) {
+        db_session row = { 0 };
+        int r = db_session_get(s->db, sid, &row, err);
+        if (r < 0)
+                return r;
+        sv_state st = row.state;
+        db_session_clear(&row);
+        *out = live_find(s, sid);
+        if (!*out && st != SV_QUEUED)
+                return ns_err(err, EINVAL, "session %s is %s", sid, sv_state_name(st));
+        return 0;
+}
+
+static void signal_proc(sv_live *l, int sig) {
+        sv_sjob *j = sv_sjob_new(l->srv, JOB_SIGNAL, l);
+        if (j) {
+                j->proc = l->proc;
+                j->sig = sig;
+                submit(l->srv, j);
+        }
+}
+
+int sv_session_interrupt(sv_server *s, const char *sid, ns_error *err) {
+        sv_live *l;
+        int r = live_for_op(s, sid, &l, err);
+        if (r < 0)
+                return r;
+        if (!l || l->phase != PH_STREAM)
+                return ns_err(err, EINVAL, "session %s has no turn running", sid);
+        signal_proc(l, SIGINT);
+        l->kill_deadline_ms = ns_now_ms() + (uint64_t) s->cfg.stop_grace_s * 1000;
+        return 0;
+}
+
+int sv_session_stop(sv_server *s, const char *sid, bool force, ns_error *err) {
+        sv_live *l;
+        int r = live_for_op(s, sid, &l, err);
+        if (r < 0)
+                return r;
+        if (!l) /* queued: nothing to tear down */
+                return db_session_set_state(s->db, sid, SV_STOPPED, "stopped by the user", -1, NULL, NULL, err);
+        if (l->phase == PH_TEARDOWN)
+                return 0;
+        l->stop_requested = true;
+        if (force || l->phase == PH_NONE || l->phase == PH_PROVISION) {
+                if (l->phase == PH_PROVISION)
+                        return 0; /* provision_done → start_turn sees stop_requested via exec_done */
+                release_slot(l);
+                begin_teardown(l, SV_STOPPED, force ? "stopped by the user (forced)" : "stopped by the user");
+                return 0;
+        }
+        if (l->phase == PH_STREAM) {
+                signal_proc(l, SIGINT);
+                l->kill_deadline_ms = ns_now_ms() + (uint64_t) s->cfg.stop_grace_s * 1000;
+        }
+        return 0;
+}
+
+int sv_session_complete(sv_server *s, const char *sid, ns_error *err) {
+        sv_live *l;
+        int r = live_for_op(s, sid, &l, err);
+        if (r < 0)
+                return r;
+        if (!l || (l->state != SV_IDLE && l->state != SV_WAITING) || l->phase != PH_NONE)
+                return ns_err(err, EINVAL, "only an idle session can be completed");
+        begin_teardown(l, SV_COMPLETED, "completed by the user");
+        return 0;
+}
+
+int sv_session_pause(sv_server *s, const char *sid, bool pause, ns_error *err) {
+        sv_live *l;
+        int r = live_for_op(s, sid, &l, err);
+        if (r < 0)
+                return r;
+        if (!l || !l->sandbox[0] || l->phase == PH_TEARDOWN || l->phase == PH_PROVISION)
+                return ns_err(err, EINVAL, "session %s cannot be %s now", sid, pause ? "paused" : "resumed");
+        if (pause == (l->state == SV_PAUSED))
+                return 0;
+        sv_sjob *j = sv_sjob_new(s, JOB_FREEZE, l);
+        if (!j)
+                return ns_err(err, ENOMEM, "out of memory");
+        j->freeze = pause;
+        if (pause) {
+                l->paused_from = l->state;
+                set_state(l, SV_PAUSED, "paused by the user");
+        } else {
+                set_state(l, l->paused_from, "resumed by the user");
+        }
+        submit(s, j);
+        return 0;
+}
+
+void sv_session_delete(sv_server *s, const char *sid, sv_reply_fn reply, void *ctx) {
+        db_session row = { 0 };
+        ns_error err;
+        int r = db_session_get(s->db, sid, &row, &err);
+        if (r < 0)
+                return reply(ctx, r == -ENOENT ? 404 : 500, NULL, r == -ENOENT ? "not_found" : "internal", err.msg);
+        sv_live *l = live_find(s, sid);
+        if (l || (!sv_state_is_end(row.state) && row.state != SV_ARCHIVED && row.state != SV_QUEUED)) {
+                db_session_clear(&row);
+                return reply(ctx, 409, NULL, "session_live", "stop the session before deleting it");
+        }
+        if (row.state == SV_QUEUED)
+                db_session_set_state(s->db, sid, SV_STOPPED, "deleted", -1, NULL, NULL, NULL);
+        sv_sjob *j = sv_sjob_new(s, JOB_DELETE, NULL);
+        db_repo repo = { 0 };
+        if (!j) {
+                db_session_clear(&row);
+                return reply(ctx, 500, NULL, "internal", "out of memory");
+        }
+        snprintf(j->sid, sizeof j->sid, "%s", sid);
+        if (db_repo_get(s->db, row.repo_id, &repo, NULL) == 0)
+                j->mirror_path = TAKE_PTR(repo.mirror_path);
+        db_repo_clear(&repo);
+        j->branch = dup_or_null(row.branch);
+        j->reply = reply;
+        j->reply_ctx = ctx;
+        db_session_clear(&row);
+        submit(s, j);
+}
+
+/* ---- start, tick, shutdown ----------------------------------------------------------------- */
+
+int sv_runner_start(sv_server *s, ns_error *err) {
+        db_session *v = NULL;
+        size_t n = 0;
+        unsigned live_mask = (1u << SV_PROVISIONING) | (1u << SV_RUNNING) | (1u << SV_IDLE) | (1u << SV_WAITING) |
+                             (1u << SV_PAUSED);
+        db_session_filter f = { .state_mask = live_mask };
+        int r = db_session_list(s->db, &f, &v, &n, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                db_session *row = &v[i];
+                if (row->state == SV_PROVISIONING) {
+                        /* Half-made: the sandbox (if any) is destroyed by the teardown. */
+                        sv_live *l = live_new(s, row, err);
+                        if (!l) {
+                                db_session_set_state(s->db, row->id, SV_FAILED, "supervisor restarted while provisioning",
+                                                     -1, NULL, NULL, NULL);
+                                continue;
+                        }
+                        fail(l, "the supervisor restarted while the session was provisioning");
+                        continue;
+                }
+                sv_live *l = live_new(s, row, err);
+                if (!l) {
+                        db_session_set_state(s->db, row->id, SV_FAILED, err->msg, -1, NULL, NULL, NULL);
+                        continue;
+                }
+                if (row->state == SV_PAUSED)
+                        l->paused_from = SV_IDLE;
+                sv_sjob *j = sv_sjob_new(s, JOB_RECOVER, l);
+                if (!j)
+                        continue;
+                j->proc = -1;
+                if (row->state == SV_RUNNING && row->proc_id) {
+                        char *end;
+                        long long p = strtoll(row->proc_id, &end, 10);
+                        if (!*end && p >= 0) {
+                                j->proc = p;
+                                j->from = row->output_offset;
+                        }
+                }
+                l->phase = PH_EXEC; /* busy until the recovery job is done */
+                submit(s, j);
+        }
+        db_sessions_free(v, n);
+        ns_err_clear(err);
+        kick(s);
+        return 0;
+}
+
+void sv_runner_tick(sv_server *s) {
+        uint64_t now = ns_now_ms();
+        for (sv_live *l = s->live, *next; l; l = next) {
+                next = l->next;
+                if (l->kill_deadline_ms && now >= l->kill_deadline_ms && l->phase == PH_STREAM) {
+                        l->kill_deadline_ms = 0;
+                        if (l->stop_requested) {
+                                release_slot(l);
+                                begin_teardown(l, SV_STOPPED, "stopped by the user (killed after the grace period)");
+                        } else {
+                                signal_proc(l, SIGKILL);
+                        }
+                        continue;
+                }
+                if (s->cfg.max_runtime_s && l->phase != PH_TEARDOWN &&
+                    now - l->started_ms > (uint64_t) s->cfg.max_runtime_s * 1000 && !l->stop_requested) {
+                        emit_error(l, "the session reached its maximum runtime");
+                        l->stop_requested = true;
+                        if (l->phase == PH_STREAM) {
+                                signal_proc(l, SIGINT);
+                                l->kill_deadline_ms = now + (uint64_t) s->cfg.stop_grace_s * 1000;
+                        } else if (l->phase == PH_NONE) {
+                                begin_teardown(l, SV_STOPPED, "maximum runtime reached");
+                        }
+                        continue;
+                }
+                if (s->cfg.idle_timeout_s && l->phase == PH_NONE && (l->state == SV_IDLE || l->state == SV_WAITING) &&
+                    now - l->idle_since_ms > (uint64_t) s->cfg.idle_timeout_s * 1000)
+                        begin_teardown(l, SV_COMPLETED, "idle timeout");
+        }
+}
+
+void sv_runner_shutdown(sv_server *s) {
+        s->quitting = true;
+        for (sv_live *l = s->live; l; l = l->next) {
+                ns_error err;
+                if (l->phase == PH_STREAM)
+                        batch_flush(l, agent_parser_at_boundary(l->parser), &err);
+        }
+}
+
+void sv_runner_free(sv_server *s);
+void sv_runner_free(sv_server *s) {
+        while (s->live)
+                live_remove(s, s->live);
+}
