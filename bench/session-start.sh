@@ -51,7 +51,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 wt_times=()
 for i in $(seq 1 "$RUNS"); do
-  d=$NS_TMP/wt$i
+  d=$NS_TMP/src/wt$i
   t0=$($PY -c 'import time; print(time.time_ns())')
   as_user git -C "$R" worktree add -q "$d" -b "wt$i" main
   t1=$($PY -c 'import time; print(time.time_ns())')

@@ -114,7 +114,8 @@ int sbx_signal(ns_client *c, const char *sandbox, int64_t proc, int sig, ns_erro
 }
 
 /* exec and attach: the reply names the process and carries its stdio stream. */
-static int call_for_stream(ns_client *c, const cJSON *req, int64_t *proc, int *stream_fd, ns_error *err) {
+static int call_for_stream(ns_client *c, const cJSON *req, int64_t *proc, int64_t *pid, int *stream_fd,
+                           ns_error *err) {
         _cleanup_json_ cJSON *reply = NULL;
         int fds[NS_PROTO_MAX_FDS];
         size_t nfds = NS_PROTO_MAX_FDS;
@@ -129,18 +130,22 @@ static int call_for_stream(ns_client *c, const cJSON *req, int64_t *proc, int *s
         }
         if (proc)
                 *proc = (int64_t) p->valuedouble;
+        const cJSON *pp = cJSON_GetObjectItemCaseSensitive(reply, "pid");
+        if (pid)
+                *pid = cJSON_IsNumber(pp) && pp->valuedouble >= 1 && pp->valuedouble <= 4194304 ? (int64_t) pp->valuedouble
+                                                                                               : 0;
         *stream_fd = fds[0];
         return 0;
 }
 
-int sbx_exec(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, int64_t *proc, int *stream_fd,
-             ns_error *err) {
+int sbx_exec(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, int64_t *proc, int64_t *pid,
+             int *stream_fd, ns_error *err) {
         _cleanup_json_ cJSON *req = request("exec", sandbox);
         if (!req || add_strv(req, "argv", spec->argv) < 0 || (spec->env && add_strv(req, "env", spec->env) < 0) ||
             (spec->cwd && !cJSON_AddStringToObject(req, "cwd", spec->cwd)) ||
             (spec->timeout_s && !cJSON_AddNumberToObject(req, "timeout", (double) spec->timeout_s)))
                 return ns_err(err, ENOMEM, "out of memory");
-        return call_for_stream(c, req, proc, stream_fd, err);
+        return call_for_stream(c, req, proc, pid, stream_fd, err);
 }
 
 int sbx_attach(ns_client *c, const char *sandbox, int64_t proc, int64_t from, int *stream_fd, ns_error *err) {
@@ -148,7 +153,7 @@ int sbx_attach(ns_client *c, const char *sandbox, int64_t proc, int64_t from, in
         if (!req || !cJSON_AddNumberToObject(req, "proc", (double) proc) ||
             !cJSON_AddNumberToObject(req, "from", (double) from))
                 return ns_err(err, ENOMEM, "out of memory");
-        return call_for_stream(c, req, NULL, stream_fd, err);
+        return call_for_stream(c, req, NULL, NULL, stream_fd, err);
 }
 
 int sbx_stdin_all(int stream_fd, const void *data, size_t len, ns_error *err) {
@@ -238,7 +243,7 @@ int sbx_collect(int stream_fd, int out_fd, size_t max_out, size_t max_err, sbx_o
 int sbx_run(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, const void *stdin_data, size_t stdin_len,
             int out_fd, size_t max_out, size_t max_err, sbx_output *o, ns_error *err) {
         _cleanup_close_ int fd = -1;
-        int r = sbx_exec(c, sandbox, spec, NULL, &fd, err);
+        int r = sbx_exec(c, sandbox, spec, NULL, NULL, &fd, err);
         if (r < 0)
                 return r;
         if ((r = sbx_stdin_all(fd, stdin_data, stdin_len, err)) < 0)

@@ -46,9 +46,11 @@ typedef struct sbx_exec_spec {
         int64_t timeout_s;       /* 0 = none */
 } sbx_exec_spec;
 
-/* Start a process; *proc is its number, *stream_fd the stdio stream (blocking, O_CLOEXEC). */
-int sbx_exec(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, int64_t *proc, int *stream_fd,
-             ns_error *err);
+/* Start a process; *proc is its number, *pid (may be NULL) its pid inside the sandbox (also its
+ * session id: init starts every process with setsid), *stream_fd the stdio stream (blocking,
+ * O_CLOEXEC). */
+int sbx_exec(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, int64_t *proc, int64_t *pid,
+             int *stream_fd, ns_error *err);
 
 /* Re-open a process's stdio stream from output byte `from`. */
 int sbx_attach(ns_client *c, const char *sandbox, int64_t proc, int64_t from, int *stream_fd, ns_error *err);

@@ -368,7 +368,8 @@ static void start_turn(sv_live *l) {
                 return fail(l, "cannot enter running");
         }
         l->phase = PH_EXEC;
-        l->turn_failed = l->turn_question = false;
+        l->turn_failed = l->turn_question = l->interrupted = false;
+        l->agent_pid = 0;
         submit(s, j);
 }
 
@@ -400,7 +401,7 @@ static void start_commit(sv_live *l) {
         if (!j)
                 return fail(l, "out of memory");
         _cleanup_free_ char *name = NULL, *email = NULL;
-        char *ident[5] = { 0 };
+        char *ident[6] = { 0 };
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
         /* The templates were checked to hold one %s and nothing else (config.c). */
@@ -410,9 +411,10 @@ static void start_commit(sv_live *l) {
         if (name && email && asprintf(&ident[0], "GIT_AUTHOR_NAME=%s", name) >= 0 &&
             asprintf(&ident[1], "GIT_AUTHOR_EMAIL=%s", email) >= 0 &&
             asprintf(&ident[2], "GIT_COMMITTER_NAME=%s", name) >= 0 &&
-            asprintf(&ident[3], "GIT_COMMITTER_EMAIL=%s", email) >= 0)
+            asprintf(&ident[3], "GIT_COMMITTER_EMAIL=%s", email) >= 0 &&
+            (!l->interrupted || (ident[4] = strdup("NS_KILL_LEFTOVERS=1"))))
                 j->env = env_from_json(NULL, ident);
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
                 free(ident[i]);
         j->mirror_path = dup_or_null(l->mirror_path);
         j->branch = dup_or_null(l->branch);
@@ -622,6 +624,7 @@ static void exec_done(sv_sjob *j) {
                 return fail(l, err.msg);
         }
         j->stream_fd = -1; /* the live record owns it now */
+        l->agent_pid = j->pid;
         if (l->stop_requested)
                 l->kill_deadline_ms = ns_now_ms();
 }
@@ -852,6 +855,7 @@ int sv_session_interrupt(sv_server *s, const char *sid, ns_error *err) {
         if (!l || l->phase != PH_STREAM)
                 return ns_err(err, EINVAL, "session %s has no turn running", sid);
         signal_proc(l, SIGINT);
+        l->interrupted = true;
         l->kill_deadline_ms = ns_now_ms() + (uint64_t) s->cfg.stop_grace_s * 1000;
         return 0;
 }
@@ -875,6 +879,7 @@ int sv_session_stop(sv_server *s, const char *sid, bool force, ns_error *err) {
         }
         if (l->phase == PH_STREAM) {
                 signal_proc(l, SIGINT);
+                l->interrupted = true;
                 l->kill_deadline_ms = ns_now_ms() + (uint64_t) s->cfg.stop_grace_s * 1000;
         }
         return 0;
@@ -1016,6 +1021,7 @@ void sv_runner_tick(sv_server *s) {
                         l->stop_requested = true;
                         if (l->phase == PH_STREAM) {
                                 signal_proc(l, SIGINT);
+                                l->interrupted = true;
                                 l->kill_deadline_ms = now + (uint64_t) s->cfg.stop_grace_s * 1000;
                         } else if (l->phase == PH_NONE) {
                                 begin_teardown(l, SV_STOPPED, "maximum runtime reached");

@@ -44,6 +44,8 @@ struct sv_live {
         size_t n_batch, cap_batch;
         bool turn_failed;
         bool turn_question;
+        int64_t agent_pid;      /* the turn's process inside the sandbox (0 = unknown) */
+        bool interrupted;       /* this turn was interrupted or stopped: kill what it left behind */
         /* control */
         bool stop_requested;
         sv_state end_state; /* where teardown leads */
@@ -82,7 +84,7 @@ typedef struct sv_sjob {
         char **argv, **env;   /* JOB_EXEC, JOB_COMMIT env */
         char *stdin_data;
         size_t stdin_len;
-        int64_t proc, from;
+        int64_t proc, from, pid;
         int sig;
         bool freeze;
         bool keep_events;

@@ -413,7 +413,7 @@ static void run_exec(sv_sjob *j, sv_worker *w) {
         }
         sbx_exec_spec ex = { .argv = (const char *const *) j->argv, .env = (const char *const *) j->env };
         j->stream_fd = -1;
-        if ((r = sbx_exec(c, j->sandbox, &ex, &j->proc, &j->stream_fd, &j->err)) < 0) {
+        if ((r = sbx_exec(c, j->sandbox, &ex, &j->proc, &j->pid, &j->stream_fd, &j->err)) < 0) {
                 sv_worker_sandboxd_reset(w, r);
                 j->rc = r;
                 return;
@@ -429,6 +429,11 @@ static void run_exec(sv_sjob *j, sv_worker *w) {
  * message on stdin, the identity from GIT_* variables), print the tip.  Nothing of this runs on
  * the host; the agent's hooks are switched off only so that they cannot veto our commit. */
 static const char commit_script[] =
+        /* An interrupted turn's tools may outlive the agent: the CLIs start them detached (a
+         * session of their own) and orphan them.  End every process in the sandbox but init and
+         * this shell (builtins only, so nothing of ours is caught). */
+        "if [ -n \"${NS_KILL_LEFTOVERS:-}\" ]; then for p in /proc/[0-9]*; do p=${p#/proc/};\n"
+        "  [ \"$p\" = 1 ] || [ \"$p\" = $$ ] || kill -KILL \"$p\" 2>/dev/null; done; fi\n"
         "cd /workspace || exit 90\n"
         "git add -A >&2 || exit 91\n"
         "if ! git diff --cached --quiet; then git -c core.hooksPath=/dev/null commit -q --no-verify -F - >&2 || exit 92; fi\n"

@@ -108,7 +108,8 @@ ns_setup() {
   WS=$NS_TMP/ws/w1
   mkdir -p "$WS"; chown "$TEST_UID:$TEST_GID" "$WS"
   trap ns_cleanup EXIT
-  start_daemon || { echo "1..0 # SKIP daemon failed"; exit 1; }
+  # shellcheck disable=SC2086  # NS_DAEMON_ARGS: extra daemon flags, split on purpose
+  start_daemon ${NS_DAEMON_ARGS:-} || { echo "1..0 # SKIP daemon failed"; exit 1; }
 }
 
 # leftovers: print what of ours is left on the host (cgroups, mounts)
