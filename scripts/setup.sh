@@ -17,6 +17,7 @@ install -d -m 0700 -o nightshift -g nightshift /var/lib/nightshift/data
 # nightshift-sandboxd settings (the long flag names; flags on the command line win)
 socket-group nightshift
 allow-user nightshift
+allow-user root
 workspace-root /var/lib/nightshift/workspaces
 ro-root /var/lib/nightshift/data
 ro-root /var/lib/nightshift/agents

@@ -20,6 +20,16 @@ int gitx_init(ns_error *err) {
                         return gitx_err(err, r, "git_libgit2_opts(SET_SEARCH_PATH)");
                 }
         }
+        /* Why: with no global config there is no safe.directory either, so libgit2's owner check
+         * would refuse every source repository not owned by the service user, starting with the
+         * user's own checkout that `nightshift run --repo PATH` registers.  libgit2 runs no hooks,
+         * no fsmonitor and no external filter commands, and the supervisor opens only its own
+         * mirrors and the sources it clones from, never a session's tree (see worktree.h), so
+         * the check would guard nothing here. */
+        if ((r = git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0)) < 0) {
+                git_libgit2_shutdown();
+                return gitx_err(err, r, "git_libgit2_opts(SET_OWNER_VALIDATION)");
+        }
         return 0;
 }
 
