@@ -56,8 +56,11 @@ PY
   r=$(api POST "/api/v1/sessions/$sid/interrupt")
   expect_eq "$cli: interrupt is accepted" 200 "${r%% *}"
   expect_eq "$cli: the interrupted turn ends and the session stays" idle "$(WAIT_S=60 wait_state "$sid" idle failed)"
-  sleep 0.5
-  check "$cli: no process of the tool is left" bash -c '! pgrep -f "sleep 30[0]"'
+  # Looked for inside the session's own sandbox (its pid namespace), so that nothing else on the
+  # host can be mistaken for a leftover; its init is the only process allowed to remain.
+  sbx=$(jget "$(api GET "/api/v1/sessions/$sid" | cut -d' ' -f2-)" 'd["sandbox"]')
+  left=$(sb exec "$sbx" -- /bin/sh -c 'for p in /proc/[0-9]*; do p=${p#/proc/}; [ "$p" = 1 ] || [ "$p" = $$ ] || cat "/proc/$p/cmdline" 2>/dev/null | tr "\0" " "; echo; done' | grep -v '^ *$')
+  expect_eq "$cli: no process of the interrupted turn is left in the sandbox" "" "$left"
   api POST "/api/v1/sessions/$sid/complete" >/dev/null
   wait_state "$sid" completed >/dev/null
 done
