@@ -665,9 +665,6 @@ static void teardown_done(sv_sjob *j) {
                 log_warn("session %s: destroying sandbox %s: %s", l->id, l->sandbox, j->err.msg);
         if (!sv_state_is_end(l->state))
                 set_state(l, l->end_state, l->end_reason);
-        if (l->delete_after_teardown) {
-                /* sv_session_delete queued the rest behind us. */
-        }
         live_remove(s, l);
         kick(s);
 }
@@ -688,7 +685,6 @@ static void recover_done(sv_sjob *j) {
         l->holds_slot = true;
         j->srv->slots_used++;
         /* A turn was under way: its prompt is the running one. */
-        db_prompt p = { 0 };
         db_prompt *v = NULL;
         size_t n = 0;
         if (db_prompt_list(j->srv->db, l->id, &v, &n, &err) == 0)
@@ -698,7 +694,6 @@ static void recover_done(sv_sjob *j) {
                                 l->prompt_text = TAKE_PTR(v[i].text);
                         }
         db_prompts_free(v, n);
-        (void) p;
         if (j->stream_fd >= 0) {
                 if (stream_open(l, j->stream_fd, j->proc, (uint64_t) j->from, &err) < 0)
                         return fail(l, err.msg);
@@ -767,12 +762,14 @@ static void job_done(sv_job *job) {
                                 if (db_session_get(s->db, j->sid, &row, NULL) == 0 && row.state != SV_ARCHIVED)
                                         db_session_set_state(s->db, j->sid, SV_ARCHIVED, "deleted", -1, NULL, NULL, NULL);
                                 db_session_clear(&row);
-                        } else if (db_session_delete(s->db, j->sid, &err) < 0) {
+                        }
+                        if (!s->cfg.keep_events && db_session_delete(s->db, j->sid, &err) < 0) {
                                 j->rc = -err.code;
                                 j->err = err;
                                 j->status = 500;
+                        } else {
+                                j->status = 204;
                         }
-                        j->status = 204;
                 } else {
                         j->status = 500;
                 }

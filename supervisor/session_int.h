@@ -54,7 +54,6 @@ struct sv_live {
         uint64_t idle_since_ms;
         uint64_t started_ms;
         sv_state paused_from;
-        bool delete_after_teardown;
 };
 
 typedef enum sv_job_kind {

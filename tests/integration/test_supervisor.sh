@@ -49,6 +49,11 @@ expect_match "it saw the first turn's file" 'one' "$(output_of "$sid2")"
 expect_eq "two commits on the session branch" 2 "$(git -C "$M" rev-list --count "main..nightshift/$sid2")"
 st=$(api POST "/api/v1/sessions/$sid2/complete")
 expect_eq "an idle session can be completed" completed "$(wait_state "$sid2" completed)"
+r=$(api DELETE "/api/v1/sessions/$sid2")
+expect_eq "a finished session can be deleted (204)" 204 "${r%% *}"
+check "delete removes its working tree" test ! -e "$SV_WS/$sid2"
+check "and its unpushed branch" bash -c "! git -C '$M' rev-parse -q --verify 'refs/heads/nightshift/$sid2'"
+expect_eq "its events are kept (archived) by default" archived "$(wait_state "$sid2" archived)"
 
 # --- hostile .git -----------------------------------------------------------------------------
 cfg_before=$(sha256sum "$M/config" | cut -d' ' -f1)
