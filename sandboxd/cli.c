@@ -441,8 +441,10 @@ struct relay {
         bool exited;                 /* the EXIT frame came: */
         struct ns_frame_exit exit;   /* its contents */
         size_t in_len;
-        char in[NS_FRAME_MAX_PAYLOAD];
-        char out[NS_FRAME_MAX_PAYLOAD];
+        /* NS_FRAME_MAX_PAYLOAD each, from relay_run: malloc'd, not zeroed, so that the pages
+         * are touched only as far as data arrives (a zeroed 64 KiB is 16 page faults in every
+         * short-lived `run`). */
+        char *in, *out;
 };
 
 /* Write all of buf, waiting when fd is non-blocking and full. */
@@ -519,7 +521,7 @@ static int drain_stream(struct relay *r, int *status) {
         for (;;) {
                 struct ns_frame_hdr h;
                 size_t len;
-                int k = ns_stream_read(r->stream, &h, r->out, sizeof r->out, &len, &err);
+                int k = ns_stream_read(r->stream, &h, r->out, NS_FRAME_MAX_PAYLOAD, &len, &err);
                 if (k == -EAGAIN)
                         break;
                 if (k < 0) {
@@ -622,7 +624,7 @@ static int relay_loop(struct relay *r) {
                 }
                 ns_error err = {0};
                 if (p[1].revents) {
-                        ssize_t n = read(STDIN_FILENO, r->in, sizeof r->in);
+                        ssize_t n = read(STDIN_FILENO, r->in, NS_FRAME_MAX_PAYLOAD);
                         if (n > 0)
                                 r->in_len = (size_t) n;
                         else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
@@ -645,6 +647,11 @@ static int relay_loop(struct relay *r) {
 /* Relay stdio between us and the process until its EXIT frame (with the terminal in raw mode for
  * --tty); returns our exit status. */
 static int relay_run(struct relay *r) {
+        _cleanup_free_ char *in = malloc(NS_FRAME_MAX_PAYLOAD), *out = malloc(NS_FRAME_MAX_PAYLOAD);
+        if (!in || !out)
+                return warn("relay", "out of memory"), EXIT_FAIL;
+        r->in = in;
+        r->out = out;
         struct raw_tty t = {0};
         if (r->tty)
                 raw_tty_enter(&t);
@@ -817,7 +824,7 @@ static int cmd_run(const struct globals *g, int argc, char **argv) {
         return cmd_create(g, argc, argv, true);
 }
 
-/* create, and run (create + exec + relay + destroy). */
+/* create, and run (create an ephemeral sandbox + exec + relay; closing the connection destroys it). */
 static int cmd_create(const struct globals *g, int argc, char **argv, bool run) {
         const char *cmd = run ? "run" : "create";
         static const struct option run_opts[] = {SANDBOX_OPTIONS, PROCESS_OPTIONS,
@@ -854,6 +861,8 @@ static int cmd_create(const struct globals *g, int argc, char **argv, bool run) 
         ns_error err = {0};
         if (run) {
                 /* From here on, INT/TERM/HUP only ever end the relay, so the sandbox is destroyed. */
+                if (!cJSON_AddBoolToObject(create, "ephemeral", true))
+                        return warn(cmd, "out of memory"), EXIT_FAIL;
                 bool tty = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(exec, "tty"));
                 sigfd = signals_to_fd(tty, false);
                 if (sigfd < 0)
@@ -889,21 +898,13 @@ static int cmd_create(const struct globals *g, int argc, char **argv, bool run) 
         } else if (start_exec(c, exec, &proc, &stream, &exec_reply, &err) < 0) {
                 status = exec_failure_status(err.code);
         } else {
-                struct relay *r = calloc(1, sizeof *r);
-                if (!r) {
-                        warn(cmd, "out of memory");
-                        status = EXIT_FAIL;
-                } else {
-                        *r = (struct relay){.stream = stream, .sigfd = sigfd, .on_signal = SIG_RETURN,
-                                            .forward_stdin = true, .tty = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(exec, "tty"))};
-                        status = relay_run(r);
-                        free(r);
-                }
+                struct relay r = {.stream = stream, .sigfd = sigfd, .on_signal = SIG_RETURN,
+                                  .forward_stdin = true, .tty = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(exec, "tty"))};
+                status = relay_run(&r);
         }
 
-        _cleanup_json_ cJSON *destroy = request("destroy", id);
-        if (!destroy || call(c, destroy, NULL, NULL, NULL, &err) < 0)
-                warn(cmd, "sandbox %s may be left behind", id);
+        /* No destroy request: the sandbox is ephemeral, and our connection's close (here, or
+         * the kernel's when we are killed) destroys it without a round trip. */
         return status;
 }
 
@@ -987,12 +988,9 @@ static int cmd_exec(const struct globals *g, int argc, char **argv) {
                         printf("%" PRIu64 "\n", proc);
                 return 0;
         }
-        _cleanup_free_ struct relay *r = calloc(1, sizeof *r);
-        if (!r)
-                return warn(cmd, "out of memory"), EXIT_FAIL;
-        *r = (struct relay){.stream = stream, .sigfd = sigfd, .tty = tty, .forward_stdin = true,
-                            .on_signal = SIG_FORWARD, .c = c,
-                            .sandbox = id, .proc = proc};
+        struct relay rl = {.stream = stream, .sigfd = sigfd, .tty = tty, .forward_stdin = true,
+                           .on_signal = SIG_FORWARD, .c = c, .sandbox = id, .proc = proc};
+        struct relay *r = &rl;
         return relay_run(r);
 }
 
@@ -1042,12 +1040,8 @@ static int cmd_attach(const struct globals *g, int argc, char **argv) {
         if (nfds == 0)
                 return warn(cmd, "sandboxd sent no stdio stream"), EXIT_FAIL;
         _cleanup_close_ int stream = fds[0];
-        _cleanup_free_ struct relay *r = calloc(1, sizeof *r);
-        if (!r)
-                return warn(cmd, "out of memory"), EXIT_FAIL;
-        *r = (struct relay){.stream = stream, .sigfd = sigfd, .on_signal = SIG_RETURN, .consumed = from,
-                            .acked = from};
-        return relay_run(r);
+        struct relay r = {.stream = stream, .sigfd = sigfd, .on_signal = SIG_RETURN, .consumed = from, .acked = from};
+        return relay_run(&r);
 }
 
 static int cmd_wait(const struct globals *g, int argc, char **argv) {

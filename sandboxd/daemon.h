@@ -81,12 +81,17 @@ struct sbx_sandbox {
         bool from_pool;         /* handed out of the warm pool (for the debug log) */
         uint64_t pool_deadline; /* pooled: destroyed if not ready by then (monotonic ms) */
         bool dying;             /* destroyed; waiting for init's death to remove the rest */
-        pid_t builder;          /* pooled and building: the forked builder (pool.c), else 0 */
+        pid_t builder;          /* pooled and building: a builder forked by the daemon (no zygote), else 0 */
         bool idle_build;        /* in the builder: building at nice 19, init restores `nice` */
         int nice;
         int build_fd;           /* its report socket, or -1 */
         ns_watch *w_build;
         bool frozen;
+        /* Ephemeral: destroyed when `holder`, the connection that created it, closes (a CLI
+         * `run` killed by SIGKILL leaves nothing behind); never re-adopted after a restart,
+         * since that connection died with the daemon. */
+        bool ephemeral;
+        struct sbx_client *holder;
         uint64_t oom_seen;
         uint64_t next_proc;
         struct ns_create_req limits; /* memory, pids, cpu_millis, disk only */
@@ -141,12 +146,18 @@ void sandbox_destroy(struct sbx_sandbox *s);
  * becomes ready when its init reports READY, without blocking the loop in between. */
 int sandbox_prestart(struct sbx_daemon *d, ns_error *err);
 
+/* Remove what a sandbox whose processes are all dead left on the host: wait (2 s at most) for its
+ * cgroup to empty and remove it, delete its upper layer by descriptor, its disk image, its record.
+ * Runs in the daemon or in the zygote (pool_zygote_clean); idempotent. */
+void sandbox_remove_leftovers(struct sbx_daemon *d, const char *id);
+
 /* Daemon exit: destroy the warm pool and wait for every destroyed sandbox's init to be gone. */
 void sandbox_reap_all(struct sbx_daemon *d);
 
-/* In a process of its own (the pool's zygote forks it): build warm-pool sandbox `id` in uid slot
- * `slot` and report to `report_fd` (its pidfd and control socket attached), then exit. */
-_Noreturn void sandbox_builder_run(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd);
+/* In the pool's zygote: build warm-pool sandbox `id` in uid slot `slot` and report to `report_fd`
+ * (init's pidfd and control socket attached).  init is cloned as a child of the daemon.  `idle`:
+ * the caller runs at nice 19, and init goes back to `nice` before anything of the sandbox's runs. */
+void sandbox_build_pool(struct sbx_daemon *d, const char *id, uint32_t slot, int nice, bool idle, int report_fd);
 
 /* Forget a sandbox without touching it (daemon exit: its processes keep running and are
  * re-adopted by the next start).  The caller has unlinked it. */

@@ -78,7 +78,6 @@ struct initd {
         ns_loop *loop;
         int ctl_fd, listen_fd, sig_fd;
         ns_watch *w_ctl;
-        const struct sock_fprog *filter;
         struct proc *procs;
         size_t n_procs;
         uint64_t max_proc; /* highest proc id ever started: a restarted sandboxd never reuses one */
@@ -517,9 +516,6 @@ _Noreturn static void exec_child(struct initd *d, const struct exec_req *r, int 
         step = "cwd";
         if (chdir(r->cwd) < 0)
                 goto fail;
-        step = "seccomp";
-        if ((e = -sc_filter_load(d->filter)) > 0)
-                goto fail_e;
         step = "exec";
         e = -exec_search(r->argv[0], r->argv, r->env);
         goto fail_e;
@@ -928,7 +924,7 @@ static void tick(void *data) {
 }
 
 _Noreturn void init_run(const struct init_config *cfg) {
-        struct initd d = { .ctl_fd = cfg->ctl_fd, .listen_fd = cfg->listen_fd, .filter = cfg->filter };
+        struct initd d = { .ctl_fd = cfg->ctl_fd, .listen_fd = cfg->listen_fd };
         sigset_t mask;
         sigemptyset(&mask);
         sigaddset(&mask, SIGCHLD);

@@ -251,11 +251,10 @@ static void on_signal(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                                    si.ssi_signo);
                         ns_loop_quit(loop);
                 } else if (si.ssi_signo == SIGCHLD) {
-                        /* As the subreaper of the pool builders' inits we may be handed an orphan
-                         * that is already a zombie (an init that died before its builder exited,
-                         * so that its pidfd's waitid found no child of ours): reap what has exited.
-                         * Every sandbox holds a pidfd of its init, so an early reaping loses nothing
-                         * and no pid number is ever used after it. */
+                        /* As a subreaper we may be handed orphans (a forked builder's leftovers, a
+                         * helper whose parent died): reap what has exited.  Every sandbox holds a
+                         * pidfd of its init, so an early reaping loses nothing and no pid number
+                         * is ever used after it. */
                         siginfo_t ci;
                         for (;;) {
                                 ci.si_pid = 0;
@@ -390,8 +389,8 @@ int main(int argc, char **argv) {
                 log_error("%s", err.msg);
                 goto out;
         }
-        /* Warm-pool sandboxes are cloned by a builder process (pool.c) that exits at once: their
-         * inits must become our children, to be reaped through their pidfds like the others. */
+        /* Warm-pool inits are cloned as our children by the zygote (CLONE_PARENT); whatever else
+         * a builder leaves orphaned comes to us too, to be reaped rather than left to pid 1. */
         if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
                 log_error("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
                 goto out;

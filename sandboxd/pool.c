@@ -5,7 +5,10 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <errno.h>
+#include <stdbool.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
@@ -45,6 +48,7 @@ static int helper_main(void *arg) {
         struct helper_args *a = arg;
         ns_error err = { 0 };
         int r;
+        prctl(PR_SET_NAME, "nsd-attach");
         if (setns(a->init_pidfd, CLONE_NEWNS) < 0)
                 r = ns_err_sys(&err, errno, "enter the sandbox's mount namespace");
         else {
@@ -148,16 +152,25 @@ void pool_tick(void *daemon) {
         }
 }
 
-/* A build request to the zygote; the report socket rides along. */
+/* A request to the zygote: build a pool sandbox (the report socket rides along), or remove what a
+ * dead sandbox left (its cgroup, upper layer, disk image and record). */
+enum zygote_job { ZYGOTE_BUILD = 1, ZYGOTE_CLEAN = 2 };
 struct zygote_req {
+        uint32_t job;
         char id[NS_ID_MAX + 1];
         uint32_t slot;
 };
 
 _Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
-        /* Gone with the daemon, whichever way it goes; and the builders reap themselves. */
+        /* Gone with the daemon, whichever way it goes.  It builds pool sandboxes itself, one at a
+         * time, behind every request: at the lowest priority.  Nice 19 rather than SCHED_IDLE: a
+         * starved build holding the cgroup or mount locks would hold up the requests it is meant
+         * to stay out of the way of. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        signal(SIGCHLD, SIG_IGN);
+        prctl(PR_SET_NAME, "nsd-zygote");
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, 0);
+        bool idle = errno == 0 && setpriority(PRIO_PROCESS, 0, 19) == 0;
         for (;;) {
                 struct zygote_req req;
                 int report = -1;
@@ -177,16 +190,19 @@ _Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
                 if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
                         memcpy(&report, CMSG_DATA(c), sizeof report);
                 req.id[NS_ID_MAX] = '\0';
-                if (n != (ssize_t) sizeof req || report < 0 || !ns_id_is_valid(req.id) || req.slot >= d->n_slots) {
+                if (n == (ssize_t) sizeof req && req.job == ZYGOTE_CLEAN && report < 0 && ns_id_is_valid(req.id)) {
+                        sandbox_remove_leftovers(d, req.id);
+                        continue;
+                }
+                if (n != (ssize_t) sizeof req || req.job != ZYGOTE_BUILD || report < 0 || !ns_id_is_valid(req.id) ||
+                    req.slot >= d->n_slots) {
                         if (report >= 0)
                                 close(report);
                         continue; /* the builder's absence is the daemon's error report */
                 }
-                pid_t pid = fork();
-                if (pid == 0) {
-                        close(fd);
-                        sandbox_builder_run(d, req.id, req.slot, report);
-                }
+                /* No fork: init is cloned from here straight away (as the daemon's child), which
+                 * spares a process and its page tables per sandbox. */
+                sandbox_build_pool(d, req.id, req.slot, nice, idle, report);
                 close(report);
         }
 }
@@ -218,7 +234,7 @@ int pool_zygote_start(struct sbx_daemon *d, ns_error *err) {
 int pool_zygote_build(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd) {
         if (d->zygote_fd < 0)
                 return -ENOENT;
-        struct zygote_req req = { .slot = slot };
+        struct zygote_req req = { .job = ZYGOTE_BUILD, .slot = slot };
         snprintf(req.id, sizeof req.id, "%s", id);
         struct iovec iov = { &req, sizeof req };
         int r = ns_send_fds(d->zygote_fd, &iov, 1, &report_fd, 1, MSG_DONTWAIT);
@@ -228,6 +244,15 @@ int pool_zygote_build(struct sbx_daemon *d, const char *id, uint32_t slot, int r
                 return r;
         }
         return 0;
+}
+
+int pool_zygote_clean(struct sbx_daemon *d, const char *id) {
+        if (d->zygote_fd < 0)
+                return -ENOENT;
+        struct zygote_req req = { .job = ZYGOTE_CLEAN };
+        snprintf(req.id, sizeof req.id, "%s", id);
+        /* Never blocks: with the zygote's queue full, the caller does the work itself. */
+        return send(d->zygote_fd, &req, sizeof req, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) sizeof req ? 0 : -errno;
 }
 
 void pool_zygote_stop(struct sbx_daemon *d) {

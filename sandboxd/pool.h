@@ -32,7 +32,12 @@ int pool_zygote_start(struct sbx_daemon *d, ns_error *err);
  * caller still closes its copy).  -errno when there is no zygote or it is gone. */
 int pool_zygote_build(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd);
 
-/* Close the zygote's socket and reap it.  Safe when there is none. */
+/* Ask the zygote to remove what dead sandbox `id` left on the host (sandbox_remove_leftovers), off
+ * the daemon's loop.  -errno when there is no zygote or its queue is full: do it yourself then. */
+int pool_zygote_clean(struct sbx_daemon *d, const char *id);
+
+/* Close the zygote's socket (it finishes the jobs queued before) and reap it.  Safe when there is
+ * none. */
 void pool_zygote_stop(struct sbx_daemon *d);
 
 /* For ns_loop_run: how long the loop may sleep before the pool needs attention (-1 = forever),

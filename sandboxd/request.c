@@ -41,7 +41,7 @@ static const char *const op_names[NS_OP__COUNT] = {
 static const char *const keys_bare[] = {ENVELOPE, NULL};
 static const char *const keys_sandbox[] = {ENVELOPE, "sandbox", NULL};
 static const char *const keys_create[] = {ENVELOPE, "workspace", "layers", "memory", "pids", "cpus",
-                                          "disk", "net", "ro_binds", "connect", NULL};
+                                          "disk", "net", "ro_binds", "connect", "ephemeral", NULL};
 static const char *const keys_exec[] = {ENVELOPE, "sandbox", "argv", "env", "cwd", "root",
                                         "tty", "rows", "cols", "timeout", NULL};
 static const char *const keys_attach[] = {ENVELOPE, "sandbox", "proc", "from", NULL};
@@ -332,7 +332,8 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                 c->cpu_millis = m < 10 ? 10 : (uint64_t) m;
         }
 
-        if ((r = jv_str(j, "net", false, NET_NAME_MAX, NULL, &c->net, err)) < 0)
+        if ((r = jv_str(j, "net", false, NET_NAME_MAX, NULL, &c->net, err)) < 0 ||
+            (r = jv_bool(j, "ephemeral", false, &c->ephemeral, err)) < 0)
                 return r;
         if (!c->net)
                 c->net = "none";

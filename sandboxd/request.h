@@ -52,6 +52,7 @@ struct ns_create_req {
         size_t n_ro_binds;
         struct ns_connect connects[NS_CONNECTS_MAX];
         size_t n_connects;
+        bool ephemeral;                 /* destroyed when the creating connection closes */
 };
 
 struct ns_exec_req {

@@ -36,6 +36,7 @@
 #include "sandboxd/ns.h"
 #include "sandboxd/pool.h"
 #include "sandboxd/ports.h"
+#include "sandboxd/seccomp.h"
 
 #define INIT_READY_TIMEOUT_MS 10000
 #define EXITED_KEPT_MAX 256 /* exit statuses remembered per sandbox for `wait` */
@@ -195,6 +196,7 @@ _Noreturn static void child_fail(int ctl_fd, const ns_error *e) {
  * cgroup and said "go". */
 _Noreturn static void sandbox_child(struct child_args *a) {
         ns_error err = { 0 };
+        prctl(PR_SET_NAME, "nsd-init");
         /* init must survive the OOM killer of its own cgroup so that exits are always reported. */
         int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
         if (oom >= 0) {
@@ -250,13 +252,38 @@ _Noreturn static void sandbox_child(struct child_args *a) {
         dup3(ctl, 3, O_CLOEXEC);
         dup3(lst, 4, O_CLOEXEC);
         close_range(5, ~0u, 0);
-        struct init_config cfg = { .ctl_fd = 3, .listen_fd = 4, .filter = &a->d->filter };
+        /* The seccomp filter (with no_new_privs) goes on init itself, once, instead of on each
+         * exec'd process: every process of the sandbox descends from init and inherits it, so
+         * none runs a moment unfiltered, and an exec no longer pays for attaching and compiling
+         * the program.  init needs none of the calls it denies from here on. */
+        int sc = sc_filter_load(&a->d->filter);
+        if (sc < 0) {
+                ns_err_sys(&err, -sc, "load the seccomp filter");
+                child_fail(3, &err);
+        }
+        struct init_config cfg = { .ctl_fd = 3, .listen_fd = 4 };
         init_run(&cfg);
 }
 
-static pid_t clone_init(int *pidfd) {
+/* `as_sibling`: init becomes a child of our parent (CLONE_PARENT), as the pool builder wants: init
+ * must be the daemon's child, reaped and watched by it, whoever built it. */
+static pid_t clone_init(int *pidfd, bool as_sibling) {
         return (pid_t) syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                               CLONE_PIDFD | SIGCHLD, NULL, pidfd, NULL, 0);
+                               CLONE_PIDFD | (as_sibling ? CLONE_PARENT : 0) | SIGCHLD, NULL, pidfd, NULL, 0);
+}
+
+/* Kill init and wait for it to be gone: by waitpid when it is our child, else (a sibling, which
+ * its parent reaps) until its pidfd reports the exit, for at most two seconds. */
+static void kill_init(int pidfd, pid_t pid, bool ours) {
+        pidfd_send_signal(pidfd, SIGKILL, NULL, 0);
+        if (ours) {
+                while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+                        ;
+                return;
+        }
+        struct pollfd p = { .fd = pidfd, .events = POLLIN };
+        while (poll(&p, 1, 2000) < 0 && errno == EINTR)
+                ;
 }
 
 static int recv_ictl(int fd, struct ictl_hdr *h, char *payload, size_t cap, size_t *len, int timeout_ms) {
@@ -424,7 +451,7 @@ static int free_slot(struct sbx_daemon *d, uint32_t *slot, ns_error *err) {
  * On success s->init_pid, init_pidfd and ctl_fd are set and init is building the root; on failure
  * everything this made is gone again. */
 static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opened *o, const struct cg_limits *lim,
-                 uint64_t disk, ns_error *err) {
+                 uint64_t disk, bool init_as_sibling, ns_error *err) {
         _cleanup_close_ int ws_mnt = -1, userns = -1, lst = -1, child_ctl = -1, loop_fd = -1;
         int r;
         struct mount_plan plan = { .scaffold = s->d->scaffold, .workspace_fd = -1, .n_lowers = o->n_lowers,
@@ -489,7 +516,7 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
         struct child_args a = { .d = d, .id = s->id, .ctl_fd = child_ctl, .listen_fd = lst, .userns_fd = userns,
                                 .plan = plan, .idle_build = s->idle_build, .nice = s->nice };
         int pidfd = -1;
-        pid_t pid = clone_init(&pidfd);
+        pid_t pid = clone_init(&pidfd, init_as_sibling);
         if (pid < 0) {
                 r = ns_err_sys(err, errno, "clone");
                 goto out_socket;
@@ -509,8 +536,7 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
         return 0;
 
 out_kill:
-        pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
-        waitpid(pid, NULL, __WALL);
+        kill_init(s->init_pidfd, pid, !init_as_sibling);
         close(s->init_pidfd);
         s->init_pidfd = -1;
         cg_kill(d->cg, s->id, NULL);
@@ -567,6 +593,7 @@ static void set_identity(struct sbx_sandbox *s, uid_t owner, const struct ns_cre
         s->limits.pids = req->pids;
         s->limits.cpu_millis = req->cpu_millis;
         s->limits.disk = req->disk;
+        s->ephemeral = req->ephemeral;
         if (req->workspace)
                 snprintf(s->workspace, sizeof s->workspace, "%s", req->workspace);
 }
@@ -634,7 +661,7 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
         if ((r = new_id(s->id, err)) < 0)
                 goto out_free;
         struct cg_limits lim = limits_of(req);
-        if ((r = spawn(d, s, o, &lim, req->disk, err)) < 0)
+        if ((r = spawn(d, s, o, &lim, req->disk, false, err)) < 0)
                 goto out_free;
         /* Counted from here: a failure below destroys it like any other sandbox. */
         sandbox_link(d, s);
@@ -695,22 +722,15 @@ struct build_report {
         char msg[NS_ERROR_MSG_MAX];
 };
 
-/* The builder: a process of its own that does a pool sandbox's kernel work (upper dirs, cgroup,
- * user namespace, the clone of init) while the daemon's loop goes on serving.  init is the
- * builder's child; when the builder exits, init is re-parented to the daemon, its subreaper. */
-_Noreturn static void builder_main(struct sbx_sandbox *s, int report_fd) {
+/* The builder: a process other than the daemon's (the zygote, or a child forked for the purpose
+ * without one) that does a pool sandbox's kernel work (upper dirs, cgroup, user namespace, the
+ * clone of init) while the daemon's loop goes on serving.  init is cloned as the builder's
+ * sibling, a child of the daemon, which reaps and watches it like any other.  The caller runs at
+ * the lowest priority (pool_zygote_start, builder_fork). */
+static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
         struct sbx_daemon *d = s->d;
-        /* The zygote ignores SIGCHLD (to have its builders reaped): we wait for our children. */
-        signal(SIGCHLD, SIG_DFL);
-        /* Ahead of demand, so behind every request: the lowest priority, for us and for init
-         * while it builds the root (it returns to ours before running anything else).  Nice 19
-         * rather than SCHED_IDLE: a starved builder holding the cgroup or mount locks would hold
-         * up the requests it is meant to stay out of the way of. */
-        errno = 0;
-        s->nice = getpriority(PRIO_PROCESS, 0);
-        s->idle_build = errno == 0 && setpriority(PRIO_PROCESS, 0, 19) == 0;
-        /* Not calloc: init inherits every page the builder writes, and 64 KiB of zeroed layer
-         * paths would stay its private memory for the sandbox's life. */
+        /* Not calloc: in the zygote the page stays shared with the inits it clones, and 64 KiB of
+         * zeroed layer paths would become each one's private memory for the sandbox's life. */
         struct opened *o = malloc(sizeof *o);
         const struct cg_limits none = { 0 };
         ns_error err = { 0 };
@@ -722,12 +742,12 @@ _Noreturn static void builder_main(struct sbx_sandbox *s, int report_fd) {
                 o->lowers[0] = d->host_layer;
                 o->n_lowers = 1;
                 o->host_usr = true;
-                r = spawn(d, s, o, &none, 0, &err);
+                r = spawn(d, s, o, &none, 0, true, &err);
         }
+        free(o);
         /* Recorded at once (as a pool sandbox): a restart after a crash destroys it, never adopts it. */
         if (r == 0 && ((r = ns_proc_starttime(s->init_pid, &s->init_start, &err)) < 0 || (r = state_save(s, &err)) < 0)) {
-                pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
-                waitpid(s->init_pid, NULL, __WALL);
+                kill_init(s->init_pidfd, s->init_pid, false);
                 cg_kill(d->cg, s->id, NULL);
                 cg_wait_empty(d->cg, s->id, 2000, NULL);
                 cg_destroy(d->cg, s->id, NULL);
@@ -744,14 +764,18 @@ _Noreturn static void builder_main(struct sbx_sandbox *s, int report_fd) {
         struct iovec iov = { &rep, sizeof rep };
         int fds[2] = { s->init_pidfd, s->ctl_fd };
         (void) ns_send_fds(report_fd, &iov, 1, fds, r == 0 ? 2 : 0, 0);
-        _exit(0);
+        if (s->init_pidfd >= 0)
+                close(s->init_pidfd);
+        if (s->ctl_fd >= 0)
+                close(s->ctl_fd);
 }
 
-_Noreturn void sandbox_builder_run(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd) {
+void sandbox_build_pool(struct sbx_daemon *d, const char *id, uint32_t slot, int nice, bool idle, int report_fd) {
         struct sbx_sandbox s = { .d = d, .slot = slot, .init_pidfd = -1, .ctl_fd = -1, .build_fd = -1,
-                                 .next_proc = 1, .pooled = true, .owner = (uid_t) -1 };
+                                 .next_proc = 1, .pooled = true, .owner = (uid_t) -1, .nice = nice,
+                                 .idle_build = idle };
         snprintf(s.id, sizeof s.id, "%s", id);
-        builder_main(&s, report_fd);
+        build_pool_sandbox(&s, report_fd);
 }
 
 /* Take the builder's report: on success the sandbox gets its init and waits for READY. */
@@ -854,9 +878,9 @@ int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
                 free(s);
                 return r;
         }
-        /* Through the zygote when there is one: its memory is the daemon's as it was at start-up,
-         * never touched since, so the inits it forks share those pages instead of each keeping
-         * its own copy of whatever the busy daemon has changed since their fork. */
+        /* By the zygote when there is one: its memory is the daemon's as it was at start-up, so
+         * the inits it clones share those pages instead of each keeping its own copy of whatever
+         * the busy daemon has changed since. */
         bool via_zygote = pool_zygote_build(d, s->id, s->slot, sp[1]) == 0;
         pid_t pid = via_zygote ? 0 : fork();
         if (pid < 0) {
@@ -868,7 +892,12 @@ int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
         }
         if (!via_zygote && pid == 0) {
                 close(sp[0]);
-                builder_main(s, sp[1]);
+                prctl(PR_SET_NAME, "nsd-builder");
+                errno = 0;
+                s->nice = getpriority(PRIO_PROCESS, 0);
+                s->idle_build = errno == 0 && setpriority(PRIO_PROCESS, 0, 19) == 0;
+                build_pool_sandbox(s, sp[1]);
+                _exit(0);
         }
         close(sp[1]);
         s->builder = pid;
@@ -915,13 +944,20 @@ static void sandbox_finish(struct sbx_sandbox *s) {
                 waitid(P_PIDFD, (id_t) s->init_pidfd, &si, WEXITED | WNOHANG);
                 close(s->init_pidfd);
         }
-        cg_wait_empty(d->cg, s->id, 2000, NULL);
-        cg_destroy(d->cg, s->id, NULL);
-        fsdel_tree_at(d->upper_fd, s->id, NULL);
-        disk_remove(d->upper_fd, s->id);
-        state_remove(d, s->id);
+        /* Its uid slot is free from here: the cgroup and upper layer still to go are named by the
+         * id, not the slot, and nothing can reach them any more. */
+        if (pool_zygote_clean(d, s->id) < 0)
+                sandbox_remove_leftovers(d, s->id);
         d->slots[s->slot] = 0;
         sandbox_free(s);
+}
+
+void sandbox_remove_leftovers(struct sbx_daemon *d, const char *id) {
+        cg_wait_empty(d->cg, id, 2000, NULL);
+        cg_destroy(d->cg, id, NULL);
+        fsdel_tree_at(d->upper_fd, id, NULL);
+        disk_remove(d->upper_fd, id);
+        state_remove(d, id);
 }
 
 static void on_init_dead(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
@@ -1181,6 +1217,16 @@ int sandbox_freeze(struct sbx_sandbox *s, bool frozen, ns_error *err) {
 }
 
 void sandbox_forget_client(struct sbx_daemon *d, struct sbx_client *c) {
+        /* Its ephemeral sandboxes go with it.  sandbox_destroy unlinks: start over after each. */
+        for (struct sbx_sandbox *s = d->sandboxes; s;) {
+                if (s->ephemeral && s->holder == c) {
+                        s->holder = NULL;
+                        sandbox_destroy(s);
+                        s = d->sandboxes;
+                } else {
+                        s = s->next;
+                }
+        }
         for (struct sbx_sandbox *s = d->sandboxes; s; s = s->next) {
                 for (struct sbx_pending *p = s->pending; p; p = p->next)
                         if (p->client == c)
@@ -1394,6 +1440,11 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
                 r = ns_err(err, ESTALE, "warm-pool sandbox %s of an earlier run", id);
                 goto gone;
         }
+        if (s->ephemeral) {
+                /* Its creator's connection died with the earlier daemon. */
+                r = ns_err(err, ESTALE, "ephemeral sandbox %s of an earlier run", id);
+                goto gone;
+        }
         sandbox_link(d, s);
         if ((r = watch_init(s, err)) < 0) {
                 sandbox_destroy(s);
@@ -1452,6 +1503,8 @@ cJSON *sandbox_to_json(const struct sbx_sandbox *s) {
         cJSON_AddNumberToObject(o, "created", (double) s->created);
         cJSON_AddNumberToObject(o, "uid_base", (double) slot_uid(s->d, s->slot));
         cJSON_AddBoolToObject(o, "frozen", s->frozen);
+        if (s->ephemeral)
+                cJSON_AddBoolToObject(o, "ephemeral", true);
         if (s->workspace[0])
                 cJSON_AddStringToObject(o, "workspace", s->workspace);
         cJSON *lim = cJSON_AddObjectToObject(o, "limits");

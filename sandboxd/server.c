@@ -177,6 +177,8 @@ static int op_create(struct sbx_client *c, struct ns_request *r, ns_error *err) 
         int ret = sandbox_create(c->d, c->uid, &r->u.create, &s, err);
         if (ret < 0)
                 return ret;
+        if (s->ephemeral)
+                s->holder = c;
         log_debug("uid %u: created %s%s", (unsigned) c->uid, s->id, s->from_pool ? " (from the warm pool)" : "");
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "sandbox", sandbox_to_json(s));

@@ -34,6 +34,8 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
         cJSON_AddNumberToObject(o, "next_proc", (double) s->next_proc);
         if (s->pooled)
                 cJSON_AddBoolToObject(o, "pool", true);
+        if (s->ephemeral)
+                cJSON_AddBoolToObject(o, "ephemeral", true);
         if (s->workspace[0])
                 cJSON_AddStringToObject(o, "workspace", s->workspace);
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
@@ -113,6 +115,12 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
                 goto out;
         }
         s->pooled = cJSON_IsTrue(pool);
+        const cJSON *eph = cJSON_GetObjectItemCaseSensitive(o, "ephemeral");
+        if (eph && !cJSON_IsBool(eph)) {
+                r = ns_err(err, EINVAL, "field 'ephemeral' of %s must be a boolean", p);
+                goto out;
+        }
+        s->ephemeral = cJSON_IsTrue(eph);
         snprintf(s->id, sizeof s->id, "%s", sid);
         s->owner = (uid_t) v[0];
         s->slot = (uint32_t) v[1];

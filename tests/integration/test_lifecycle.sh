@@ -101,6 +101,22 @@ expect_match "the pids limit is in its cgroup" '"max": ?77' "$st"
 expect_eq "no other pool sandbox is visible to the client" "$id" "$(sb ls --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)["sandboxes"]))')"
 sb destroy "$id" >/dev/null
 rm -f "$WS/hostfile" "$WS/inside"
+# `run` makes its sandbox ephemeral: a CLI killed with SIGKILL (no chance to destroy anything)
+# still leaves nothing behind, since the daemon destroys it when the connection closes.
+ls_ids() { sb_root ls --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)["sandboxes"]))'; }
+"$SANDBOX" --socket "$NS_SOCK" run -- sleep 300 & RUN_PID=$!  # the CLI itself, not a subshell
+for _ in $(seq 1 50); do [ -n "$(ls_ids)" ] && break; sleep 0.1; done
+eph=$(ls_ids)
+expect_match "run's sandbox is listed as ephemeral" '"ephemeral": ?true' "$(sb_root ls --json)"
+kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
+for _ in $(seq 1 50); do [ -z "$(ls_ids)" ] && break; sleep 0.1; done
+expect_eq "a SIGKILLed run's sandbox is destroyed when its connection closes" "" "$(ls_ids)"
+for _ in $(seq 1 50); do pgrep -f 'sleep 30[0]' >/dev/null || break; sleep 0.1; done
+check "... and none of its processes is left" bash -c "! pgrep -f 'sleep 30[0]'"
+# ... and one whose daemon died is not re-adopted by the next (its creator's connection is gone).
+"$SANDBOX" --socket "$NS_SOCK" run -- sleep 300 & RUN_PID=$!  # the CLI itself, not a subshell
+for _ in $(seq 1 50); do [ -n "$(ls_ids)" ] && break; sleep 0.1; done
+eph=$(ls_ids)
 # ... and a restart after a crash destroys the pool sandboxes nobody was given.
 for _ in $(seq 1 50); do [ "$(pool_ids | wc -l)" -ge 2 ] && break; sleep 0.1; done
 pooled=$(pool_ids)
@@ -118,6 +134,11 @@ left_behind() {
 }
 for _ in $(seq 1 50); do [ -z "$(left_behind)" ] && break; sleep 0.1; done
 expect_eq "unclaimed pool sandboxes of the killed daemon are gone after the restart" "" "$(left_behind | tr '\n' ' ')"
+wait "$RUN_PID" 2>/dev/null
+expect_eq "the ephemeral sandbox of the killed daemon is not re-adopted" "" "$(ls_ids)"
+for _ in $(seq 1 50); do pgrep -f 'sleep 30[0]' >/dev/null || break; sleep 0.1; done
+check "... and its processes are gone" bash -c "! pgrep -f 'sleep 30[0]'"
+check "... and so is its record" test ! -e "$NS_TMP/state/sandboxes/$eph.json"
 stop_daemon
 left=$(find /sys/fs/cgroup -path "*$CG_BASE/*" -type d 2>/dev/null | wc -l)
 expect_eq "no cgroup of ours is left after the daemon stops" "0" "$left"

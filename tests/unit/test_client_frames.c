@@ -83,12 +83,12 @@ static void fake_daemon(int listener, bool refuse_create) {
         int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0)
                 _exit(12);
-        bool created = false, destroyed = false;
+        bool created = false, destroyed = false, ephemeral = false;
         char buf[NS_PROTO_MAX_MSG + 1], out[512];
         for (;;) {
                 ssize_t n = recv(c, buf, NS_PROTO_MAX_MSG, 0);
                 if (n <= 0)
-                        _exit(created && !destroyed ? 13 : 0);
+                        _exit(created && !destroyed && !ephemeral ? 13 : 0); /* the close destroys an ephemeral one */
                 buf[n] = '\0';
                 cJSON *req = cJSON_Parse(buf);
                 const cJSON *id = cJSON_GetObjectItemCaseSensitive(req, "id");
@@ -126,6 +126,7 @@ static void fake_daemon(int listener, bool refuse_create) {
                                 snprintf(out, sizeof out,
                                          "{\"v\":1,\"id\":%lld,\"ok\":true,\"sandbox\":{\"id\":\"fake1\"}}", rid);
                         created = !refuse_create;
+                        ephemeral = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "ephemeral"));
                         send_json(c, out, -1);
                 } else if (strcmp(op, "exec") == 0) {
                         int s[2];
@@ -358,7 +359,7 @@ static void test_cli(void) {
         unlink(path);
         snprintf(path, sizeof path, "%s/in", f.dir);
         unlink(path);
-        ok(fake_finish(&f) == 0, "run destroyed the sandbox");
+        ok(fake_finish(&f) == 0, "run's sandbox was destroyed (ephemeral: by the close)");
 
         if (fake_start(&f, true) < 0)
                 return;
