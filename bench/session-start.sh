@@ -19,7 +19,7 @@ NS_BUILD=$(realpath "${NS_BUILD:-./build}")
 export NS_BUILD
 . "$(dirname "$0")/../tests/integration/sv_lib.sh"
 [ "$(id -u)" = 0 ] || { echo "session-start: run as root" >&2; exit 2; }
-sv_setup >/dev/null || exit 2
+sv_setup --debug >/dev/null || exit 2 # the phase timings below come from its debug log
 
 R=$NS_TMP/src/big
 mkdir -p "$R"; chown "$TEST_UID:$TEST_GID" "$R"
@@ -40,27 +40,40 @@ repo_id=$(jget "${r#* }" 'd["id"]') || { echo "session-start: cannot register th
 
 median() { sort -n | $PY -c 'import sys,statistics; v=[float(l) for l in sys.stdin]; print(f"{statistics.median(v):.1f}")'; }
 
-ns_times=()
+# Interleaved, one session then one `git worktree add`, so that both see the same moment of a
+# machine whose file-creation speed drifts (on the development VM, creating 2,000 small files
+# takes anywhere from 300 to 1,000 ms from one minute to the next).
+ns_times=(); wt_times=()
 for i in $(seq 1 "$RUNS"); do
-  t0=$($PY -c 'import time; print(time.time_ns())')
+  t0=${EPOCHREALTIME/./}000 # a builtin: no process start inside the timed span
   r=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"prompt\":\"date +%s%N > .started\",\"once\":true}")
   sid=$(jget "${r#* }" 'd["id"]')
   wait_state "$sid" completed failed >/dev/null
   t1=$(cat "$SV_WS/$sid/.started" 2>/dev/null) || { echo "session-start: session $sid did not run" >&2; exit 2; }
   ns_times+=("$(( (t1 - t0) / 1000 ))")
-done
-wt_times=()
-for i in $(seq 1 "$RUNS"); do
   d=$NS_TMP/src/wt$i
-  t0=$($PY -c 'import time; print(time.time_ns())')
-  as_user git -C "$R" worktree add -q "$d" -b "wt$i" main
-  t1=$($PY -c 'import time; print(time.time_ns())')
+  t0=${EPOCHREALTIME/./}000
+  as_user env HOME="$NS_TMP" XDG_CONFIG_HOME="$NS_TMP" git -C "$R" worktree add -q "$d" -b "wt$i" main
+  t1=${EPOCHREALTIME/./}000
   wt_times+=("$(( (t1 - t0) / 1000 ))")
 done
 ns_med=$(printf '%s\n' "${ns_times[@]}" | awk '{print $1/1000}' | median)
 wt_med=$(printf '%s\n' "${wt_times[@]}" | awk '{print $1/1000}' | median)
+diff_med=$(for i in "${!ns_times[@]}"; do echo "$(( ns_times[i] - wt_times[i] ))"; done | awk '{print $1/1000}' | median)
 printf '%-48s %10s ms\n' "nightshift create → agent running (median)" "$ns_med" \
-  "git worktree add, same repo (median)" "$wt_med"
+  "git worktree add, same repo (median)" "$wt_med" "  pairwise difference, session − worktree (median)" "$diff_med"
+# Where the nightshift time went, from the supervisor's debug log (medians over the runs).
+$PY - "$NS_TMP/nightshift.log" <<'PY'
+import re, statistics, sys
+log = open(sys.argv[1], errors="replace").read()
+fetch = [float(x) for x in re.findall(r"fetched in ([0-9.]+) ms", log)]
+prov = re.findall(r"provisioned in ([0-9.]+) ms \(settings and working tree ([0-9.]+), sandbox ([0-9.]+), setup ([0-9.]+)\)", log)
+if fetch:
+    print(f"  mirror fetch (median)                          {statistics.median(fetch):10.1f} ms")
+for i, name in enumerate(["provisioning", "  working tree", "  sandbox", "  setup"]):
+    if prov:
+        print(f"  {name:<46} {statistics.median(float(p[i]) for p in prov):10.1f} ms")
+PY
 sv_stop
 if $PY -c "import sys; sys.exit(0 if $ns_med <= $wt_med + 15 else 1)"; then
   echo "PASS: $ns_med ms ≤ $wt_med ms + 15 ms"; exit 0

@@ -18,6 +18,12 @@ struct ns_loop {
         ns_watch *dead; /* removed during a batch; freed after it */
 };
 
+uint64_t ns_now_us(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
 uint64_t ns_now_ms(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -40,3 +40,5 @@ int ns_loop_dispatch(ns_loop *loop);
 
 /* Monotonic clock in milliseconds. */
 uint64_t ns_now_ms(void);
+/* The monotonic clock in microseconds. */
+uint64_t ns_now_us(void);

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "common/cleanup.h"
 #include "common/conffile.h"
 #include "common/log.h"
@@ -406,6 +408,14 @@ int main(int argc, char **argv) {
         ns_loop_add(d.loop, d.sig_fd, EPOLLIN, on_signal, &d, NULL);
         sandbox_adopt_all(&d);
         log_notice("nightshift-sandboxd %s listening on %s; %s", NS_VERSION, c->socket_path, cg_manager_describe(d.cg));
+        /* Under systemd (Type=notify) the supervisor's unit, ordered after ours, starts once this
+         * arrives: the socket listens and a previous run's sandboxes are adopted.  Without
+         * NOTIFY_SOCKET it does nothing.  unset_environment = 1: nothing we start from here on has
+         * any business with the service manager's socket (sandbox processes get an environment
+         * built from the request anyway, never ours). */
+        int nr = sd_notifyf(1, "READY=1\nSTATUS=listening on %s", c->socket_path);
+        if (nr < 0)
+                log_warn("sd_notify READY=1: %s", strerror(-nr));
         ns_loop_run(d.loop, pool_next_timeout, pool_tick, &d);
         rc = 0;
 out:

@@ -6,7 +6,7 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libgit2-dev libsqlite3-dev
   libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev libcurl4-openssl-dev)
 run_pkgs=(git iproute2 e2fsprogs util-linux python3 ca-certificates curl procps)
-test_pkgs=(bubblewrap hyperfine)
+test_pkgs=(bubblewrap hyperfine nginx-light wrk)
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
 [ "${1:-}" = "--with-tests" ] && want+=("${test_pkgs[@]}")
 missing=()
@@ -31,4 +31,7 @@ if [ "${1:-}" = "--with-tests" ]; then
   fi
   bash "$(dirname "$0")/../rootfs/agents/install.sh" ||
     echo "warning: agent CLIs not installed; tests/integration/test_agent_clis.sh will skip" >&2
+  # Test-only npm tools (the OpenAPI validator), pinned, into /var/lib/nightshift/test-tools.
+  bash "$(dirname "$0")/../tests/tools/install.sh" ||
+    echo "warning: test tools not installed; test_api_routes.sh skips the OpenAPI validation" >&2
 fi

@@ -6,24 +6,21 @@
 #include <string.h>
 
 #include "common/cleanup.h"
+#include "api_int.h"
+#include "auth.h"
 #include "common/jsonv.h"
 #include "http.h"
 #include "ids.h"
 #include "serve.h"
 
-static void json_deletep(cJSON **j) {
-        cJSON_Delete(*j);
-}
-#define _cleanup_json_ _cleanup_(json_deletep)
-
-static void add_str_or_null(cJSON *o, const char *k, const char *v) {
+void sv_api_add_str_or_null(cJSON *o, const char *k, const char *v) {
         if (v)
                 cJSON_AddStringToObject(o, k, v);
         else
                 cJSON_AddNullToObject(o, k);
 }
 
-static void add_time(cJSON *o, const char *k, int64_t ms) {
+void sv_api_add_time(cJSON *o, const char *k, int64_t ms) {
         if (ms)
                 cJSON_AddNumberToObject(o, k, (double) ms);
         else
@@ -36,27 +33,27 @@ cJSON *sv_session_json(const db_session *s) {
                 return NULL;
         cJSON_AddStringToObject(o, "id", s->id);
         cJSON_AddStringToObject(o, "repo", s->repo_id);
-        add_str_or_null(o, "base", s->base_ref);
-        add_str_or_null(o, "base_sha", s->base_sha);
-        add_str_or_null(o, "branch", s->branch);
-        add_str_or_null(o, "agent", s->agent);
+        sv_api_add_str_or_null(o, "base", s->base_ref);
+        sv_api_add_str_or_null(o, "base_sha", s->base_sha);
+        sv_api_add_str_or_null(o, "branch", s->branch);
+        sv_api_add_str_or_null(o, "agent", s->agent);
         cJSON_AddStringToObject(o, "state", sv_state_name(s->state));
-        add_str_or_null(o, "state_reason", s->state_reason);
-        add_str_or_null(o, "title", s->title);
+        sv_api_add_str_or_null(o, "state_reason", s->state_reason);
+        sv_api_add_str_or_null(o, "title", s->title);
         cJSON_AddBoolToObject(o, "once", s->once);
-        add_str_or_null(o, "model", s->model);
-        add_str_or_null(o, "network", s->network);
-        add_str_or_null(o, "sandbox", s->sandbox_id);
-        add_str_or_null(o, "last_commit", s->last_commit_sha);
-        add_time(o, "created_at", s->created_at);
-        add_time(o, "updated_at", s->updated_at);
-        add_time(o, "started_at", s->started_at);
-        add_time(o, "ended_at", s->ended_at);
+        sv_api_add_str_or_null(o, "model", s->model);
+        sv_api_add_str_or_null(o, "network", s->network);
+        sv_api_add_str_or_null(o, "sandbox", s->sandbox_id);
+        sv_api_add_str_or_null(o, "last_commit", s->last_commit_sha);
+        sv_api_add_time(o, "created_at", s->created_at);
+        sv_api_add_time(o, "updated_at", s->updated_at);
+        sv_api_add_time(o, "started_at", s->started_at);
+        sv_api_add_time(o, "ended_at", s->ended_at);
         return o;
 }
 
 /* An asynchronous reply (from a worker's job) into the waiting request. */
-static void reply_cb(void *ctx, int status, cJSON *body, const char *code, const char *message) {
+void sv_api_reply_cb(void *ctx, int status, cJSON *body, const char *code, const char *message) {
         sv_req *r = ctx;
         if (code)
                 sv_req_reply_error(r, status, code, "%s", message ? message : code);
@@ -64,7 +61,7 @@ static void reply_cb(void *ctx, int status, cJSON *body, const char *code, const
                 sv_req_reply_json(r, status, body);
 }
 
-static cJSON *parse_body(sv_req *r) {
+cJSON *sv_api_parse_body(sv_req *r) {
         if (!r->body || !r->body_len) {
                 sv_req_reply_error(r, 400, "invalid_json", "a JSON object body is required");
                 return NULL;
@@ -78,14 +75,14 @@ static cJSON *parse_body(sv_req *r) {
         return j;
 }
 
-static void bad(sv_req *r, const ns_error *e) {
+void sv_api_bad(sv_req *r, const ns_error *e) {
         sv_req_reply_error(r, 400, "invalid", "%s", e->msg);
 }
 
 /* ---- repositories -------------------------------------------------------------------------- */
 
 static void repos_post(sv_req *r) {
-        _cleanup_json_ cJSON *j = parse_body(r);
+        _cleanup_json_ cJSON *j = sv_api_parse_body(r);
         if (!j)
                 return;
         static const char *const keys[] = { "url", "path", "name", NULL };
@@ -94,10 +91,10 @@ static void repos_post(sv_req *r) {
         if (jv_only_keys(j, keys, &e) < 0 || jv_str(j, "url", false, 2048, NULL, &url, &e) < 0 ||
             jv_str(j, "path", false, 2048, NULL, &path, &e) < 0 ||
             jv_str(j, "name", false, 64, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", &name, &e) < 0)
-                return bad(r, &e);
+                return sv_api_bad(r, &e);
         if (!url == !path)
                 return sv_req_reply_error(r, 400, "invalid", "give exactly one of 'url' and 'path'");
-        sv_repo_register(r->srv, url ? url : path, name, reply_cb, r);
+        sv_repo_register(r->srv, url ? url : path, name, sv_api_reply_cb, r);
 }
 
 static void repos_get(sv_req *r) {
@@ -112,8 +109,8 @@ static void repos_get(sv_req *r) {
                 cJSON_AddStringToObject(it, "id", v[i].id);
                 cJSON_AddStringToObject(it, "name", v[i].name);
                 cJSON_AddStringToObject(it, "url", v[i].url_or_path);
-                add_str_or_null(it, "default_branch", v[i].default_branch);
-                add_time(it, "created_at", v[i].created_at);
+                sv_api_add_str_or_null(it, "default_branch", v[i].default_branch);
+                sv_api_add_time(it, "created_at", v[i].created_at);
                 cJSON_AddItemToArray(a, it);
         }
         db_repos_free(v, n);
@@ -132,7 +129,7 @@ static int take_str(const cJSON *j, const char *key, bool req, size_t max, const
 }
 
 static void sessions_post(sv_req *r, bool task_alias) {
-        _cleanup_json_ cJSON *j = parse_body(r);
+        _cleanup_json_ cJSON *j = sv_api_parse_body(r);
         if (!j)
                 return;
         static const char *const keys[] = { "repo",    "base",  "agent",  "prompt", "model", "title",
@@ -231,9 +228,9 @@ static void sessions_post(sv_req *r, bool task_alias) {
         if (rc < 0) {
                 sv_new_session_clear(q);
                 free(q);
-                return bad(r, &e);
+                return sv_api_bad(r, &e);
         }
-        sv_session_create(r->srv, q, reply_cb, r);
+        sv_session_create(r->srv, q, sv_api_reply_cb, r);
 }
 
 static void sessions_get(sv_req *r) {
@@ -254,6 +251,17 @@ static void sessions_get(sv_req *r) {
                         return sv_req_reply_error(r, 400, "invalid", "limit must be 1..1000");
                 f.limit = (size_t) v;
         }
+        /* The cursor is "<created_at>.<id>" of the last session of the previous page. */
+        char cursor[64], after_id[SV_ID_LEN + 1];
+        if (sv_req_query(r, "cursor", cursor, sizeof cursor)) {
+                char *dot = strchr(cursor, '.'), *end;
+                long long t = strtoll(cursor, &end, 10);
+                if (!dot || end != dot || t < 0 || !sv_id_valid(dot + 1, SV_ID_PREFIX_SESSION))
+                        return sv_req_reply_error(r, 400, "invalid", "cursor is not one this server gave");
+                memcpy(after_id, dot + 1, SV_ID_LEN + 1);
+                f.after_id = after_id;
+                f.after_created_at = t;
+        }
         db_session *v = NULL;
         size_t n = 0;
         ns_error e;
@@ -262,6 +270,13 @@ static void sessions_get(sv_req *r) {
         cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "sessions");
         for (size_t i = 0; i < n; i++)
                 cJSON_AddItemToArray(a, sv_session_json(&v[i]));
+        if (n == f.limit) {
+                char next[64];
+                snprintf(next, sizeof next, "%lld.%s", (long long) v[n - 1].created_at, v[n - 1].id);
+                cJSON_AddStringToObject(o, "next_cursor", next);
+        } else {
+                cJSON_AddNullToObject(o, "next_cursor");
+        }
         db_sessions_free(v, n);
         sv_req_reply_json(r, 200, o);
 }
@@ -312,7 +327,7 @@ static void events_get(sv_req *r, const char *sid) {
 }
 
 static void prompts_post(sv_req *r, const char *sid) {
-        _cleanup_json_ cJSON *j = parse_body(r);
+        _cleanup_json_ cJSON *j = sv_api_parse_body(r);
         if (!j)
                 return;
         static const char *const keys[] = { "text", NULL };
@@ -323,7 +338,7 @@ static void prompts_post(sv_req *r, const char *sid) {
                 return sv_req_reply_error(r, 413, "prompt_too_large", "the prompt is larger than %d bytes",
                                           DB_PROMPT_MAX_BYTES);
         if (jv_only_keys(j, keys, &e) < 0 || jv_str(j, "text", true, DB_PROMPT_MAX_BYTES, NULL, &text, &e) < 0)
-                return bad(r, &e);
+                return sv_api_bad(r, &e);
         int64_t id = 0;
         int rc = sv_session_prompt(r->srv, sid, text, &id, &e);
         if (rc < 0)
@@ -342,12 +357,12 @@ static void session_action(sv_req *r, const char *sid, const char *action) {
         int rc;
         bool force = false;
         if (!strcmp(action, "stop") && r->body_len) {
-                _cleanup_json_ cJSON *j = parse_body(r);
+                _cleanup_json_ cJSON *j = sv_api_parse_body(r);
                 static const char *const keys[] = { "force", NULL };
                 if (!j)
                         return;
                 if (jv_only_keys(j, keys, &e) < 0 || jv_bool(j, "force", false, &force, &e) < 0)
-                        return bad(r, &e);
+                        return sv_api_bad(r, &e);
         }
         if (!strcmp(action, "interrupt"))
                 rc = sv_session_interrupt(r->srv, sid, &e);
@@ -368,55 +383,140 @@ static void session_action(sv_req *r, const char *sid, const char *action) {
 
 /* ---- routing ------------------------------------------------------------------------------- */
 
-void sv_api_dispatch(sv_req *r) {
-        const char *p = r->path;
-        const char *m = r->method;
-        if (!strcmp(p, "/api/v1/healthz") && !strcmp(m, "GET")) {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "status", "ok");
-                return sv_req_reply_json(r, 200, o);
+static void healthz(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "ok");
+        sv_req_reply_json(r, 200, o);
+}
+static void login(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        sv_auth_login(r->srv, r);
+}
+static void logout(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        sv_auth_logout(r->srv, r);
+}
+static void r_repos_get(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        repos_get(r);
+}
+static void r_repos_post(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        repos_post(r);
+}
+static void r_sessions_get(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        sessions_get(r);
+}
+static void r_sessions_post(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        sessions_post(r, false);
+}
+static void r_tasks_post(sv_req *r, const sv_route_args *a) {
+        (void) a;
+        sessions_post(r, true);
+}
+static void r_session_get(sv_req *r, const sv_route_args *a) {
+        session_get(r, a->id);
+}
+static void r_session_delete(sv_req *r, const sv_route_args *a) {
+        sv_session_delete(r->srv, a->id, sv_api_reply_cb, r);
+}
+static void r_events_get(sv_req *r, const sv_route_args *a) {
+        events_get(r, a->id);
+}
+static void r_prompts_post(sv_req *r, const sv_route_args *a) {
+        prompts_post(r, a->id);
+}
+#define ACTION(name)                                                      \
+        static void r_##name(sv_req *r, const sv_route_args *a) {         \
+                session_action(r, a->id, #name);                          \
         }
-        if (!strcmp(p, "/api/v1/repos")) {
-                if (!strcmp(m, "GET"))
-                        return repos_get(r);
-                if (!strcmp(m, "POST"))
-                        return repos_post(r);
-                return sv_req_reply_error(r, 405, "method_not_allowed", "%s not allowed here", m);
-        }
-        if (!strcmp(p, "/api/v1/tasks") && !strcmp(m, "POST"))
-                return sessions_post(r, true);
-        if (!strcmp(p, "/api/v1/sessions")) {
-                if (!strcmp(m, "GET"))
-                        return sessions_get(r);
-                if (!strcmp(m, "POST"))
-                        return sessions_post(r, false);
-                return sv_req_reply_error(r, 405, "method_not_allowed", "%s not allowed here", m);
-        }
-        static const char pre[] = "/api/v1/sessions/";
-        if (!strncmp(p, pre, sizeof pre - 1)) {
-                char sid[SV_ID_LEN + 1];
-                const char *rest = p + sizeof pre - 1;
-                size_t n = strcspn(rest, "/");
-                if (n != SV_ID_LEN)
-                        return sv_req_reply_error(r, 404, "not_found", "no such session");
-                memcpy(sid, rest, n);
-                sid[n] = '\0';
-                if (!sv_id_valid(sid, SV_ID_PREFIX_SESSION))
-                        return sv_req_reply_error(r, 404, "not_found", "no such session");
-                rest += n;
-                if (!*rest) {
-                        if (!strcmp(m, "GET"))
-                                return session_get(r, sid);
-                        if (!strcmp(m, "DELETE"))
-                                return sv_session_delete(r->srv, sid, reply_cb, r);
-                        return sv_req_reply_error(r, 405, "method_not_allowed", "%s not allowed here", m);
+ACTION(interrupt)
+ACTION(stop)
+ACTION(pause)
+ACTION(resume)
+ACTION(complete)
+
+/* Every route the server serves, in one table: the router walks it, and the OpenAPI test compares
+ * it with openapi.json.  {id} is a session id, {repo_id} a repository id, {prompt_id} a number. */
+static const sv_route routes[] = {
+        { "GET", "/api/v1/healthz", healthz },
+        { "POST", "/api/v1/login", login },
+        { "POST", "/api/v1/logout", logout },
+        { "GET", "/api/v1/openapi.json", sv_api_openapi },
+        { "GET", "/metrics", sv_api_metrics },
+        { "GET", "/api/v1/repos", r_repos_get },
+        { "POST", "/api/v1/repos", r_repos_post },
+        { "DELETE", "/api/v1/repos/{repo_id}", sv_api_repo_delete },
+        { "POST", "/api/v1/tasks", r_tasks_post },
+        { "GET", "/api/v1/sessions", r_sessions_get },
+        { "POST", "/api/v1/sessions", r_sessions_post },
+        { "GET", "/api/v1/sessions/{id}", r_session_get },
+        { "DELETE", "/api/v1/sessions/{id}", r_session_delete },
+        { "GET", "/api/v1/sessions/{id}/events", r_events_get },
+        { "GET", "/api/v1/sessions/{id}/log", sv_api_session_log },
+        { "GET", "/api/v1/sessions/{id}/diff", sv_api_session_diff },
+        { "GET", "/api/v1/sessions/{id}/artifacts", sv_api_session_artifacts },
+        { "GET", "/api/v1/sessions/{id}/stats", sv_api_session_stats },
+        { "GET", "/api/v1/sessions/{id}/previews", sv_api_session_previews },
+        { "POST", "/api/v1/sessions/{id}/prompts", r_prompts_post },
+        { "DELETE", "/api/v1/sessions/{id}/prompts/{prompt_id}", sv_api_prompt_cancel },
+        { "POST", "/api/v1/sessions/{id}/interrupt", r_interrupt },
+        { "POST", "/api/v1/sessions/{id}/stop", r_stop },
+        { "POST", "/api/v1/sessions/{id}/pause", r_pause },
+        { "POST", "/api/v1/sessions/{id}/resume", r_resume },
+        { "POST", "/api/v1/sessions/{id}/complete", r_complete },
+        { "POST", "/api/v1/sessions/{id}/archive", sv_api_session_archive },
+};
+
+const sv_route *sv_api_routes(size_t *n) {
+        *n = ARRAY_SIZE(routes);
+        return routes;
+}
+
+/* Match `path` against `pattern` segment by segment; placeholders take one non-empty segment. */
+static bool route_match(const char *pattern, const char *path, sv_route_args *a) {
+        *a = (sv_route_args){ 0 };
+        while (*pattern && *path) {
+                if (*pattern != '/' || *path != '/')
+                        return false;
+                pattern++, path++;
+                size_t pl = strcspn(pattern, "/"), sl = strcspn(path, "/");
+                if (pattern[0] == '{') {
+                        char *dst = !strncmp(pattern, "{prompt_id}", pl) ? a->sub : a->id;
+                        if (sl == 0 || sl >= sizeof a->id)
+                                return false;
+                        memcpy(dst, path, sl);
+                        dst[sl] = '\0';
+                } else if (pl != sl || strncmp(pattern, path, pl)) {
+                        return false;
                 }
-                if (!strcmp(rest, "/events") && !strcmp(m, "GET"))
-                        return events_get(r, sid);
-                if (!strcmp(rest, "/prompts") && !strcmp(m, "POST"))
-                        return prompts_post(r, sid);
-                if (rest[0] == '/' && !strchr(rest + 1, '/') && !strcmp(m, "POST"))
-                        return session_action(r, sid, rest + 1);
+                pattern += pl, path += sl;
         }
-        sv_req_reply_error(r, 404, "not_found", "no route for %s %s", m, p);
+        return !*pattern && !*path;
+}
+
+void sv_api_dispatch(sv_req *r) {
+        bool path_known = false;
+        for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
+                sv_route_args a;
+                if (!route_match(routes[i].pattern, r->path, &a))
+                        continue;
+                path_known = true;
+                if (strcmp(routes[i].method, r->method))
+                        continue;
+                /* Ids are checked once here: handlers get well-formed ones or none at all. */
+                bool session = strstr(routes[i].pattern, "{id}") != NULL;
+                bool repo = strstr(routes[i].pattern, "{repo_id}") != NULL;
+                if (session && !sv_id_valid(a.id, SV_ID_PREFIX_SESSION))
+                        return sv_req_reply_error(r, 404, "not_found", "no such session");
+                if (repo && !sv_id_valid(a.id, SV_ID_PREFIX_REPO))
+                        return sv_req_reply_error(r, 404, "not_found", "no such repository");
+                return routes[i].fn(r, &a);
+        }
+        if (path_known)
+                return sv_req_reply_error(r, 405, "method_not_allowed", "%s not allowed here", r->method);
+        sv_req_reply_error(r, 404, "not_found", "no route for %s %s", r->method, r->path);
 }

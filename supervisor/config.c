@@ -1,6 +1,8 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,7 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .stop_grace_s = 10,
                 .keep_events = true,
                 .log_level = NS_LOG_INFO,
+                .rate_limit = 50,
         };
         if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
             !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
@@ -87,7 +90,7 @@ static int set_template(char **dst, const char *key, const char *val, ns_error *
 }
 
 int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *err) {
-        int64_t v;
+        int64_t v = 0;
         int r;
         if (!strcmp(key, "listen")) {
                 const char *colon = strrchr(val, ':');
@@ -161,6 +164,20 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 return set_template(&c->git_name_template, key, val, err);
         if (!strcmp(key, "git-email"))
                 return set_template(&c->git_email_template, key, val, err);
+        if (!strcmp(key, "allow-remote")) {
+                if (strcmp(val, "true") && strcmp(val, "false"))
+                        return ns_err(err, EINVAL, "--allow-remote must be true or false");
+                c->allow_remote = !strcmp(val, "true");
+                return 0;
+        }
+        if (!strcmp(key, "rate-limit")) {
+                char *end;
+                double d = strtod(val, &end);
+                if (end == val || *end || !(d >= 0 && d <= 1e6))
+                        return ns_err(err, EINVAL, "--rate-limit must be 0..1000000 requests per second (0: no limit)");
+                c->rate_limit = d;
+                return 0;
+        }
         if (!strcmp(key, "debug")) {
                 c->log_level = NS_LOG_DEBUG;
                 return 0;
@@ -172,13 +189,17 @@ static int apply_cb(void *ctx, const char *key, const char *val, ns_error *err) 
         return sv_config_apply(ctx, key, val, err);
 }
 
+int sv_config_load_file(sv_config *c, const char *file, ns_error *err) {
+        return ns_conffile_load(file, apply_cb, c, err);
+}
+
 static void usage(void) {
         fputs("usage: nightshift serve [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]\n"
               "         [--workspace-root DIR] [--sandboxd-socket PATH] [--agents-dir DIR]\n"
               "         [--max-concurrent N] [--workers N] [--idle-timeout SEC] [--max-runtime SEC]\n"
               "         [--setup-timeout SEC] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
-              "         [--debug]\n",
+              "         [--allow-remote true|false] [--rate-limit N] [--debug]\n",
               stdout);
 }
 
@@ -207,6 +228,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "cpus", required_argument, NULL, 0 },       { "connect", required_argument, NULL, 0 },
                 { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
                 { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
+                { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;
@@ -229,6 +251,16 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
         }
         if (optind < argc)
                 return ns_err(err, EINVAL, "unexpected argument '%s'", argv[optind]);
+        /* Checked here too (http.c refuses to bind as well): before anything is created. */
+        struct in6_addr a6;
+        struct in_addr a4;
+        bool loopback = (inet_pton(AF_INET, c->listen_addr, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) ||
+                        (inet_pton(AF_INET6, c->listen_addr, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6));
+        if (!loopback && !c->allow_remote)
+                return ns_err(err, EPERM,
+                              "--listen %s is not a loopback address: set allow-remote true to listen there "
+                              "(and put TLS in front: tokens travel in every request)",
+                              c->listen_addr);
         return 0;
 }
 

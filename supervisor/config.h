@@ -35,6 +35,8 @@ typedef struct sv_config {
         char *git_name_template;  /* commit identity; "%s" = the session id */
         char *git_email_template;
         int log_level;
+        bool allow_remote;       /* listen beyond loopback */
+        double rate_limit;       /* API requests per second per token; 0 = no limit */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */
@@ -47,6 +49,9 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
 /* Parse `nightshift serve`'s arguments (after "serve"): --config FILE first, then the flags.
  * Returns 0, 1 when --help was printed, or -errno. */
 int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err);
+
+/* Apply the settings of config file `file` (the same names as the flags). */
+int sv_config_load_file(sv_config *c, const char *file, ns_error *err);
 
 /* The data dir's derived paths, malloc'd. */
 char *sv_config_db_path(const sv_config *c);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "db_int.h"
 
 /* ---- schema ----------------------------------------------------------------------------- */
 
@@ -92,6 +93,23 @@ static const char *const migrations[] = {
         "  key TEXT PRIMARY KEY,"
         "  value TEXT NOT NULL"
         ") STRICT;",
+        /* 2: API tokens (only their SHA-256 is kept) and the browser's login sessions, each tied
+         * to the token it was opened with (revoking the token ends them). */
+        "CREATE TABLE tokens ("
+        "  id TEXT PRIMARY KEY,"
+        "  name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),"
+        "  hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),"
+        "  created_at INTEGER NOT NULL,"
+        "  last_used_at INTEGER,"
+        "  revoked_at INTEGER"
+        ") STRICT;"
+        "CREATE TABLE web_sessions ("
+        "  hash BLOB PRIMARY KEY CHECK (length(hash) = 32),"
+        "  token_id TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,"
+        "  created_at INTEGER NOT NULL,"
+        "  expires_at INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX web_sessions_by_token ON web_sessions(token_id);",
 };
 
 int db_schema_latest(void) {
@@ -108,27 +126,7 @@ int db_schema_latest(void) {
 #define PROMPT_COLS "id, session_id, seq, text, state, created_at, updated_at"
 #define EVENT_COLS "id, session_id, seq, ts, type, data"
 
-enum stmt_id {
-        ST_BEGIN,
-        ST_COMMIT,
-        ST_ROLLBACK,
-        ST_SAVEPOINT,
-        ST_RELEASE,
-        ST_ROLLBACK_TO,
-        ST_EVENT_INSERT,
-        ST_EVENTS_AFTER_SEQ,
-        ST_EVENTS_AFTER_ID,
-        ST_SESSION_OUTPUT_MARK,
-        ST_SESSION_GET,
-        ST_SESSION_STATE_GET,
-        ST_SESSION_STATE_SET,
-        ST_REPO_GET,
-        ST_REPO_GET_BY_NAME,
-        ST_PROMPT_NEXT,
-        ST_PROMPT_GET,
-        ST_PROMPT_SET_STATE,
-        ST__COUNT
-};
+
 
 static const char *const stmt_sql[ST__COUNT] = {
         [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -159,10 +157,7 @@ static const char *const stmt_sql[ST__COUNT] = {
         [ST_PROMPT_SET_STATE] = "UPDATE prompts SET state = ?2, updated_at = ?3 WHERE id = ?1",
 };
 
-struct db {
-        sqlite3 *conn;
-        sqlite3_stmt *stmts[ST__COUNT];
-};
+
 
 static int sqlite_errno(int rc) {
         switch (rc) {
@@ -193,63 +188,63 @@ static int sqlite_errno(int rc) {
         }
 }
 
-static int sql_err(db *d, int rc, ns_error *err, const char *what) {
+int db_sql_err(db *d, int rc, ns_error *err, const char *what) {
         return ns_err(err, sqlite_errno(rc), "%s: %s", what, d && d->conn ? sqlite3_errmsg(d->conn) : sqlite3_errstr(rc));
 }
 
-/* A cached statement, ready to bind.  The caller resets it through _cleanup_(stmt_resetp). */
-static int stmt_get(db *d, enum stmt_id id, sqlite3_stmt **out, ns_error *err) {
+/* A cached statement, ready to bind.  The caller resets it through _cleanup_(db_stmt_resetp). */
+int db_stmt_get(db *d, enum stmt_id id, sqlite3_stmt **out, ns_error *err) {
         if (!d->stmts[id]) {
                 int rc = sqlite3_prepare_v3(d->conn, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &d->stmts[id], NULL);
                 if (rc != SQLITE_OK)
-                        return sql_err(d, rc, err, "prepare");
+                        return db_sql_err(d, rc, err, "prepare");
         }
         *out = d->stmts[id];
         return 0;
 }
 
-static void stmt_resetp(sqlite3_stmt **st) {
+void db_stmt_resetp(sqlite3_stmt **st) {
         if (*st) {
                 sqlite3_reset(*st);
                 sqlite3_clear_bindings(*st);
         }
 }
-static void stmt_finalizep(sqlite3_stmt **st) {
+void db_stmt_finalizep(sqlite3_stmt **st) {
         sqlite3_finalize(*st);
 }
 
-/* A one-off statement (cold paths), finalized through _cleanup_(stmt_finalizep). */
-static int stmt_prepare(db *d, const char *sql, sqlite3_stmt **out, ns_error *err) {
+/* A one-off statement (cold paths), finalized through _cleanup_(db_stmt_finalizep). */
+int db_stmt_prepare(db *d, const char *sql, sqlite3_stmt **out, ns_error *err) {
         int rc = sqlite3_prepare_v2(d->conn, sql, -1, out, NULL);
         if (rc != SQLITE_OK)
-                return sql_err(d, rc, err, "prepare");
+                return db_sql_err(d, rc, err, "prepare");
         return 0;
 }
 
 /* Run a statement that returns no rows (or whose rows are ignored) to completion. */
-static int stmt_run(db *d, sqlite3_stmt *st, ns_error *err, const char *what) {
+int db_stmt_run(db *d, sqlite3_stmt *st, ns_error *err, const char *what) {
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
         if (rc != SQLITE_DONE)
-                return sql_err(d, sqlite3_extended_errcode(d->conn), err, what);
+                return db_sql_err(d, sqlite3_extended_errcode(d->conn), err, what);
         return 0;
 }
 
 static int exec_cached(db *d, enum stmt_id id, ns_error *err) {
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, id, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, id, &st, err);
         if (r < 0)
                 return r;
-        return stmt_run(d, st, err, stmt_sql[id]);
+        return db_stmt_run(d, st, err, stmt_sql[id]);
 }
 
-static int bind_text(sqlite3_stmt *st, int i, const char *s) {
+int db_bind_text(sqlite3_stmt *st, int i, const char *s) {
         return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
 }
 
 /* Duplicate a text column; NULL column → *out = NULL.  -ENOMEM on allocation failure. */
-static int col_dup(sqlite3_stmt *st, int i, char **out) {
+int db_col_dup(sqlite3_stmt *st, int i, char **out) {
         const unsigned char *s = sqlite3_column_text(st, i);
         if (!s) {
                 *out = NULL;
@@ -259,7 +254,7 @@ static int col_dup(sqlite3_stmt *st, int i, char **out) {
         return *out ? 0 : -ENOMEM;
 }
 
-static void col_copy_id(sqlite3_stmt *st, int i, char out[SV_ID_LEN + 1]) {
+void db_col_copy_id(sqlite3_stmt *st, int i, char out[SV_ID_LEN + 1]) {
         const unsigned char *s = sqlite3_column_text(st, i);
         snprintf(out, SV_ID_LEN + 1, "%s", s ? (const char *) s : "");
 }
@@ -275,20 +270,16 @@ int64_t db_now_ms(void) {
 /* Each write function is atomic: at top level it owns a BEGIN IMMEDIATE transaction (read-then-
  * write under the write lock, so no SQLITE_BUSY_SNAPSHOT), inside a caller's transaction it uses
  * a savepoint so that a failure undoes only its own writes. */
-typedef struct tx {
-        bool nested;
-        bool open;
-} tx;
 
-static int tx_begin(db *d, tx *t, ns_error *err) {
+int db_tx_begin(db *d, db_tx *t, ns_error *err) {
         t->nested = !sqlite3_get_autocommit(d->conn);
         int r = exec_cached(d, t->nested ? ST_SAVEPOINT : ST_BEGIN, err);
         t->open = r == 0;
         return r;
 }
 
-/* Commit (r == 0) or roll back (r < 0) what tx_begin started; returns r or the commit error. */
-static int tx_end(db *d, tx *t, int r, ns_error *err) {
+/* Commit (r == 0) or roll back (r < 0) what db_tx_begin started; returns r or the commit error. */
+int db_tx_end(db *d, db_tx *t, int r, ns_error *err) {
         if (!t->open)
                 return r;
         t->open = false;
@@ -337,12 +328,12 @@ static int exec_sql(db *d, const char *sql, ns_error *err) {
 }
 
 int db_schema_version(db *d, int *out, ns_error *err) {
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "PRAGMA user_version", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "PRAGMA user_version", &st, err);
         if (r < 0)
                 return r;
         if (sqlite3_step(st) != SQLITE_ROW)
-                return sql_err(d, sqlite3_extended_errcode(d->conn), err, "PRAGMA user_version");
+                return db_sql_err(d, sqlite3_extended_errcode(d->conn), err, "PRAGMA user_version");
         *out = sqlite3_column_int(st, 0);
         return 0;
 }
@@ -358,13 +349,13 @@ int db_pragma_get(db *d, const char *name, char **out, ns_error *err) {
                 return ns_err(err, EINVAL, "unknown pragma '%s'", name ? name : "");
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA %s", name);
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, sql, &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, sql, &st, err);
         if (r < 0)
                 return r;
         if (sqlite3_step(st) != SQLITE_ROW)
-                return sql_err(d, sqlite3_extended_errcode(d->conn), err, sql);
-        if (col_dup(st, 0, out) < 0 || !*out)
+                return db_sql_err(d, sqlite3_extended_errcode(d->conn), err, sql);
+        if (db_col_dup(st, 0, out) < 0 || !*out)
                 return ns_err(err, ENOMEM, "out of memory");
         return 0;
 }
@@ -410,18 +401,23 @@ static int db_migrate(db *d, ns_error *err) {
 int db_open(const char *path, db **out, ns_error *err) {
         *out = NULL;
         /* Create the file ourselves so that it (and the -wal/-shm files SQLite derives from its
-         * mode) is private to the supervisor's user: sessions' env_json may hold secrets. */
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return ns_err_sys(err, errno, "open %s", path);
-        close(fd);
+         * mode) is private to the supervisor's user: sessions' env_json may hold secrets.  Only
+         * when it does not exist yet: closing any descriptor of the file drops every POSIX lock
+         * this process holds on it, including those of the connections already open (each worker
+         * has one), after which another process closing its connection (`nightshift token`, a
+         * sqlite3 shell) believes it is the last one and deletes the WAL under us. */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0 && errno != EEXIST)
+                return ns_err_sys(err, errno, "create %s", path);
+        if (fd >= 0)
+                close(fd);
 
         _cleanup_(db_closep) db *d = calloc(1, sizeof *d);
         if (!d)
                 return ns_err(err, ENOMEM, "out of memory");
         int rc = sqlite3_open_v2(path, &d->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
         if (rc != SQLITE_OK)
-                return sql_err(d, rc, err, path);
+                return db_sql_err(d, rc, err, path);
         sqlite3_extended_result_codes(d->conn, 1);
         sqlite3_busy_timeout(d->conn, DB_BUSY_TIMEOUT_MS);
         /* Defence in depth: no writes to the schema or to the raw file through ordinary SQL.
@@ -473,9 +469,9 @@ void db_repos_free(db_repo *v, size_t n) {
 
 static int repo_from_row(sqlite3_stmt *st, db_repo *r) {
         memset(r, 0, sizeof *r);
-        col_copy_id(st, 0, r->id);
-        if (col_dup(st, 1, &r->name) < 0 || col_dup(st, 2, &r->url_or_path) < 0 ||
-            col_dup(st, 3, &r->mirror_path) < 0 || col_dup(st, 4, &r->default_branch) < 0) {
+        db_col_copy_id(st, 0, r->id);
+        if (db_col_dup(st, 1, &r->name) < 0 || db_col_dup(st, 2, &r->url_or_path) < 0 ||
+            db_col_dup(st, 3, &r->mirror_path) < 0 || db_col_dup(st, 4, &r->default_branch) < 0) {
                 db_repo_clear(r);
                 return -ENOMEM;
         }
@@ -495,33 +491,33 @@ int db_repo_insert(db *d, db_repo *r, ns_error *err) {
         }
         if (!r->created_at)
                 r->created_at = db_now_ms();
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int q = stmt_prepare(d, "INSERT INTO repos (" REPO_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int q = db_stmt_prepare(d, "INSERT INTO repos (" REPO_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st, err);
         if (q < 0)
                 return q;
-        bind_text(st, 1, r->id);
-        bind_text(st, 2, r->name);
-        bind_text(st, 3, r->url_or_path);
-        bind_text(st, 4, r->mirror_path);
-        bind_text(st, 5, r->default_branch);
+        db_bind_text(st, 1, r->id);
+        db_bind_text(st, 2, r->name);
+        db_bind_text(st, 3, r->url_or_path);
+        db_bind_text(st, 4, r->mirror_path);
+        db_bind_text(st, 5, r->default_branch);
         sqlite3_bind_int64(st, 6, r->created_at);
-        q = stmt_run(d, st, err, "insert repo");
+        q = db_stmt_run(d, st, err, "insert repo");
         if (q == -EEXIST)
                 return ns_err(err, EEXIST, "a repository named '%s' already exists", r->name);
         return q;
 }
 
 static int repo_get_by(db *d, enum stmt_id id, const char *key, db_repo *out, ns_error *err) {
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, id, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, id, &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, key);
+        db_bind_text(st, 1, key);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
                 return ns_err(err, ENOENT, "repository '%s' not found", key);
         if (rc != SQLITE_ROW)
-                return sql_err(d, rc, err, "get repo");
+                return db_sql_err(d, rc, err, "get repo");
         if (repo_from_row(st, out) < 0)
                 return ns_err(err, ENOMEM, "out of memory");
         return 0;
@@ -552,8 +548,8 @@ static int grow(void **v, size_t *cap, size_t n, size_t sz) {
 int db_repo_list(db *d, db_repo **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "SELECT " REPO_COLS " FROM repos ORDER BY created_at, id", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "SELECT " REPO_COLS " FROM repos ORDER BY created_at, id", &st, err);
         if (r < 0)
                 return r;
         db_repo *v = NULL;
@@ -568,7 +564,7 @@ int db_repo_list(db *d, db_repo **out, size_t *n, ns_error *err) {
         }
         if (rc != SQLITE_DONE) {
                 db_repos_free(v, cnt);
-                return sql_err(d, rc, err, "list repos");
+                return db_sql_err(d, rc, err, "list repos");
         }
         *out = v;
         *n = cnt;
@@ -577,7 +573,7 @@ int db_repo_list(db *d, db_repo **out, size_t *n, ns_error *err) {
 
 /* UPDATE that must hit exactly one row (else -ENOENT "<what> '<key>' not found"). */
 static int update_one(db *d, sqlite3_stmt *st, const char *what, const char *key, ns_error *err) {
-        int r = stmt_run(d, st, err, what);
+        int r = db_stmt_run(d, st, err, what);
         if (r < 0)
                 return r;
         if (sqlite3_changes(d->conn) != 1)
@@ -586,22 +582,22 @@ static int update_one(db *d, sqlite3_stmt *st, const char *what, const char *key
 }
 
 int db_repo_set_default_branch(db *d, const char *id, const char *branch, ns_error *err) {
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "UPDATE repos SET default_branch = ?2 WHERE id = ?1", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "UPDATE repos SET default_branch = ?2 WHERE id = ?1", &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, id);
-        bind_text(st, 2, branch);
+        db_bind_text(st, 1, id);
+        db_bind_text(st, 2, branch);
         return update_one(d, st, "repository", id, err);
 }
 
 int db_repo_delete(db *d, const char *id, ns_error *err) {
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "DELETE FROM repos WHERE id = ?1", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "DELETE FROM repos WHERE id = ?1", &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, id);
-        r = stmt_run(d, st, err, "delete repository");
+        db_bind_text(st, 1, id);
+        r = db_stmt_run(d, st, err, "delete repository");
         if (r < 0 && sqlite3_extended_errcode(d->conn) == SQLITE_CONSTRAINT_FOREIGNKEY)
                 return ns_err(err, EBUSY, "repository '%s' still has sessions", id);
         if (r == 0 && sqlite3_changes(d->conn) != 1)
@@ -637,14 +633,14 @@ static int event_insert(db *d, const db_event_in *e, int64_t now, int64_t *id_ou
                 return ns_err(err, EINVAL, "unknown event type '%s'", e->type ? e->type : "(null)");
         if (e->data && strlen(e->data) > DB_EVENT_DATA_MAX_BYTES)
                 return ns_err(err, E2BIG, "event data over %d bytes", DB_EVENT_DATA_MAX_BYTES);
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, ST_EVENT_INSERT, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_EVENT_INSERT, &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, e->session_id);
+        db_bind_text(st, 1, e->session_id);
         sqlite3_bind_int64(st, 2, e->ts ? e->ts : now);
-        bind_text(st, 3, e->type);
-        bind_text(st, 4, e->data ? e->data : "{}");
+        db_bind_text(st, 3, e->type);
+        db_bind_text(st, 4, e->data ? e->data : "{}");
         int rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
                 rc = sqlite3_extended_errcode(d->conn);
@@ -652,13 +648,13 @@ static int event_insert(db *d, const db_event_in *e, int64_t now, int64_t *id_ou
                         return ns_err(err, ENOENT, "session '%s' not found", e->session_id ? e->session_id : "");
                 if (rc == SQLITE_CONSTRAINT_CHECK)
                         return ns_err(err, EINVAL, "event data is not valid JSON");
-                return sql_err(d, rc, err, "insert event");
+                return db_sql_err(d, rc, err, "insert event");
         }
         if (id_out)
                 *id_out = sqlite3_column_int64(st, 0);
         if (seq_out)
                 *seq_out = sqlite3_column_int64(st, 1);
-        return stmt_run(d, st, err, "insert event");
+        return db_stmt_run(d, st, err, "insert event");
 }
 
 int db_event_append(db *d, const char *sid, const char *type, const char *data, int64_t *id_out,
@@ -669,25 +665,25 @@ int db_event_append(db *d, const char *sid, const char *type, const char *data, 
 
 int db_events_append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark,
                            int64_t *ids_out, int64_t *seqs_out, ns_error *err) {
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         int64_t now = db_now_ms();
         for (size_t i = 0; r == 0 && i < n; i++)
                 r = event_insert(d, &ev[i], now, ids_out ? &ids_out[i] : NULL, seqs_out ? &seqs_out[i] : NULL, err);
         if (r == 0 && mark) {
-                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-                r = stmt_get(d, ST_SESSION_OUTPUT_MARK, &st, err);
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+                r = db_stmt_get(d, ST_SESSION_OUTPUT_MARK, &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, mark->session_id);
-                        bind_text(st, 2, mark->proc_id);
+                        db_bind_text(st, 1, mark->session_id);
+                        db_bind_text(st, 2, mark->proc_id);
                         sqlite3_bind_int64(st, 3, mark->output_offset);
                         sqlite3_bind_int64(st, 4, now);
                         r = update_one(d, st, "session", mark->session_id, err);
                 }
         }
-        return tx_end(d, &t, r, err);
+        return db_tx_end(d, &t, r, err);
 }
 
 static int events_collect(db *d, sqlite3_stmt *st, db_event **out, size_t *n, ns_error *err) {
@@ -699,15 +695,15 @@ static int events_collect(db *d, sqlite3_stmt *st, db_event **out, size_t *n, ns
                         goto oom;
                 db_event *e = &v[cnt++];
                 e->id = sqlite3_column_int64(st, 0);
-                col_copy_id(st, 1, e->session_id);
+                db_col_copy_id(st, 1, e->session_id);
                 e->seq = sqlite3_column_int64(st, 2);
                 e->ts = sqlite3_column_int64(st, 3);
-                if (col_dup(st, 4, &e->type) < 0 || col_dup(st, 5, &e->data) < 0)
+                if (db_col_dup(st, 4, &e->type) < 0 || db_col_dup(st, 5, &e->data) < 0)
                         goto oom;
         }
         if (rc != SQLITE_DONE) {
                 db_events_free(v, cnt);
-                return sql_err(d, rc, err, "list events");
+                return db_sql_err(d, rc, err, "list events");
         }
         *out = v;
         *n = cnt;
@@ -721,21 +717,33 @@ int db_events_after_seq(db *d, const char *sid, int64_t after_seq, size_t limit,
                         size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, ST_EVENTS_AFTER_SEQ, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_EVENTS_AFTER_SEQ, &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, sid);
+        db_bind_text(st, 1, sid);
         sqlite3_bind_int64(st, 2, after_seq);
         sqlite3_bind_int64(st, 3, limit ? (int64_t) limit : 1000);
         return events_collect(d, st, out, n, err);
 }
 
+int db_events_max_id(db *d, int64_t *out, ns_error *err) {
+        *out = 0;
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "SELECT coalesce(max(id), 0) FROM events", &st, err);
+        if (r < 0)
+                return r;
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return db_sql_err(d, sqlite3_extended_errcode(d->conn), err, "newest event");
+        *out = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
 int db_events_after_id(db *d, int64_t after_id, size_t limit, db_event **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, ST_EVENTS_AFTER_ID, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_EVENTS_AFTER_ID, &st, err);
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st, 1, after_id);
@@ -765,33 +773,33 @@ void db_sessions_free(db_session *v, size_t n) {
 
 static int session_from_row(sqlite3_stmt *st, db_session *s) {
         memset(s, 0, sizeof *s);
-        col_copy_id(st, 0, s->id);
-        col_copy_id(st, 1, s->repo_id);
+        db_col_copy_id(st, 0, s->id);
+        db_col_copy_id(st, 1, s->repo_id);
         int r = 0;
-        r |= col_dup(st, 2, &s->base_ref);
-        r |= col_dup(st, 3, &s->base_sha);
-        r |= col_dup(st, 4, &s->branch);
-        r |= col_dup(st, 5, &s->agent);
+        r |= db_col_dup(st, 2, &s->base_ref);
+        r |= db_col_dup(st, 3, &s->base_sha);
+        r |= db_col_dup(st, 4, &s->branch);
+        r |= db_col_dup(st, 5, &s->agent);
         if (sv_state_parse((const char *) sqlite3_column_text(st, 6), &s->state) < 0)
                 s->state = SV_FAILED; /* unreachable: the CHECK constraint lists the same names */
-        r |= col_dup(st, 7, &s->state_reason);
-        r |= col_dup(st, 8, &s->title);
+        r |= db_col_dup(st, 7, &s->state_reason);
+        r |= db_col_dup(st, 8, &s->title);
         s->once = sqlite3_column_int(st, 9) != 0;
-        r |= col_dup(st, 10, &s->model);
-        r |= col_dup(st, 11, &s->network);
-        r |= col_dup(st, 12, &s->limits_json);
-        r |= col_dup(st, 13, &s->env_json);
-        r |= col_dup(st, 14, &s->sandbox_id);
-        r |= col_dup(st, 15, &s->workspace_path);
-        r |= col_dup(st, 16, &s->gitdir_path);
+        r |= db_col_dup(st, 10, &s->model);
+        r |= db_col_dup(st, 11, &s->network);
+        r |= db_col_dup(st, 12, &s->limits_json);
+        r |= db_col_dup(st, 13, &s->env_json);
+        r |= db_col_dup(st, 14, &s->sandbox_id);
+        r |= db_col_dup(st, 15, &s->workspace_path);
+        r |= db_col_dup(st, 16, &s->gitdir_path);
         s->created_at = sqlite3_column_int64(st, 17);
         s->updated_at = sqlite3_column_int64(st, 18);
         s->started_at = sqlite3_column_int64(st, 19);
         s->ended_at = sqlite3_column_int64(st, 20);
-        r |= col_dup(st, 21, &s->agent_session_ref);
-        r |= col_dup(st, 22, &s->proc_id);
+        r |= db_col_dup(st, 21, &s->agent_session_ref);
+        r |= db_col_dup(st, 22, &s->proc_id);
         s->output_offset = sqlite3_column_int64(st, 23);
-        r |= col_dup(st, 24, &s->last_commit_sha);
+        r |= db_col_dup(st, 24, &s->last_commit_sha);
         if (r < 0) {
                 db_session_clear(s);
                 return -ENOMEM;
@@ -839,34 +847,34 @@ int db_session_insert(db *d, db_session *s, ns_error *err) {
         _cleanup_free_ char *ev = status_json(SV_QUEUED, false, SV_QUEUED, s->state_reason ? s->state_reason : "created", now);
         if (!ev)
                 return ns_err(err, ENOMEM, "out of memory");
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         {
-                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-                r = stmt_prepare(d,
+                _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+                r = db_stmt_prepare(d,
                                  "INSERT INTO sessions (id, repo_id, base_ref, base_sha, branch, agent, state, "
                                  "state_reason, title, once, model, network, limits_json, env_json, created_at, "
                                  "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, "
                                  "?13, ?14, ?14)",
                                  &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, s->id);
-                        bind_text(st, 2, s->repo_id);
-                        bind_text(st, 3, s->base_ref);
-                        bind_text(st, 4, s->base_sha);
-                        bind_text(st, 5, s->branch);
-                        bind_text(st, 6, s->agent);
-                        bind_text(st, 7, s->state_reason);
-                        bind_text(st, 8, s->title);
+                        db_bind_text(st, 1, s->id);
+                        db_bind_text(st, 2, s->repo_id);
+                        db_bind_text(st, 3, s->base_ref);
+                        db_bind_text(st, 4, s->base_sha);
+                        db_bind_text(st, 5, s->branch);
+                        db_bind_text(st, 6, s->agent);
+                        db_bind_text(st, 7, s->state_reason);
+                        db_bind_text(st, 8, s->title);
                         sqlite3_bind_int(st, 9, s->once ? 1 : 0);
-                        bind_text(st, 10, s->model);
-                        bind_text(st, 11, s->network);
-                        bind_text(st, 12, s->limits_json);
-                        bind_text(st, 13, s->env_json);
+                        db_bind_text(st, 10, s->model);
+                        db_bind_text(st, 11, s->network);
+                        db_bind_text(st, 12, s->limits_json);
+                        db_bind_text(st, 13, s->env_json);
                         sqlite3_bind_int64(st, 14, now);
-                        r = stmt_run(d, st, err, "insert session");
+                        r = db_stmt_run(d, st, err, "insert session");
                         if (r == -ENOENT)
                                 r = ns_err(err, ENOENT, "repository '%s' not found", s->repo_id);
                         else if (r == -EEXIST)
@@ -877,20 +885,20 @@ int db_session_insert(db *d, db_session *s, ns_error *err) {
                 db_event_in e = { .session_id = s->id, .type = "status", .data = ev, .ts = now };
                 r = event_insert(d, &e, now, NULL, NULL, err);
         }
-        return tx_end(d, &t, r, err);
+        return db_tx_end(d, &t, r, err);
 }
 
 int db_session_get(db *d, const char *id, db_session *out, ns_error *err) {
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, ST_SESSION_GET, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_SESSION_GET, &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, id);
+        db_bind_text(st, 1, id);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
                 return ns_err(err, ENOENT, "session '%s' not found", id);
         if (rc != SQLITE_ROW)
-                return sql_err(d, rc, err, "get session");
+                return db_sql_err(d, rc, err, "get session");
         if (session_from_row(st, out) < 0)
                 return ns_err(err, ENOMEM, "out of memory");
         return 0;
@@ -899,14 +907,18 @@ int db_session_get(db *d, const char *id, db_session *out, ns_error *err) {
 int db_session_list(db *d, const db_session_filter *f, db_session **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d,
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d,
                              "SELECT " SESSION_COLS " FROM sessions WHERE (?1 IS NULL OR repo_id = ?1) "
-                             "ORDER BY created_at, id",
+                             "AND (?2 IS NULL OR (created_at, id) > (?3, ?2)) ORDER BY created_at, id",
                              &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, f ? f->repo_id : NULL);
+        db_bind_text(st, 1, f ? f->repo_id : NULL);
+        if (f && f->after_id) {
+                db_bind_text(st, 2, f->after_id);
+                sqlite3_bind_int64(st, 3, f->after_created_at);
+        }
         db_session *v = NULL;
         size_t cap = 0, cnt = 0;
         int rc;
@@ -925,7 +937,7 @@ int db_session_list(db *d, const db_session_filter *f, db_session **out, size_t 
         }
         if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
                 db_sessions_free(v, cnt);
-                return sql_err(d, rc, err, "list sessions");
+                return db_sql_err(d, rc, err, "list sessions");
         }
         *out = v;
         *n = cnt;
@@ -936,21 +948,21 @@ int db_session_set_state(db *d, const char *id, sv_state to, const char *reason,
                          int64_t *ev_id, int64_t *ev_seq, ns_error *err) {
         if (!sv_state_name(to))
                 return ns_err(err, EINVAL, "invalid state %d", (int) to);
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         sv_state from = SV_QUEUED;
         {
-                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-                r = stmt_get(d, ST_SESSION_STATE_GET, &st, err);
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+                r = db_stmt_get(d, ST_SESSION_STATE_GET, &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, id);
+                        db_bind_text(st, 1, id);
                         int rc = sqlite3_step(st);
                         if (rc == SQLITE_DONE)
                                 r = ns_err(err, ENOENT, "session '%s' not found", id);
                         else if (rc != SQLITE_ROW)
-                                r = sql_err(d, rc, err, "get session state");
+                                r = db_sql_err(d, rc, err, "get session state");
                         else if (sv_state_parse((const char *) sqlite3_column_text(st, 0), &from) < 0)
                                 r = ns_err(err, EBADMSG, "session '%s' has an unknown state", id);
                 }
@@ -963,12 +975,12 @@ int db_session_set_state(db *d, const char *id, sv_state to, const char *reason,
                            sv_state_name(to));
         int64_t now = db_now_ms();
         if (r == 0) {
-                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-                r = stmt_get(d, ST_SESSION_STATE_SET, &st, err);
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+                r = db_stmt_get(d, ST_SESSION_STATE_SET, &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, id);
-                        bind_text(st, 2, sv_state_name(to));
-                        bind_text(st, 3, reason);
+                        db_bind_text(st, 1, id);
+                        db_bind_text(st, 2, sv_state_name(to));
+                        db_bind_text(st, 3, reason);
                         sqlite3_bind_int64(st, 4, now);
                         if (to == SV_RUNNING)
                                 sqlite3_bind_int64(st, 5, now);
@@ -986,20 +998,20 @@ int db_session_set_state(db *d, const char *id, sv_state to, const char *reason,
                         r = event_insert(d, &e, now, ev_id, ev_seq, err);
                 }
         }
-        return tx_end(d, &t, r, err);
+        return db_tx_end(d, &t, r, err);
 }
 
 /* UPDATE sessions SET <sql> WHERE id = ?1, with text parameters ?2.. and updated_at = ?N. */
 static int session_update(db *d, const char *id, const char *sql, const char *const *texts, size_t ntexts,
                           const int64_t *num, ns_error *err) {
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, sql, &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, sql, &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, id);
+        db_bind_text(st, 1, id);
         int i = 2;
         for (size_t k = 0; k < ntexts; k++)
-                bind_text(st, i++, texts[k]);
+                db_bind_text(st, i++, texts[k]);
         if (num)
                 sqlite3_bind_int64(st, i++, *num);
         sqlite3_bind_int64(st, i, db_now_ms());
@@ -1042,11 +1054,11 @@ int db_session_set_last_commit(db *d, const char *id, const char *sha, ns_error 
 }
 
 int db_session_delete(db *d, const char *id, ns_error *err) {
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "DELETE FROM sessions WHERE id = ?1", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "DELETE FROM sessions WHERE id = ?1", &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, id);
+        db_bind_text(st, 1, id);
         return update_one(d, st, "session", id, err);
 }
 
@@ -1083,9 +1095,9 @@ void db_prompts_free(db_prompt *v, size_t n) {
 static int prompt_from_row(sqlite3_stmt *st, db_prompt *p) {
         memset(p, 0, sizeof *p);
         p->id = sqlite3_column_int64(st, 0);
-        col_copy_id(st, 1, p->session_id);
+        db_col_copy_id(st, 1, p->session_id);
         p->seq = sqlite3_column_int64(st, 2);
-        if (col_dup(st, 3, &p->text) < 0)
+        if (db_col_dup(st, 3, &p->text) < 0)
                 return -ENOMEM;
         if (prompt_state_parse((const char *) sqlite3_column_text(st, 4), &p->state) < 0)
                 p->state = DB_PROMPT_CANCELLED;
@@ -1101,20 +1113,20 @@ int db_prompt_enqueue(db *d, const char *sid, const char *text, int64_t *id_out,
                 return ns_err(err, EINVAL, "empty prompt");
         if (len > DB_PROMPT_MAX_BYTES)
                 return ns_err(err, E2BIG, "prompt of %zu bytes is over the limit of %d", len, DB_PROMPT_MAX_BYTES);
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         {
-                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-                r = stmt_prepare(d,
+                _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+                r = db_stmt_prepare(d,
                                  "INSERT INTO prompts (session_id, seq, text, state, created_at, updated_at) VALUES "
                                  "(?1, (SELECT coalesce(max(seq), 0) + 1 FROM prompts WHERE session_id = ?1), ?2, "
                                  "'queued', ?3, ?3) RETURNING id, seq",
                                  &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, sid);
-                        bind_text(st, 2, text);
+                        db_bind_text(st, 1, sid);
+                        db_bind_text(st, 2, text);
                         sqlite3_bind_int64(st, 3, db_now_ms());
                         int rc = sqlite3_step(st);
                         if (rc == SQLITE_ROW) {
@@ -1122,20 +1134,20 @@ int db_prompt_enqueue(db *d, const char *sid, const char *text, int64_t *id_out,
                                         *id_out = sqlite3_column_int64(st, 0);
                                 if (seq_out)
                                         *seq_out = sqlite3_column_int64(st, 1);
-                                r = stmt_run(d, st, err, "enqueue prompt");
+                                r = db_stmt_run(d, st, err, "enqueue prompt");
                         } else if (sqlite3_extended_errcode(d->conn) == SQLITE_CONSTRAINT_FOREIGNKEY) {
                                 r = ns_err(err, ENOENT, "session '%s' not found", sid);
                         } else {
-                                r = sql_err(d, sqlite3_extended_errcode(d->conn), err, "enqueue prompt");
+                                r = db_sql_err(d, sqlite3_extended_errcode(d->conn), err, "enqueue prompt");
                         }
                 }
         }
-        return tx_end(d, &t, r, err);
+        return db_tx_end(d, &t, r, err);
 }
 
 static int prompt_get(db *d, int64_t id, db_prompt *out, ns_error *err) {
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, ST_PROMPT_GET, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_PROMPT_GET, &st, err);
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st, 1, id);
@@ -1143,51 +1155,51 @@ static int prompt_get(db *d, int64_t id, db_prompt *out, ns_error *err) {
         if (rc == SQLITE_DONE)
                 return ns_err(err, ENOENT, "prompt %lld not found", (long long) id);
         if (rc != SQLITE_ROW)
-                return sql_err(d, rc, err, "get prompt");
+                return db_sql_err(d, rc, err, "get prompt");
         if (prompt_from_row(st, out) < 0)
                 return ns_err(err, ENOMEM, "out of memory");
         return 0;
 }
 
 static int prompt_set_state(db *d, int64_t id, db_prompt_state to, int64_t now, ns_error *err) {
-        _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-        int r = stmt_get(d, ST_PROMPT_SET_STATE, &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_PROMPT_SET_STATE, &st, err);
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st, 1, id);
-        bind_text(st, 2, db_prompt_state_name(to));
+        db_bind_text(st, 2, db_prompt_state_name(to));
         sqlite3_bind_int64(st, 3, now);
-        return stmt_run(d, st, err, "update prompt");
+        return db_stmt_run(d, st, err, "update prompt");
 }
 
 int db_prompt_next(db *d, const char *sid, bool claim, db_prompt *out, ns_error *err) {
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         db_prompt p = { 0 };
         if (claim) {
-                _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-                r = stmt_prepare(d, "SELECT id FROM prompts WHERE session_id = ?1 AND state = 'running' LIMIT 1", &st, err);
+                _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+                r = db_stmt_prepare(d, "SELECT id FROM prompts WHERE session_id = ?1 AND state = 'running' LIMIT 1", &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, sid);
+                        db_bind_text(st, 1, sid);
                         int rc = sqlite3_step(st);
                         if (rc == SQLITE_ROW)
                                 r = ns_err(err, EBUSY, "session '%s' already has a running prompt", sid);
                         else if (rc != SQLITE_DONE)
-                                r = sql_err(d, rc, err, "find running prompt");
+                                r = db_sql_err(d, rc, err, "find running prompt");
                 }
         }
         if (r == 0) {
-                _cleanup_(stmt_resetp) sqlite3_stmt *st = NULL;
-                r = stmt_get(d, ST_PROMPT_NEXT, &st, err);
+                _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+                r = db_stmt_get(d, ST_PROMPT_NEXT, &st, err);
                 if (r == 0) {
-                        bind_text(st, 1, sid);
+                        db_bind_text(st, 1, sid);
                         int rc = sqlite3_step(st);
                         if (rc == SQLITE_DONE)
                                 r = ns_err(err, ENOENT, "no queued prompt for session '%s'", sid);
                         else if (rc != SQLITE_ROW)
-                                r = sql_err(d, rc, err, "next prompt");
+                                r = db_sql_err(d, rc, err, "next prompt");
                         else if (prompt_from_row(st, &p) < 0)
                                 r = ns_err(err, ENOMEM, "out of memory");
                 }
@@ -1197,7 +1209,7 @@ int db_prompt_next(db *d, const char *sid, bool claim, db_prompt *out, ns_error 
                 r = prompt_set_state(d, p.id, DB_PROMPT_RUNNING, p.updated_at, err);
                 p.state = DB_PROMPT_RUNNING;
         }
-        r = tx_end(d, &t, r, err);
+        r = db_tx_end(d, &t, r, err);
         if (r < 0) {
                 db_prompt_clear(&p);
                 return r;
@@ -1214,8 +1226,8 @@ static bool prompt_can_move(db_prompt_state from, db_prompt_state to) {
 int db_prompt_mark(db *d, int64_t id, db_prompt_state to, ns_error *err) {
         if (!db_prompt_state_name(to))
                 return ns_err(err, EINVAL, "invalid prompt state %d", (int) to);
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         db_prompt p = { 0 };
@@ -1226,12 +1238,12 @@ int db_prompt_mark(db *d, int64_t id, db_prompt_state to, ns_error *err) {
         if (r == 0)
                 r = prompt_set_state(d, id, to, db_now_ms(), err);
         db_prompt_clear(&p);
-        return tx_end(d, &t, r, err);
+        return db_tx_end(d, &t, r, err);
 }
 
 int db_prompt_cancel(db *d, int64_t id, ns_error *err) {
-        tx t = { 0 };
-        int r = tx_begin(d, &t, err);
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
         if (r < 0)
                 return r;
         db_prompt p = { 0 };
@@ -1241,17 +1253,17 @@ int db_prompt_cancel(db *d, int64_t id, ns_error *err) {
         if (r == 0)
                 r = prompt_set_state(d, id, DB_PROMPT_CANCELLED, db_now_ms(), err);
         db_prompt_clear(&p);
-        return tx_end(d, &t, r, err);
+        return db_tx_end(d, &t, r, err);
 }
 
 int db_prompt_list(db *d, const char *sid, db_prompt **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "SELECT " PROMPT_COLS " FROM prompts WHERE session_id = ?1 ORDER BY seq", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "SELECT " PROMPT_COLS " FROM prompts WHERE session_id = ?1 ORDER BY seq", &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, sid);
+        db_bind_text(st, 1, sid);
         db_prompt *v = NULL;
         size_t cap = 0, cnt = 0;
         int rc;
@@ -1264,7 +1276,7 @@ int db_prompt_list(db *d, const char *sid, db_prompt **out, size_t *n, ns_error 
         }
         if (rc != SQLITE_DONE) {
                 db_prompts_free(v, cnt);
-                return sql_err(d, rc, err, "list prompts");
+                return db_sql_err(d, rc, err, "list prompts");
         }
         *out = v;
         *n = cnt;
@@ -1277,22 +1289,22 @@ int db_artifact_add(db *d, const char *sid, const char *kind, const char *name, 
                     int64_t size, const char *data, int64_t *id_out, ns_error *err) {
         if (!kind || !name)
                 return ns_err(err, EINVAL, "artifact needs a kind and a name");
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d,
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d,
                              "INSERT INTO artifacts (session_id, kind, name, path, size, data, created_at) "
                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                              &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, sid);
-        bind_text(st, 2, kind);
-        bind_text(st, 3, name);
-        bind_text(st, 4, path);
+        db_bind_text(st, 1, sid);
+        db_bind_text(st, 2, kind);
+        db_bind_text(st, 3, name);
+        db_bind_text(st, 4, path);
         if (size >= 0)
                 sqlite3_bind_int64(st, 5, size);
-        bind_text(st, 6, data);
+        db_bind_text(st, 6, data);
         sqlite3_bind_int64(st, 7, db_now_ms());
-        r = stmt_run(d, st, err, "add artifact");
+        r = db_stmt_run(d, st, err, "add artifact");
         if (r == -ENOENT)
                 return ns_err(err, ENOENT, "session '%s' not found", sid);
         if (r == 0 && id_out)
@@ -1302,17 +1314,17 @@ int db_artifact_add(db *d, const char *sid, const char *kind, const char *name, 
 
 int db_setting_get(db *d, const char *key, char **value_out, ns_error *err) {
         *value_out = NULL;
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "SELECT value FROM settings WHERE key = ?1", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "SELECT value FROM settings WHERE key = ?1", &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, key);
+        db_bind_text(st, 1, key);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
                 return ns_err(err, ENOENT, "setting '%s' not set", key);
         if (rc != SQLITE_ROW)
-                return sql_err(d, rc, err, "get setting");
-        if (col_dup(st, 0, value_out) < 0)
+                return db_sql_err(d, rc, err, "get setting");
+        if (db_col_dup(st, 0, value_out) < 0)
                 return ns_err(err, ENOMEM, "out of memory");
         return 0;
 }
@@ -1320,23 +1332,23 @@ int db_setting_get(db *d, const char *key, char **value_out, ns_error *err) {
 int db_setting_set(db *d, const char *key, const char *value, ns_error *err) {
         if (!key || !value)
                 return ns_err(err, EINVAL, "setting needs a key and a value");
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d,
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d,
                              "INSERT INTO settings (key, value) VALUES (?1, ?2) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                              &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, key);
-        bind_text(st, 2, value);
-        return stmt_run(d, st, err, "set setting");
+        db_bind_text(st, 1, key);
+        db_bind_text(st, 2, value);
+        return db_stmt_run(d, st, err, "set setting");
 }
 
 int db_setting_delete(db *d, const char *key, ns_error *err) {
-        _cleanup_(stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = stmt_prepare(d, "DELETE FROM settings WHERE key = ?1", &st, err);
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, "DELETE FROM settings WHERE key = ?1", &st, err);
         if (r < 0)
                 return r;
-        bind_text(st, 1, key);
+        db_bind_text(st, 1, key);
         return update_one(d, st, "setting", key, err);
 }

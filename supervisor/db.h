@@ -126,6 +126,8 @@ typedef struct db_session_filter {
         const char *repo_id; /* NULL = any */
         unsigned state_mask; /* bit (1u << sv_state); 0 = any */
         size_t limit;        /* 0 = no limit */
+        const char *after_id;     /* paging: only sessions after (after_created_at, after_id) */
+        int64_t after_created_at;
 } db_session_filter;
 /* Sessions matching the filter (NULL = all), oldest first. */
 int db_session_list(db *d, const db_session_filter *f, db_session **out, size_t *n, ns_error *err);
@@ -224,6 +226,8 @@ int db_event_append(db *d, const char *sid, const char *type, const char *data, 
  * across a restart.  All or nothing. */
 int db_events_append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark,
                            int64_t *ids_out, int64_t *seqs_out, ns_error *err);
+/* The id of the newest event (0 when there is none). */
+int db_events_max_id(db *d, int64_t *out, ns_error *err);
 /* Events of session `sid` with seq > after_seq, in seq order, at most `limit` (0 → 1000). */
 int db_events_after_seq(db *d, const char *sid, int64_t after_seq, size_t limit, db_event **out,
                         size_t *n, ns_error *err);
@@ -241,3 +245,55 @@ int db_artifact_add(db *d, const char *sid, const char *kind, const char *name, 
 int db_setting_get(db *d, const char *key, char **value_out, ns_error *err);
 int db_setting_set(db *d, const char *key, const char *value, ns_error *err);
 int db_setting_delete(db *d, const char *key, ns_error *err);
+
+/* ---- tokens and login sessions (db_auth.c) ------------------------------------------------ */
+
+#define DB_TOKEN_HASH_LEN 32
+
+typedef struct db_token {
+        char id[SV_ID_LEN + 1];
+        char *name;
+        int64_t created_at, last_used_at, revoked_at; /* 0 = never */
+} db_token;
+void db_token_clear(db_token *t);
+void db_tokens_free(db_token *v, size_t n);
+
+/* Store a new token by the hash of its value; its id into t->id.  -EEXIST when `name` is taken. */
+int db_token_insert(db *d, const char *name, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out, ns_error *err);
+
+/* The live (not revoked) token with this hash.  -ENOENT when there is none. */
+int db_token_by_hash(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out, ns_error *err);
+
+/* Every token, newest first, revoked ones included (values are never stored). */
+int db_token_list(db *d, db_token **out, size_t *n, ns_error *err);
+
+/* Revoke the token named (or with the id) `name_or_id` and end its login sessions.  -ENOENT when
+ * there is no such live token. */
+int db_token_revoke(db *d, const char *name_or_id, ns_error *err);
+
+/* Record a use (at most once a minute per token is enough: the caller decides). */
+int db_token_touch(db *d, const char *id, int64_t now_ms, ns_error *err);
+
+/* A login session for token `token_id`, by the hash of its cookie value. */
+int db_websession_insert(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], const char *token_id, int64_t expires_at,
+                         ns_error *err);
+/* The token behind a live (unexpired, token not revoked) login session.  -ENOENT otherwise. */
+int db_websession_token(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], int64_t now_ms, db_token *out, ns_error *err);
+int db_websession_delete(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], ns_error *err);
+
+/* ---- aggregates for the API (db_query.c) --------------------------------------------------- */
+
+/* Sessions per state: counts[sv_state]. */
+int db_session_counts(db *d, int64_t counts[SV_STATE_COUNT], ns_error *err);
+/* Prompts waiting in every session's queue. */
+int db_prompts_queued(db *d, int64_t *out, ns_error *err);
+
+typedef struct db_artifact {
+        int64_t id;
+        char *kind, *name, *path, *data;
+        int64_t size; /* -1 unknown */
+        int64_t created_at;
+} db_artifact;
+void db_artifacts_free(db_artifact *v, size_t n);
+/* The artifacts of session `sid`, oldest first. */
+int db_artifact_list(db *d, const char *sid, db_artifact **out, size_t *n, ns_error *err);

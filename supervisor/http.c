@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,11 +14,17 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "auth.h"
 #include "common/log.h"
 #include "serve.h"
+#include "ws.h"
+
+const double sv_http_bucket_bounds[SV_HTTP_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                         0.05,   0.1,   0.25,   0.5,   1,    5 };
 
 struct sv_http {
         sv_server *srv;
+        sv_http_stats stats;
         struct lws_context *ctx;
         struct lws_vhost *vh;
         int listen_fd;
@@ -27,9 +34,11 @@ struct sv_http {
         void (*tick)(sv_server *s);
 };
 
-/* per connection */
+/* per connection: an HTTP request in flight, or (after the upgrade) an event subscriber */
 struct pss {
         sv_req *req;
+        sv_ws_client *ws;
+        size_t rx_len; /* the WebSocket message being received, so far */
 };
 
 static void req_free(sv_req *r) {
@@ -40,14 +49,25 @@ static void req_free(sv_req *r) {
         free(r);
 }
 
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p, unsigned char *end) {
+        return lws_add_http_header_by_name(wsi, (const unsigned char *) name, (const unsigned char *) value,
+                                           (int) strlen(value), p, end);
+}
+
 static int write_response(struct lws *wsi, sv_req *r) {
         if (!r->headers_sent) {
                 unsigned char hdr[LWS_PRE + 1024];
                 unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
-                if (lws_add_http_common_headers(wsi, (unsigned int) r->status, "application/json",
+                char ra[24];
+                snprintf(ra, sizeof ra, "%d", r->retry_after_s);
+                if (lws_add_http_common_headers(wsi, (unsigned int) r->status,
+                                                r->content_type ? r->content_type : "application/json",
                                                 (lws_filepos_t) r->resp_len, &p, end) ||
-                    lws_add_http_header_by_name(wsi, (const unsigned char *) "cache-control:",
-                                                (const unsigned char *) "no-store", 8, &p, end) ||
+                    add_header(wsi, "cache-control:", "no-store", &p, end) ||
+                    add_header(wsi, "x-content-type-options:", "nosniff", &p, end) ||
+                    (r->set_cookie[0] && add_header(wsi, "set-cookie:", r->set_cookie, &p, end)) ||
+                    (r->status == 401 && add_header(wsi, "www-authenticate:", "Bearer realm=\"nightshift\"", &p, end)) ||
+                    (r->retry_after_s > 0 && add_header(wsi, "retry-after:", ra, &p, end)) ||
                     lws_finalize_write_http_header(wsi, start, &p, end))
                         return -1;
                 r->headers_sent = true;
@@ -74,11 +94,53 @@ static int write_response(struct lws *wsi, sv_req *r) {
                 return 0;
         }
 done:;
+        sv_http *h = r->srv ? r->srv->http : NULL;
+        if (h && r->started_us) {
+                double secs = (double) (ns_now_us() - r->started_us) / 1e6;
+                for (int i = 0; i < SV_HTTP_BUCKETS; i++)
+                        if (secs <= sv_http_bucket_bounds[i])
+                                h->stats.bucket[i]++;
+                h->stats.count++;
+                h->stats.sum_s += secs;
+                if (r->status >= 100 && r->status < 600)
+                        h->stats.by_class[r->status / 100]++;
+        }
         struct pss *ps = lws_wsi_user(wsi);
         if (ps && ps->req == r)
                 ps->req = NULL;
         req_free(r);
         return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Copy header `tok` (or the custom header `name`) into buf; false when absent.  One longer than
+ * buf is not cut: it marks the request (header_too_long) and reads as absent. */
+static bool copy_header(struct lws *wsi, sv_req *r, enum lws_token_indexes tok, const char *name, char *buf, size_t cap) {
+        buf[0] = '\0';
+        int n = name ? lws_hdr_custom_length(wsi, name, (int) strlen(name)) : lws_hdr_total_length(wsi, tok);
+        if (n <= 0)
+                return false;
+        if ((size_t) n >= cap) {
+                r->header_too_long = true;
+                return false;
+        }
+        int c = name ? lws_hdr_custom_copy(wsi, buf, (int) cap, name, (int) strlen(name)) : lws_hdr_copy(wsi, buf, (int) cap, tok);
+        if (c < 0) {
+                buf[0] = '\0';
+                return false;
+        }
+        return true;
+}
+
+static void capture_headers(struct lws *wsi, sv_req *r) {
+        char small[16];
+        copy_header(wsi, r, WSI_TOKEN_HTTP_AUTHORIZATION, NULL, r->authorization, sizeof r->authorization);
+        copy_header(wsi, r, WSI_TOKEN_ORIGIN, NULL, r->origin, sizeof r->origin);
+        copy_header(wsi, r, WSI_TOKEN_HOST, NULL, r->host, sizeof r->host);
+        r->csrf_header = copy_header(wsi, r, 0, "x-nightshift-csrf:", small, sizeof small) && !strcmp(small, "1");
+        r->forwarded_https = copy_header(wsi, r, 0, "x-forwarded-proto:", small, sizeof small) && !strcmp(small, "https");
+        size_t cl = sizeof r->session_cookie;
+        if (lws_http_cookie_get(wsi, SV_COOKIE_NAME, r->session_cookie, &cl) != 0)
+                r->session_cookie[0] = '\0';
 }
 
 static void dispatch(sv_req *r) {
@@ -108,6 +170,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                         return -1;
                 r->srv = s;
                 r->wsi = wsi;
+                r->started_us = ns_now_us();
                 ps->req = r;
                 char *uri = NULL;
                 int ulen = 0;
@@ -149,6 +212,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                         sv_req_reply_error(r, 413, "too_large", "request body larger than %d bytes", SV_HTTP_BODY_MAX);
                         return 0;
                 }
+                /* Who is asking, before any body is read: an unauthenticated client gets its 401
+                 * without the server buffering a megabyte for it. */
+                capture_headers(wsi, r);
+                if (sv_auth_request(s, r) < 0)
+                        return 0;
                 bool chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
                 if (!strcmp(r->method, "GET") || !strcmp(r->method, "?") || ((!cl[0] || !strcmp(cl, "0")) && !chunked))
                         dispatch(r);
@@ -157,7 +225,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         case LWS_CALLBACK_HTTP_BODY: {
                 sv_req *r = ps ? ps->req : NULL;
-                if (!r || r->body_too_large)
+                if (!r || r->body_too_large || r->answered)
                         return 0;
                 if (r->body_len + len > SV_HTTP_BODY_MAX) {
                         r->body_too_large = true;
@@ -175,6 +243,54 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         case LWS_CALLBACK_HTTP_BODY_COMPLETION:
                 if (ps && ps->req && !ps->req->answered)
                         dispatch(ps->req);
+                return 0;
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+                /* Only the event stream upgrades, and only for who may read it. */
+                sv_req *r = calloc(1, sizeof *r);
+                if (!r)
+                        return -1;
+                r->srv = s;
+                snprintf(r->method, sizeof r->method, "GET");
+                int ul = lws_hdr_copy(wsi, r->path, sizeof r->path, WSI_TOKEN_GET_URI);
+                int status = 0;
+                if (ul <= 0 || strcmp(r->path, "/api/v1/events") || !in || strcmp(in, "websocket"))
+                        status = HTTP_STATUS_NOT_FOUND;
+                if (!status) {
+                        capture_headers(wsi, r);
+                        status = sv_auth_websocket(s, r);
+                }
+                free(r);
+                if (!status)
+                        return 0;
+                lws_return_http_status(wsi, (unsigned int) status, NULL);
+                return 1;
+        }
+        case LWS_CALLBACK_ESTABLISHED: {
+                ns_error e = { 0 };
+                ps->ws = sv_ws_client_new(s, wsi, &e);
+                if (!ps->ws) {
+                        lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *) e.msg, strlen(e.msg));
+                        return -1;
+                }
+                return 0;
+        }
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+                return ps && ps->ws ? sv_ws_client_writable(ps->ws) : 0;
+        case LWS_CALLBACK_RECEIVE:
+                /* Nothing is expected from subscribers; anything large is refused, not buffered. */
+                ps->rx_len += len;
+                if (ps->rx_len + lws_remaining_packet_payload(wsi) > SV_WS_RX_MAX) {
+                        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) "too large", 9);
+                        return -1;
+                }
+                if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
+                        ps->rx_len = 0;
+                return 0;
+        case LWS_CALLBACK_CLOSED:
+                if (ps && ps->ws) {
+                        sv_ws_client_free(ps->ws);
+                        ps->ws = NULL;
+                }
                 return 0;
         case LWS_CALLBACK_HTTP_WRITEABLE:
                 if (!ps || !ps->req || !ps->req->answered)
@@ -198,7 +314,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static const struct lws_protocols protocols[] = {
-        { "http", callback, sizeof(struct pss), 0, 0, NULL, 0 },
+        { "http", callback, sizeof(struct pss), SV_WS_RX_MAX, 0, NULL, 0 },
         { NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
@@ -222,6 +338,27 @@ void sv_req_reply_json(sv_req *r, int status, cJSON *body) {
                 return;
         }
         lws_callback_on_writable(r->wsi);
+}
+
+void sv_req_reply_raw(sv_req *r, int status, const char *content_type, char *body, size_t len) {
+        if (r->answered) {
+                free(body);
+                return;
+        }
+        r->answered = true;
+        r->status = status;
+        r->content_type = content_type;
+        r->resp = body;
+        r->resp_len = body ? len : 0;
+        if (!r->wsi) {
+                req_free(r);
+                return;
+        }
+        lws_callback_on_writable(r->wsi);
+}
+
+const sv_http_stats *sv_http_get_stats(const sv_server *s) {
+        return s->http ? &s->http->stats : NULL;
 }
 
 void sv_req_reply_error(sv_req *r, int status, const char *code, const char *fmt, ...) {
@@ -272,12 +409,23 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (c < 0)
                         return;
+                /* A response goes out as headers then body: without NODELAY, Nagle holds the body
+                 * back until the client's delayed ACK of the headers, 40 ms per request. */
+                int one = 1;
+                setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                 if (!lws_adopt_socket_vhost(h->vh, c))
                         close(c);
         }
 }
 
-static int listen_socket(const char *addr, int port, int *port_out, ns_error *err) {
+/* The API can change code on this machine: it leaves loopback only when the operator says so. */
+static bool is_loopback(const struct sockaddr_storage *ss) {
+        if (ss->ss_family == AF_INET)
+                return (ntohl(((const struct sockaddr_in *) ss)->sin_addr.s_addr) >> 24) == 127;
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *) ss)->sin6_addr);
+}
+
+static int listen_socket(const char *addr, int port, bool allow_remote, int *port_out, ns_error *err) {
         struct sockaddr_storage ss = { 0 };
         socklen_t sl;
         struct sockaddr_in *in4 = (struct sockaddr_in *) &ss;
@@ -293,6 +441,11 @@ static int listen_socket(const char *addr, int port, int *port_out, ns_error *er
         } else {
                 return ns_err(err, EINVAL, "--listen: '%s' is not an IP address", addr);
         }
+        if (!is_loopback(&ss) && !allow_remote)
+                return ns_err(err, EPERM,
+                              "--listen %s is not a loopback address: set allow-remote true to listen there "
+                              "(and put TLS in front: tokens travel in every request)",
+                              addr);
         _cleanup_close_ int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return ns_err_sys(err, errno, "socket");
@@ -328,6 +481,9 @@ int sv_http_start(sv_server *s, int *port_out, ns_error *err) {
         info.user = s;
         info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
         info.timeout_secs = 30;
+        /* Subscribers idle for 30 s are pinged; one silent for 60 s (no pong, nothing) is gone. */
+        static const lws_retry_bo_t idle = { .secs_since_valid_ping = 30, .secs_since_valid_hangup = 60 };
+        info.retry_and_idle_policy = &idle;
         info.max_http_header_data = 4096;
         if (!(h->ctx = lws_create_context(&info))) {
                 r = ns_err(err, EIO, "libwebsockets: cannot create the context");
@@ -338,7 +494,9 @@ int sv_http_start(sv_server *s, int *port_out, ns_error *err) {
                 r = ns_err(err, EIO, "libwebsockets: cannot create the vhost");
                 goto fail;
         }
-        if ((r = listen_socket(s->cfg.listen_addr, s->cfg.listen_port, port_out, err)) < 0)
+        if ((r = sv_auth_new(s->cfg.rate_limit, &s->auth, err)) < 0 || (r = sv_ws_hub_new(s, &s->ws, err)) < 0)
+                goto fail;
+        if ((r = listen_socket(s->cfg.listen_addr, s->cfg.listen_port, s->cfg.allow_remote, port_out, err)) < 0)
                 goto fail;
         h->listen_fd = r;
         if (!(h->listen_watch = ns_loop_add(s->loop, h->listen_fd, EPOLLIN, on_accept, h, err))) {
@@ -374,11 +532,16 @@ void sv_http_stop(sv_server *s) {
                 lws_context_destroy(h->ctx); /* closes the adopted loop_fd */
         free(h);
         s->http = NULL;
+        sv_auth_free(s->auth);
+        s->auth = NULL;
+        sv_ws_hub_free(s->ws); /* after the context: its clients are closed and freed by then */
+        s->ws = NULL;
 }
 
 static void on_tick(lws_sorted_usec_list_t *sul) {
         sv_http *h = lws_container_of(sul, sv_http, tick_sul);
         h->tick(h->srv);
+        sv_ws_tick(h->srv);
         lws_sul_schedule(h->ctx, 0, &h->tick_sul, on_tick, 250 * LWS_US_PER_MS);
 }
 

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,12 +29,39 @@ typedef struct sv_req {
         size_t body_len;
         bool body_too_large;
         bool answered;
+        /* What auth.c decides on, copied bounded from the request's headers (an over-long value is
+         * left empty and flagged, never cut). */
+        char authorization[128];
+        char session_cookie[48];
+        char origin[256];
+        char host[256];
+        bool header_too_long;
+        bool csrf_header;       /* X-Nightshift-CSRF: 1 */
+        bool forwarded_https;   /* X-Forwarded-Proto: https (a reverse proxy ends TLS) */
+        char token_id[16];      /* the authenticated token's id; empty for the open routes */
         /* the response */
         int status;
         char *resp;
         size_t resp_len, resp_sent;
         bool headers_sent;
+        char set_cookie[256];   /* a Set-Cookie value, or empty */
+        int retry_after_s;      /* a Retry-After header when > 0 */
+        const char *content_type; /* NULL: application/json */
+        uint64_t started_us;    /* for the latency histogram */
 } sv_req;
+
+/* Request latency, for /metrics: counts per upper bound (seconds) of SV_HTTP_BUCKETS, plus the
+ * total; and requests by status class (1xx..5xx). */
+#define SV_HTTP_BUCKETS 12
+extern const double sv_http_bucket_bounds[SV_HTTP_BUCKETS];
+typedef struct sv_http_stats {
+        uint64_t bucket[SV_HTTP_BUCKETS]; /* cumulative as Prometheus wants them: ≤ bound */
+        uint64_t count;
+        double sum_s;
+        uint64_t by_class[6];
+} sv_http_stats;
+/* The server's request statistics so far. */
+const sv_http_stats *sv_http_get_stats(const sv_server *s);
 
 /* Start serving on s->cfg.listen_addr:listen_port.  *port_out gets the bound port. */
 int sv_http_start(sv_server *s, int *port_out, ns_error *err);
@@ -45,6 +73,8 @@ void sv_http_run(sv_server *s, void (*tick)(sv_server *s));
 /* Answer a request (once; later calls are ignored).  `body` is consumed; NULL sends no body
  * (204) or "{}".  Safe after the client left: the request is then just freed. */
 void sv_req_reply_json(sv_req *r, int status, cJSON *body);
+/* Answer with `body` (malloc'd, consumed; len bytes) of `content_type` (a static string). */
+void sv_req_reply_raw(sv_req *r, int status, const char *content_type, char *body, size_t len);
 void sv_req_reply_error(sv_req *r, int status, const char *code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 /* The query parameter `name` (URL-decoded) into buf; false when absent. */

@@ -13,6 +13,7 @@
 #define SV_ID_LEN (2 + SV_ID_BODY_LEN)
 #define SV_ID_PREFIX_SESSION 's'
 #define SV_ID_PREFIX_REPO 'r'
+#define SV_ID_PREFIX_TOKEN 't'
 
 /* Write a fresh random id with the given prefix letter into out (SV_ID_LEN + 1 bytes).
  * 60 bits from getrandom(2).  Returns 0 or -errno. */

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "gitx.h"
 #include "http.h"
+#include "sdnotify.h"
 #include "serve.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
@@ -99,7 +100,19 @@ static int serve(int argc, char **argv) {
         if (sv_runner_start(&s, &err) < 0)
                 goto out;
         s.last_tick_ms = ns_now_ms();
+        /* Under systemd (Type=notify) `systemctl start` returns, and units ordered after this one
+         * start, only now: the listener is bound and the loop serves it from the next line on. */
+        char status[128];
+        snprintf(status, sizeof status, "listening on http://%s:%d", s.cfg.listen_addr, port);
+        if (sv_notify_ready(status, &err) < 0) {
+                log_warn("%s", err.msg);
+                ns_err_clear(&err);
+        }
         sv_http_run(&s, tick);
+        if (sv_notify_stopping("shutting down; sessions keep running in their sandboxes", &err) < 0) {
+                log_warn("%s", err.msg);
+                ns_err_clear(&err);
+        }
         rc = 0;
 out:
         if (rc && err.code)
@@ -123,7 +136,16 @@ out:
 static void usage(FILE *f) {
         fputs("usage: nightshift serve [flags]        run the server (nightshift serve --help)\n"
               "       nightshift run [flags] PROMPT   start a session (nightshift run --help)\n"
-              "       nightshift version\n",
+              "       nightshift token create|ls|revoke  API tokens (nightshift token --help)\n"
+              "       nightshift ls [--state S] [--repo R] [--limit N]   sessions\n"
+              "       nightshift show ID                 one session\n"
+              "       nightshift logs ID [-f] [--after SEQ]  its events (-f: until it is over)\n"
+              "       nightshift prompt ID TEXT|-        queue a follow-up prompt\n"
+              "       nightshift stop ID [--force] | pause ID | resume ID\n"
+              "       nightshift diff ID                 its changes against its base\n"
+              "       nightshift version\n"
+              "Each command takes --help; the client commands take --server URL, --token-file FILE and,\n"
+              "where they print data, --json.\n",
               f);
 }
 
@@ -136,6 +158,10 @@ int main(int argc, char **argv) {
                 return serve(argc - 1, argv + 1);
         if (!strcmp(argv[1], "run"))
                 return cli_run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "token"))
+                return cli_token(argc - 1, argv + 1);
+        if (cli_session_command_exists(argv[1]))
+                return cli_session_command(argc - 1, argv + 1);
         if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
                 printf("nightshift %s\n", NIGHTSHIFT_VERSION);
                 return 0;

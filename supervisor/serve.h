@@ -20,6 +20,8 @@
 
 typedef struct sv_live sv_live;
 typedef struct sv_http sv_http;
+typedef struct sv_auth sv_auth;
+typedef struct sv_ws_hub sv_ws_hub;
 
 typedef struct sv_server {
         sv_config cfg;
@@ -27,6 +29,8 @@ typedef struct sv_server {
         db *db; /* the loop thread's connection */
         sv_workq *wq;
         sv_http *http;
+        sv_auth *auth;      /* rate limits (auth.h) */
+        sv_ws_hub *ws;      /* event subscribers (ws.h) */
         sv_live *live;      /* sessions with a sandbox (or provisioning one) */
         int slots_used;     /* turns running or provisioning, ≤ cfg.max_concurrent */
         bool quitting;
@@ -71,6 +75,10 @@ int sv_session_stop(sv_server *s, const char *sid, bool force, ns_error *err);
 int sv_session_pause(sv_server *s, const char *sid, bool pause, ns_error *err);
 int sv_session_complete(sv_server *s, const char *sid, ns_error *err);
 void sv_session_delete(sv_server *s, const char *sid, sv_reply_fn reply, void *ctx);
+/* An ended session (completed, failed, stopped) → archived.  -EINVAL otherwise. */
+int sv_session_archive(sv_server *s, const char *sid, ns_error *err);
+/* Sessions with a sandbox now (running, idle, provisioning...). */
+size_t sv_sessions_live(const sv_server *s);
 
 /* The session as API JSON. */
 cJSON *sv_session_json(const db_session *row);

@@ -24,6 +24,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "session_int.h"
+#include "ws.h"
 
 static void job_done(sv_job *job);
 
@@ -239,8 +240,11 @@ static int batch_flush(sv_live *l, bool mark, ns_error *err) {
         char proc[32];
         snprintf(proc, sizeof proc, "%lld", (long long) l->proc);
         db_output_mark m = { .session_id = l->id, .proc_id = proc, .output_offset = (int64_t) l->consumed };
+        bool any = l->n_batch > 0;
         int r = db_events_append_batch(l->srv->db, l->batch, l->n_batch, mark ? &m : NULL, NULL, NULL, err);
         batch_clear(l);
+        if (r == 0 && any)
+                sv_ws_notify(l->srv);
         return r;
 }
 
@@ -251,6 +255,8 @@ static void emit_now(sv_live *l, const char *type, cJSON *data) {
         ns_error err;
         if (db_event_append(l->srv->db, l->id, type, json ? json : "{}", NULL, NULL, &err) < 0)
                 log_warn("session %s: event %s: %s", l->id, type, err.msg);
+        else
+                sv_ws_notify(l->srv);
 }
 
 static void emit_error(sv_live *l, const char *message) {
@@ -271,6 +277,7 @@ static int set_state(sv_live *l, sv_state to, const char *reason) {
         l->state = to;
         if (to == SV_IDLE || to == SV_WAITING)
                 l->idle_since_ms = ns_now_ms();
+        sv_ws_notify(l->srv);
         return 0;
 }
 
@@ -891,6 +898,27 @@ int sv_session_complete(sv_server *s, const char *sid, ns_error *err) {
                 return ns_err(err, EINVAL, "only an idle session can be completed");
         begin_teardown(l, SV_COMPLETED, "completed by the user");
         return 0;
+}
+
+size_t sv_sessions_live(const sv_server *s) {
+        size_t n = 0;
+        for (const sv_live *l = s->live; l; l = l->next)
+                n++;
+        return n;
+}
+
+int sv_session_archive(sv_server *s, const char *sid, ns_error *err) {
+        db_session row = { 0 };
+        int r = db_session_get(s->db, sid, &row, err);
+        if (r < 0)
+                return r;
+        sv_state st = row.state;
+        db_session_clear(&row);
+        if (live_find(s, sid) || !sv_state_is_end(st))
+                return ns_err(err, EINVAL, "only a session that has ended can be archived (it is %s)", sv_state_name(st));
+        if ((r = db_session_set_state(s->db, sid, SV_ARCHIVED, "archived by the user", -1, NULL, NULL, err)) == 0)
+                sv_ws_notify(s);
+        return r;
 }
 
 int sv_session_pause(sv_server *s, const char *sid, bool pause, ns_error *err) {

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/sv_lib.sh"
 sv_setup
 make_repo "$NS_TMP/src/app"
-RUN() { as_user env NIGHTSHIFT_URL="$SV_URL" "$NIGHTSHIFT" run "$@"; }
+RUN() { as_user env NIGHTSHIFT_URL="$SV_URL" NIGHTSHIFT_TOKEN="$SV_TOKEN" "$NIGHTSHIFT" run "$@"; }
 
 # --- the command agent end to end -------------------------------------------------------------
 out=$(RUN --repo "$NS_TMP/src/app" --once --follow 'echo made by the agent > hello.txt && git status --short' 2>&1)
@@ -102,7 +102,7 @@ expect_eq "unknown repo → 404" 404 "${r%% *}"; expect_match "with a message" '
 r=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"base\":\"no-such-branch\",\"prompt\":\"true\"}")
 expect_eq "a base ref that does not exist → 400" 400 "${r%% *}"; expect_match "named" 'no-such-branch' "$r"
 $PY -c 'import json,sys; print(json.dumps({"repo":sys.argv[1],"prompt":"x"*(256*1024+1)}))' "$repo_id" > "$NS_TMP/big.json"
-r=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$NS_TMP/big.json" "$SV_URL/api/v1/sessions")
+r=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $SV_TOKEN" --data-binary @"$NS_TMP/big.json" "$SV_URL/api/v1/sessions")
 expect_eq "a prompt over 256 KiB → 413" 413 "$r"
 r=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"agent\":\"claude\",\"prompt\":\"hi\"}")
 expect_eq "an agent that is not installed → 400" 400 "${r%% *}"; expect_match "says so" 'not installed' "$r"

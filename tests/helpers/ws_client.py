@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+"""A WebSocket client for the tests of /api/v1/events (RFC 6455, no dependencies).
+
+  ws_client.py status URL [--token T] [--cookie C] [--origin O]
+      print the HTTP status of the upgrade (101 when accepted)
+  ws_client.py read URL [--token T] [--cookie C] [--origin O] [--events N] [--timeout S]
+      print every message (one JSON per line) until N events came, the server closed, or S s passed;
+      a close frame is printed as {"closed": CODE, "reason": "..."}
+  ws_client.py fanout URL --clients K (--events N | --until-state ST) [--token T] [--stalled M]
+      K subscribers (plus M that never read) at once, each reading until it has N events (or a
+      status event with state ST); prints {"clients", "complete", "in_order", "deliveries", "seconds",
+      "latency_p50_ms", "latency_p99_ms"} (latency: receipt time minus the event's "ts", when the
+      event data carries {"t_ns": ...} that is used instead)
+
+URL is ws://HOST:PORT/PATH?QUERY.  Exit status 0 unless the connection itself failed.
+"""
+import argparse, base64, json, os, selectors, socket, struct, sys, time
+from urllib.parse import urlsplit
+
+
+def handshake(url, token=None, cookie=None, origin=None, timeout=10):
+    u = urlsplit(url)
+    s = socket.create_connection((u.hostname, u.port or 80), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    path = u.path + ("?" + u.query if u.query else "")
+    lines = [f"GET {path} HTTP/1.1", f"Host: {u.hostname}:{u.port}", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    if origin:
+        lines.append(f"Origin: {origin}")
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return s, status, rest
+
+
+def frame(opcode, payload=b""):
+    mask = os.urandom(4)
+    n = len(payload)
+    hdr = bytes([0x80 | opcode])
+    if n < 126:
+        hdr += bytes([0x80 | n])
+    elif n < 65536:
+        hdr += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        hdr += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class Reader:
+    """Incremental frame parser; feed() bytes, get (opcode, payload) messages."""
+
+    def __init__(self):
+        self.buf = b""
+        self.partial = b""
+
+    def feed(self, data):
+        self.buf += data
+        out = []
+        while True:
+            if len(self.buf) < 2:
+                return out
+            b0, b1 = self.buf[0], self.buf[1]
+            n, off = b1 & 0x7F, 2
+            if n == 126:
+                if len(self.buf) < 4:
+                    return out
+                n, off = struct.unpack(">H", self.buf[2:4])[0], 4
+            elif n == 127:
+                if len(self.buf) < 10:
+                    return out
+                n, off = struct.unpack(">Q", self.buf[2:10])[0], 10
+            if len(self.buf) < off + n:
+                return out
+            payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
+            op, fin = b0 & 0x0F, b0 & 0x80
+            if op == 0:
+                self.partial += payload
+                if fin:
+                    out.append((1, self.partial))
+                    self.partial = b""
+            elif not fin:
+                self.partial = payload
+            else:
+                out.append((op, payload))
+
+
+def cmd_status(a):
+    s, status, _ = handshake(a.url, a.token, a.cookie, a.origin)
+    s.close()
+    print(status)
+
+
+def cmd_read(a):
+    s, status, rest = handshake(a.url, a.token, a.cookie, a.origin)
+    if status != 101:
+        print(json.dumps({"status": status}))
+        return 1
+    r, events, deadline = Reader(), 0, time.time() + a.timeout
+    pending = r.feed(rest)
+    while True:
+        for op, p in pending:
+            if a.events and events >= a.events:
+                break
+            if op == 1:
+                print(p.decode(), flush=True)
+                if "control" not in json.loads(p):
+                    events += 1
+            elif op == 9:
+                s.sendall(frame(10, p))
+            elif op == 8:
+                code = struct.unpack(">H", p[:2])[0] if len(p) >= 2 else None
+                print(json.dumps({"closed": code, "reason": p[2:].decode(errors="replace")}), flush=True)
+                return 0
+        if a.events and events >= a.events:
+            s.sendall(frame(8, struct.pack(">H", 1000)))
+            return 0
+        left = deadline - time.time()
+        if left <= 0:
+            return 0
+        s.settimeout(left)
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            return 0
+        if not data:
+            print(json.dumps({"closed": None, "reason": "eof"}), flush=True)
+            return 0
+        pending = r.feed(data)
+
+
+def cmd_fanout(a):
+    sel = selectors.DefaultSelector()
+    clients, stalled = [], []
+    for i in range(a.clients + a.stalled):
+        s, status, rest = handshake(a.url, a.token)
+        if status != 101:
+            print(json.dumps({"error": f"client {i}: upgrade status {status}"}))
+            return 1
+        if i >= a.clients:
+            stalled.append(s)  # never read: its socket buffer fills and the server must cope
+            continue
+        s.setblocking(False)
+        c = {"sock": s, "reader": Reader(), "seqs": [], "lat": [], "done": False, "until": a.until_state}
+        clients.append(c)
+        sel.register(s, selectors.EVENT_READ, c)
+        for op, p in c["reader"].feed(rest):
+            take(c, op, p)
+    t0 = time.time()
+    deadline = t0 + a.timeout
+    want = lambda c: not c["done"] and (len(c["seqs"]) < a.events if a.events else c["until"] is not None)
+    remaining = sum(1 for c in clients if want(c))
+    while remaining and time.time() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            c = key.data
+            try:
+                data = c["sock"].recv(262144)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(c["sock"])
+                c["done"] = True
+                continue
+            for op, p in c["reader"].feed(data):
+                take(c, op, p)
+        remaining = sum(1 for c in clients if want(c))
+    secs = time.time() - t0
+    lat = sorted(x for c in clients for x in c["lat"])
+    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
+    out = {
+        "clients": len(clients),
+        "complete": sum(1 for c in clients if (len(c["seqs"]) >= a.events if a.events else c["until"] is None)),
+        "counts": sorted(set(len(c["seqs"]) for c in clients)),
+        "in_order": sum(1 for c in clients if c["seqs"] == sorted(set(c["seqs"])) and
+                        (not c["seqs"] or c["seqs"] == list(range(c["seqs"][0], c["seqs"][0] + len(c["seqs"]))))),
+        "deliveries": sum(len(c["seqs"]) for c in clients),
+        "seconds": round(secs, 3),
+        "latency_p50_ms": pct(0.5),
+        "latency_p99_ms": pct(0.99),
+    }
+    print(json.dumps(out))
+    for c in clients:
+        c["sock"].close()
+    for s in stalled:
+        s.close()
+    return 0
+
+
+def take(c, op, p):
+    if op == 9:
+        c["sock"].send(frame(10, p))
+        return
+    if op == 8:
+        c["done"] = True
+        return
+    if op != 1:
+        return
+    m = json.loads(p)
+    if "control" in m:
+        return
+    now = time.time()
+    c["seqs"].append(m["seq"])
+    if c["until"] is not None and m.get("type") == "status" and (m.get("data") or {}).get("to") == c["until"]:
+        c["until"] = None
+    t = (m.get("data") or {}).get("t_ns") if isinstance(m.get("data"), dict) else None
+    if t:
+        c["lat"].append((now * 1e9 - t) / 1e6)
+    elif "ts" in m:
+        c["lat"].append(now * 1e3 - m["ts"])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["status", "read", "fanout"])
+    ap.add_argument("url")
+    ap.add_argument("--token")
+    ap.add_argument("--cookie")
+    ap.add_argument("--origin")
+    ap.add_argument("--events", type=int, default=0)
+    ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--stalled", type=int, default=0)
+    ap.add_argument("--until-state")
+    ap.add_argument("--timeout", type=float, default=30)
+    a = ap.parse_args()
+    return {"status": cmd_status, "read": cmd_read, "fanout": cmd_fanout}[a.mode](a) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
