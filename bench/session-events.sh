@@ -16,15 +16,7 @@ export NS_BUILD
 [ "$(id -u)" = 0 ] || { echo "session-events: run as root" >&2; exit 2; }
 sv_setup --max-concurrent "$SESSIONS" >/dev/null || exit 2
 make_repo "$NS_TMP/src/app"
-cat > "$NS_TMP/src/app/emit.py" <<'PY'
-import sys, time
-n, rate = int(sys.argv[1]), int(sys.argv[2])
-t0 = time.monotonic()
-for i in range(n):
-    sys.stdout.write(f"ev-{i}\n"); sys.stdout.flush()
-    d = t0 + (i + 1) / rate - time.monotonic()
-    if d > 0: time.sleep(d)
-PY
+cp "$(dirname "$0")/emit.py" "$NS_TMP/src/app/emit.py"
 chown "$TEST_UID:$TEST_GID" "$NS_TMP/src/app/emit.py"
 as_user git -C "$NS_TMP/src/app" add emit.py
 as_user git -C "$NS_TMP/src/app" -c user.name=b -c user.email=b@b commit -qm emit

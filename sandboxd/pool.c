@@ -155,6 +155,7 @@ void pool_tick(void *daemon) {
 /* A request to the zygote: build a pool sandbox (the report socket rides along), or remove what a
  * dead sandbox left (its cgroup, upper layer, disk image and record). */
 enum zygote_job { ZYGOTE_BUILD = 1, ZYGOTE_CLEAN = 2 };
+#define ZYGOTE_CLEAN_QUEUE 256
 struct zygote_req {
         uint32_t job;
         char id[NS_ID_MAX + 1];
@@ -171,6 +172,10 @@ _Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
         errno = 0;
         int nice = getpriority(PRIO_PROCESS, 0);
         bool idle = errno == 0 && setpriority(PRIO_PROCESS, 0, 19) == 0;
+        /* Cleanups wait behind builds: a sandbox someone may ask for next comes before tidying
+         * up after one nobody will see again. */
+        static char cleanups[ZYGOTE_CLEAN_QUEUE][NS_ID_MAX + 1];
+        size_t n_clean = 0;
         for (;;) {
                 struct zygote_req req;
                 int report = -1;
@@ -181,17 +186,26 @@ _Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
                 struct iovec iov = { &req, sizeof req };
                 struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b,
                                      .msg_controllen = sizeof cbuf.b };
-                ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+                ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (n_clean ? MSG_DONTWAIT : 0));
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n <= 0)
+                if (n < 0 && errno == EAGAIN) {
+                        sandbox_remove_leftovers(d, cleanups[--n_clean]);
+                        continue;
+                }
+                if (n <= 0) {
+                        while (n_clean)
+                                sandbox_remove_leftovers(d, cleanups[--n_clean]);
                         _exit(0);
+                }
                 struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
                 if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
                         memcpy(&report, CMSG_DATA(c), sizeof report);
                 req.id[NS_ID_MAX] = '\0';
                 if (n == (ssize_t) sizeof req && req.job == ZYGOTE_CLEAN && report < 0 && ns_id_is_valid(req.id)) {
-                        sandbox_remove_leftovers(d, req.id);
+                        if (n_clean == ZYGOTE_CLEAN_QUEUE)
+                                sandbox_remove_leftovers(d, cleanups[--n_clean]);
+                        memcpy(cleanups[n_clean++], req.id, sizeof cleanups[0]);
                         continue;
                 }
                 if (n != (ssize_t) sizeof req || req.job != ZYGOTE_BUILD || report < 0 || !ns_id_is_valid(req.id) ||

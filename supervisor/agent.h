@@ -63,8 +63,10 @@ typedef struct agent_adapter {
         const char *cli_relpath;
         int (*build_turn)(const agent_turn_spec *spec, agent_cmd *out, ns_error *err);
         /* Bytes to write to the agent's stdin to interrupt the turn, or NULL: then the runner sends
-         * SIGINT to the process, and SIGKILL to the whole tree after a grace period. */
+         * interrupt_signal (0: SIGINT) to the process, and SIGKILL to the whole tree after a grace
+         * period. */
         const char *interrupt_stdin;
+        int interrupt_signal;
 } agent_adapter;
 
 /* The adapter of that name, or NULL. */

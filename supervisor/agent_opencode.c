@@ -11,12 +11,14 @@
  * npm registry on every start; the OPENCODE_DISABLE_* variables turn off the models.dev fetch,
  * auto-update, sharing, default plugins and LSP downloads.
  *
- * Interrupt: OpenCode ignores SIGINT without a terminal, so the runner's SIGKILL after the grace
- * period is what ends it (a clean abort needs `opencode serve`, not used here).
+ * Interrupt: OpenCode ignores SIGINT without a terminal; SIGTERM ends `opencode run` at once.  The
+ * session it was in is saved as it goes, so the next turn resumes it with --session; the tools it
+ * left running are killed by the runner before the commit (NS_KILL_LEFTOVERS).
  *
  * stdout lines used (each carries sessionID, the resume reference): text (a complete text part),
  * tool_use (a finished tool: state.status completed/error, input, output), step_finish (tokens and
  * cost, summed into the turn's usage), error. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,4 +196,5 @@ const agent_adapter agent_opencode_adapter = {
         .cli_relpath = "bin/opencode",
         .build_turn = opencode_build_turn,
         .interrupt_stdin = NULL,
+        .interrupt_signal = SIGTERM,
 };

@@ -11,6 +11,7 @@
 #include "common/jsonv.h"
 #include "http.h"
 #include "ids.h"
+#include "jsonw.h"
 #include "serve.h"
 
 void sv_api_add_str_or_null(cJSON *o, const char *k, const char *v) {
@@ -27,29 +28,34 @@ void sv_api_add_time(cJSON *o, const char *k, int64_t ms) {
                 cJSON_AddNullToObject(o, k);
 }
 
+void sv_session_write(jw *w, const db_session *s) {
+        jw_obj_begin(w);
+        jw_kstr(w, "id", s->id);
+        jw_kstr(w, "repo", s->repo_id);
+        jw_kstr(w, "base", s->base_ref);
+        jw_kstr(w, "base_sha", s->base_sha);
+        jw_kstr(w, "branch", s->branch);
+        jw_kstr(w, "agent", s->agent);
+        jw_kstr(w, "state", sv_state_name(s->state));
+        jw_kstr(w, "state_reason", s->state_reason);
+        jw_kstr(w, "title", s->title);
+        jw_kbool(w, "once", s->once);
+        jw_kstr(w, "model", s->model);
+        jw_kstr(w, "network", s->network);
+        jw_kstr(w, "sandbox", s->sandbox_id);
+        jw_kstr(w, "last_commit", s->last_commit_sha);
+        jw_ktime(w, "created_at", s->created_at);
+        jw_ktime(w, "updated_at", s->updated_at);
+        jw_ktime(w, "started_at", s->started_at);
+        jw_ktime(w, "ended_at", s->ended_at);
+        jw_obj_end(w);
+}
+
 cJSON *sv_session_json(const db_session *s) {
-        cJSON *o = cJSON_CreateObject();
-        if (!o)
-                return NULL;
-        cJSON_AddStringToObject(o, "id", s->id);
-        cJSON_AddStringToObject(o, "repo", s->repo_id);
-        sv_api_add_str_or_null(o, "base", s->base_ref);
-        sv_api_add_str_or_null(o, "base_sha", s->base_sha);
-        sv_api_add_str_or_null(o, "branch", s->branch);
-        sv_api_add_str_or_null(o, "agent", s->agent);
-        cJSON_AddStringToObject(o, "state", sv_state_name(s->state));
-        sv_api_add_str_or_null(o, "state_reason", s->state_reason);
-        sv_api_add_str_or_null(o, "title", s->title);
-        cJSON_AddBoolToObject(o, "once", s->once);
-        sv_api_add_str_or_null(o, "model", s->model);
-        sv_api_add_str_or_null(o, "network", s->network);
-        sv_api_add_str_or_null(o, "sandbox", s->sandbox_id);
-        sv_api_add_str_or_null(o, "last_commit", s->last_commit_sha);
-        sv_api_add_time(o, "created_at", s->created_at);
-        sv_api_add_time(o, "updated_at", s->updated_at);
-        sv_api_add_time(o, "started_at", s->started_at);
-        sv_api_add_time(o, "ended_at", s->ended_at);
-        return o;
+        jw w = { 0 };
+        sv_session_write(&w, s);
+        _cleanup_free_ char *text = jw_take(&w, NULL);
+        return text ? cJSON_Parse(text) : NULL;
 }
 
 /* An asynchronous reply (from a worker's job) into the waiting request. */
@@ -267,18 +273,28 @@ static void sessions_get(sv_req *r) {
         ns_error e;
         if (db_session_list(r->srv->db, &f, &v, &n, &e) < 0)
                 return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
-        cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "sessions");
+        /* Written straight to text: the list is the API's busiest answer. */
+        jw w = { 0 };
+        jw_obj_begin(&w);
+        jw_key(&w, "sessions");
+        jw_arr_begin(&w);
         for (size_t i = 0; i < n; i++)
-                cJSON_AddItemToArray(a, sv_session_json(&v[i]));
+                sv_session_write(&w, &v[i]);
+        jw_arr_end(&w);
         if (n == f.limit) {
                 char next[64];
                 snprintf(next, sizeof next, "%lld.%s", (long long) v[n - 1].created_at, v[n - 1].id);
-                cJSON_AddStringToObject(o, "next_cursor", next);
+                jw_kstr(&w, "next_cursor", next);
         } else {
-                cJSON_AddNullToObject(o, "next_cursor");
+                jw_kstr(&w, "next_cursor", NULL);
         }
+        jw_obj_end(&w);
         db_sessions_free(v, n);
-        sv_req_reply_json(r, 200, o);
+        size_t len;
+        char *text = jw_take(&w, &len);
+        if (!text)
+                return sv_req_reply_error(r, 500, "internal", "out of memory");
+        sv_req_reply_raw(r, 200, "application/json", text, len);
 }
 
 static void session_get(sv_req *r, const char *sid) {
@@ -288,8 +304,14 @@ static void session_get(sv_req *r, const char *sid) {
         if (rc < 0)
                 return sv_req_reply_error(r, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal", "%s",
                                           e.msg);
-        sv_req_reply_json(r, 200, sv_session_json(&row));
+        jw w = { 0 };
+        sv_session_write(&w, &row);
         db_session_clear(&row);
+        size_t len;
+        char *text = jw_take(&w, &len);
+        if (!text)
+                return sv_req_reply_error(r, 500, "internal", "out of memory");
+        sv_req_reply_raw(r, 200, "application/json", text, len);
 }
 
 static void events_get(sv_req *r, const char *sid) {
@@ -311,19 +333,29 @@ static void events_get(sv_req *r, const char *sid) {
         size_t n = 0;
         if (db_events_after_seq(r->srv->db, sid, a, (size_t) l, &v, &n, &e) < 0)
                 return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
-        cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "events");
+        /* The stored data is JSON already (checked on the way in): written as it is. */
+        jw w = { 0 };
+        jw_obj_begin(&w);
+        jw_key(&w, "events");
+        jw_arr_begin(&w);
         for (size_t i = 0; i < n; i++) {
-                cJSON *it = cJSON_CreateObject();
-                cJSON_AddNumberToObject(it, "id", (double) v[i].id);
-                cJSON_AddNumberToObject(it, "seq", (double) v[i].seq);
-                cJSON_AddNumberToObject(it, "ts", (double) v[i].ts);
-                cJSON_AddStringToObject(it, "type", v[i].type);
-                cJSON *data = cJSON_Parse(v[i].data);
-                cJSON_AddItemToObject(it, "data", data ? data : cJSON_CreateObject());
-                cJSON_AddItemToArray(arr, it);
+                jw_obj_begin(&w);
+                jw_kint(&w, "id", v[i].id);
+                jw_kint(&w, "seq", v[i].seq);
+                jw_kint(&w, "ts", v[i].ts);
+                jw_kstr(&w, "type", v[i].type);
+                jw_key(&w, "data");
+                jw_raw(&w, v[i].data, strlen(v[i].data));
+                jw_obj_end(&w);
         }
+        jw_arr_end(&w);
+        jw_obj_end(&w);
         db_events_free(v, n);
-        sv_req_reply_json(r, 200, o);
+        size_t len;
+        char *text = jw_take(&w, &len);
+        if (!text)
+                return sv_req_reply_error(r, 500, "internal", "out of memory");
+        sv_req_reply_raw(r, 200, "application/json", text, len);
 }
 
 static void prompts_post(sv_req *r, const char *sid) {

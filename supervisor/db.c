@@ -155,6 +155,10 @@ static const char *const stmt_sql[ST__COUNT] = {
                            "ORDER BY seq LIMIT 1",
         [ST_PROMPT_GET] = "SELECT " PROMPT_COLS " FROM prompts WHERE id = ?1",
         [ST_PROMPT_SET_STATE] = "UPDATE prompts SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        [ST_TOKEN_BY_HASH] = "SELECT id, name, created_at, last_used_at, revoked_at FROM tokens "
+                             "WHERE hash = ?1 AND revoked_at IS NULL",
+        [ST_SESSION_LIST] = "SELECT " SESSION_COLS " FROM sessions WHERE (?1 IS NULL OR repo_id = ?1) "
+                            "AND (?2 IS NULL OR (created_at, id) > (?3, ?2)) ORDER BY created_at, id",
 };
 
 
@@ -907,11 +911,8 @@ int db_session_get(db *d, const char *id, db_session *out, ns_error *err) {
 int db_session_list(db *d, const db_session_filter *f, db_session **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
-        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = db_stmt_prepare(d,
-                             "SELECT " SESSION_COLS " FROM sessions WHERE (?1 IS NULL OR repo_id = ?1) "
-                             "AND (?2 IS NULL OR (created_at, id) > (?3, ?2)) ORDER BY created_at, id",
-                             &st, err);
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_SESSION_LIST, &st, err);
         if (r < 0)
                 return r;
         db_bind_text(st, 1, f ? f->repo_id : NULL);

@@ -71,8 +71,9 @@ int db_token_insert(db *d, const char *name, const uint8_t hash[DB_TOKEN_HASH_LE
 }
 
 int db_token_by_hash(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out, ns_error *err) {
-        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
-        int r = db_stmt_prepare(d, "SELECT " TOKEN_COLS " FROM tokens WHERE hash = ?1 AND revoked_at IS NULL", &st, err);
+        /* Cached: every API request asks. */
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_TOKEN_BY_HASH, &st, err);
         if (r < 0)
                 return r;
         sqlite3_bind_blob(st, 1, hash, DB_TOKEN_HASH_LEN, SQLITE_STATIC);

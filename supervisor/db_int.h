@@ -25,6 +25,8 @@ enum stmt_id {
         ST_PROMPT_NEXT,
         ST_PROMPT_GET,
         ST_PROMPT_SET_STATE,
+        ST_TOKEN_BY_HASH,
+        ST_SESSION_LIST,
         ST__COUNT
 };
 

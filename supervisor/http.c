@@ -73,8 +73,12 @@ static int write_response(struct lws *wsi, sv_req *r) {
                 r->headers_sent = true;
                 if (!r->resp_len)
                         goto done;
-                lws_callback_on_writable(wsi);
-                return 0;
+                /* A small body follows at once, in the same turn: no second trip through the loop
+                 * (lws queues what the socket does not take). */
+                if (r->resp_len > 16384) {
+                        lws_callback_on_writable(wsi);
+                        return 0;
+                }
         }
         size_t chunk = r->resp_len - r->resp_sent;
         if (chunk > 16384)

@@ -80,7 +80,9 @@ int sv_session_archive(sv_server *s, const char *sid, ns_error *err);
 /* Sessions with a sandbox now (running, idle, provisioning...). */
 size_t sv_sessions_live(const sv_server *s);
 
-/* The session as API JSON. */
+/* The session as API JSON: written into w (jsonw.h), or as a cJSON tree. */
+typedef struct jw jw;
+void sv_session_write(jw *w, const db_session *row);
 cJSON *sv_session_json(const db_session *row);
 
 /* Start: recover live sessions from the database and schedule queued ones. */

@@ -446,7 +446,8 @@ static void turn_exited(sv_live *l, const struct ns_frame_exit *ex) {
                 ev_emit(l, "error", "{\"message\":\"the agent was killed: out of memory\"}");
         else if (ex->flags & NS_EXIT_TIMEOUT)
                 ev_emit(l, "error", "{\"message\":\"the agent's turn timed out\"}");
-        l->turn_failed = out == AGENT_TURN_FAILED;
+        /* An interrupted turn ends however the agent takes the signal; it is not a failure. */
+        l->turn_failed = out == AGENT_TURN_FAILED && !l->interrupted;
         l->turn_question = out == AGENT_TURN_QUESTION;
         if (batch_flush(l, true, &err) < 0)
                 log_warn("session %s: storing events: %s", l->id, err.msg);
@@ -661,7 +662,7 @@ static void commit_done(sv_sjob *j) {
         if (l->turn_question)
                 set_state(l, SV_WAITING, "the agent asked a question");
         else
-                set_state(l, SV_IDLE, l->turn_failed ? "turn failed" : "turn succeeded");
+                set_state(l, SV_IDLE, l->interrupted ? "turn interrupted" : l->turn_failed ? "turn failed" : "turn succeeded");
         kick(s);
 }
 
@@ -858,7 +859,7 @@ int sv_session_interrupt(sv_server *s, const char *sid, ns_error *err) {
                 return r;
         if (!l || l->phase != PH_STREAM)
                 return ns_err(err, EINVAL, "session %s has no turn running", sid);
-        signal_proc(l, SIGINT);
+        signal_proc(l, l->ad->interrupt_signal ? l->ad->interrupt_signal : SIGINT);
         l->interrupted = true;
         l->kill_deadline_ms = ns_now_ms() + (uint64_t) s->cfg.stop_grace_s * 1000;
         return 0;
@@ -882,7 +883,7 @@ int sv_session_stop(sv_server *s, const char *sid, bool force, ns_error *err) {
                 return 0;
         }
         if (l->phase == PH_STREAM) {
-                signal_proc(l, SIGINT);
+                signal_proc(l, l->ad->interrupt_signal ? l->ad->interrupt_signal : SIGINT);
                 l->interrupted = true;
                 l->kill_deadline_ms = ns_now_ms() + (uint64_t) s->cfg.stop_grace_s * 1000;
         }
@@ -1045,7 +1046,7 @@ void sv_runner_tick(sv_server *s) {
                         emit_error(l, "the session reached its maximum runtime");
                         l->stop_requested = true;
                         if (l->phase == PH_STREAM) {
-                                signal_proc(l, SIGINT);
+                                signal_proc(l, l->ad->interrupt_signal ? l->ad->interrupt_signal : SIGINT);
                                 l->interrupted = true;
                                 l->kill_deadline_ms = now + (uint64_t) s->cfg.stop_grace_s * 1000;
                         } else if (l->phase == PH_NONE) {

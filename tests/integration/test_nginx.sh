@@ -114,11 +114,22 @@ expect_eq "a body of exactly 1 MiB passes nginx and reaches nightshift's validat
   "400 invalid" "${r%% *} $(jget "${r#* }" 'd["error"]["code"]' 2>/dev/null)"
 
 # --- WebSockets ----------------------------------------------------------------------------------
-# PLACEHOLDER: the WebSocket event stream (GET /api/v1/events with Upgrade: websocket) is not
-# served yet.  When it is, check here through $PROXY/nightshift/api/v1/events: the handshake
-# answers 101 through nginx (the map and the Upgrade/Connection headers of the example), events of
-# a session started through the proxy arrive on it, and a connection idle for longer than the
-# default proxy_read_timeout (60 s) would be is not cut (the example sets 1 h).
+# The example's map and Upgrade/Connection headers carry the upgrade through; the session of
+# above replays in full, then a new session's events arrive live through the proxy.
+WSC="$PY $NS_SRC/tests/helpers/ws_client.py"
+WSP=ws://127.0.0.1:$NGX_PORT/nightshift/api/v1/events
+expect_eq "the event stream upgrades through nginx (101)" 101 "$($WSC status "$WSP?after_id=0" --token "$SV_TOKEN")"
+expect_eq "... and refuses a missing token through it too (401)" 401 "$($WSC status "$WSP?after_id=0")"
+n=$(events "$sid" | grep -c .)
+got=$($WSC read "$WSP?session=$sid&after=0" --token "$SV_TOKEN" --events "$n" --timeout 20 | grep -c '"seq"')
+expect_eq "a finished session replays in full through the proxy" "$n" "$got"
+r=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"prompt\":\"sleep 1; echo through-the-proxy\",\"once\":true}")
+sid_ws=$(jget "${r#* }" 'd["id"]' 2>/dev/null)
+$WSC read "$WSP?session=$sid_ws&after=0" --token "$SV_TOKEN" --timeout 30 > "$NS_TMP/ws-proxy" &
+WSR=$!
+wait_state "$sid_ws" completed failed >/dev/null
+sleep 0.5; kill "$WSR" 2>/dev/null; wait "$WSR" 2>/dev/null
+expect_match "a running session's output arrives live through the proxy" 'through-the-proxy' "$(cat "$NS_TMP/ws-proxy")"
 
 # --- load through the proxy ------------------------------------------------------------------------
 if command -v wrk >/dev/null; then

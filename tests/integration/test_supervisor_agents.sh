@@ -7,9 +7,7 @@
 . "$(dirname "$0")/sv_lib.sh"
 AGENTS_DIR=${NS_AGENTS_DIR:-/var/lib/nightshift/agents}
 clis=()
-# OpenCode is left out by default: without a terminal it ignores SIGINT, so its interrupt waits for
-# the grace period's SIGKILL (test_agent_clis.sh covers its adapter in a sandbox).
-for c in ${NS_AGENT_CLIS:-claude codex}; do
+for c in ${NS_AGENT_CLIS:-claude codex opencode}; do
   if [ -x "$AGENTS_DIR/bin/$c" ]; then clis+=("$c"); else echo "# SKIP $c not installed: run rootfs/agents/install.sh"; fi
 done
 [ "${#clis[@]}" -gt 0 ] || { echo "1..0 # SKIP no agent CLI installed: run rootfs/agents/install.sh"; exit 77; }

@@ -12,20 +12,8 @@
 
 #include "common/cleanup.h"
 #include "supervisor/agent.h"
+#include "tap.h"
 
-static int t_num, t_failed;
-
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++t_num);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        if (!cond)
-                t_failed++;
-        fflush(stdout);
-}
 
 /* ---- a recording emitter ------------------------------------------------------------------------ */
 
@@ -723,6 +711,5 @@ int main(void) {
         test_splits("opencode", "opencode_create.jsonl");
         test_command();
         test_hostile();
-        printf("1..%d\n", t_num);
-        return t_failed ? 1 : 0;
+        return tap_done();
 }

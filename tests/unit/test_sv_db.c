@@ -13,20 +13,8 @@
 
 #include "common/cleanup.h"
 #include "supervisor/db.h"
+#include "tap.h"
 
-static int t_num, t_failed;
-
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++t_num);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        if (!cond)
-                t_failed++;
-        fflush(stdout);
-}
 
 static char dir[64], path[128];
 
@@ -139,7 +127,7 @@ int main(void) {
         ok(r == 0, "db_open creates and migrates (%s)", err.msg);
         if (r < 0) {
                 cleanup_files();
-                printf("1..%d\n", t_num);
+                printf("1..%d\n", tap_num);
                 return 1;
         }
         int ver = -1;
@@ -541,6 +529,5 @@ int main(void) {
         db_session_clear(&s);
         db_session_clear(&s2);
         cleanup_files();
-        printf("1..%d\n", t_num);
-        return t_failed ? 1 : 0;
+        return tap_done();
 }

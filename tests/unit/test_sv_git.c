@@ -19,21 +19,9 @@
 #include "supervisor/import.h"
 #include "supervisor/mirror.h"
 #include "supervisor/worktree.h"
+#include "tap.h"
 
-static int t_num, t_failed;
 static char T[64]; /* the test's temp root */
-
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++t_num);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        if (!cond)
-                t_failed++;
-        fflush(stdout);
-}
 
 /* Run a shell command line; returns its exit status (or -1). */
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -528,6 +516,5 @@ int main(void) {
         free(defbranch);
         gitx_shutdown();
         sh("rm -rf %s", T);
-        printf("1..%d\n", t_num);
-        return t_failed ? 1 : 0;
+        return tap_done();
 }
