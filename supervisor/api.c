@@ -239,7 +239,56 @@ static void sessions_post(sv_req *r, bool task_alias) {
         sv_session_create(r->srv, q, sv_api_reply_cb, r);
 }
 
+/* The last GET /sessions answer, kept while the database is unchanged: a dashboard or script
+ * polling the list costs a lookup, not a query and a serialisation.  The generation (db.h) changes
+ * with any commit, from any connection, so a kept answer is never stale. */
+struct sv_list_cache {
+        char query[sizeof ((sv_req *) 0)->query];
+        db_generation_t gen;
+        char *body;
+        size_t len;
+};
+
+void sv_api_cache_free(sv_server *s) {
+        if (s->list_cache)
+                free(s->list_cache->body);
+        free(s->list_cache);
+        s->list_cache = NULL;
+}
+
+static bool cached_list(sv_req *r, db_generation_t *gen) {
+        struct sv_list_cache *c = r->srv->list_cache;
+        if (db_generation(r->srv->db, gen, NULL) < 0)
+                return false;
+        if (!c || !c->body || strcmp(c->query, r->query) || c->gen.others != gen->others || c->gen.own != gen->own)
+                return false;
+        char *copy = malloc(c->len);
+        if (!copy)
+                return false;
+        memcpy(copy, c->body, c->len);
+        sv_req_reply_raw(r, 200, "application/json", copy, c->len);
+        return true;
+}
+
+static void keep_list(sv_req *r, const db_generation_t *gen, const char *body, size_t len) {
+        sv_server *s = r->srv;
+        if (!s->list_cache && !(s->list_cache = calloc(1, sizeof *s->list_cache)))
+                return;
+        char *copy = malloc(len);
+        if (!copy)
+                return;
+        memcpy(copy, body, len);
+        free(s->list_cache->body);
+        s->list_cache->body = copy;
+        s->list_cache->len = len;
+        s->list_cache->gen = *gen;
+        snprintf(s->list_cache->query, sizeof s->list_cache->query, "%s", r->query);
+}
+
 static void sessions_get(sv_req *r) {
+        db_generation_t gen = { -1, -1 };
+        if (cached_list(r, &gen))
+                return;
         char state[32], repo[64], limit[16];
         db_session_filter f = { .limit = 100 };
         if (sv_req_query(r, "state", state, sizeof state)) {
@@ -294,6 +343,8 @@ static void sessions_get(sv_req *r) {
         char *text = jw_take(&w, &len);
         if (!text)
                 return sv_req_reply_error(r, 500, "internal", "out of memory");
+        if (gen.others >= 0)
+                keep_list(r, &gen, text, len);
         sv_req_reply_raw(r, 200, "application/json", text, len);
 }
 

@@ -53,6 +53,10 @@ void sv_api_session_archive(sv_req *r, const sv_route_args *a);
 void sv_api_prompt_cancel(sv_req *r, const sv_route_args *a);
 void sv_api_repo_delete(sv_req *r, const sv_route_args *a);
 
+/* Free the session-list cache (at shutdown). */
+typedef struct sv_server sv_server;
+void sv_api_cache_free(sv_server *s);
+
 /* api_meta.c */
 void sv_api_metrics(sv_req *r, const sv_route_args *a);
 void sv_api_openapi(sv_req *r, const sv_route_args *a);

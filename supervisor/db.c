@@ -155,6 +155,7 @@ static const char *const stmt_sql[ST__COUNT] = {
                            "ORDER BY seq LIMIT 1",
         [ST_PROMPT_GET] = "SELECT " PROMPT_COLS " FROM prompts WHERE id = ?1",
         [ST_PROMPT_SET_STATE] = "UPDATE prompts SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        [ST_DATA_VERSION] = "PRAGMA data_version",
         [ST_TOKEN_BY_HASH] = "SELECT id, name, created_at, last_used_at, revoked_at FROM tokens "
                              "WHERE hash = ?1 AND revoked_at IS NULL",
         [ST_SESSION_LIST] = "SELECT " SESSION_COLS " FROM sessions WHERE (?1 IS NULL OR repo_id = ?1) "

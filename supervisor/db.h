@@ -283,6 +283,13 @@ int db_websession_delete(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], ns_error 
 
 /* ---- aggregates for the API (db_query.c) --------------------------------------------------- */
 
+/* What changes whenever anything in the database changes: commits of other connections (SQLite's
+ * data_version) and this connection's own row changes.  Equal generations mean equal contents. */
+typedef struct db_generation_t {
+        int64_t others, own;
+} db_generation_t;
+int db_generation(db *d, db_generation_t *out, ns_error *err);
+
 /* Sessions per state: counts[sv_state]. */
 int db_session_counts(db *d, int64_t counts[SV_STATE_COUNT], ns_error *err);
 /* Prompts waiting in every session's queue. */

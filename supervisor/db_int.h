@@ -26,6 +26,7 @@ enum stmt_id {
         ST_PROMPT_GET,
         ST_PROMPT_SET_STATE,
         ST_TOKEN_BY_HASH,
+        ST_DATA_VERSION,
         ST_SESSION_LIST,
         ST__COUNT
 };

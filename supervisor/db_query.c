@@ -85,3 +85,15 @@ oom:
         db_artifacts_free(v, cnt);
         return ns_err(err, ENOMEM, "out of memory");
 }
+
+int db_generation(db *d, db_generation_t *out, ns_error *err) {
+        _cleanup_(db_stmt_resetp) sqlite3_stmt *st = NULL;
+        int r = db_stmt_get(d, ST_DATA_VERSION, &st, err);
+        if (r < 0)
+                return r;
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return db_sql_err(d, sqlite3_extended_errcode(d->conn), err, "data_version");
+        out->others = sqlite3_column_int64(st, 0);
+        out->own = sqlite3_total_changes64(d->conn);
+        return 0;
+}

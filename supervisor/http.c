@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "api_int.h"
 #include "auth.h"
 #include "common/log.h"
 #include "serve.h"
@@ -540,6 +541,7 @@ void sv_http_stop(sv_server *s) {
         s->auth = NULL;
         sv_ws_hub_free(s->ws); /* after the context: its clients are closed and freed by then */
         s->ws = NULL;
+        sv_api_cache_free(s);
 }
 
 static void on_tick(lws_sorted_usec_list_t *sul) {

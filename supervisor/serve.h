@@ -31,6 +31,7 @@ typedef struct sv_server {
         sv_http *http;
         sv_auth *auth;      /* rate limits (auth.h) */
         sv_ws_hub *ws;      /* event subscribers (ws.h) */
+        struct sv_list_cache *list_cache; /* the last session list answered (api.c) */
         sv_live *live;      /* sessions with a sandbox (or provisioning one) */
         int slots_used;     /* turns running or provisioning, ≤ cfg.max_concurrent */
         bool quitting;

@@ -347,6 +347,40 @@ static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_s
         return 0;
 }
 
+/* The sandbox of a session being provisioned, made on a thread of its own while the worker checks
+ * out the working tree: it needs the tree's directory, not its files (they appear through the
+ * bind), and nothing runs in it before both are done. */
+typedef struct sandbox_start {
+        sv_sjob *j;
+        sv_worker *w;
+        sbx_create_spec spec;
+        sbx_bind binds[2];
+        int connects[2 * SV_MAX_CONNECTS];
+        char *tree;
+        pthread_t thread;
+        bool started;
+        int rc;
+        ns_error err;
+} sandbox_start;
+
+static void *sandbox_start_run(void *arg) {
+        sandbox_start *ss = arg;
+        ns_client *c;
+        /* The worker does no sandboxd call until it joins: its connection is this thread's. */
+        ss->rc = sv_worker_sandboxd(ss->w, &c, &ss->err);
+        if (ss->rc >= 0 && (ss->rc = sbx_create(c, &ss->spec, ss->j->sandbox, &ss->err)) < 0)
+                sv_worker_sandboxd_reset(ss->w, ss->rc);
+        return NULL;
+}
+
+static void sandbox_start_begin(void *ctx, const char *tree) {
+        sandbox_start *ss = ctx;
+        if (!(ss->tree = strdup(tree)))
+                return;
+        ss->spec.workspace = ss->tree;
+        ss->started = pthread_create(&ss->thread, NULL, sandbox_start_run, ss) == 0;
+}
+
 static void run_provision(sv_sjob *j, sv_worker *w) {
         const sv_config *cfg = w->cfg;
         j->setup_exit = -1;
@@ -357,26 +391,39 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         int r = read_repo_settings(j->mirror_path, j->base_sha, &rs, &j->err);
         if (r < 0)
                 goto out;
-        if ((r = worktree_create(cfg->workspace_root, j->sid, j->mirror_path, j->base_sha, &paths, &j->err)) < 0)
-                goto out;
+        /* Only this session's mirror is visible (its objects back the tree's alternates), at the
+         * same absolute path; other repositories' mirrors stay out of reach. */
+        sandbox_start ss = { .j = j, .w = w };
+        ss.binds[0] = (sbx_bind){ j->mirror_path, j->mirror_path };
+        size_t nb = 1;
+        struct stat st;
+        if (stat(cfg->agents_dir, &st) == 0 && S_ISDIR(st.st_mode))
+                ss.binds[nb++] = (sbx_bind){ cfg->agents_dir, SV_AGENTS_MOUNT };
+        ss.spec = (sbx_create_spec){ .ro_binds = ss.binds, .n_ro_binds = nb, .connects = ss.connects };
+        limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects);
+        r = worktree_create_with(cfg->workspace_root, j->sid, j->mirror_path, j->base_sha, sandbox_start_begin, &ss,
+                                 &paths, &j->err);
         t1 = now_ms();
+        if (ss.started) {
+                pthread_join(ss.thread, NULL);
+                if (r == 0 && ss.rc < 0) {
+                        r = ss.rc;
+                        j->err = ss.err;
+                }
+        }
+        free(ss.tree);
+        if (r < 0)
+                goto out;
         j->workspace = TAKE_PTR(paths.tree);
         j->gitdir = TAKE_PTR(paths.gitdir);
         if ((r = sv_worker_sandboxd(w, &c, &j->err)) < 0)
                 goto out;
-        /* Only this session's mirror is visible (its objects back the tree's alternates), at the
-         * same absolute path; other repositories' mirrors stay out of reach. */
-        sbx_bind binds[2] = { { j->mirror_path, j->mirror_path } };
-        size_t nb = 1;
-        struct stat st;
-        if (stat(cfg->agents_dir, &st) == 0 && S_ISDIR(st.st_mode))
-                binds[nb++] = (sbx_bind){ cfg->agents_dir, SV_AGENTS_MOUNT };
-        int connects[2 * SV_MAX_CONNECTS];
-        sbx_create_spec spec = { .workspace = j->workspace, .ro_binds = binds, .n_ro_binds = nb, .connects = connects };
-        limits_from_json(j->limits_json, cfg, &spec, connects, &spec.n_connects);
-        if ((r = sbx_create(c, &spec, j->sandbox, &j->err)) < 0) {
-                sv_worker_sandboxd_reset(w, r);
-                goto out;
+        if (!ss.started) { /* no thread could be made: in turn */
+                ss.spec.workspace = j->workspace;
+                if ((r = sbx_create(c, &ss.spec, j->sandbox, &j->err)) < 0) {
+                        sv_worker_sandboxd_reset(w, r);
+                        goto out;
+                }
         }
         t2 = now_ms();
         if (rs.has_setup) {
@@ -406,11 +453,13 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         }
         r = 0;
         log_debug("session %s: provisioned in %.1f ms (settings and working tree %.1f, sandbox %.1f, setup %.1f)", j->sid,
-                  now_ms() - t0, t1 - t0, t2 - t1, now_ms() - t2);
+                  now_ms() - t0, t1 - t0, t2 - t1, now_ms() - t2); /* the sandbox: what was left after the tree */
 out:
-        if (r < 0 && j->sandbox[0] && c) {
+        if (r < 0 && j->sandbox[0]) {
+                /* Made (perhaps by the thread) before something else failed: not left behind. */
                 ns_error e2;
-                sbx_destroy(c, j->sandbox, NULL, &e2);
+                if (c || sv_worker_sandboxd(w, &c, &e2) == 0)
+                        sbx_destroy(c, j->sandbox, NULL, &e2);
                 j->sandbox[0] = '\0';
         }
         worktree_paths_clear(&paths);

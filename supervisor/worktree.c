@@ -121,6 +121,12 @@ static int populate(const char *tree, int treefd, const char *session_id, const 
 
 int worktree_create(const char *workspace_root, const char *session_id, const char *mirror_path,
                     const char *base_sha, worktree_paths *out, ns_error *err) {
+        return worktree_create_with(workspace_root, session_id, mirror_path, base_sha, NULL, NULL, out, err);
+}
+
+int worktree_create_with(const char *workspace_root, const char *session_id, const char *mirror_path,
+                         const char *base_sha, void (*on_dir)(void *ctx, const char *tree), void *ctx,
+                         worktree_paths *out, ns_error *err) {
         if (out)
                 *out = (worktree_paths){ 0 };
         if (!sv_id_valid(session_id, SV_ID_PREFIX_SESSION))
@@ -151,6 +157,8 @@ int worktree_create(const char *workspace_root, const char *session_id, const ch
                 p.gitdir = NULL;
                 r = ns_err(err, ENOMEM, "out of memory");
         }
+        if (r == 0 && on_dir)
+                on_dir(ctx, p.tree);
         if (r == 0) {
                 _cleanup_close_ int treefd = fs_open_dir_beneath(rootfd, session_id, err);
                 r = treefd < 0 ? treefd : populate(p.tree, treefd, session_id, mirror_path, base_sha, err);

@@ -33,6 +33,13 @@ void worktree_paths_clear(worktree_paths *p);
 int worktree_create(const char *workspace_root, const char *session_id, const char *mirror_path,
                     const char *base_sha, worktree_paths *out, ns_error *err);
 
+/* The same, calling on_dir(ctx, tree) once the (still empty) tree directory exists and before
+ * the checkout fills it, so that the caller can overlap work that needs only the directory (the
+ * sandbox that will bind it).  on_dir must not touch the tree. */
+int worktree_create_with(const char *workspace_root, const char *session_id, const char *mirror_path,
+                         const char *base_sha, void (*on_dir)(void *ctx, const char *tree), void *ctx,
+                         worktree_paths *out, ns_error *err);
+
 /* Delete session `session_id`'s working tree (tree and .git) beneath `workspace_root` by
  * descriptor, never following a symlink the agent planted (fsutil.h).  Absent is success. */
 int worktree_remove(const char *workspace_root, const char *session_id, ns_error *err);

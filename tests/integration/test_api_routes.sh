@@ -50,6 +50,17 @@ expect_eq "... and says it is the last" None "$(jget "$p2" 'd["next_cursor"]')"
 expect_eq "a cursor not from the server is a 400" 400 "$(api GET "/api/v1/sessions?cursor=zzz" | cut -d' ' -f1)"
 expect_eq "state filter" "$s1" "$(jget "$(api GET "/api/v1/sessions?state=completed&repo=$repo" | cut -d' ' -f2-)" '",".join(x["id"] for x in d["sessions"] if x["id"]!="'"$s3"'")')"
 expect_eq "an unknown state is a 400" 400 "$(api GET "/api/v1/sessions?state=dreaming" | cut -d' ' -f1)"
+# The list is kept between identical requests while the database is unchanged: a change made in
+# between (a new session, a state change) shows in the next answer to the same request.
+l1=$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)
+l2=$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)
+expect_eq "the same request twice: the same answer" "$l1" "$l2"
+r=$(api POST /api/v1/sessions "{\"repo\":\"$repo\",\"prompt\":\"true\",\"once\":true,\"title\":\"late\"}")
+s4=$(jget "${r#* }" 'd["id"]')
+expect_match "a session made in between is in the next answer" "$s4" "$(api GET "/api/v1/sessions?limit=1000")"
+wait_state "$s4" completed >/dev/null
+expect_eq "... and so is its new state" completed \
+  "$(jget "$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)" '[x["state"] for x in d["sessions"] if x["id"]=="'"$s4"'"][0]')"
 
 # The session's own routes.
 expect_eq "GET /sessions/{id}" one "$(jget "$(api GET "/api/v1/sessions/$s1" | cut -d' ' -f2-)" 'd["title"]')"
