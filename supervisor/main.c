@@ -2,6 +2,8 @@
  *
  *   nightshift serve [flags]          run the server (see config.h)
  *   nightshift run [flags] PROMPT     start a session through a running server (cli_run.c)
+ *   nightshift ls|show|logs|prompt|stop|pause|resume|diff ...   the other client commands (cli_cmds.c)
+ *   nightshift token create|ls|revoke API tokens, on the data dir directly (cli_token.c)
  *   nightshift version */
 #include <signal.h>
 #include <stdio.h>

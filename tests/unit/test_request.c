@@ -100,6 +100,8 @@ static const struct bad bad_cases[] = {
         {"{" V "\"op\":\"create\",\"disk\":17592186044417}", EINVAL, "field 'disk'", 7},
         {"{" V "\"op\":\"create\",\"net\":\"nat\"}", EINVAL, "net mode 'nat' is not supported", 7},
         {"{" V "\"op\":\"create\",\"net\":\"\"}", EINVAL, "field 'net'", 7},
+        {"{" V "\"op\":\"create\",\"ephemeral\":\"yes\"}", EINVAL, "field 'ephemeral' must be true or false", 7},
+        {"{" V "\"op\":\"create\",\"ephemeral\":1}", EINVAL, "field 'ephemeral' must be true or false", 7},
         {"{" V "\"op\":\"create\",\"net\":\"n\\u0001t\"}", EINVAL, "net mode 'n?t'", 7},
         {"{" V "\"op\":\"create\",\"argv\":[\"sh\"]}", EINVAL, "unknown field 'argv'", 7},
         {"{" V "\"op\":\"create\",\"memory\":8388608,\"memory\":8388608}", EINVAL, "duplicate field 'memory'", 7},
@@ -300,14 +302,14 @@ static void test_good(void) {
         r = parse("{\"v\":1.0,\"id\":5e0,\"op\":\"create\"}", &req, &err);
         ok(r == 0 && req.op == NS_OP_CREATE && req.id == 5 && !req.u.create.workspace && !req.u.create.layers &&
                    req.u.create.memory == 0 && req.u.create.cpu_millis == 0 && strcmp(req.u.create.net, "none") == 0 &&
-                   req.u.create.n_ro_binds == 0 && req.u.create.n_connects == 0,
-           "create with defaults");
+                   req.u.create.n_ro_binds == 0 && req.u.create.n_connects == 0 && !req.u.create.ephemeral,
+           "create with defaults (not ephemeral)");
         ns_request_done(&req);
 
         r = parse("{\"v\":1,\"id\":6,\"op\":\"create\",\"workspace\":\"/srv/ws/s1\",\"layers\":[\"host\",\"agents-1.2_x\"],"
                   "\"memory\":4194304,\"pids\":1000000,\"cpus\":1.5,\"disk\":17592186044416,\"net\":\"none\","
                   "\"ro_binds\":[{\"src\":\"/opt/tools\",\"dst\":\"/opt/tools\"},{\"dst\":\"/procfoo\",\"src\":\"/x\"}],"
-                  "\"connect\":[{\"port\":8080},{\"port\":443,\"host_port\":40443}]}",
+                  "\"connect\":[{\"port\":8080},{\"port\":443,\"host_port\":40443}],\"ephemeral\":true}",
                   &req, &err);
         struct ns_create_req *c = &req.u.create;
         ok(r == 0 && req.op == NS_OP_CREATE && strcmp(c->workspace, "/srv/ws/s1") == 0 && c->n_layers == 2 &&
@@ -315,7 +317,7 @@ static void test_good(void) {
                    c->memory == 4194304 && c->pids == 1000000 && c->cpu_millis == 1500 &&
                    c->disk == 17592186044416ULL && c->n_ro_binds == 2 && strcmp(c->ro_binds[1].dst, "/procfoo") == 0 &&
                    c->n_connects == 2 && c->connects[0].port == 8080 && c->connects[0].host_port == 8080 &&
-                   c->connects[1].port == 443 && c->connects[1].host_port == 40443,
+                   c->connects[1].port == 443 && c->connects[1].host_port == 40443 && c->ephemeral,
            "create with everything (%s)", err.msg);
         ns_request_done(&req);
 
