@@ -169,6 +169,13 @@ int cli_token(int argc, char **argv) {
                 fail("%s", e.msg);
                 goto out;
         }
+        struct stat dst;
+        if (geteuid() == 0 && stat(cfg.data_dir, &dst) < 0) {
+                /* Made by root, the directory and database would lock the server's user out. */
+                fail("%s does not exist: start nightshift serve once, or create it owned by the server's user",
+                     cfg.data_dir);
+                goto out;
+        }
         if (become_owner(cfg.data_dir) < 0) {
                 fail("cannot act as the owner of %s", cfg.data_dir);
                 goto out;
