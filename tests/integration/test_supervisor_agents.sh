@@ -49,7 +49,8 @@ PY
 )"
   : > "$NS_TMP/model.jsonl"
   api POST "/api/v1/sessions/$sid/prompts" '{"text":"runsleep"}' >/dev/null
-  for _ in $(seq 1 200); do pgrep -f 'sleep 30[0]' >/dev/null && break; sleep 0.1; done
+  # up to 60 s: under the sanitizer build a CLI can take that long to get to its tool
+  for _ in $(seq 1 600); do pgrep -f 'sleep 30[0]' >/dev/null && break; sleep 0.1; done
   check "$cli: the long shell tool runs" pgrep -f 'sleep 30[0]'
   r=$(api POST "/api/v1/sessions/$sid/interrupt")
   expect_eq "$cli: interrupt is accepted" 200 "${r%% *}"
