@@ -239,6 +239,15 @@ static void sessions_post(sv_req *r, bool task_alias) {
         sv_session_create(r->srv, q, sv_api_reply_cb, r);
 }
 
+/* Answer 200 with what w holds (consumed), or 500 when writing it ran out of memory. */
+static void reply_jw(sv_req *r, jw *w) {
+        size_t len;
+        char *text = jw_take(w, &len);
+        if (!text)
+                return sv_req_reply_error(r, 500, "internal", "out of memory");
+        sv_req_reply_raw(r, 200, "application/json", text, len);
+}
+
 /* The last GET /sessions answer, kept while the database is unchanged: a dashboard or script
  * polling the list costs a lookup, not a query and a serialisation.  The generation (db.h) changes
  * with any commit, from any connection, so a kept answer is never stale. */
@@ -339,13 +348,9 @@ static void sessions_get(sv_req *r) {
         }
         jw_obj_end(&w);
         db_sessions_free(v, n);
-        size_t len;
-        char *text = jw_take(&w, &len);
-        if (!text)
-                return sv_req_reply_error(r, 500, "internal", "out of memory");
-        if (gen.others >= 0)
-                keep_list(r, &gen, text, len);
-        sv_req_reply_raw(r, 200, "application/json", text, len);
+        if (gen.others >= 0 && !w.failed)
+                keep_list(r, &gen, w.buf, w.len);
+        reply_jw(r, &w);
 }
 
 static void session_get(sv_req *r, const char *sid) {
@@ -358,11 +363,7 @@ static void session_get(sv_req *r, const char *sid) {
         jw w = { 0 };
         sv_session_write(&w, &row);
         db_session_clear(&row);
-        size_t len;
-        char *text = jw_take(&w, &len);
-        if (!text)
-                return sv_req_reply_error(r, 500, "internal", "out of memory");
-        sv_req_reply_raw(r, 200, "application/json", text, len);
+        reply_jw(r, &w);
 }
 
 static void events_get(sv_req *r, const char *sid) {
@@ -402,11 +403,7 @@ static void events_get(sv_req *r, const char *sid) {
         jw_arr_end(&w);
         jw_obj_end(&w);
         db_events_free(v, n);
-        size_t len;
-        char *text = jw_take(&w, &len);
-        if (!text)
-                return sv_req_reply_error(r, 500, "internal", "out of memory");
-        sv_req_reply_raw(r, 200, "application/json", text, len);
+        reply_jw(r, &w);
 }
 
 static void prompts_post(sv_req *r, const char *sid) {
