@@ -742,7 +742,8 @@ static const char help_run[] =
         "  --net none             network mode (only 'none' so far)\n"
         "  --connect PORT[:HOSTPORT]  make host 127.0.0.1:HOSTPORT appear inside at 127.0.0.1:PORT\n"
         "  --ro-bind SRC:DST      bind host SRC read-only at DST\n"
-        "  --layer NAME           root filesystem layer, lowest first (default: the host layer)\n"
+        "  --layer NAME           root filesystem layer, lowest first (default: the host layer;\n"
+        "                         @host first: the host layer as the base of the others)\n"
         "  --timeout SEC          kill CMD after SEC seconds\n"
         "  --root                 run as root of the sandbox (namespaced)\n"
         "  --env K=V              set an environment variable\n"
@@ -784,6 +785,13 @@ static const char help_freeze[] = "Usage: " PROG " freeze ID\nFreeze every proce
 static const char help_thaw[] = "Usage: " PROG " thaw ID\nThaw a frozen sandbox.\n";
 static const char help_destroy[] =
         "Usage: " PROG " destroy ID\nKill every process of a sandbox and remove it (succeeds when it is gone).\n";
+static const char help_snapshot[] =
+        "Usage: " PROG " snapshot ID LAYER\n"
+        "Destroy sandbox ID and turn what it wrote outside its binds into the read-only layer LAYER\n"
+        "(in the daemon's --layers-dir), for later sandboxes to stack: --layer @host --layer LAYER.\n";
+static const char help_layers[] = "Usage: " PROG " layers\nList the layers in the daemon's --layers-dir.\n";
+static const char help_layer_rm[] =
+        "Usage: " PROG " layer-rm LAYER\nRemove a layer you made by snapshot (refused while a sandbox uses it).\n";
 static const char help_version[] = "Usage: " PROG " version\nPrint the client's and the daemon's versions.\n";
 
 /* Parse options that take none but --help; returns 1 for --help, 0 to go on, EXIT_FAIL on error. */
@@ -1133,6 +1141,43 @@ static int cmd_destroy(const struct globals *g, int argc, char **argv) {
         return sandbox_command(g, "destroy", help_destroy, argc, argv);
 }
 
+static int cmd_snapshot(const struct globals *g, int argc, char **argv) {
+        int status, i = positional("snapshot", argc, argv, help_snapshot, 2, &status);
+        if (i < 0)
+                return status;
+        cJSON *req = request("snapshot", argv[i]);
+        if (req && !cJSON_AddStringToObject(req, "layer", argv[i + 1])) {
+                cJSON_Delete(req);
+                req = NULL;
+        }
+        if (!req)
+                return warn("snapshot", "out of memory"), EXIT_FAIL;
+        _cleanup_json_ cJSON *reply = NULL;
+        if (simple_call(g, "snapshot", NULL, req, &reply))
+                return EXIT_FAIL;
+        if (g->json) {
+                print_result(reply);
+                return 0;
+        }
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(reply, "layer");
+        printf("%s: %.0f files, %.0f bytes\n", argv[i + 1], num(l, "files", 0), num(l, "bytes", 0));
+        return 0;
+}
+
+static int cmd_layer_rm(const struct globals *g, int argc, char **argv) {
+        int status, i = positional("layer-rm", argc, argv, help_layer_rm, 1, &status);
+        if (i < 0)
+                return status;
+        cJSON *req = request("layer_remove", NULL);
+        if (req && !cJSON_AddStringToObject(req, "layer", argv[i])) {
+                cJSON_Delete(req);
+                req = NULL;
+        }
+        if (!req)
+                return warn("layer-rm", "out of memory"), EXIT_FAIL;
+        return simple_call(g, "layer-rm", NULL, req, NULL);
+}
+
 static void format_time(const cJSON *v, char *buf, size_t size) {
         if (cJSON_IsString(v)) {
                 snprintf(buf, size, "%s", v->valuestring);
@@ -1222,6 +1267,31 @@ static void format_count(const cJSON *v, char *buf, size_t size) {
                 snprintf(buf, size, "%s", cJSON_IsString(v) ? v->valuestring : "-");
 }
 
+static int cmd_layers(const struct globals *g, int argc, char **argv) {
+        int status, i = positional("layers", argc, argv, help_layers, 0, &status);
+        if (i < 0)
+                return status;
+        _cleanup_json_ cJSON *reply = NULL;
+        if (simple_call(g, "layers", NULL, NULL, &reply))
+                return EXIT_FAIL;
+        if (g->json) {
+                print_result(reply);
+                return 0;
+        }
+        printf("%-32s %-19s %10s %10s %s\n", "LAYER", "CREATED", "FILES", "BYTES", "IN USE");
+        const cJSON *l;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(reply, "layers")) {
+                char t[32], files[32], bytes[32];
+                format_time(cJSON_GetObjectItemCaseSensitive(l, "created"), t, sizeof t);
+                format_count(cJSON_GetObjectItemCaseSensitive(l, "files"), files, sizeof files);
+                format_count(cJSON_GetObjectItemCaseSensitive(l, "bytes"), bytes, sizeof bytes);
+                const char *name = str(l, "name");
+                printf("%-32s %-19s %10s %10s %s\n", name ? name : "?", t, files, bytes,
+                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(l, "in_use")) ? "yes" : "no");
+        }
+        return 0;
+}
+
 static int cmd_stats(const struct globals *g, int argc, char **argv) {
         int status, i = positional("stats", argc, argv, help_stats, 1, &status);
         if (i < 0)
@@ -1287,6 +1357,9 @@ static const struct command {
         {"freeze", cmd_freeze, "freeze a sandbox"},
         {"thaw", cmd_thaw, "thaw a sandbox"},
         {"destroy", cmd_destroy, "destroy a sandbox"},
+        {"snapshot", cmd_snapshot, "destroy a sandbox, keeping what it wrote as a layer"},
+        {"layers", cmd_layers, "list layers"},
+        {"layer-rm", cmd_layer_rm, "remove a layer made by snapshot"},
         {"version", cmd_version, "show versions"},
 };
 

@@ -10,6 +10,7 @@
 #include "common/err.h"
 #include "common/loop.h"
 #include "sandboxd/proto.h"
+#include "sandboxd/layer.h"
 #include "sandboxd/request.h"
 
 #define SBX_MAX_ALLOW 64
@@ -20,6 +21,7 @@
 struct cg_manager;
 struct ports_ctx;
 struct sbx_client;
+struct sbx_snapshot;
 
 struct sbx_config {
         char *socket_path;
@@ -101,6 +103,10 @@ struct sbx_sandbox {
         struct sbx_proc *procs;
         size_t n_exited_kept;
         struct sbx_pending *pending;
+        /* The layers from --layers-dir it stacks (not the host layer): never removed under it. */
+        char layers[NS_LAYERS_MAX][LAYER_NAME_MAX + 1];
+        size_t n_layers;
+        struct sbx_snapshot *snap; /* destroyed by `snapshot`: its upper becomes this layer */
 };
 
 struct sbx_daemon {
@@ -126,6 +132,7 @@ struct sbx_daemon {
         int zygote_fd;             /* the pool's zygote (pool.c), or -1 */
         pid_t zygote_pid;
         struct sbx_client *clients;
+        struct sbx_snapshot *snapshots; /* upper layers being turned into layers (snapshot.c) */
         uint8_t *slots; /* one byte per uid slot: in use */
         uint32_t n_slots;
 };
@@ -186,6 +193,33 @@ void sandbox_adopt_all(struct sbx_daemon *d);
 /* JSON description of a sandbox (list, create). */
 cJSON *sandbox_to_json(const struct sbx_sandbox *s);
 
+/* ---- snapshot.c: snapshots and layer removal ------------------------------------------------ */
+
+/* `snapshot`: destroy `s` (as destroy does) and, once its init is dead, turn its upper layer into
+ * the layer `layer`; the reply ({layer: {name, bytes, files}} or the error) goes to `c` then.
+ * Checked first: a layers dir is configured, the sandbox has no disk limit, the name is free. */
+int snapshot_start(struct sbx_sandbox *s, struct sbx_client *c, int64_t req_id, const char *layer, ns_error *err);
+
+/* From sandbox_finish, for a sandbox with `snap` set: start the child that makes the layer and
+ * removes the rest of the sandbox (cgroup, upper, record).  Returns false when no child could be
+ * started (the client got the error; the caller removes the leftovers itself). */
+bool snapshot_take_over(struct sbx_sandbox *s, uid_t uid_base);
+
+/* Free a snapshot request that never started (its sandbox was freed another way). */
+void snapshot_drop(struct sbx_snapshot *j);
+
+/* True when a live or dying sandbox stacks layer `name`, or a snapshot is making it. */
+bool layer_in_use(const struct sbx_daemon *d, const char *name);
+
+/* `layer_remove`: refuse a layer in use (EBUSY), else hide it at once and delete it in a child. */
+int layer_remove_op(struct sbx_daemon *d, uid_t peer, const char *name, ns_error *err);
+
+/* A client went away: its snapshots still complete, unanswered. */
+void snapshot_forget_client(struct sbx_daemon *d, struct sbx_client *c);
+
+/* Daemon exit: forget the running snapshots (their children finish on their own). */
+void snapshot_free_all(struct sbx_daemon *d);
+
 /* ---- state.c: the per-sandbox record in the state dir ------------------------------------- */
 
 int state_save(const struct sbx_sandbox *s, ns_error *err);
@@ -199,6 +233,8 @@ int server_listen(struct sbx_daemon *d, ns_error *err);
 /* Send a reply object to a client (adds v and id); `fd` (or -1) rides along. Consumes `body`. */
 void server_reply(struct sbx_client *c, int64_t id, cJSON *body, int fd);
 void server_reply_error(struct sbx_client *c, int64_t id, const ns_error *err);
+/* In a child forked from the daemon: close the listening socket and every client's. */
+void server_close_fds_in_child(struct sbx_daemon *d);
 void server_notice(struct sbx_client *c, cJSON *body);
 /* Notify the clients subscribed to a sandbox's process exits. */
 void server_close_all(struct sbx_daemon *d);

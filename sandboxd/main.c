@@ -217,8 +217,11 @@ static int daemon_setup(struct sbx_daemon *d, ns_error *err) {
         if (d->ws_root_fd < 0)
                 return ns_err_sys(err, errno, "open workspace root %s", c->workspace_root);
         d->layers_fd = -1;
-        if (c->layers_dir && (d->layers_fd = open(c->layers_dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+        if (c->layers_dir && (d->layers_fd = open(c->layers_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
                 return ns_err_sys(err, errno, "open layers dir %s", c->layers_dir);
+        /* Interrupted snapshots and removals of an earlier run: nothing can be using them. */
+        if (d->layers_fd >= 0)
+                layer_cleanup(d->layers_fd);
         for (size_t i = 0; i < c->n_ro_roots; i++)
                 if ((d->ro_root_fds[i] = open(c->ro_roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
                         return ns_err_sys(err, errno, "open --ro-root %s", c->ro_roots[i]);
@@ -273,6 +276,7 @@ static void daemon_free(struct sbx_daemon *d) {
         if (d->slots)
                 sandbox_reap_all(d);
         pool_zygote_stop(d);
+        snapshot_free_all(d);
         /* Sandboxes are NOT destroyed: a restarted daemon re-adopts them. */
         while (d->sandboxes) {
                 struct sbx_sandbox *s = d->sandboxes;

@@ -124,8 +124,8 @@ int mount_prepare_scaffold(const char *scaffold, ns_error *err) {
                 if (mkdir(p, 0700) < 0 && errno != EEXIST)
                         return ns_err_sys(err, errno, "mkdir %s", p);
         }
-        for (int i = 0; i < NS_LAYERS_MAX; i++) {
-                snprintf(p, sizeof p, "%s/l%d", scaffold, i);
+        for (int i = 0; i < 2 * NS_LAYERS_MAX; i++) {
+                snprintf(p, sizeof p, "%s/%c%d", scaffold, i < NS_LAYERS_MAX ? 'l' : 'u', i % NS_LAYERS_MAX);
                 if (mkdir(p, 0700) < 0 && errno != EEXIST)
                         return ns_err_sys(err, errno, "mkdir %s", p);
         }
@@ -288,6 +288,55 @@ int mount_attach_extras(int rootfd, int workspace_fd, const struct mount_bind *b
         return 0;
 }
 
+/* Clone each of `lowers` (lowest first) idmapped, read-only, nosuid, nodev onto the scaffold's
+ * "<prefix><i>" and write overlayfs's lowerdir (top first, ':'-separated) to `out`. */
+static int attach_lowers(const char *scaffold, char prefix, const char *const *lowers, size_t n, int userns_fd,
+                         char *out, size_t cap, ns_error *err) {
+        out[0] = '\0';
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_close_ int l = clone_tree(AT_FDCWD, lowers[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                                   MOUNT_ATTR_NODEV, userns_fd, err);
+                if (l < 0)
+                        return ns_err_wrap(err, "layer %s", lowers[i]);
+                char at[NS_PATH_MAX];
+                snprintf(at, sizeof at, "%s/%c%zu", scaffold, prefix, i);
+                if (move_mount(l, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                        return ns_err_sys(err, errno, "attach layer %s", lowers[i]);
+                /* lowerdir lists the top layer first: prepend */
+                size_t al = strlen(at), ll = strlen(out);
+                if (al + 1 + ll + 1 > cap)
+                        return ns_err(err, ENAMETOOLONG, "layer paths too long");
+                memmove(out + al + (ll ? 1 : 0), out, ll + 1);
+                memcpy(out, at, al);
+                if (ll)
+                        out[al] = ':';
+        }
+        return 0;
+}
+
+/* The /usr overlay's lowers: the host's /usr on the scaffold's "usr", the layers' on "u<i>". */
+static int attach_usr_lowers(const char *scaffold, const char *const *lowers, size_t n, int userns_fd, char *out,
+                             size_t cap, ns_error *err) {
+        _cleanup_close_ int u = clone_tree(AT_FDCWD, lowers[0], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                           MOUNT_ATTR_NODEV, userns_fd, err);
+        if (u < 0)
+                return u;
+        char at[NS_PATH_MAX];
+        snprintf(at, sizeof at, "%s/usr", scaffold);
+        if (move_mount(u, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return ns_err_sys(err, errno, "attach host /usr");
+        int r = attach_lowers(scaffold, 'u', lowers + 1, n - 1, userns_fd, out, cap, err);
+        if (r < 0)
+                return r;
+        size_t al = strlen(at), ll = strlen(out);
+        if (ll + 1 + al + 1 > cap)
+                return ns_err(err, ENAMETOOLONG, "layer paths too long");
+        if (ll)
+                out[ll++] = ':';
+        memcpy(out + ll, at, al + 1);
+        return 0;
+}
+
 int mount_build_root(const struct mount_plan *p, ns_error *err) {
         int r;
         /* Nothing we mount may propagate back to the host. */
@@ -305,25 +354,9 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
         /* Not zero-initialised: init runs on this stack for the sandbox's whole life, and 64 KiB of
          * zeroes would be 64 KiB of private memory per sandbox. */
         char lowerdir[NS_LAYERS_MAX * (NS_PATH_MAX + 1)];
-        lowerdir[0] = '\0';
-        for (size_t i = 0; i < p->n_lowers; i++) {
-                _cleanup_close_ int l = clone_tree(AT_FDCWD, p->lowers[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-                                                   MOUNT_ATTR_NODEV, p->userns_fd, err);
-                if (l < 0)
-                        return ns_err_wrap(err, "layer %s", p->lowers[i]);
-                char at[NS_PATH_MAX];
-                snprintf(at, sizeof at, "%s/l%zu", p->scaffold, i);
-                if (move_mount(l, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-                        return ns_err_sys(err, errno, "attach layer %s", p->lowers[i]);
-                /* lowerdir lists the top layer first: prepend */
-                size_t al = strlen(at), ll = strlen(lowerdir);
-                if (al + 1 + ll + 1 > sizeof lowerdir)
-                        return ns_err(err, ENAMETOOLONG, "layer paths too long");
-                memmove(lowerdir + al + (ll ? 1 : 0), lowerdir, ll + 1);
-                memcpy(lowerdir, at, al);
-                if (ll)
-                        lowerdir[al] = ':';
-        }
+        if ((r = attach_lowers(p->scaffold, 'l', p->lowers, p->n_lowers, p->userns_fd, lowerdir, sizeof lowerdir,
+                               err)) < 0)
+                return r;
         _cleanup_close_ int ovl = overlay_new(lowerdir, upper, "root", err);
         if (ovl < 0)
                 return ovl;
@@ -336,14 +369,13 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
                 return ns_err_sys(err, errno, "open new root");
 
         if (p->host_usr) {
-                _cleanup_close_ int u = clone_tree(AT_FDCWD, "/usr", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-                                                   MOUNT_ATTR_NODEV, p->userns_fd, err);
-                if (u < 0)
-                        return u;
-                char at[NS_PATH_MAX];
-                snprintf(at, sizeof at, "%s/usr", p->scaffold);
-                if (move_mount(u, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-                        return ns_err_sys(err, errno, "attach host /usr");
+                /* The host's /usr lowest, then the layers' usr/ dirs (from the scaffold's u<i>). */
+                const char *ulowers[NS_LAYERS_MAX + 1] = { "/usr" };
+                memcpy(ulowers + 1, p->usr_lowers, p->n_usr_lowers * sizeof *ulowers);
+                char at[(NS_LAYERS_MAX + 1) * (NS_PATH_MAX + 1)];
+                if ((r = attach_usr_lowers(p->scaffold, ulowers, p->n_usr_lowers + 1, p->userns_fd, at, sizeof at,
+                                           err)) < 0)
+                        return r;
                 _cleanup_close_ int uo = overlay_new(at, upper, "usr", err);
                 if (uo < 0)
                         return uo;

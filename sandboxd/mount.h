@@ -20,10 +20,12 @@ struct mount_bind {
 };
 
 struct mount_plan {
-        const char *scaffold;           /* root-owned dir with empty subdirs "root", "l0".."l15", "usr" */
+        const char *scaffold;           /* root-owned dir with empty subdirs "root", "l0".."l15", "u0".."u15", "usr" */
         const char *lowers[NS_LAYERS_MAX]; /* absolute layer dirs, lowest first */
         size_t n_lowers;
         bool host_usr;                  /* overlay the host's /usr at /usr (the host layer) */
+        const char *usr_lowers[NS_LAYERS_MAX]; /* with host_usr: layers' usr/ dirs above it, lowest first */
+        size_t n_usr_lowers;
         const char *upper;              /* per-sandbox dir holding root/{upper,work}, usr/{upper,work} */
         const char *disk_dev;           /* or: a loop device whose fresh ext4 holds them (disk limit) */
         uid_t upper_owner;              /* host uid of the sandbox's root: owns the upper roots */

@@ -8,6 +8,7 @@
 
 #include "common/cleanup.h"
 #include "common/jsonv.h"
+#include "sandboxd/layer.h"
 
 #define KIB 1024ULL
 #define MIB (1024ULL * KIB)
@@ -25,8 +26,6 @@
 #define DISK_MAX (16 * TIB)
 #define TIMEOUT_MAX 31536000    /* one year, in seconds */
 #define TTY_DIM_MAX 1000
-#define LAYER_NAME_MAX 64
-#define LAYER_CHARS "abcdefghijklmnopqrstuvwxyz0123456789._-"
 #define NET_NAME_MAX 32
 
 static const char *const op_names[NS_OP__COUNT] = {
@@ -34,6 +33,7 @@ static const char *const op_names[NS_OP__COUNT] = {
         [NS_OP_ATTACH] = "attach",   [NS_OP_SIGNAL] = "signal", [NS_OP_WAIT] = "wait",
         [NS_OP_STATS] = "stats",     [NS_OP_FREEZE] = "freeze", [NS_OP_THAW] = "thaw",
         [NS_OP_CONNECT] = "connect", [NS_OP_DESTROY] = "destroy", [NS_OP_LIST] = "list",
+        [NS_OP_SNAPSHOT] = "snapshot", [NS_OP_LAYERS] = "layers", [NS_OP_LAYER_REMOVE] = "layer_remove",
 };
 
 /* Allowed members per op; every list starts with the envelope. */
@@ -49,6 +49,8 @@ static const char *const keys_signal[] = {ENVELOPE, "sandbox", "proc", "signal",
 static const char *const keys_proc[] = {ENVELOPE, "sandbox", "proc", NULL};
 static const char *const keys_connect[] = {ENVELOPE, "sandbox", "port", "host_port", NULL};
 static const char *const keys_list[] = {ENVELOPE, "after", NULL};
+static const char *const keys_snapshot[] = {ENVELOPE, "sandbox", "layer", NULL};
+static const char *const keys_layer[] = {ENVELOPE, "layer", NULL};
 static const char *const keys_ro_bind[] = {"src", "dst", NULL};
 static const char *const keys_connect_item[] = {"port", "host_port", NULL};
 
@@ -57,6 +59,7 @@ static const char *const *const op_keys[NS_OP__COUNT] = {
         [NS_OP_ATTACH] = keys_attach,   [NS_OP_SIGNAL] = keys_signal,   [NS_OP_WAIT] = keys_proc,
         [NS_OP_STATS] = keys_sandbox,   [NS_OP_FREEZE] = keys_sandbox,  [NS_OP_THAW] = keys_sandbox,
         [NS_OP_CONNECT] = keys_connect, [NS_OP_DESTROY] = keys_sandbox, [NS_OP_LIST] = keys_list,
+        [NS_OP_SNAPSHOT] = keys_snapshot, [NS_OP_LAYERS] = keys_bare,   [NS_OP_LAYER_REMOVE] = keys_layer,
 };
 
 const char *ns_op_name(enum ns_op op) {
@@ -287,12 +290,6 @@ static bool is_under(const char *path, const char *dir) {
         return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
-static bool layer_name_valid(const char *s) {
-        size_t len = strlen(s);
-        return len >= 1 && len <= LAYER_NAME_MAX && strspn(s, LAYER_CHARS) == len && strcmp(s, ".") != 0 &&
-               strcmp(s, "..") != 0;
-}
-
 /* ---- Operations ------------------------------------------------------------------------------- */
 
 static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) {
@@ -309,8 +306,16 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                 if (c->n_layers == 0)
                         return ns_err(err, EINVAL, "field 'layers' must not be empty (omit it for the host layer)");
                 for (size_t i = 0; i < c->n_layers; i++) {
+                        if (i == 0 && strcmp(c->layers[i], LAYER_HOST) == 0) {
+                                if (c->n_layers == 1)
+                                        return ns_err(err, EINVAL, "field 'layers' is only \"" LAYER_HOST
+                                                                   "\": omit it for the host layer");
+                                continue;
+                        }
                         if (!layer_name_valid(c->layers[i]))
-                                return ns_err(err, EINVAL, "layer name '%s' is not valid (want [a-z0-9._-]{1,64})",
+                                return ns_err(err, EINVAL,
+                                              "layer name '%s' is not valid (want [a-z0-9][a-z0-9._-]{0,63}, or "
+                                              "\"" LAYER_HOST "\" first)",
                                               quote(c->layers[i], q));
                         for (size_t k = 0; k < i; k++)
                                 if (strcmp(c->layers[k], c->layers[i]) == 0)
@@ -435,7 +440,8 @@ static int parse_op(const cJSON *j, struct ns_request *req, ns_error *err) {
         int64_t v;
 
         if (req->op != NS_OP_VERSION && req->op != NS_OP_LIST && req->op != NS_OP_CREATE &&
-            req->op != NS_OP_EXEC && (r = get_sandbox(j, &req->sandbox, err)) < 0)
+            req->op != NS_OP_EXEC && req->op != NS_OP_LAYERS && req->op != NS_OP_LAYER_REMOVE &&
+            (r = get_sandbox(j, &req->sandbox, err)) < 0)
                 return r;
 
         switch (req->op) {
@@ -476,6 +482,18 @@ static int parse_op(const cJSON *j, struct ns_request *req, ns_error *err) {
                 if ((r = get_port(j, "port", true, 0, &req->u.connect.port, err)) < 0)
                         return r;
                 return get_port(j, "host_port", false, req->u.connect.port, &req->u.connect.host_port, err);
+        case NS_OP_LAYERS:
+                return 0;
+        case NS_OP_SNAPSHOT:
+        case NS_OP_LAYER_REMOVE: {
+                char q[36];
+                if ((r = jv_str(j, "layer", true, LAYER_NAME_MAX, NULL, &req->u.layer, err)) < 0)
+                        return r;
+                if (!layer_name_valid(req->u.layer))
+                        return ns_err(err, EINVAL, "layer name '%s' is not valid (want [a-z0-9][a-z0-9._-]{0,63})",
+                                      quote(req->u.layer, q));
+                return 0;
+        }
         case NS_OP__COUNT:
                 break;
         }

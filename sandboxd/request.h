@@ -26,6 +26,9 @@ enum ns_op {
         NS_OP_CONNECT,
         NS_OP_DESTROY,
         NS_OP_LIST,
+        NS_OP_SNAPSHOT,
+        NS_OP_LAYERS,
+        NS_OP_LAYER_REMOVE,
         NS_OP__COUNT
 };
 
@@ -41,7 +44,8 @@ struct ns_connect {
 
 struct ns_create_req {
         const char *workspace;          /* NULL: no /workspace bind */
-        const char **layers;            /* NULL-terminated; NULL = the host layer */
+        const char **layers;            /* NULL-terminated, lowest first; NULL = the host layer.  The
+                                         * first may be LAYER_HOST ("@host"): the host layer as base */
         size_t n_layers;
         uint64_t memory;                /* bytes, 0 = no limit */
         uint64_t pids;                  /* 0 = no limit */
@@ -80,6 +84,7 @@ struct ns_request {
                 struct { uint64_t proc; int signal; } signal;
                 struct { uint64_t proc; } wait;
                 struct ns_connect connect;
+                const char *layer; /* snapshot, layer_remove: a valid layer name */
         } u;
 };
 

@@ -321,6 +321,7 @@ static void sandbox_free(struct sbx_sandbox *s) {
                         close(p->caller_fd);
                 free(p);
         }
+        snapshot_drop(s->snap);
         free(s);
 }
 
@@ -364,6 +365,9 @@ struct opened {
         const char *lowers[NS_LAYERS_MAX];
         size_t n_lowers;
         bool host_usr;
+        char usr_paths[NS_LAYERS_MAX][NS_PATH_MAX];
+        const char *usr_lowers[NS_LAYERS_MAX]; /* layers' usr/ above the host's /usr, lowest first */
+        size_t n_usr_lowers;
 };
 
 static void opened_close(struct opened *o) {
@@ -379,22 +383,37 @@ static int open_request(struct sbx_daemon *d, uid_t owner, const struct ns_creat
                         ns_error *err) {
         o->ws_fd = -1;
         o->n_binds = 0;
-        if (req->n_layers == 0) {
+        o->n_lowers = o->n_usr_lowers = 0;
+        o->host_usr = false;
+        size_t first = 0;
+        if (req->n_layers == 0 || strcmp(req->layers[0], LAYER_HOST) == 0) {
                 o->lowers[0] = d->host_layer;
                 o->n_lowers = 1;
                 o->host_usr = true;
-        } else {
-                if (d->layers_fd < 0)
-                        return ns_err(err, ENOENT, "no --layers-dir is configured");
-                for (size_t i = 0; i < req->n_layers; i++) {
-                        _cleanup_close_ int lf = openat2_path(d->layers_fd, req->layers[i], O_PATH | O_DIRECTORY,
-                                                              RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
-                        if (lf < 0)
-                                return ns_err_sys(err, errno, "layer '%s'", req->layers[i]);
-                        snprintf(o->layer_paths[i], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, req->layers[i]);
-                        o->lowers[i] = o->layer_paths[i];
+                first = req->n_layers ? 1 : 0;
+        }
+        if (first < req->n_layers && d->layers_fd < 0)
+                return ns_err(err, ENOENT, "no --layers-dir is configured");
+        for (size_t i = first; i < req->n_layers; i++) {
+                _cleanup_close_ int lf = openat2_path(d->layers_fd, req->layers[i], O_PATH | O_DIRECTORY,
+                                                      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+                if (lf < 0)
+                        return ns_err_sys(err, errno, "layer '%s'", req->layers[i]);
+                size_t k = o->n_lowers++;
+                snprintf(o->layer_paths[k], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, req->layers[i]);
+                o->lowers[k] = o->layer_paths[k];
+                /* Above the host base, a layer's usr/ (a real directory, reached without a
+                 * symlink) joins the lowers of the /usr overlay. */
+                struct stat ust;
+                _cleanup_close_ int uf = o->host_usr ? openat2_path(lf, "usr", O_PATH | O_DIRECTORY,
+                                                                    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+                                                     : -1;
+                if (uf >= 0 && fstat(uf, &ust) == 0 && S_ISDIR(ust.st_mode)) {
+                        snprintf(o->usr_paths[o->n_usr_lowers], NS_PATH_MAX, "%s/%s/usr", d->cfg.layers_dir,
+                                 req->layers[i]);
+                        o->usr_lowers[o->n_usr_lowers] = o->usr_paths[o->n_usr_lowers];
+                        o->n_usr_lowers++;
                 }
-                o->n_lowers = req->n_layers;
         }
         if (req->workspace) {
                 int fd = open_workspace(d, owner, req->workspace, &o->ws_st, err);
@@ -457,6 +476,8 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
         struct mount_plan plan = { .scaffold = s->d->scaffold, .workspace_fd = -1, .n_lowers = o->n_lowers,
                                    .host_usr = o->host_usr, .binds = o->binds, .n_binds = o->n_binds };
         memcpy(plan.lowers, o->lowers, o->n_lowers * sizeof *plan.lowers);
+        memcpy(plan.usr_lowers, o->usr_lowers, o->n_usr_lowers * sizeof *plan.usr_lowers);
+        plan.n_usr_lowers = o->n_usr_lowers;
         uid_t root_uid = slot_uid(d, s->slot);
         if ((r = make_upper(d, s->id, root_uid, err)) < 0)
                 goto out_upper;
@@ -596,6 +617,10 @@ static void set_identity(struct sbx_sandbox *s, uid_t owner, const struct ns_cre
         s->ephemeral = req->ephemeral;
         if (req->workspace)
                 snprintf(s->workspace, sizeof s->workspace, "%s", req->workspace);
+        s->n_layers = 0;
+        for (size_t i = 0; i < req->n_layers; i++)
+                if (strcmp(req->layers[i], LAYER_HOST) != 0)
+                        snprintf(s->layers[s->n_layers++], sizeof s->layers[0], "%s", req->layers[i]);
 }
 
 /* Hand a ready warm-pool sandbox to `owner`: attach the workspace and read-only binds inside it,
@@ -742,6 +767,7 @@ static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
                 o->lowers[0] = d->host_layer;
                 o->n_lowers = 1;
                 o->host_usr = true;
+                o->n_usr_lowers = 0;
                 r = spawn(d, s, o, &none, 0, true, &err);
         }
         free(o);
@@ -946,7 +972,7 @@ static void sandbox_finish(struct sbx_sandbox *s) {
         }
         /* Its uid slot is free from here: the cgroup and upper layer still to go are named by the
          * id, not the slot, and nothing can reach them any more. */
-        if (pool_zygote_clean(d, s->id) < 0)
+        if (!(s->snap && snapshot_take_over(s, slot_uid(d, s->slot))) && pool_zygote_clean(d, s->id) < 0)
                 sandbox_remove_leftovers(d, s->id);
         d->slots[s->slot] = 0;
         sandbox_free(s);

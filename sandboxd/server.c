@@ -47,6 +47,7 @@ static void client_close(struct sbx_client *c) {
                         break;
                 }
         sandbox_forget_client(d, c);
+        snapshot_forget_client(d, c);
         ns_loop_remove(d->loop, c->w);
         close(c->fd);
         while (c->outq) {
@@ -273,6 +274,40 @@ static int op_destroy(struct sbx_client *c, struct ns_request *r, ns_error *err)
         return 0;
 }
 
+static int op_snapshot(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
+        if (!s)
+                return -err->code;
+        log_debug("uid %u: snapshot of %s into layer %s", (unsigned) c->uid, s->id, r->u.layer);
+        return snapshot_start(s, c, r->id, r->u.layer, err);
+}
+
+#define LAYERS_MAX_LISTED 1024
+
+static int op_layers(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        if (c->d->layers_fd < 0)
+                return ns_err(err, ENOENT, "no --layers-dir is configured");
+        cJSON *arr = layer_list(c->d->layers_fd, LAYERS_MAX_LISTED, err);
+        if (!arr)
+                return -err->code;
+        cJSON *it;
+        cJSON_ArrayForEach(it, arr) {
+                cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+                cJSON_AddBoolToObject(it, "in_use", layer_in_use(c->d, name->valuestring));
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "layers", arr);
+        server_reply(c, r->id, o, -1);
+        return 0;
+}
+
+static int op_layer_remove(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        int ret = layer_remove_op(c->d, c->uid, r->u.layer, err);
+        if (ret == 0)
+                server_reply(c, r->id, NULL, -1);
+        return ret;
+}
+
 #define LIST_PAGE 128 /* sandboxes per reply: a page stays far below NS_PROTO_MAX_MSG */
 
 /* The caller's sandboxes in id order, LIST_PAGE at a time after `after`; "next" names the last id
@@ -316,6 +351,7 @@ static int (*const handlers[NS_OP__COUNT])(struct sbx_client *, struct ns_reques
         [NS_OP_ATTACH] = op_attach,   [NS_OP_SIGNAL] = op_signal, [NS_OP_WAIT] = op_wait,
         [NS_OP_STATS] = op_stats,     [NS_OP_FREEZE] = op_freeze, [NS_OP_THAW] = op_freeze,
         [NS_OP_CONNECT] = op_connect, [NS_OP_DESTROY] = op_destroy, [NS_OP_LIST] = op_list,
+        [NS_OP_SNAPSHOT] = op_snapshot, [NS_OP_LAYERS] = op_layers,   [NS_OP_LAYER_REMOVE] = op_layer_remove,
 };
 
 static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
@@ -451,6 +487,13 @@ int server_listen(struct sbx_daemon *d, ns_error *err) {
                 return -err->code;
         }
         return 0;
+}
+
+void server_close_fds_in_child(struct sbx_daemon *d) {
+        for (struct sbx_client *c = d->clients; c; c = c->next)
+                close(c->fd);
+        if (d->listen_fd >= 0)
+                close(d->listen_fd);
 }
 
 void server_close_all(struct sbx_daemon *d) {

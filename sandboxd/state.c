@@ -38,6 +38,13 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
                 cJSON_AddBoolToObject(o, "ephemeral", true);
         if (s->workspace[0])
                 cJSON_AddStringToObject(o, "workspace", s->workspace);
+        if (s->limits.disk)
+                cJSON_AddNumberToObject(o, "disk", (double) s->limits.disk);
+        if (s->n_layers) {
+                cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+                for (size_t i = 0; i < s->n_layers; i++)
+                        cJSON_AddItemToArray(ls, cJSON_CreateString(s->layers[i]));
+        }
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
         for (size_t i = 0; i < s->n_connects; i++) {
                 cJSON *c = cJSON_CreateObject();
@@ -90,7 +97,7 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
         cJSON *o = cJSON_ParseWithLength(buf, (size_t) n);
         if (!o)
                 return ns_err(err, EINVAL, "malformed state %s", p);
-        int64_t v[9];
+        int64_t v[10];
         const char *sid = NULL, *ws = NULL;
         int r = 0;
         if ((r = jv_str(o, "id", true, NS_ID_MAX, JV_ID_CHARS, &sid, err)) < 0 ||
@@ -103,6 +110,7 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
             (r = jv_int(o, "pids", false, 0, INT64_C(1) << 40, 0, &v[6], err)) < 0 ||
             (r = jv_int(o, "cpu_millis", false, 0, INT64_C(1) << 40, 0, &v[7], err)) < 0 ||
             (r = jv_int(o, "next_proc", false, 1, INT64_C(1) << 52, 1, &v[8], err)) < 0 ||
+            (r = jv_int(o, "disk", false, 0, INT64_C(1) << 52, 0, &v[9], err)) < 0 ||
             (r = jv_str(o, "workspace", false, NS_PATH_MAX - 1, NULL, &ws, err)) < 0)
                 goto out;
         if (strcmp(sid, id) != 0) {
@@ -131,6 +139,16 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
         s->limits.pids = (uint64_t) v[6];
         s->limits.cpu_millis = (uint64_t) v[7];
         s->next_proc = (uint64_t) v[8];
+        s->limits.disk = (uint64_t) v[9];
+        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(o, "layers"), *l;
+        s->n_layers = 0;
+        cJSON_ArrayForEach(l, ls) {
+                if (s->n_layers >= NS_LAYERS_MAX || !cJSON_IsString(l) || !layer_name_valid(l->valuestring)) {
+                        r = ns_err(err, EINVAL, "field 'layers' of %s is malformed", p);
+                        goto out;
+                }
+                snprintf(s->layers[s->n_layers++], sizeof s->layers[0], "%s", l->valuestring);
+        }
         if (ws)
                 snprintf(s->workspace, sizeof s->workspace, "%s", ws);
         const cJSON *con = cJSON_GetObjectItemCaseSensitive(o, "connect");

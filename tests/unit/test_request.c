@@ -137,6 +137,20 @@ static const struct bad bad_cases[] = {
         {"{" V "\"op\":\"create\",\"layers\":[\"\"]}", EINVAL, "layer name ''", 7},
         {"{" V "\"op\":\"create\",\"layers\":[1]}", EINVAL, "must hold only strings", 7},
         {"{" V "\"op\":\"create\",\"layers\":[\"a\",\"b\",\"a\"]}", EINVAL, "layer 'a' is listed twice", 7},
+        {"{" V "\"op\":\"create\",\"layers\":[\".hidden\"]}", EINVAL, "layer name '.hidden' is not valid", 7},
+        {"{" V "\"op\":\"create\",\"layers\":[\"-a\"]}", EINVAL, "layer name '-a' is not valid", 7},
+        {"{" V "\"op\":\"create\",\"layers\":[\"@host\"]}", EINVAL, "field 'layers' is only \"@host\"", 7},
+        {"{" V "\"op\":\"create\",\"layers\":[\"a\",\"@host\"]}", EINVAL, "layer name '@host' is not valid", 7},
+        {"{" V "\"op\":\"create\",\"layers\":[\"@host\",\"a\",\"@host\"]}", EINVAL, "layer name '@host'", 7},
+        /* snapshot, layers, layer_remove. */
+        {"{" V "\"op\":\"snapshot\",\"sandbox\":\"abc\"}", EINVAL, "field 'layer' is required", 7},
+        {"{" V "\"op\":\"snapshot\",\"layer\":\"x\"}", EINVAL, "field 'sandbox' is required", 7},
+        {"{" V "\"op\":\"snapshot\",\"sandbox\":\"abc\",\"layer\":\"../x\"}", EINVAL, "layer name '../x' is not valid", 7},
+        {"{" V "\"op\":\"snapshot\",\"sandbox\":\"abc\",\"layer\":\"@host\"}", EINVAL, "layer name '@host' is not valid", 7},
+        {"{" V "\"op\":\"snapshot\",\"sandbox\":\"abc\",\"layer\":7}", EINVAL, "field 'layer' must be a string", 7},
+        {"{" V "\"op\":\"layers\",\"sandbox\":\"abc\"}", EINVAL, "unknown field 'sandbox'", 7},
+        {"{" V "\"op\":\"layer_remove\"}", EINVAL, "field 'layer' is required", 7},
+        {"{" V "\"op\":\"layer_remove\",\"layer\":\".meta-a\"}", EINVAL, "layer name '.meta-a' is not valid", 7},
         {"{" V "\"op\":\"create\",\"layers\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\","
          "\"m\",\"n\",\"o\",\"p\",\"q\"]}", E2BIG, "field 'layers' has more than 16 items", 7},
         {"{" V "\"op\":\"create\",\"layers\":[\"a12345678901234567890123456789012345678901234567890123456789012345\"]}",
@@ -374,6 +388,13 @@ static void test_good(void) {
                 ns_request_done(&req);
         }
 
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"snapshot\",\"sandbox\":\"a\",\"layer\":\"deps-1.2_x\"}", &req, &err);
+        ok(r == 0 && req.op == NS_OP_SNAPSHOT && !strcmp(req.sandbox, "a") && !strcmp(req.u.layer, "deps-1.2_x"),
+           "snapshot");
+        ns_request_done(&req);
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"create\",\"layers\":[\"@host\",\"a\",\"b\"]}", &req, &err);
+        ok(r == 0 && req.u.create.n_layers == 3 && !strcmp(req.u.create.layers[0], "@host"), "create over @host");
+        ns_request_done(&req);
         r = parse("{\"v\":1,\"id\":9,\"op\":\"connect\",\"sandbox\":\"a\",\"port\":5432}", &req, &err);
         ok(r == 0 && req.op == NS_OP_CONNECT && req.u.connect.port == 5432 && req.u.connect.host_port == 5432,
            "connect, host_port defaults to port");
