@@ -55,6 +55,7 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .setup_timeout_s = 600,
                 .stop_grace_s = 10,
                 .keep_events = true,
+                .setup_layers = true,
                 .log_level = NS_LOG_INFO,
                 .rate_limit = 50,
         };
@@ -146,6 +147,12 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 c->cpus = d;
                 return 0;
         }
+        if (!strcmp(key, "setup-layers")) {
+                if (strcmp(val, "true") && strcmp(val, "false"))
+                        return ns_err(err, EINVAL, "--setup-layers must be true or false");
+                c->setup_layers = !strcmp(val, "true");
+                return 0;
+        }
         if (!strcmp(key, "keep-events")) {
                 if (strcmp(val, "true") && strcmp(val, "false"))
                         return ns_err(err, EINVAL, "--keep-events must be true or false");
@@ -197,7 +204,7 @@ static void usage(void) {
         fputs("usage: nightshift serve [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]\n"
               "         [--workspace-root DIR] [--sandboxd-socket PATH] [--agents-dir DIR]\n"
               "         [--max-concurrent N] [--workers N] [--idle-timeout SEC] [--max-runtime SEC]\n"
-              "         [--setup-timeout SEC] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
+              "         [--setup-timeout SEC] [--setup-layers true|false] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
               "         [--allow-remote true|false] [--rate-limit N] [--debug]\n",
               stdout);
@@ -229,6 +236,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
                 { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
                 { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
+                { "setup-layers", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

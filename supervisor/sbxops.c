@@ -35,6 +35,32 @@ static int add_strv(cJSON *obj, const char *key, const char *const *v) {
         return 0;
 }
 
+int sbx_layer_exists(ns_client *c, const char *name, bool *exists, ns_error *err) {
+        _cleanup_json_ cJSON *req = request("layers", NULL);
+        if (!req)
+                return ns_err(err, ENOMEM, "out of memory");
+        _cleanup_json_ cJSON *reply = NULL;
+        int r = ns_client_call(c, req, NULL, 0, &reply, NULL, NULL, err);
+        if (r < 0)
+                return r;
+        *exists = false;
+        const cJSON *l;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(reply, "layers")) {
+                const cJSON *n = cJSON_GetObjectItemCaseSensitive(l, "name");
+                if (cJSON_IsString(n) && !strcmp(n->valuestring, name))
+                        *exists = true;
+        }
+        return 0;
+}
+
+int sbx_snapshot(ns_client *c, const char *sandbox, const char *layer, ns_error *err) {
+        _cleanup_json_ cJSON *req = request("snapshot", sandbox);
+        if (!req || !cJSON_AddStringToObject(req, "layer", layer))
+                return ns_err(err, ENOMEM, "out of memory");
+        _cleanup_json_ cJSON *reply = NULL;
+        return ns_client_call(c, req, NULL, 0, &reply, NULL, NULL, err);
+}
+
 int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX + 1], ns_error *err) {
         _cleanup_json_ cJSON *req = request("create", NULL);
         if (!req || !cJSON_AddStringToObject(req, "workspace", spec->workspace) ||
@@ -44,6 +70,14 @@ int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX 
             (spec->pids && !cJSON_AddNumberToObject(req, "pids", (double) spec->pids)) ||
             (spec->cpus > 0 && !cJSON_AddNumberToObject(req, "cpus", spec->cpus)))
                 return ns_err(err, ENOMEM, "out of memory");
+        if (spec->n_layers) {
+                const char *names[NS_LAYERS_MAX + 1];
+                size_t n = spec->n_layers < NS_LAYERS_MAX ? spec->n_layers : NS_LAYERS_MAX;
+                memcpy(names, spec->layers, n * sizeof *names);
+                names[n] = NULL;
+                if (add_strv(req, "layers", names) < 0)
+                        return ns_err(err, ENOMEM, "out of memory");
+        }
         if (spec->n_ro_binds) {
                 cJSON *a = cJSON_AddArrayToObject(req, "ro_binds");
                 for (size_t i = 0; a && i < spec->n_ro_binds; i++) {

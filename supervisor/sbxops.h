@@ -24,10 +24,19 @@ typedef struct sbx_create_spec {
         size_t n_ro_binds;
         const int *connects; /* host loopback ports, appearing at the same port inside */
         size_t n_connects;
+        const char *const *layers; /* lowest first ("@host" first: over the host layer); NULL = host */
+        size_t n_layers;
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */
 int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX + 1], ns_error *err);
+
+/* Whether the layer `name` exists in sandboxd's --layers-dir (-ENOENT when none is configured). */
+int sbx_layer_exists(ns_client *c, const char *name, bool *exists, ns_error *err);
+
+/* Destroy `sandbox` and keep what it wrote outside its binds as the layer `layer` (sandboxd's
+ * `snapshot`); returns when the layer exists. */
+int sbx_snapshot(ns_client *c, const char *sandbox, const char *layer, ns_error *err);
 
 /* Destroy (idempotent).  *existed (may be NULL) says whether it was there. */
 int sbx_destroy(ns_client *c, const char *sandbox, bool *existed, ns_error *err);

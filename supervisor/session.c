@@ -593,12 +593,29 @@ static void provision_done(sv_sjob *j) {
                         l->env_json = json;
                 }
         }
+        if (j->setup_warm) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "phase", "setup");
+                cJSON_AddStringToObject(o, "stream", "stdout");
+                char text[128];
+                snprintf(text, sizeof text, "setup skipped: its layer %s from an earlier run is stacked\n",
+                         j->setup_layer);
+                cJSON_AddStringToObject(o, "text", text);
+                cJSON_AddNumberToObject(o, "exit_code", 0);
+                cJSON_AddStringToObject(o, "layer", j->setup_layer);
+                cJSON_AddBoolToObject(o, "cached", true);
+                emit_now(l, "command_output", o);
+        }
         if (j->setup_exit >= 0) {
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "phase", "setup");
                 cJSON_AddStringToObject(o, "stream", "stdout");
                 cJSON_AddStringToObject(o, "text", j->setup_output ? j->setup_output : "");
                 cJSON_AddNumberToObject(o, "exit_code", j->setup_exit);
+                if (j->setup_layer[0]) {
+                        cJSON_AddStringToObject(o, "layer", j->setup_layer);
+                        cJSON_AddBoolToObject(o, "cached", false);
+                }
                 emit_now(l, "command_output", o);
                 if (j->setup_exit != 0) {
                         char msg[512];

@@ -96,8 +96,10 @@ typedef struct sv_sjob {
         int stream_fd;
         bool proc_gone;     /* JOB_RECOVER: the sandbox is there, the process record is not */
         char *setup_output; /* JOB_PROVISION */
-        int setup_exit;     /* -1 = no setup script */
+        int setup_exit;     /* -1 = no setup script (or a warm start: its layer replaced it) */
         bool setup_nonfatal;
+        char setup_layer[48]; /* the setup layer the sandbox stacks, "" for none */
+        bool setup_warm;      /* that layer was there already: setup did not run */
         char *workspace, *gitdir;
         char *commit_event;  /* JOB_COMMIT: the `commit` event data, NULL when nothing new */
         char new_tip[41];

@@ -21,6 +21,7 @@
 #include "import.h"
 #include "mirror.h"
 #include "session_int.h"
+#include "setup_layer.h"
 #include "worktree.h"
 
 /* Fetches of the mirrors are serialised: two sessions of one repository must not fetch into the
@@ -221,13 +222,34 @@ typedef struct repo_settings {
         bool setup_nonfatal;
         char **env; /* "K=V" */
         size_t n_env;
+        char *lockfiles[SETUP_LOCKFILES_MAX]; /* `lockfiles`: what the setup layer's key covers */
+        size_t n_lockfiles;
+        setup_key_inputs key;
 } repo_settings;
 
 static void repo_settings_clear(repo_settings *rs) {
         for (size_t i = 0; i < rs->n_env; i++)
                 free(rs->env[i]);
         free(rs->env);
+        for (size_t i = 0; i < rs->n_lockfiles; i++)
+                free(rs->lockfiles[i]);
         *rs = (repo_settings){ 0 };
+}
+
+/* `lockfiles = a/package-lock.json requirements.txt` (spaces or commas between paths). */
+static int parse_lockfiles(repo_settings *rs, char *val, int lineno, ns_error *err) {
+        for (char *save = NULL, *p = strtok_r(val, " \t,", &save); p; p = strtok_r(NULL, " \t,", &save)) {
+                if (!setup_lockfile_path_ok(p))
+                        return ns_err(err, EINVAL, ".nightshift/config:%d: lockfile '%.64s' is not a clean relative path",
+                                      lineno, p);
+                if (rs->n_lockfiles >= SETUP_LOCKFILES_MAX)
+                        return ns_err(err, E2BIG, ".nightshift/config:%d: at most %d lockfiles", lineno,
+                                      SETUP_LOCKFILES_MAX);
+                if (!(rs->lockfiles[rs->n_lockfiles] = strdup(p)))
+                        return ns_err(err, ENOMEM, "out of memory");
+                rs->n_lockfiles++;
+        }
+        return 0;
 }
 
 static bool env_key_ok(const char *k, size_t n) {
@@ -280,14 +302,20 @@ static int parse_repo_config(repo_settings *rs, const char *text, size_t len, ns
                         if (asprintf(&rs->env[rs->n_env], "%s=%s", line + 4, val) < 0)
                                 return ns_err(err, ENOMEM, "out of memory");
                         rs->n_env++;
-                } else if (!strcmp(line, "lockfiles") || !strcmp(line, "push") || !strcmp(line, "pr")) {
-                        /* Read by later features (warm starts, pushes); accepted here. */
+                } else if (!strcmp(line, "lockfiles")) {
+                        int r = parse_lockfiles(rs, val, lineno, err);
+                        if (r < 0)
+                                return r;
+                } else if (!strcmp(line, "push") || !strcmp(line, "pr")) {
+                        /* Read by later features (pushes); accepted here. */
                 } else {
                         return ns_err(err, EINVAL, ".nightshift/config:%d: unknown key '%s'", lineno, line);
                 }
         }
         return 0;
 }
+
+static int read_config_blob(git_repository *repo, const git_tree_entry *e, repo_settings *rs, ns_error *err);
 
 static int read_repo_settings(const char *mirror, const char *sha, repo_settings *rs, ns_error *err) {
         __attribute__((cleanup(git_repository_freep))) git_repository *repo = NULL;
@@ -303,13 +331,34 @@ static int read_repo_settings(const char *mirror, const char *sha, repo_settings
         git_tree_entry *e = NULL;
         if (git_tree_entry_bypath(&e, tree, ".nightshift/setup.sh") == 0) {
                 rs->has_setup = git_tree_entry_type(e) == GIT_OBJECT_BLOB;
+                git_oid_tostr(rs->key.setup_oid, sizeof rs->key.setup_oid, git_tree_entry_id(e));
                 git_tree_entry_free(e);
         }
         if (git_tree_entry_bypath(&e, tree, ".nightshift/config") != 0)
                 return 0;
-        __attribute__((cleanup(git_object_freep))) git_object *obj = NULL;
-        r = git_tree_entry_to_object(&obj, repo, e);
+        r = read_config_blob(repo, e, rs, err);
         git_tree_entry_free(e);
+        if (r < 0)
+                return r;
+        /* The lockfiles' contents are part of the setup layer's key: their blob ids at the base. */
+        rs->key.n_lockfiles = rs->n_lockfiles;
+        for (size_t i = 0; i < rs->n_lockfiles; i++) {
+                rs->key.lockfiles[i] = rs->lockfiles[i];
+                rs->key.lock_oids[i][0] = '\0';
+                if (git_tree_entry_bypath(&e, tree, rs->lockfiles[i]) == 0) {
+                        if (git_tree_entry_type(e) == GIT_OBJECT_BLOB)
+                                git_oid_tostr(rs->key.lock_oids[i], sizeof rs->key.lock_oids[i], git_tree_entry_id(e));
+                        git_tree_entry_free(e);
+                }
+        }
+        rs->key.env = (const char *const *) rs->env;
+        rs->key.n_env = rs->n_env;
+        return 0;
+}
+
+static int read_config_blob(git_repository *repo, const git_tree_entry *e, repo_settings *rs, ns_error *err) {
+        __attribute__((cleanup(git_object_freep))) git_object *obj = NULL;
+        int r = git_tree_entry_to_object(&obj, repo, e);
         if (r < 0 || git_object_type(obj) != GIT_OBJECT_BLOB)
                 return 0;
         const git_blob *blob = (const git_blob *) obj;
@@ -381,6 +430,68 @@ static void sandbox_start_begin(void *ctx, const char *tree) {
         ss->started = pthread_create(&ss->thread, NULL, sandbox_start_run, ss) == 0;
 }
 
+/* Run .nightshift/setup.sh in the session's sandbox; its exit and output go to the job. */
+static int run_setup(sv_sjob *j, sv_worker *w, ns_client **c, const repo_settings *rs) {
+        const char *argv[] = { "/bin/sh", "-e", "/workspace/.nightshift/setup.sh", NULL };
+        sbx_exec_spec ex = { .argv = argv, .env = (const char *const *) rs->env, .timeout_s = rs->setup_timeout_s };
+        sbx_output o = { 0 };
+        int r = sbx_run(*c, j->sandbox, &ex, NULL, 0, -1, SV_SETUP_OUTPUT_MAX, SV_SETUP_OUTPUT_MAX, &o, &j->err);
+        if (r < 0) {
+                sbx_output_clear(&o);
+                sv_worker_sandboxd_reset(w, r);
+                *c = w->sbx; /* NULL when the connection was dropped */
+                return r;
+        }
+        /* A timed-out setup is a failure, never a layer. */
+        j->setup_exit = o.exit.signal ? 128 + o.exit.signal : o.exit.code;
+        if (o.exit.flags & NS_EXIT_TIMEOUT && j->setup_exit == 0)
+                j->setup_exit = 124;
+        j->setup_nonfatal = rs->setup_nonfatal;
+        free(j->setup_output);
+        if (asprintf(&j->setup_output, "%s%s%s%s", o.out, o.errout,
+                     o.exit.flags & NS_EXIT_TIMEOUT ? "\n[setup timed out]" : "",
+                     o.truncated ? "\n[output truncated]" : "") < 0)
+                j->setup_output = NULL;
+        sbx_output_clear(&o);
+        return 0;
+}
+
+/* After a successful setup: snapshot the sandbox into the setup layer `layers[1]` and give the
+ * session a new sandbox that stacks it.  When the layer cannot be made, the session goes on
+ * without it: in its own sandbox if the snapshot refused before touching it, else in a fresh one
+ * where setup runs again. */
+static int keep_setup_layer(sv_sjob *j, sv_worker *w, ns_client **c, sbx_create_spec *spec, const char **layers,
+                            const repo_settings *rs) {
+        ns_error le;
+        int r = sbx_snapshot(*c, j->sandbox, layers[1], &le);
+        bool gone = r == 0;
+        if (r < 0 && le.code == EEXIST) {
+                /* Another session made the same layer meanwhile: ours is still whole, and stays. */
+                log_debug("session %s: setup layer %s was made meanwhile", j->sid, layers[1]);
+                return 0;
+        }
+        if (r < 0) {
+                log_warn("session %s: setup layer %s not kept: %s", j->sid, layers[1], le.msg);
+                gone = sbx_stats(*c, j->sandbox, NULL, &le) == -ENOENT;
+                if (!gone)
+                        return 0;
+        }
+        j->sandbox[0] = '\0';
+        spec->workspace = j->workspace;
+        spec->layers = r == 0 ? layers : NULL;
+        spec->n_layers = r == 0 ? 2 : 0;
+        int cr = sbx_create(*c, spec, j->sandbox, &j->err);
+        if (cr < 0) {
+                j->sandbox[0] = '\0';
+                return cr;
+        }
+        if (r == 0) {
+                snprintf(j->setup_layer, sizeof j->setup_layer, "%s", layers[1]);
+                return 0;
+        }
+        return run_setup(j, w, c, rs);
+}
+
 static void run_provision(sv_sjob *j, sv_worker *w) {
         const sv_config *cfg = w->cfg;
         j->setup_exit = -1;
@@ -401,6 +512,25 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 ss.binds[nb++] = (sbx_bind){ cfg->agents_dir, SV_AGENTS_MOUNT };
         ss.spec = (sbx_create_spec){ .ro_binds = ss.binds, .n_ro_binds = nb, .connects = ss.connects };
         limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects);
+        /* Warm start: a layer left by an earlier run of this very setup (same key) replaces it. */
+        char layer[SETUP_LAYER_NAME_MAX + 1] = "";
+        const char *layers[2] = { "@host", layer };
+        bool warm = false;
+        if (rs.has_setup && cfg->setup_layers && setup_layer_name(&rs.key, layer, &j->err) == 0) {
+                ns_error le;
+                bool exists = false;
+                if ((r = sv_worker_sandboxd(w, &c, &le)) < 0 || (r = sbx_layer_exists(c, layer, &exists, &le)) < 0) {
+                        log_debug("session %s: no setup layers (%s): setup runs every time", j->sid, le.msg);
+                        layer[0] = '\0';
+                } else if (exists) {
+                        warm = true;
+                        ss.spec.layers = layers;
+                        ss.spec.n_layers = 2;
+                        snprintf(j->setup_layer, sizeof j->setup_layer, "%s", layer);
+                        j->setup_warm = true;
+                }
+                c = NULL; /* the thread below owns the worker's connection until it is joined */
+        }
         r = worktree_create_with(cfg->workspace_root, j->sid, j->mirror_path, j->base_sha, sandbox_start_begin, &ss,
                                  &paths, &j->err);
         t1 = now_ms();
@@ -426,24 +556,13 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 }
         }
         t2 = now_ms();
-        if (rs.has_setup) {
-                const char *argv[] = { "/bin/sh", "-e", "/workspace/.nightshift/setup.sh", NULL };
-                sbx_exec_spec ex = { .argv = argv, .env = (const char *const *) rs.env, .timeout_s = rs.setup_timeout_s };
-                sbx_output o = { 0 };
-                r = sbx_run(c, j->sandbox, &ex, NULL, 0, -1, SV_SETUP_OUTPUT_MAX, SV_SETUP_OUTPUT_MAX, &o, &j->err);
-                if (r < 0) {
-                        sbx_output_clear(&o);
-                        sv_worker_sandboxd_reset(w, r);
-                        c = w->sbx; /* NULL when the connection was dropped */
+        if (rs.has_setup && !warm) {
+                if ((r = run_setup(j, w, &c, &rs)) < 0)
                         goto out;
-                }
-                j->setup_exit = o.exit.signal ? 128 + o.exit.signal : o.exit.code;
-                j->setup_nonfatal = rs.setup_nonfatal;
-                if (asprintf(&j->setup_output, "%s%s%s%s", o.out, o.errout,
-                             o.exit.flags & NS_EXIT_TIMEOUT ? "\n[setup timed out]" : "",
-                             o.truncated ? "\n[output truncated]" : "") < 0)
-                        j->setup_output = NULL;
-                sbx_output_clear(&o);
+                /* A setup that succeeded becomes the layer of its key: this session's sandbox is
+                 * replaced by one that stacks it, exactly as the next session's will be. */
+                if (j->setup_exit == 0 && layer[0] && (r = keep_setup_layer(j, w, &c, &ss.spec, layers, &rs)) < 0)
+                        goto out;
         }
         /* The repository's env.* settings travel to every turn through the job's env. */
         if (rs.n_env) {
