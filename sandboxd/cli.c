@@ -202,6 +202,7 @@ enum {
         OPT_CONNECT,
         OPT_RO_BIND,
         OPT_LAYER,
+        OPT_OVERLAY,
         OPT_TIMEOUT,
         OPT_ROOT,
         OPT_ENV,
@@ -216,7 +217,7 @@ enum {
         {"pids", required_argument, NULL, OPT_PIDS}, {"cpus", required_argument, NULL, OPT_CPUS},              \
         {"disk", required_argument, NULL, OPT_DISK}, {"net", required_argument, NULL, OPT_NET},                \
         {"connect", required_argument, NULL, OPT_CONNECT}, {"ro-bind", required_argument, NULL, OPT_RO_BIND},  \
-        {"layer", required_argument, NULL, OPT_LAYER}
+        {"layer", required_argument, NULL, OPT_LAYER}, {"overlay", required_argument, NULL, OPT_OVERLAY}
 #define PROCESS_OPTIONS                                                                                     \
         {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"root", no_argument, NULL, OPT_ROOT},              \
         {"env", required_argument, NULL, OPT_ENV}, {"tty", no_argument, NULL, OPT_TTY}
@@ -284,6 +285,9 @@ static int sandbox_option(const char *cmd, int opt, const char *arg, cJSON *crea
         }
         case OPT_LAYER:
                 r = push_string(create, "layers", arg);
+                break;
+        case OPT_OVERLAY:
+                r = push_string(create, "overlays", arg);
                 break;
         default:
                 return 0;
@@ -744,6 +748,8 @@ static const char help_run[] =
         "  --ro-bind SRC:DST      bind host SRC read-only at DST\n"
         "  --layer NAME           root filesystem layer, lowest first (default: the host layer;\n"
         "                         @host first: the host layer as the base of the others)\n"
+        "  --overlay /workspace/DIR  see DIR copy-on-write: the layers' copy beneath, writes kept\n"
+        "                         out of the working tree (and in a snapshot's layer)\n"
         "  --timeout SEC          kill CMD after SEC seconds\n"
         "  --root                 run as root of the sandbox (namespaced)\n"
         "  --env K=V              set an environment variable\n"
@@ -755,6 +761,7 @@ static const char help_run[] =
 static const char help_create[] =
         "Usage: " PROG " create [--workspace DIR] [--memory BYTES] [--pids N] [--cpus N] [--disk BYTES]\n"
         "       [--net none] [--connect PORT[:HOSTPORT]]... [--ro-bind SRC:DST]... [--layer NAME]...\n"
+        "       [--overlay /workspace/DIR]...\n"
         "Create a sandbox and print its id (see '" PROG " run --help' for the options).\n";
 
 static const char help_exec[] =

@@ -106,6 +106,8 @@ struct sbx_sandbox {
         /* The layers from --layers-dir it stacks (not the host layer): never removed under it. */
         char layers[NS_LAYERS_MAX][LAYER_NAME_MAX + 1];
         size_t n_layers;
+        char overlays[NS_OVERLAYS_MAX][NS_OVERLAY_PATH_MAX + 1]; /* create's `overlays`: upper <id>/ov<i> */
+        size_t n_overlays;
         struct sbx_snapshot *snap; /* destroyed by `snapshot`: its upper becomes this layer */
 };
 

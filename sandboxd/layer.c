@@ -14,6 +14,7 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/fsdel.h"
+#include "sandboxd/proto.h"
 
 #define LAYER_DEPTH_MAX 512    /* deeper trees are refused: every level holds a descriptor */
 #define LAYER_OVERFLOW_ID 65534 /* owner of what the sandbox's range did not own: nobody */
@@ -222,8 +223,66 @@ static void remove_meta(int layers_dirfd, const char *name) {
         unlinkat(layers_dirfd, path, 0);
 }
 
+/* Open the directory `path` (relative, clean) beneath `top`, making missing components as
+ * directories owned by `uid` (mode 0755) and replacing a component that is not one.  Never
+ * follows a link.  Returns an fd or -errno. */
+static int open_dirs(int top, const char *path, uid_t uid, ns_error *err) {
+        char buf[NS_OVERLAY_PATH_MAX + 1];
+        snprintf(buf, sizeof buf, "%s", path);
+        int cur = fcntl(top, F_DUPFD_CLOEXEC, 3);
+        if (cur < 0)
+                return ns_err_sys(err, errno, "dup");
+        for (char *save = NULL, *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+                int fd = openat(cur, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd < 0 && errno != ENOENT) {
+                        fsdel_tree_at(cur, c, NULL);
+                        errno = ENOENT;
+                }
+                if (fd < 0 && errno == ENOENT) {
+                        if (mkdirat(cur, c, 0755) < 0 || fchownat(cur, c, uid, uid, AT_SYMLINK_NOFOLLOW) < 0 ||
+                            (fd = openat(cur, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+                                int e = errno;
+                                close(cur);
+                                return ns_err_sys(err, e, "make %s in the layer", path);
+                        }
+                }
+                close(cur);
+                cur = fd;
+        }
+        return cur;
+}
+
+/* Move each non-empty overlay upper <id>/ov<i>/upper to its path in the layer. */
+static int move_overlays(int sbx, int top, const char *const *overlays, size_t n, uid_t uid_base, ns_error *err) {
+        for (size_t i = 0; i < n; i++) {
+                char ov[24];
+                snprintf(ov, sizeof ov, "ov%zu", i);
+                _cleanup_close_ int ovfd = openat(sbx, ov, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (ovfd < 0 || dir_is_empty(ovfd, "upper"))
+                        continue;
+                /* "/workspace/a/b": parent "workspace/a", last "b" */
+                char parent[NS_OVERLAY_PATH_MAX + 1];
+                snprintf(parent, sizeof parent, "%s", overlays[i] + 1);
+                char *slash = strrchr(parent, '/');
+                if (!slash)
+                        return ns_err(err, EINVAL, "overlay %s is not beneath a directory", overlays[i]);
+                *slash = '\0';
+                const char *last = slash + 1;
+                _cleanup_close_ int pfd = open_dirs(top, parent, uid_base, err);
+                if (pfd < 0)
+                        return pfd;
+                ns_error e2;
+                if (fsdel_tree_at(pfd, last, &e2) < 0 && e2.code != ENOENT)
+                        return ns_err(err, e2.code, "%s", e2.msg);
+                if (renameat(ovfd, "upper", pfd, last) < 0)
+                        return ns_err_sys(err, errno, "move the overlay upper of %s", overlays[i]);
+        }
+        return 0;
+}
+
 int layer_from_upper(int upper_dirfd, const char *id, int layers_dirfd, const char *name, uid_t uid_base,
-                     uint32_t range, uid_t owner, struct layer_stats *st, ns_error *err) {
+                     uint32_t range, uid_t owner, const char *const *overlays, size_t n_overlays,
+                     struct layer_stats *st, ns_error *err) {
         if (!layer_name_valid(name))
                 return ns_err(err, EINVAL, "layer name '%s' is not valid", name);
         struct stat exist;
@@ -262,6 +321,8 @@ int layer_from_upper(int upper_dirfd, const char *id, int layers_dirfd, const ch
                         goto fail;
                 }
         }
+        if ((r = move_overlays(sbx, top, overlays, n_overlays, uid_base, err)) < 0)
+                goto fail;
         struct walk w = { .base = uid_base, .range = range };
         r = fix_tree(&w, top, err);
         free(w.linked);

@@ -31,7 +31,8 @@ struct layer_stats {
 };
 
 /* Turn the upper layer of the dead sandbox `id` (beneath `upper_dirfd`: <id>/root/upper and
- * <id>/usr/upper) into the layer `name` beneath `layers_dirfd`.
+ * <id>/usr/upper, and <id>/ov<i>/upper for each of its `overlays`, which land at that path in the
+ * layer, e.g. workspace/node_modules) into the layer `name` beneath `layers_dirfd`.
  *
  * The caller guarantees that no process of the sandbox is left, so no overlay has the upper
  * mounted: the tree is moved, not copied (both directories must be on one filesystem, else
@@ -45,7 +46,8 @@ struct layer_stats {
  * Errors: EINVAL (bad name), EEXIST (the name is taken), EXDEV (upper and layers dirs on
  * different filesystems), ELOOP (deeper than 512 levels), or the errno of the failing call. */
 int layer_from_upper(int upper_dirfd, const char *id, int layers_dirfd, const char *name, uid_t uid_base,
-                     uint32_t range, uid_t owner, struct layer_stats *st, ns_error *err);
+                     uint32_t range, uid_t owner, const char *const *overlays, size_t n_overlays,
+                     struct layer_stats *st, ns_error *err);
 
 /* The layers beneath `layers_dirfd` as a JSON array of {name, bytes?, files?, created?, owner?,
  * source?} (metadata fields only for layers made by snapshot), at most `max` entries in name

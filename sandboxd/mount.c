@@ -129,6 +129,15 @@ int mount_prepare_scaffold(const char *scaffold, ns_error *err) {
                 if (mkdir(p, 0700) < 0 && errno != EEXIST)
                         return ns_err_sys(err, errno, "mkdir %s", p);
         }
+        for (int i = 0; i < NS_OVERLAYS_MAX * NS_LAYERS_MAX; i++) {
+                snprintf(p, sizeof p, "%s/o%d", scaffold, i);
+                if (mkdir(p, 0700) < 0 && errno != EEXIST)
+                        return ns_err_sys(err, errno, "mkdir %s", p);
+        }
+        /* The lower of an overlay that no layer has anything for. */
+        snprintf(p, sizeof p, "%s/e", scaffold);
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                return ns_err_sys(err, errno, "mkdir %s", p);
         return 0;
 }
 
@@ -290,8 +299,8 @@ int mount_attach_extras(int rootfd, int workspace_fd, const struct mount_bind *b
 
 /* Clone each of `lowers` (lowest first) idmapped, read-only, nosuid, nodev onto the scaffold's
  * "<prefix><i>" and write overlayfs's lowerdir (top first, ':'-separated) to `out`. */
-static int attach_lowers(const char *scaffold, char prefix, const char *const *lowers, size_t n, int userns_fd,
-                         char *out, size_t cap, ns_error *err) {
+static int attach_lowers(const char *scaffold, char prefix, size_t base, const char *const *lowers, size_t n,
+                         int userns_fd, char *out, size_t cap, ns_error *err) {
         out[0] = '\0';
         for (size_t i = 0; i < n; i++) {
                 _cleanup_close_ int l = clone_tree(AT_FDCWD, lowers[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
@@ -299,7 +308,7 @@ static int attach_lowers(const char *scaffold, char prefix, const char *const *l
                 if (l < 0)
                         return ns_err_wrap(err, "layer %s", lowers[i]);
                 char at[NS_PATH_MAX];
-                snprintf(at, sizeof at, "%s/%c%zu", scaffold, prefix, i);
+                snprintf(at, sizeof at, "%s/%c%zu", scaffold, prefix, base + i);
                 if (move_mount(l, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
                         return ns_err_sys(err, errno, "attach layer %s", lowers[i]);
                 /* lowerdir lists the top layer first: prepend */
@@ -325,7 +334,7 @@ static int attach_usr_lowers(const char *scaffold, const char *const *lowers, si
         snprintf(at, sizeof at, "%s/usr", scaffold);
         if (move_mount(u, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
                 return ns_err_sys(err, errno, "attach host /usr");
-        int r = attach_lowers(scaffold, 'u', lowers + 1, n - 1, userns_fd, out, cap, err);
+        int r = attach_lowers(scaffold, 'u', 0, lowers + 1, n - 1, userns_fd, out, cap, err);
         if (r < 0)
                 return r;
         size_t al = strlen(at), ll = strlen(out);
@@ -335,6 +344,31 @@ static int attach_usr_lowers(const char *scaffold, const char *const *lowers, si
                 out[ll++] = ':';
         memcpy(out + ll, at, al + 1);
         return 0;
+}
+
+/* Overlay `i` of the plan over its mount point beneath the (attached) workspace.  The mount point
+ * is not created through the idmapped workspace (root is not mapped there): the caller made it. */
+static int mount_overlay_at(int rootfd, const struct mount_plan *p, size_t i, const char *upper, char *lowerdir,
+                            size_t cap, ns_error *err) {
+        const struct mount_overlay *ov = &p->overlays[i];
+        int r;
+        if (ov->n_lowers) {
+                r = attach_lowers(p->scaffold, 'o', i * NS_LAYERS_MAX, ov->lowers, ov->n_lowers, p->userns_fd, lowerdir,
+                                  cap, err);
+                if (r < 0)
+                        return r;
+        } else {
+                snprintf(lowerdir, cap, "%s/e", p->scaffold);
+        }
+        char name[24];
+        snprintf(name, sizeof name, "ov%zu", i);
+        _cleanup_close_ int ovl = overlay_new(lowerdir, upper, name, err);
+        if (ovl < 0)
+                return ovl;
+        _cleanup_close_ int t = open_mountpoint(rootfd, ov->dst + 1, true, err);
+        if (t < 0)
+                return t;
+        return attach_at(ovl, t, ov->dst, err);
 }
 
 int mount_build_root(const struct mount_plan *p, ns_error *err) {
@@ -354,7 +388,7 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
         /* Not zero-initialised: init runs on this stack for the sandbox's whole life, and 64 KiB of
          * zeroes would be 64 KiB of private memory per sandbox. */
         char lowerdir[NS_LAYERS_MAX * (NS_PATH_MAX + 1)];
-        if ((r = attach_lowers(p->scaffold, 'l', p->lowers, p->n_lowers, p->userns_fd, lowerdir, sizeof lowerdir,
+        if ((r = attach_lowers(p->scaffold, 'l', 0, p->lowers, p->n_lowers, p->userns_fd, lowerdir, sizeof lowerdir,
                                err)) < 0)
                 return r;
         _cleanup_close_ int ovl = overlay_new(lowerdir, upper, "root", err);
@@ -396,6 +430,9 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
 
         if ((r = mount_attach_extras(rootfd, p->workspace_fd, p->binds, p->n_binds, err)) < 0)
                 return r;
+        for (size_t i = 0; i < p->n_overlays; i++)
+                if ((r = mount_overlay_at(rootfd, p, i, upper, lowerdir, sizeof lowerdir, err)) < 0)
+                        return ns_err_wrap(err, "overlay %s", p->overlays[i].dst);
 
         /* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only ours. */
         if (fchdir(rootfd) < 0)

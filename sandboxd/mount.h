@@ -20,7 +20,8 @@ struct mount_bind {
 };
 
 struct mount_plan {
-        const char *scaffold;           /* root-owned dir with empty subdirs "root", "l0".."l15", "u0".."u15", "usr" */
+        const char *scaffold;           /* root-owned dir with empty subdirs "root", "usr", "e", "l0".."l15", "u0".."u15",
+                                         * "o0".."o63" */
         const char *lowers[NS_LAYERS_MAX]; /* absolute layer dirs, lowest first */
         size_t n_lowers;
         bool host_usr;                  /* overlay the host's /usr at /usr (the host layer) */
@@ -33,6 +34,14 @@ struct mount_plan {
         int workspace_fd;               /* detached, idmapped mount of the checked workspace, or -1 */
         const struct mount_bind *binds;
         size_t n_binds;
+        /* Copy-on-write dirs beneath /workspace: an overlay each, upper <upper>/ov<i>, over the
+         * layers' copies of the same path (lowest first; none: an empty dir). */
+        struct mount_overlay {
+                const char *dst;
+                const char *lowers[NS_LAYERS_MAX];
+                size_t n_lowers;
+        } overlays[NS_OVERLAYS_MAX];
+        size_t n_overlays;
 };
 
 /* Assemble the root filesystem described by `plan` and pivot into it; on return the process's

@@ -17,6 +17,8 @@
 #define NS_ARG_BYTES_MAX 32768        /* argv + env together */
 #define NS_RO_BINDS_MAX 32
 #define NS_CONNECTS_MAX 32
+#define NS_OVERLAYS_MAX 4 /* copy-on-write dirs beneath /workspace (create's `overlays`) */
+#define NS_OVERLAY_PATH_MAX 255
 #define NS_LAYERS_MAX 16
 
 /* ---- The stdio stream --------------------------------------------------------------------

@@ -41,7 +41,8 @@ static const char *const op_names[NS_OP__COUNT] = {
 static const char *const keys_bare[] = {ENVELOPE, NULL};
 static const char *const keys_sandbox[] = {ENVELOPE, "sandbox", NULL};
 static const char *const keys_create[] = {ENVELOPE, "workspace", "layers", "memory", "pids", "cpus",
-                                          "disk", "net", "ro_binds", "connect", "ephemeral", NULL};
+                                          "disk", "net", "ro_binds", "connect", "ephemeral",
+                                          "overlays", NULL};
 static const char *const keys_exec[] = {ENVELOPE, "sandbox", "argv", "env", "cwd", "root",
                                         "tty", "rows", "cols", "timeout", NULL};
 static const char *const keys_attach[] = {ENVELOPE, "sandbox", "proc", "from", NULL};
@@ -292,6 +293,33 @@ static bool is_under(const char *path, const char *dir) {
 
 /* ---- Operations ------------------------------------------------------------------------------- */
 
+/* `overlays`: directories strictly beneath /workspace/, none inside another, that the sandbox sees
+ * copy-on-write: the stacked layers' copies of them beneath, writes in the sandbox's upper layer
+ * (and in a snapshot's layer), never in the working tree. */
+static int parse_overlays(const cJSON *j, struct ns_create_req *c, ns_error *err) {
+        char q[36];
+        int r = jv_strv(j, "overlays", false, NS_OVERLAYS_MAX, NS_OVERLAY_PATH_MAX, SIZE_MAX, &c->overlays, &c->n_overlays,
+                        err);
+        if (r < 0 || !c->overlays)
+                return r;
+        if (!c->workspace)
+                return ns_err(err, EINVAL, "field 'overlays' needs a workspace");
+        for (size_t i = 0; i < c->n_overlays; i++) {
+                const char *p = c->overlays[i];
+                if (!ns_path_is_clean(p, false) || strncmp(p, "/workspace/", 11) != 0)
+                        return ns_err(err, EINVAL, "overlays[%zu] '%s' must be a clean path beneath /workspace/", i,
+                                      quote(p, q));
+                for (size_t k = 0; k < i; k++) {
+                        const char *a = c->overlays[k], *b = p;
+                        size_t la = strlen(a), lb = strlen(b);
+                        if ((la <= lb && !strncmp(a, b, la) && (b[la] == '/' || b[la] == '\0')) ||
+                            (lb < la && !strncmp(a, b, lb) && a[lb] == '/'))
+                                return ns_err(err, EINVAL, "overlays[%zu] '%s' overlaps another overlay", i, quote(p, q));
+                }
+        }
+        return 0;
+}
+
 static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) {
         int r;
         char q[36];
@@ -323,6 +351,9 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                                                       quote(c->layers[i], q));
                 }
         }
+
+        if ((r = parse_overlays(j, c, err)) < 0)
+                return r;
 
         if ((r = get_limit(j, "memory", MEMORY_MIN, MEMORY_MAX, &c->memory, err)) < 0 ||
             (r = get_limit(j, "pids", 1, PIDS_MAX, &c->pids, err)) < 0 ||
@@ -559,8 +590,10 @@ fail:
 void ns_request_done(struct ns_request *req) {
         if (!req)
                 return;
-        if (req->op == NS_OP_CREATE)
+        if (req->op == NS_OP_CREATE) {
                 free(req->u.create.layers);
+                free(req->u.create.overlays);
+        }
         else if (req->op == NS_OP_EXEC) {
                 free(req->u.exec.argv);
                 free(req->u.exec.env);

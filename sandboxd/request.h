@@ -57,6 +57,8 @@ struct ns_create_req {
         struct ns_connect connects[NS_CONNECTS_MAX];
         size_t n_connects;
         bool ephemeral;                 /* destroyed when the creating connection closes */
+        const char **overlays;          /* NULL-terminated: dirs beneath /workspace/ made copy-on-write */
+        size_t n_overlays;
 };
 
 struct ns_exec_req {

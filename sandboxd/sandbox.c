@@ -141,10 +141,12 @@ static int check_limits(struct sbx_daemon *d, const struct ns_create_req *r, ns_
                               (unsigned long long) r->disk, (unsigned long long) c->max_disk);
         if (r->net && strcmp(r->net, "none") != 0)
                 return ns_err(err, EOPNOTSUPP, "net mode '%s' is not supported", r->net);
+        if (r->n_overlays && r->disk)
+                return ns_err(err, EOPNOTSUPP, "overlays and a disk limit cannot be combined");
         return 0;
 }
 
-static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, ns_error *err) {
+static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, size_t n_overlays, ns_error *err) {
         if (mkdirat(d->upper_fd, id, 0700) < 0)
                 return ns_err_sys(err, errno, "mkdir upper %s", id);
         _cleanup_close_ int dir = openat(d->upper_fd, id, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -160,6 +162,17 @@ static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, ns_e
                 /* The upper's root gives the merged root its owner: root of the sandbox. */
                 if (fchownat(sub, "upper", root_uid, root_uid, AT_SYMLINK_NOFOLLOW) < 0)
                         return ns_err_sys(err, errno, "chown upper");
+        }
+        for (size_t i = 0; i < n_overlays; i++) {
+                char name[24];
+                snprintf(name, sizeof name, "ov%zu", i);
+                if (mkdirat(dir, name, 0700) < 0)
+                        return ns_err_sys(err, errno, "mkdir upper");
+                _cleanup_close_ int sub = openat(dir, name, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                /* An overlay's dir belongs to the agent, like the working tree it sits in. */
+                if (sub < 0 || mkdirat(sub, "upper", 0755) < 0 || mkdirat(sub, "work", 0700) < 0 ||
+                    fchownat(sub, "upper", root_uid + SBX_AGENT_UID, root_uid + SBX_AGENT_UID, AT_SYMLINK_NOFOLLOW) < 0)
+                        return ns_err_sys(err, errno, "make overlay upper");
         }
         return 0;
 }
@@ -295,6 +308,10 @@ static int recv_ictl(int fd, struct ictl_hdr *h, char *payload, size_t cap, size
                 return -errno;
         char buf[ICTL_MAX_MSG];
         ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        /* A child that failed and exited before reading our "go" leaves it unread: the socket
+         * then reports ECONNRESET once, ahead of the failure message that is still queued. */
+        if (n < 0 && errno == ECONNRESET)
+                n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0)
                 return -errno;
         if ((size_t) n < sizeof *h)
@@ -368,9 +385,14 @@ struct opened {
         char usr_paths[NS_LAYERS_MAX][NS_PATH_MAX];
         const char *usr_lowers[NS_LAYERS_MAX]; /* layers' usr/ above the host's /usr, lowest first */
         size_t n_usr_lowers;
+        char (*ov_paths)[NS_PATH_MAX]; /* the layers' copies of the overlays' dirs (malloc'd, or NULL) */
+        struct mount_overlay overlays[NS_OVERLAYS_MAX];
+        size_t n_overlays;
 };
 
 static void opened_close(struct opened *o) {
+        free(o->ov_paths);
+        o->ov_paths = NULL;
         if (o->ws_fd >= 0)
                 close(o->ws_fd);
         o->ws_fd = -1;
@@ -379,12 +401,39 @@ static void opened_close(struct opened *o) {
         o->n_binds = 0;
 }
 
+/* The stacked layers' copies of each overlay's dir (a directory reached without a symlink), lowest
+ * first: what a snapshot of a sandbox with the same overlays left there. */
+static int open_overlays(struct sbx_daemon *d, const struct ns_create_req *req, struct opened *o, ns_error *err) {
+        size_t first = req->n_layers && strcmp(req->layers[0], LAYER_HOST) == 0 ? 1 : 0;
+        if (req->n_layers > first && !(o->ov_paths = malloc(NS_OVERLAYS_MAX * NS_LAYERS_MAX * sizeof *o->ov_paths)))
+                return ns_err(err, ENOMEM, "out of memory");
+        size_t used = 0;
+        for (size_t i = 0; i < req->n_overlays; i++) {
+                struct mount_overlay *ov = &o->overlays[i];
+                ov->dst = req->overlays[i];
+                ov->n_lowers = 0;
+                for (size_t k = first; k < req->n_layers; k++) {
+                        char rel[LAYER_NAME_MAX + NS_OVERLAY_PATH_MAX + 2];
+                        snprintf(rel, sizeof rel, "%s%s", req->layers[k], ov->dst);
+                        _cleanup_close_ int fd = openat2_path(d->layers_fd, rel, O_PATH | O_DIRECTORY,
+                                                              RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+                        if (fd < 0)
+                                continue;
+                        snprintf(o->ov_paths[used], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, rel);
+                        ov->lowers[ov->n_lowers++] = o->ov_paths[used++];
+                }
+        }
+        o->n_overlays = req->n_overlays;
+        return 0;
+}
+
 static int open_request(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct opened *o,
                         ns_error *err) {
         o->ws_fd = -1;
         o->n_binds = 0;
-        o->n_lowers = o->n_usr_lowers = 0;
+        o->n_lowers = o->n_usr_lowers = o->n_overlays = 0;
         o->host_usr = false;
+        o->ov_paths = NULL;
         size_t first = 0;
         if (req->n_layers == 0 || strcmp(req->layers[0], LAYER_HOST) == 0) {
                 o->lowers[0] = d->host_layer;
@@ -414,6 +463,11 @@ static int open_request(struct sbx_daemon *d, uid_t owner, const struct ns_creat
                         o->usr_lowers[o->n_usr_lowers] = o->usr_paths[o->n_usr_lowers];
                         o->n_usr_lowers++;
                 }
+        }
+        if (req->n_overlays) {
+                int r = open_overlays(d, req, o, err);
+                if (r < 0)
+                        return r;
         }
         if (req->workspace) {
                 int fd = open_workspace(d, owner, req->workspace, &o->ws_st, err);
@@ -478,8 +532,10 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
         memcpy(plan.lowers, o->lowers, o->n_lowers * sizeof *plan.lowers);
         memcpy(plan.usr_lowers, o->usr_lowers, o->n_usr_lowers * sizeof *plan.usr_lowers);
         plan.n_usr_lowers = o->n_usr_lowers;
+        memcpy(plan.overlays, o->overlays, o->n_overlays * sizeof *plan.overlays);
+        plan.n_overlays = o->n_overlays;
         uid_t root_uid = slot_uid(d, s->slot);
-        if ((r = make_upper(d, s->id, root_uid, err)) < 0)
+        if ((r = make_upper(d, s->id, root_uid, o->n_overlays, err)) < 0)
                 goto out_upper;
         char loop_dev[64] = "";
         if (disk) {
@@ -617,6 +673,9 @@ static void set_identity(struct sbx_sandbox *s, uid_t owner, const struct ns_cre
         s->ephemeral = req->ephemeral;
         if (req->workspace)
                 snprintf(s->workspace, sizeof s->workspace, "%s", req->workspace);
+        s->n_overlays = req->n_overlays;
+        for (size_t i = 0; i < req->n_overlays; i++)
+                snprintf(s->overlays[i], sizeof s->overlays[0], "%s", req->overlays[i]);
         s->n_layers = 0;
         for (size_t i = 0; i < req->n_layers; i++)
                 if (strcmp(req->layers[i], LAYER_HOST) != 0)
@@ -665,11 +724,12 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
         if (!o)
                 return ns_err(err, ENOMEM, "out of memory");
         if ((r = open_request(d, owner, req, o, err)) < 0) {
+                opened_close(o);
                 free(o);
                 return r;
         }
         /* A warm-pool sandbox has the host layer and no disk limit: anything else is built fresh. */
-        struct sbx_sandbox *s = req->n_layers == 0 && req->disk == 0 ? pool_take(d) : NULL;
+        struct sbx_sandbox *s = req->n_layers == 0 && req->disk == 0 && req->n_overlays == 0 ? pool_take(d) : NULL;
         if (s) {
                 r = handout(d, s, owner, req, o, err);
                 goto out;
@@ -768,6 +828,8 @@ static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
                 o->n_lowers = 1;
                 o->host_usr = true;
                 o->n_usr_lowers = 0;
+                o->n_overlays = 0;
+                o->ov_paths = NULL;
                 r = spawn(d, s, o, &none, 0, true, &err);
         }
         free(o);

@@ -29,6 +29,8 @@ struct sbx_snapshot {
         int64_t req_id;
         char layer[LAYER_NAME_MAX + 1];
         char sandbox[NS_ID_MAX + 1];
+        char overlays[NS_OVERLAYS_MAX][NS_OVERLAY_PATH_MAX + 1];
+        size_t n_overlays;
         int result_fd;
         ns_watch *w;
 };
@@ -70,6 +72,8 @@ int snapshot_start(struct sbx_sandbox *s, struct sbx_client *c, int64_t req_id, 
         *j = (struct sbx_snapshot){ .d = d, .client = c, .req_id = req_id, .result_fd = -1 };
         snprintf(j->layer, sizeof j->layer, "%s", layer);
         snprintf(j->sandbox, sizeof j->sandbox, "%s", s->id);
+        memcpy(j->overlays, s->overlays, sizeof j->overlays);
+        j->n_overlays = s->n_overlays;
         s->snap = j;
         /* The rest happens in snapshot_take_over, once init is dead. */
         sandbox_destroy(s);
@@ -146,9 +150,12 @@ _Noreturn static void snapshot_child(struct sbx_daemon *d, const struct sbx_snap
         }
         struct snapshot_result res = { 0 };
         int r = cg_wait_empty(d->cg, j->sandbox, SNAPSHOT_DRAIN_MS, &res.err);
+        const char *ov[NS_OVERLAYS_MAX];
+        for (size_t i = 0; i < j->n_overlays; i++)
+                ov[i] = j->overlays[i];
         if (r == 0)
                 r = layer_from_upper(d->upper_fd, j->sandbox, d->layers_fd, j->layer, uid_base, SBX_UID_RANGE, owner,
-                                     &res.st, &res.err);
+                                     ov, j->n_overlays, &res.st, &res.err);
         sandbox_remove_leftovers(d, j->sandbox);
         (void) !write(wfd, &res, sizeof res);
         _exit(r < 0 ? 1 : 0);

@@ -45,6 +45,11 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
                 for (size_t i = 0; i < s->n_layers; i++)
                         cJSON_AddItemToArray(ls, cJSON_CreateString(s->layers[i]));
         }
+        if (s->n_overlays) {
+                cJSON *ov = cJSON_AddArrayToObject(o, "overlays");
+                for (size_t i = 0; i < s->n_overlays; i++)
+                        cJSON_AddItemToArray(ov, cJSON_CreateString(s->overlays[i]));
+        }
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
         for (size_t i = 0; i < s->n_connects; i++) {
                 cJSON *c = cJSON_CreateObject();
@@ -148,6 +153,16 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
                         goto out;
                 }
                 snprintf(s->layers[s->n_layers++], sizeof s->layers[0], "%s", l->valuestring);
+        }
+        s->n_overlays = 0;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(o, "overlays")) {
+                if (s->n_overlays >= NS_OVERLAYS_MAX || !cJSON_IsString(l) ||
+                    strlen(l->valuestring) > NS_OVERLAY_PATH_MAX || !ns_path_is_clean(l->valuestring, false) ||
+                    strncmp(l->valuestring, "/workspace/", 11) != 0) {
+                        r = ns_err(err, EINVAL, "field 'overlays' of %s is malformed", p);
+                        goto out;
+                }
+                snprintf(s->overlays[s->n_overlays++], sizeof s->overlays[0], "%s", l->valuestring);
         }
         if (ws)
                 snprintf(s->workspace, sizeof s->workspace, "%s", ws);

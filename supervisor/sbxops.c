@@ -78,6 +78,14 @@ int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX 
                 if (add_strv(req, "layers", names) < 0)
                         return ns_err(err, ENOMEM, "out of memory");
         }
+        if (spec->n_overlays) {
+                const char *paths[NS_OVERLAYS_MAX + 1];
+                size_t n = spec->n_overlays < NS_OVERLAYS_MAX ? spec->n_overlays : NS_OVERLAYS_MAX;
+                memcpy(paths, spec->overlays, n * sizeof *paths);
+                paths[n] = NULL;
+                if (add_strv(req, "overlays", paths) < 0)
+                        return ns_err(err, ENOMEM, "out of memory");
+        }
         if (spec->n_ro_binds) {
                 cJSON *a = cJSON_AddArrayToObject(req, "ro_binds");
                 for (size_t i = 0; a && i < spec->n_ro_binds; i++) {

@@ -26,6 +26,8 @@ typedef struct sbx_create_spec {
         size_t n_connects;
         const char *const *layers; /* lowest first ("@host" first: over the host layer); NULL = host */
         size_t n_layers;
+        const char *const *overlays; /* dirs beneath /workspace/ seen copy-on-write (they must exist) */
+        size_t n_overlays;
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */

@@ -224,6 +224,9 @@ typedef struct repo_settings {
         size_t n_env;
         char *lockfiles[SETUP_LOCKFILES_MAX]; /* `lockfiles`: what the setup layer's key covers */
         size_t n_lockfiles;
+        char *cache_dirs[SETUP_CACHE_DIRS_MAX];    /* `cache_dirs`: as given (relative) */
+        char *overlays[SETUP_CACHE_DIRS_MAX];      /* the same as /workspace/<dir> */
+        size_t n_cache_dirs;
         setup_key_inputs key;
 } repo_settings;
 
@@ -233,21 +236,25 @@ static void repo_settings_clear(repo_settings *rs) {
         free(rs->env);
         for (size_t i = 0; i < rs->n_lockfiles; i++)
                 free(rs->lockfiles[i]);
+        for (size_t i = 0; i < rs->n_cache_dirs; i++) {
+                free(rs->cache_dirs[i]);
+                free(rs->overlays[i]);
+        }
         *rs = (repo_settings){ 0 };
 }
 
-/* `lockfiles = a/package-lock.json requirements.txt` (spaces or commas between paths). */
-static int parse_lockfiles(repo_settings *rs, char *val, int lineno, ns_error *err) {
+/* `lockfiles = a/package-lock.json requirements.txt`, `cache_dirs = node_modules .venv` (spaces or
+ * commas between repository-relative paths). */
+static int parse_paths(const char *key, char **out, size_t *n, size_t max, char *val, int lineno, ns_error *err) {
         for (char *save = NULL, *p = strtok_r(val, " \t,", &save); p; p = strtok_r(NULL, " \t,", &save)) {
-                if (!setup_lockfile_path_ok(p))
-                        return ns_err(err, EINVAL, ".nightshift/config:%d: lockfile '%.64s' is not a clean relative path",
-                                      lineno, p);
-                if (rs->n_lockfiles >= SETUP_LOCKFILES_MAX)
-                        return ns_err(err, E2BIG, ".nightshift/config:%d: at most %d lockfiles", lineno,
-                                      SETUP_LOCKFILES_MAX);
-                if (!(rs->lockfiles[rs->n_lockfiles] = strdup(p)))
+                if (!setup_lockfile_path_ok(p) || strlen(p) > 200)
+                        return ns_err(err, EINVAL, ".nightshift/config:%d: %s entry '%.64s' is not a clean relative path",
+                                      lineno, key, p);
+                if (*n >= max)
+                        return ns_err(err, E2BIG, ".nightshift/config:%d: at most %zu %s", lineno, max, key);
+                if (!(out[*n] = strdup(p)))
                         return ns_err(err, ENOMEM, "out of memory");
-                rs->n_lockfiles++;
+                (*n)++;
         }
         return 0;
 }
@@ -302,8 +309,12 @@ static int parse_repo_config(repo_settings *rs, const char *text, size_t len, ns
                         if (asprintf(&rs->env[rs->n_env], "%s=%s", line + 4, val) < 0)
                                 return ns_err(err, ENOMEM, "out of memory");
                         rs->n_env++;
-                } else if (!strcmp(line, "lockfiles")) {
-                        int r = parse_lockfiles(rs, val, lineno, err);
+                } else if (!strcmp(line, "lockfiles") || !strcmp(line, "cache_dirs")) {
+                        bool lock = !strcmp(line, "lockfiles");
+                        int r = lock ? parse_paths(line, rs->lockfiles, &rs->n_lockfiles, SETUP_LOCKFILES_MAX, val,
+                                                   lineno, err)
+                                     : parse_paths(line, rs->cache_dirs, &rs->n_cache_dirs, SETUP_CACHE_DIRS_MAX, val,
+                                                   lineno, err);
                         if (r < 0)
                                 return r;
                 } else if (!strcmp(line, "push") || !strcmp(line, "pr")) {
@@ -353,6 +364,13 @@ static int read_repo_settings(const char *mirror, const char *sha, repo_settings
         }
         rs->key.env = (const char *const *) rs->env;
         rs->key.n_env = rs->n_env;
+        rs->key.cache_dirs = (const char *const *) rs->cache_dirs;
+        rs->key.n_cache_dirs = rs->n_cache_dirs;
+        for (size_t i = 0; i < rs->n_cache_dirs; i++)
+                if (asprintf(&rs->overlays[i], "/workspace/%s", rs->cache_dirs[i]) < 0) {
+                        rs->overlays[i] = NULL;
+                        return ns_err(err, ENOMEM, "out of memory");
+                }
         return 0;
 }
 
@@ -422,10 +440,25 @@ static void *sandbox_start_run(void *arg) {
         return NULL;
 }
 
+/* The cache dirs' mount points in the new tree (ours: nothing of the agent's has run in it). */
+static void make_cache_dirs(const char *tree, const char *const *overlays, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                char path[4096];
+                snprintf(path, sizeof path, "%s%s", tree, overlays[i] + strlen("/workspace"));
+                for (char *p = path + strlen(tree) + 1; (p = strchr(p, '/')); p++) {
+                        *p = '\0';
+                        mkdir(path, 0755);
+                        *p = '/';
+                }
+                mkdir(path, 0755);
+        }
+}
+
 static void sandbox_start_begin(void *ctx, const char *tree) {
         sandbox_start *ss = ctx;
         if (!(ss->tree = strdup(tree)))
                 return;
+        make_cache_dirs(tree, ss->spec.overlays, ss->spec.n_overlays);
         ss->spec.workspace = ss->tree;
         ss->started = pthread_create(&ss->thread, NULL, sandbox_start_run, ss) == 0;
 }
@@ -522,7 +555,13 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 if ((r = sv_worker_sandboxd(w, &c, &le)) < 0 || (r = sbx_layer_exists(c, layer, &exists, &le)) < 0) {
                         log_debug("session %s: no setup layers (%s): setup runs every time", j->sid, le.msg);
                         layer[0] = '\0';
-                } else if (exists) {
+                } else {
+                        /* The cache dirs are copy-on-write in the setup's sandbox and in every
+                         * sandbox stacking its layer: what setup put there travels in the layer. */
+                        ss.spec.overlays = (const char *const *) rs.overlays;
+                        ss.spec.n_overlays = rs.n_cache_dirs;
+                }
+                if (exists) {
                         warm = true;
                         ss.spec.layers = layers;
                         ss.spec.n_layers = 2;
@@ -549,6 +588,7 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         if ((r = sv_worker_sandboxd(w, &c, &j->err)) < 0)
                 goto out;
         if (!ss.started) { /* no thread could be made: in turn */
+                make_cache_dirs(j->workspace, ss.spec.overlays, ss.spec.n_overlays);
                 ss.spec.workspace = j->workspace;
                 if ((r = sbx_create(c, &ss.spec, j->sandbox, &j->err)) < 0) {
                         sv_worker_sandboxd_reset(w, r);

@@ -56,6 +56,8 @@ int setup_layer_name(const setup_key_inputs *in, char out[SETUP_LAYER_NAME_MAX +
         }
         for (size_t i = 0; i < in->n_env; i++)
                 feed(&st, "env", in->env[i]);
+        for (size_t i = 0; i < in->n_cache_dirs; i++)
+                feed(&st, "cache_dir", in->cache_dirs[i]);
         unsigned char h[crypto_hash_sha256_BYTES];
         crypto_hash_sha256_final(&st, h);
         char hex[2 * crypto_hash_sha256_BYTES + 1];

@@ -15,6 +15,7 @@
 #define SETUP_LAYER_PREFIX "setup-"
 #define SETUP_LAYER_NAME_MAX 47 /* "setup-" + 40 hex digits + NUL */
 #define SETUP_LOCKFILES_MAX 16
+#define SETUP_CACHE_DIRS_MAX 4 /* sandboxd's NS_OVERLAYS_MAX */
 
 /* The key's inputs, gathered from the base commit in the mirror (never the session's tree). */
 typedef struct setup_key_inputs {
@@ -24,6 +25,8 @@ typedef struct setup_key_inputs {
         size_t n_lockfiles;
         const char *const *env;                 /* "K=V" settings that setup runs with */
         size_t n_env;
+        const char *const *cache_dirs;          /* `cache_dirs`: repository-relative dirs kept in the layer */
+        size_t n_cache_dirs;
 } setup_key_inputs;
 
 /* The layer name for these inputs on this host: "setup-" and 40 hex digits of a SHA-256. */

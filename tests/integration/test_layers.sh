@@ -63,7 +63,34 @@ c=$(sb create --layer @host --layer deps-v1 --layer deps-v2)
 expect_eq "three layers stack" "v1 v2" "$(sb exec "$c" -- cat /usr/local/lib/tool/data /usr/local/lib/tool/extra 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 sb destroy "$a" >/dev/null; sb destroy "$c" >/dev/null
 
-# 4. Bad input: clear errors, nothing made.
+# 4. Overlays: a dir of the working tree seen copy-on-write; what setup puts there is kept in the
+#    layer (at workspace/<dir>) and seen by the next sandbox, never written to the tree.
+as_user mkdir -p "$WS/node_modules"
+o=$(sb create --workspace "$WS" --overlay /workspace/node_modules)
+sb exec "$o" -- sh -c 'mkdir -p /workspace/node_modules/dep && echo dep-v1 > /workspace/node_modules/dep/index.js' >/dev/null 2>&1
+expect_eq "inside, the overlay holds the write" "dep-v1" "$(sb exec "$o" -- cat /workspace/node_modules/dep/index.js 2>&1)"
+expect_eq "the working tree on the host does not" "" "$(ls -A "$WS/node_modules")"
+sb exec "$o" -- sh -c 'echo tracked > /workspace/tracked.txt' >/dev/null 2>&1
+expect_eq "outside the overlay, the working tree is written as usual" "tracked" "$(cat "$WS/tracked.txt" 2>&1)"
+sb snapshot "$o" nm-v1 >/dev/null 2>&1
+expect_eq "the layer has the overlay's files at their path, the agent's" "1000 dep-v1" \
+  "$(stat -c %u "$L/nm-v1/workspace/node_modules/dep/index.js" 2>&1) $(cat "$L/nm-v1/workspace/node_modules/dep/index.js" 2>&1)"
+o2=$(sb create --workspace "$WS" --layer @host --layer nm-v1 --overlay /workspace/node_modules)
+expect_eq "a sandbox stacking the layer sees them in its overlay" "dep-v1" "$(sb exec "$o2" -- cat /workspace/node_modules/dep/index.js 2>&1)"
+sb exec "$o2" -- sh -c 'echo dep-v2 > /workspace/node_modules/dep/index.js' >/dev/null 2>&1
+expect_eq "its writes are its own" "dep-v2 dep-v1" \
+  "$(sb exec "$o2" -- cat /workspace/node_modules/dep/index.js 2>&1) $(cat "$L/nm-v1/workspace/node_modules/dep/index.js")"
+expect_eq "and never reach the tree" "" "$(ls -A "$WS/node_modules")"
+sb destroy "$o2" >/dev/null
+check "the overlay's layer is removed" sb layer-rm nm-v1
+expect_match "an overlay outside /workspace is refused" "beneath /workspace/" "$(sb create --workspace "$WS" --overlay /etc 2>&1)"
+expect_match "overlapping overlays are refused" "overlaps" \
+  "$(sb create --workspace "$WS" --overlay /workspace/a --overlay /workspace/a/b 2>&1)"
+expect_match "an overlay needs a workspace" "needs a workspace" "$(sb create --overlay /workspace/a 2>&1)"
+expect_match "a missing mount point is an error, not a dir made as root" "overlay /workspace/nope" \
+  "$(sb create --workspace "$WS" --overlay /workspace/nope 2>&1)"
+
+# 5. Bad input: clear errors, nothing made.
 before=$(ls -A "$L" | sort | tr '\n' ' ')
 d=$(sb create)
 expect_match "a taken name is refused" "exists" "$(sb snapshot "$d" deps-v1 2>&1)"
@@ -86,7 +113,7 @@ sb_root snapshot "$r" rootlayer >/dev/null 2>&1
 expect_match "another user's layer is not removed" "another user" "$(sb layer-rm rootlayer 2>&1)"
 check "its owner (root) removes it" sb_root layer-rm rootlayer
 
-# 5. Removal once unused; a restart keeps track of layers in use.
+# 6. Removal once unused; a restart keeps track of layers in use.
 e=$(sb create --layer @host --layer deps-v1)
 stop_daemon
 start_daemon --layers-dir "$L"

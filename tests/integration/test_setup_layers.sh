@@ -27,14 +27,15 @@ chmod +x "$NS_TMP/pkg/greet.js"
 cat > "$R/.nightshift/setup.sh" <<'EOF'
 echo "setup runs"
 npm install -g --prefix "$HOME/.npm-global" --offline --no-audit --no-fund /workspace/vendor/ns-greeter-1.0.0.tgz
+cd /workspace && npm install --no-save --offline --no-audit --no-fund ./vendor/ns-greeter-1.0.0.tgz
 mkdir -p "$HOME/.cache/ns" && head -c 1048576 /dev/urandom > "$HOME/.cache/ns/blob" && sha256sum "$HOME/.cache/ns/blob" > "$HOME/.cache/ns/blob.sum"
 sleep 5
 EOF
-printf 'lockfiles = package-lock.json\n' > "$R/.nightshift/config"
+printf 'lockfiles = package-lock.json\ncache_dirs = node_modules\n' > "$R/.nightshift/config"
 echo '{"lock": 1}' > "$R/package-lock.json"
 chown -R "$TEST_UID:$TEST_GID" "$R"
 as_user git -C "$R" add -A && as_user git -C "$R" -c user.name=t -c user.email=t@t commit -qm setup
-probe='"$HOME/.npm-global/bin/ns-greet"; cd "$HOME/.cache/ns" && sha256sum -c --quiet blob.sum && echo cache-ok'
+probe='"$HOME/.npm-global/bin/ns-greet"; (cd "$HOME/.cache/ns" && sha256sum -c --quiet blob.sum && echo cache-ok); test -f /workspace/node_modules/ns-greeter/greet.js && echo local-ok'
 
 setup_event() { events "$1" | $PY -c 'import json,sys
 for e in map(json.loads, sys.stdin):
@@ -47,7 +48,7 @@ print(int(t["running"]-t["provisioning"]))'; }
 # 1. Cold: setup runs and becomes a layer.
 out=$(RUN --repo "$R" --once --follow "$probe" 2>&1)
 s1=$(printf '%s\n' "$out" | head -n1)
-expect_match "cold: the agent sees setup's global install and cache" 'hello from ns-greeter.*cache-ok' "$(echo $out)"
+expect_match "cold: the agent sees setup's global install, cache and node_modules" 'hello from ns-greeter.*cache-ok.*local-ok' "$(echo $out)"
 ev1=$(setup_event "$s1")
 expect_match "cold: setup ran (its output is an event)" '"text": "setup runs' "$ev1"
 expect_match "cold: its result is kept as a layer" '"layer": "setup-[0-9a-f]{40}", "cached": false' "$ev1"
@@ -57,7 +58,10 @@ layer1=$(jget "$ev1" 'd["layer"]')
 # 2. Warm: the layer is stacked, setup does not run, the same files are there.
 out=$(RUN --repo "$R" --once --follow "$probe; echo mine > \$HOME/.cache/ns/own" 2>&1)
 s2=$(printf '%s\n' "$out" | head -n1)
-expect_match "warm: the agent sees the same files" 'hello from ns-greeter.*cache-ok' "$(echo $out)"
+expect_match "warm: the agent sees the same files, node_modules included" 'hello from ns-greeter.*cache-ok.*local-ok' "$(echo $out)"
+expect_eq "the working tree on the host has node_modules, empty (the files stay in the overlay)" "dir:" \
+  "$(test -d "$SV_WS/$s2/node_modules" && echo dir):$(ls -A "$SV_WS/$s2/node_modules" 2>/dev/null)"
+expect_eq "the layer holds node_modules at workspace/node_modules" "yes" "$(test -f "$L/$layer1/workspace/node_modules/ns-greeter/greet.js" && echo yes)"
 ev2=$(setup_event "$s2")
 expect_match "warm: setup was skipped for the layer" "\"layer\": \"$layer1\", \"cached\": true" "$ev2"
 expect_eq "warm: setup's own output is absent" "" "$(events "$s2" | grep -c 'setup runs' | grep -v '^0$')"
@@ -80,7 +84,7 @@ check "into a new layer" test -n "$layer3" -a "$layer3" != "$layer1" -a -d "$L/$
 
 # 4. A failing setup leaves no layer (nonfatal: the session still runs, without caching).
 printf 'echo partial > $HOME/partial\nexit 4\n' > "$R/.nightshift/setup.sh"
-printf 'lockfiles = package-lock.json\nsetup_nonfatal = true\n' > "$R/.nightshift/config"
+printf 'lockfiles = package-lock.json\ncache_dirs = node_modules\nsetup_nonfatal = true\n' > "$R/.nightshift/config"
 as_user git -C "$R" -c user.name=t -c user.email=t@t commit -qam 'failing setup'
 before=$(ls "$L" | sort | tr '\n' ' ')
 out=$(RUN --repo "$R" --once --follow 'cat $HOME/partial' 2>&1)
