@@ -371,6 +371,12 @@ static cJSON *read_meta(int layers_dirfd, const char *name) {
         return j;
 }
 
+void layer_touch(int layers_dirfd, const char *name) {
+        char path[sizeof META_PREFIX + LAYER_NAME_MAX + 8];
+        snprintf(path, sizeof path, META_PREFIX "%s", name);
+        utimensat(layers_dirfd, path, NULL, AT_SYMLINK_NOFOLLOW);
+}
+
 static int cmp_str(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
@@ -418,6 +424,11 @@ cJSON *layer_list(int layers_dirfd, size_t max, ns_error *err) {
                         if (cJSON_IsNumber(v))
                                 cJSON_AddNumberToObject(item, fields[k], v->valuedouble);
                 }
+                char mpath[sizeof META_PREFIX + LAYER_NAME_MAX + 8];
+                snprintf(mpath, sizeof mpath, META_PREFIX "%s", names[i]);
+                struct stat mst;
+                if (o && fstatat(layers_dirfd, mpath, &mst, AT_SYMLINK_NOFOLLOW) == 0)
+                        cJSON_AddNumberToObject(item, "last_used", (double) mst.st_mtim.tv_sec);
                 cJSON *src = o ? cJSON_GetObjectItemCaseSensitive(o, "source") : NULL;
                 if (cJSON_IsString(src) && strlen(src->valuestring) <= 64)
                         cJSON_AddStringToObject(item, "source", src->valuestring);

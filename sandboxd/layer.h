@@ -50,9 +50,12 @@ int layer_from_upper(int upper_dirfd, const char *id, int layers_dirfd, const ch
                      struct layer_stats *st, ns_error *err);
 
 /* The layers beneath `layers_dirfd` as a JSON array of {name, bytes?, files?, created?, owner?,
- * source?} (metadata fields only for layers made by snapshot), at most `max` entries in name
- * order.  Returns NULL with err set on failure. */
+ * source?, last_used?} (metadata fields only for layers made by snapshot), at most `max` entries
+ * in name order.  Returns NULL with err set on failure. */
 cJSON *layer_list(int layers_dirfd, size_t max, ns_error *err);
+
+/* Record that a sandbox stacks `name` now (its metadata's mtime is `last_used`).  Best effort. */
+void layer_touch(int layers_dirfd, const char *name);
 
 /* Remove the layer `name` made by a snapshot of `peer`'s (root may remove any snapshot layer):
  * its tree is renamed out of the way at once, to ".del-<16 hex digits>" written to `trash`

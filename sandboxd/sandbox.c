@@ -448,6 +448,7 @@ static int open_request(struct sbx_daemon *d, uid_t owner, const struct ns_creat
                                                       RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
                 if (lf < 0)
                         return ns_err_sys(err, errno, "layer '%s'", req->layers[i]);
+                layer_touch(d->layers_fd, req->layers[i]);
                 size_t k = o->n_lowers++;
                 snprintf(o->layer_paths[k], NS_PATH_MAX, "%s/%s", d->cfg.layers_dir, req->layers[i]);
                 o->lowers[k] = o->layer_paths[k];

@@ -17,6 +17,11 @@ int cli_run(int argc, char **argv);
  * that the database stays the server's.  argv[0] is "token". */
 int cli_token(int argc, char **argv);
 
+/* `nightshift layers ls | rm NAME | gc [--max-bytes N] [--max-age DAYS] [--dry-run]
+ * [--config FILE] [--sandboxd-socket PATH] [--json]`: the layer store (setup layers) through
+ * sandboxd's socket, as the server's user (or root).  argv[0] is "layers". */
+int cli_layers(int argc, char **argv);
+
 /* The client commands on sessions, each with --help, --server URL and --token-file FILE
  * (client_http.h), --json where it prints data:
  *   ls [--state S] [--repo R] [--limit N]   show ID   logs ID [-f] [--after SEQ]

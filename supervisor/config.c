@@ -56,6 +56,8 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .stop_grace_s = 10,
                 .keep_events = true,
                 .setup_layers = true,
+                .layers_max_bytes = INT64_C(20) << 30,
+                .layers_max_age_days = 30,
                 .log_level = NS_LOG_INFO,
                 .rate_limit = 50,
         };
@@ -147,6 +149,10 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 c->cpus = d;
                 return 0;
         }
+        if (!strcmp(key, "layers-max-bytes"))
+                return parse_i64(key, val, 0, INT64_C(1) << 50, &c->layers_max_bytes, err);
+        if (!strcmp(key, "layers-max-age"))
+                return parse_i64(key, val, 0, 100000, &c->layers_max_age_days, err);
         if (!strcmp(key, "setup-layers")) {
                 if (strcmp(val, "true") && strcmp(val, "false"))
                         return ns_err(err, EINVAL, "--setup-layers must be true or false");
@@ -204,7 +210,8 @@ static void usage(void) {
         fputs("usage: nightshift serve [--config FILE] [--listen ADDR:PORT] [--data-dir DIR]\n"
               "         [--workspace-root DIR] [--sandboxd-socket PATH] [--agents-dir DIR]\n"
               "         [--max-concurrent N] [--workers N] [--idle-timeout SEC] [--max-runtime SEC]\n"
-              "         [--setup-timeout SEC] [--setup-layers true|false] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
+              "         [--setup-timeout SEC] [--setup-layers true|false] [--layers-max-bytes N]\n"
+              "         [--layers-max-age DAYS] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
               "         [--allow-remote true|false] [--rate-limit N] [--debug]\n",
               stdout);
@@ -236,7 +243,8 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
                 { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
                 { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
-                { "setup-layers", required_argument, NULL, 0 },
+                { "setup-layers", required_argument, NULL, 0 }, { "layers-max-bytes", required_argument, NULL, 0 },
+                { "layers-max-age", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

@@ -26,6 +26,8 @@ typedef struct sv_config {
         int64_t max_runtime_s;   /* a session is stopped after this long; 0 = no limit */
         int64_t setup_timeout_s; /* default for .nightshift/setup.sh */
         bool setup_layers;       /* keep a successful setup as a layer, stack it next time (setup_layer.h) */
+        int64_t layers_max_bytes;    /* after a new layer: the least recently used go above this (0: no cap) */
+        int64_t layers_max_age_days; /* and those unused for this long (0: no limit) */
         int64_t stop_grace_s;    /* interrupt → forced kill */
         int64_t memory_bytes;    /* per-sandbox defaults; 0 = sandboxd's */
         int64_t pids;

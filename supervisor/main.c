@@ -4,6 +4,7 @@
  *   nightshift run [flags] PROMPT     start a session through a running server (cli_run.c)
  *   nightshift ls|show|logs|prompt|stop|pause|resume|diff ...   the other client commands (cli_cmds.c)
  *   nightshift token create|ls|revoke API tokens, on the data dir directly (cli_token.c)
+ *   nightshift layers ls|rm|gc      the layer store, through sandboxd (cli_layers.c)
  *   nightshift version */
 #include <signal.h>
 #include <stdio.h>
@@ -139,6 +140,7 @@ static void usage(FILE *f) {
         fputs("usage: nightshift serve [flags]        run the server (nightshift serve --help)\n"
               "       nightshift run [flags] PROMPT   start a session (nightshift run --help)\n"
               "       nightshift token create|ls|revoke  API tokens (nightshift token --help)\n"
+              "       nightshift layers ls|rm|gc         the layer store of warm starts (nightshift layers --help)\n"
               "       nightshift ls [--state S] [--repo R] [--limit N]   sessions\n"
               "       nightshift show ID                 one session\n"
               "       nightshift logs ID [-f] [--after SEQ]  its events (-f: until it is over)\n"
@@ -162,6 +164,8 @@ int main(int argc, char **argv) {
                 return cli_run(argc - 1, argv + 1);
         if (!strcmp(argv[1], "token"))
                 return cli_token(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "layers"))
+                return cli_layers(argc - 1, argv + 1);
         if (cli_session_command_exists(argv[1]))
                 return cli_session_command(argc - 1, argv + 1);
         if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

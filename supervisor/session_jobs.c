@@ -21,6 +21,7 @@
 #include "import.h"
 #include "mirror.h"
 #include "session_int.h"
+#include "layers.h"
 #include "setup_layer.h"
 #include "worktree.h"
 
@@ -520,6 +521,15 @@ static int keep_setup_layer(sv_sjob *j, sv_worker *w, ns_client **c, sbx_create_
         }
         if (r == 0) {
                 snprintf(j->setup_layer, sizeof j->setup_layer, "%s", layers[1]);
+                /* The store grew: keep it within its size and age limits (ours is in use now). */
+                const sv_config *cfg = w->cfg;
+                layers_gc_policy policy = { .max_bytes = (uint64_t) cfg->layers_max_bytes,
+                                            .max_age_s = cfg->layers_max_age_days * 86400 };
+                layers_gc_result res;
+                if ((policy.max_bytes || policy.max_age_s) && layers_gc(*c, geteuid(), &policy, &res, NULL, &le) == 0 &&
+                    res.removed)
+                        log_info("layer store: %zu unused layers removed (%llu bytes)", res.removed,
+                                 (unsigned long long) res.bytes_removed);
                 return 0;
         }
         return run_setup(j, w, c, rs);

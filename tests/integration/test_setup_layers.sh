@@ -92,4 +92,22 @@ s4=$(printf '%s\n' "$out" | head -n1)
 expect_match "the failing setup's session ran in its own sandbox" 'partial' "$out"
 expect_eq "no layer was made" "$before" "$(ls "$L" | sort | tr '\n' ' ')"
 expect_eq "its setup event names no layer" "" "$(setup_event "$s4" | grep -o '"layer"')"
+# 5. The layer store: ls, and gc under a size cap removes unused layers and keeps used ones.
+LAYERS() { as_user "$NIGHTSHIFT" layers --sandboxd-socket "$NS_SOCK" "$@"; }
+expect_match "layers ls lists both setup layers" "$layer1.*$layer3|$layer3.*$layer1" "$(LAYERS ls | tr '\n' ' ')"
+holder=$(sb create --layer @host --layer "$layer1")
+out=$(LAYERS gc --max-bytes 1 --dry-run)
+expect_match "gc --dry-run names the unused layer only" "would remove $layer3" "$out"
+check "and removes nothing" test -d "$L/$layer3"
+out=$(LAYERS gc --max-bytes 1 --json)
+expect_eq "gc under a 1-byte cap removes the unused layer" "[\"$layer3\"]" "$(jget "$out" 'json.dumps(d["removed"])' | tr -d ' ')"
+for _ in $(seq 50); do [ -e "$L/$layer3" ] || break; sleep 0.1; done
+check "its tree is gone" test ! -e "$L/$layer3"
+check "the layer in use is kept" test -d "$L/$layer1"
+expect_match "removing a layer in use is refused" "in use" "$(LAYERS rm "$layer1" 2>&1)"
+sb destroy "$holder" >/dev/null
+out=$(LAYERS gc --max-age 0 --max-bytes 1 --json)
+expect_eq "once unused, it goes too" "[\"$layer1\"]" "$(jget "$out" 'json.dumps(d["removed"])' | tr -d ' ')"
+expect_match "a negative size cap is refused" "wants a number of bytes" "$(LAYERS gc --max-bytes -5 2>&1)"
+expect_match "rm without a name is refused" "^usage" "$(LAYERS rm 2>&1)"
 tap_done
