@@ -228,6 +228,7 @@ typedef struct repo_settings {
         char *cache_dirs[SETUP_CACHE_DIRS_MAX];    /* `cache_dirs`: as given (relative) */
         char *overlays[SETUP_CACHE_DIRS_MAX];      /* the same as /workspace/<dir> */
         size_t n_cache_dirs;
+        char *base; /* `base`: a layer in sandboxd's layers dir instead of the host layer, or NULL */
         setup_key_inputs key;
 } repo_settings;
 
@@ -241,7 +242,15 @@ static void repo_settings_clear(repo_settings *rs) {
                 free(rs->cache_dirs[i]);
                 free(rs->overlays[i]);
         }
+        free(rs->base);
         *rs = (repo_settings){ 0 };
+}
+
+/* A layer name as sandboxd takes it ([a-z0-9][a-z0-9._-]{0,63}), or "host". */
+static bool base_layer_ok(const char *s) {
+        size_t n = strlen(s);
+        return n >= 1 && n <= 64 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789") >= 1 &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789._-") == n;
 }
 
 /* `lockfiles = a/package-lock.json requirements.txt`, `cache_dirs = node_modules .venv` (spaces or
@@ -318,6 +327,14 @@ static int parse_repo_config(repo_settings *rs, const char *text, size_t len, ns
                                                    lineno, err);
                         if (r < 0)
                                 return r;
+                } else if (!strcmp(line, "base")) {
+                        if (!base_layer_ok(val))
+                                return ns_err(err, EINVAL, ".nightshift/config:%d: base '%.64s' is not a layer name", lineno,
+                                              val);
+                        free(rs->base);
+                        rs->base = NULL;
+                        if (strcmp(val, "host") && !(rs->base = strdup(val)))
+                                return ns_err(err, ENOMEM, "out of memory");
                 } else if (!strcmp(line, "push") || !strcmp(line, "pr")) {
                         /* Read by later features (pushes); accepted here. */
                 } else {
@@ -365,6 +382,7 @@ static int read_repo_settings(const char *mirror, const char *sha, repo_settings
         }
         rs->key.env = (const char *const *) rs->env;
         rs->key.n_env = rs->n_env;
+        rs->key.base = rs->base;
         rs->key.cache_dirs = (const char *const *) rs->cache_dirs;
         rs->key.n_cache_dirs = rs->n_cache_dirs;
         for (size_t i = 0; i < rs->n_cache_dirs; i++)
@@ -490,37 +508,50 @@ static int run_setup(sv_sjob *j, sv_worker *w, ns_client **c, const repo_setting
         return 0;
 }
 
-/* After a successful setup: snapshot the sandbox into the setup layer `layers[1]` and give the
+/* The layers of a session's sandbox: the repository's base image (none: the host layer, which
+ * needs naming only below another layer) and the setup layer (may be NULL).  Returns the count. */
+static size_t layer_stack(const char *base, const char *setup_layer, const char **out) {
+        size_t n = 0;
+        if (base)
+                out[n++] = base;
+        else if (setup_layer)
+                out[n++] = "@host";
+        if (setup_layer)
+                out[n++] = setup_layer;
+        return n;
+}
+
+/* After a successful setup: snapshot the sandbox into the setup layer `layer` and give the
  * session a new sandbox that stacks it.  When the layer cannot be made, the session goes on
  * without it: in its own sandbox if the snapshot refused before touching it, else in a fresh one
  * where setup runs again. */
-static int keep_setup_layer(sv_sjob *j, sv_worker *w, ns_client **c, sbx_create_spec *spec, const char **layers,
-                            const repo_settings *rs) {
+static int keep_setup_layer(sv_sjob *j, sv_worker *w, ns_client **c, sbx_create_spec *spec, const char *layer,
+                            const char **stack, const repo_settings *rs) {
         ns_error le;
-        int r = sbx_snapshot(*c, j->sandbox, layers[1], &le);
+        int r = sbx_snapshot(*c, j->sandbox, layer, &le);
         bool gone = r == 0;
         if (r < 0 && le.code == EEXIST) {
                 /* Another session made the same layer meanwhile: ours is still whole, and stays. */
-                log_debug("session %s: setup layer %s was made meanwhile", j->sid, layers[1]);
+                log_debug("session %s: setup layer %s was made meanwhile", j->sid, layer);
                 return 0;
         }
         if (r < 0) {
-                log_warn("session %s: setup layer %s not kept: %s", j->sid, layers[1], le.msg);
+                log_warn("session %s: setup layer %s not kept: %s", j->sid, layer, le.msg);
                 gone = sbx_stats(*c, j->sandbox, NULL, &le) == -ENOENT;
                 if (!gone)
                         return 0;
         }
         j->sandbox[0] = '\0';
         spec->workspace = j->workspace;
-        spec->layers = r == 0 ? layers : NULL;
-        spec->n_layers = r == 0 ? 2 : 0;
+        spec->layers = stack;
+        spec->n_layers = layer_stack(rs->base, r == 0 ? layer : NULL, stack);
         int cr = sbx_create(*c, spec, j->sandbox, &j->err);
         if (cr < 0) {
                 j->sandbox[0] = '\0';
                 return cr;
         }
         if (r == 0) {
-                snprintf(j->setup_layer, sizeof j->setup_layer, "%s", layers[1]);
+                snprintf(j->setup_layer, sizeof j->setup_layer, "%s", layer);
                 /* The store grew: keep it within its size and age limits (ours is in use now). */
                 const sv_config *cfg = w->cfg;
                 layers_gc_policy policy = { .max_bytes = (uint64_t) cfg->layers_max_bytes,
@@ -557,7 +588,9 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects);
         /* Warm start: a layer left by an earlier run of this very setup (same key) replaces it. */
         char layer[SETUP_LAYER_NAME_MAX + 1] = "";
-        const char *layers[2] = { "@host", layer };
+        const char *stack[2];
+        ss.spec.layers = stack;
+        ss.spec.n_layers = layer_stack(rs.base, NULL, stack);
         bool warm = false;
         if (rs.has_setup && cfg->setup_layers && setup_layer_name(&rs.key, layer, &j->err) == 0) {
                 ns_error le;
@@ -573,8 +606,7 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 }
                 if (exists) {
                         warm = true;
-                        ss.spec.layers = layers;
-                        ss.spec.n_layers = 2;
+                        ss.spec.n_layers = layer_stack(rs.base, layer, stack);
                         snprintf(j->setup_layer, sizeof j->setup_layer, "%s", layer);
                         j->setup_warm = true;
                 }
@@ -611,7 +643,7 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                         goto out;
                 /* A setup that succeeded becomes the layer of its key: this session's sandbox is
                  * replaced by one that stacks it, exactly as the next session's will be. */
-                if (j->setup_exit == 0 && layer[0] && (r = keep_setup_layer(j, w, &c, &ss.spec, layers, &rs)) < 0)
+                if (j->setup_exit == 0 && layer[0] && (r = keep_setup_layer(j, w, &c, &ss.spec, layer, stack, &rs)) < 0)
                         goto out;
         }
         /* The repository's env.* settings travel to every turn through the job's env. */

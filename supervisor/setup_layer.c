@@ -48,7 +48,9 @@ int setup_layer_name(const setup_key_inputs *in, char out[SETUP_LAYER_NAME_MAX +
                 snprintf(host, sizeof host, "%llu:%llu:%lld:%lld.%09ld", (unsigned long long) hs.st_dev,
                          (unsigned long long) hs.st_ino, (long long) hs.st_size, (long long) hs.st_mtim.tv_sec,
                          hs.st_mtim.tv_nsec);
-        feed(&st, "host", host);
+        /* On a base image, the image's name is its content; on the host layer, the host's packages. */
+        feed(&st, "base", in->base ? in->base : "host");
+        feed(&st, "host", in->base ? "" : host);
         feed(&st, "setup", in->setup_oid);
         for (size_t i = 0; i < in->n_lockfiles; i++) {
                 feed(&st, "lockfile", in->lockfiles[i]);

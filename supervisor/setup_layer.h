@@ -25,6 +25,7 @@ typedef struct setup_key_inputs {
         size_t n_lockfiles;
         const char *const *env;                 /* "K=V" settings that setup runs with */
         size_t n_env;
+        const char *base;                       /* the base image's layer name, NULL for the host layer */
         const char *const *cache_dirs;          /* `cache_dirs`: repository-relative dirs kept in the layer */
         size_t n_cache_dirs;
 } setup_key_inputs;
