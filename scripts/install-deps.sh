@@ -6,7 +6,7 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libgit2-dev libsqlite3-dev
   libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev libcurl4-openssl-dev)
 run_pkgs=(git iproute2 e2fsprogs util-linux python3 ca-certificates curl procps)
-test_pkgs=(bubblewrap hyperfine nginx-light wrk)
+test_pkgs=(bubblewrap hyperfine nginx-light wrk debootstrap)
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
 [ "${1:-}" = "--with-tests" ] && want+=("${test_pkgs[@]}")
 missing=()
@@ -31,6 +31,11 @@ if [ "${1:-}" = "--with-tests" ]; then
   fi
   bash "$(dirname "$0")/../rootfs/agents/install.sh" ||
     echo "warning: agent CLIs not installed; tests/integration/test_agent_clis.sh will skip" >&2
+  # The Debian base image with the packages test_debian_base.sh uses (built once, then cached).
+  mkdir -p /var/lib/nightshift/images
+  NS_DEBIAN_PACKAGES="ca-certificates git nodejs npm python3-pip" \
+    bash "$(dirname "$0")/../rootfs/debian/build.sh" /var/lib/nightshift/images >/dev/null ||
+    echo "warning: the Debian base image was not built; test_debian_base.sh will build or skip" >&2
   # Test-only npm tools (the OpenAPI validator), pinned, into /var/lib/nightshift/test-tools.
   bash "$(dirname "$0")/../tests/tools/install.sh" ||
     echo "warning: test tools not installed; test_api_routes.sh skips the OpenAPI validation" >&2
