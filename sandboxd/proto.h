@@ -17,6 +17,8 @@
 #define NS_ARG_BYTES_MAX 32768        /* argv + env together */
 #define NS_RO_BINDS_MAX 32
 #define NS_CONNECTS_MAX 32
+#define NS_PUBLISH_MAX 32             /* published ports per sandbox */
+#define NS_LISTENING_MAX 256          /* ports a `listening` reply names at most */
 #define NS_LAYERS_MAX 16
 
 /* ---- The stdio stream --------------------------------------------------------------------
