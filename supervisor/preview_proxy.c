@@ -150,7 +150,8 @@ static void answer(pv_conn *c, int status, const char *reason, const char *extra
                 (void) buf_add(&c->out[0], extra_headers, strlen(extra_headers));
         (void) buf_add(&c->out[0], "\r\n", 2);
         (void) buf_add(&c->out[0], body, bl);
-        http_parser_pause(&c->hp, 1);
+        if (HTTP_PARSER_ERRNO(&c->hp) == HPE_OK) /* inside a callback: stop parsing here */
+                http_parser_pause(&c->hp, 1);
 }
 
 /* ---- the request head ---------------------------------------------------------------------- */

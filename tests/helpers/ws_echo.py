@@ -91,8 +91,19 @@ class Handler(socketserver.StreamRequestHandler):
                             self.wfile.write(frame(op, data))
                 except EOFError:
                     return
-            n = int(hd.get("content-length", "0") or 0)
-            body = self.rfile.read(n) if n else b""
+            if hd.get("transfer-encoding", "").lower() == "chunked":
+                body = b""
+                while True:
+                    size = int(self.rfile.readline(100).split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline(65537) not in (b"\r\n", b""):
+                            pass
+                        break
+                    body += self.rfile.read(size)
+                    self.rfile.readline(3)
+            else:
+                n = int(hd.get("content-length", "0") or 0)
+                body = self.rfile.read(n) if n else b""
             if method == "POST":
                 out = body
             elif path == "/headers":
