@@ -426,6 +426,11 @@ void sv_api_preview_delete(sv_req *r, const sv_route_args *a) {
         sv_workq_submit(r->srv->wq, &j->base);
 }
 
+bool sv_preview_host(const sv_server *s, const char *host) {
+        char id[SV_ID_LEN + 1];
+        return host && pv_host_preview(&s->cfg, host, strlen(host), id);
+}
+
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
 int sv_preview_start(sv_server *s, int *port_out, ns_error *err) {

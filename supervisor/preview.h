@@ -28,6 +28,10 @@ int sv_preview_start(sv_server *s, int *port_out, ns_error *err);
 /* Close the listener and every proxied connection; free the previews. */
 void sv_preview_stop(sv_server *s);
 
+/* True when `host` (a Host header value) names a preview site: the API and the dashboard refuse
+ * such requests, so that they are never served on a preview's origin. */
+bool sv_preview_host(const sv_server *s, const char *host);
+
 /* Periodic work from the loop's tick: forget previews whose session lost its sandbox; with
  * --auto-publish, ask sandboxd (on a worker, every ~1.5 s) which ports listen in each live
  * sandbox and publish the new ones. */

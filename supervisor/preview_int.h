@@ -48,6 +48,9 @@ sv_preview *pv_find(struct sv_previews *pv, const char *id);
 /* The token's hash. */
 void pv_hash(const char *token, size_t len, unsigned char out[PV_HASH_LEN]);
 
+/* The preview id a Host header value names (`<id>.localhost[:port]`, `<id>.preview.<domain>`). */
+bool pv_host_preview(const sv_config *cfg, const char *host, size_t len, char id[SV_ID_LEN + 1]);
+
 /* preview_proxy.c: accept on the listener; close every connection (of one preview: `only`). */
 void pv_on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
 void pv_conns_close(struct sv_previews *pv, const sv_preview *only);

@@ -260,8 +260,8 @@ static bool token_ok(const sv_preview *p, const char *token) {
 }
 
 /* The preview id the Host names: `<id>.localhost[:port]` or `<id>.preview.<domain>[:port]`. */
-static bool host_preview(const pv_conn *c, const char *host, size_t len, char id[SV_ID_LEN + 1]) {
-        const char *domain = c->pv->srv->cfg.preview_domain;
+bool pv_host_preview(const sv_config *cfg, const char *host, size_t len, char id[SV_ID_LEN + 1]) {
+        const char *domain = cfg->preview_domain;
         char h[256];
         if (len == 0 || len >= sizeof h)
                 return false;
@@ -384,7 +384,7 @@ static int on_headers_complete(http_parser *hp) {
                 return 0;
         }
         char id[SV_ID_LEN + 1];
-        if (!host_preview(c, c->head + c->hdr[host_i].val, c->hdr[host_i].val_len, id)) {
+        if (!pv_host_preview(&c->pv->srv->cfg, c->head + c->hdr[host_i].val, c->hdr[host_i].val_len, id)) {
                 answer(c, 421, "Misdirected Request", NULL, "this is the preview proxy: no preview is named by this Host\n");
                 return 0;
         }

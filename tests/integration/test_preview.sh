@@ -48,6 +48,8 @@ expect_eq "with the cookie the page loads" "hello 5173" "$("${C[@]}" -H "Cookie:
 expect_eq "a request on another origin's Host is not served (421)" 421 \
   "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $PCK" "http://127.0.0.1:$PP/")"
 
+expect_eq "the API refuses a preview's Host (421): never served on a preview origin" 421 \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $pid.localhost:$SV_PORT" -H "Authorization: Bearer $SV_TOKEN" "$SV_URL/api/v1/sessions")"
 seen=$("${C[@]}" -H "Cookie: nightshift_session=dashboard-secret; $PCK; theme=dark" "$ORIGIN/headers")
 expect_eq "the dev server sees Host localhost:5173" "localhost:5173" \
   "$(jget "$seen" '[v for k,v in d["headers"] if k.lower()=="host"][0]')"
