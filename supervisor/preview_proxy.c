@@ -539,22 +539,29 @@ static int flush_to(pv_conn *c, int i) {
         return 0;
 }
 
-/* Read from fd[i] once.  Returns 0, or -errno when the connection is broken. */
+/* Read from fd[i] until it runs dry, a few buffers at most (fewer wakeups for bulk transfers),
+ * or until enough waits to be written.  Returns 0, or -errno when the connection is broken. */
 static int read_from(pv_conn *c, int i) {
         char buf[PV_READ];
-        ssize_t n = recv(c->fd[i], buf, sizeof buf, MSG_DONTWAIT);
-        if (n < 0)
-                return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
-        if (n == 0) {
-                c->eof[i] = true;
-                return 0;
-        }
-        if (i == 0)
-                from_browser(c, buf, (size_t) n);
-        else {
-                c->got_upstream = true;
-                if (buf_add(&c->out[0], buf, (size_t) n) < 0)
-                        return -ENOMEM;
+        for (int burst = 0; burst < 4 && !c->eof[i] && !(i == 0 && c->closing) &&
+                            buf_pending(&c->out[1 - i]) < PV_PENDING_MAX;
+             burst++) {
+                ssize_t n = recv(c->fd[i], buf, sizeof buf, MSG_DONTWAIT);
+                if (n < 0)
+                        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+                if (n == 0) {
+                        c->eof[i] = true;
+                        return 0;
+                }
+                if (i == 0)
+                        from_browser(c, buf, (size_t) n);
+                else {
+                        c->got_upstream = true;
+                        if (buf_add(&c->out[0], buf, (size_t) n) < 0)
+                                return -ENOMEM;
+                }
+                if ((size_t) n < sizeof buf)
+                        return 0;
         }
         return 0;
 }
