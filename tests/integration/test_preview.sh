@@ -70,6 +70,19 @@ expect_eq "a chunked upload is passed on re-framed" "chunked-body" \
 smug=$(printf 'POST /echo HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' "$HOST" "$PCK" |
   $PY -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=5); s.sendall(sys.stdin.buffer.read()); print(s.recv(100).split(b"\r\n")[0].decode())' "$PP")
 expect_eq "Content-Length with Transfer-Encoding is refused (400)" "HTTP/1.1 400 Bad Request" "$smug"
+raw() { # raw request bytes (printf format, %s = Host, %s = cookie) → the status line
+  printf "$1" "$HOST" "$PCK" | $PY -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=5); s.sendall(sys.stdin.buffer.read()); print(s.recv(100).split(b"\r\n")[0].decode())' "$PP"
+}
+expect_eq "two Content-Length headers are refused (400)" "HTTP/1.1 400 Bad Request" \
+  "$(raw 'POST /echo HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd')"
+expect_eq "a Transfer-Encoding other than chunked is refused (400)" "HTTP/1.1 400 Bad Request" \
+  "$(raw 'POST /echo HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "a request without Host is refused (400)" "HTTP/1.1 400 Bad Request" \
+  "$(raw 'GET / HTTP/1.1\r\nX-A: %s\r\nCookie: %s\r\n\r\n')"
+expect_eq "a head over 16 KiB is refused (431)" "HTTP/1.1 431 Request Header Fields Too Large" \
+  "$(raw "GET / HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nX-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n")"
+expect_eq "garbage is refused (400)" "HTTP/1.1 400 Bad Request" "$(raw 'HELLO%s%s\r\n\r\n')"
+expect_eq "the page still loads after all that" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
 expect_eq "a WebSocket works through the preview" "hello over ws" \
   "$($WSE echo "ws://127.0.0.1:$PP/ws" "hello over ws" --host "$HOST" --cookie "$PCK" 2>&1)"
 out=$($WSE echo "ws://127.0.0.1:$PP/ws" "x" --host "$HOST" 2>&1)
