@@ -95,6 +95,13 @@ expect_match "create with a taken host port fails" "already in use" "$rc $out"
 expect_eq "and leaves no sandbox behind" "$n_before" "$(sb ls --json | grep -o '"id"' | wc -l)"
 kill $HOLDER 2>/dev/null; wait $HOLDER 2>/dev/null; HOLDER=
 
+# ---- a restarted daemon publishes again on the same host ports ----------------------------------
+stop_daemon
+if get -o /dev/null "http://127.0.0.1:$HP8000/"; then not_ok "a stopped daemon's listeners are closed"; else ok "a stopped daemon's listeners are closed"; fi
+start_daemon $NS_DAEMON_ARGS
+for _ in $(seq 50); do [ "$(get "http://127.0.0.1:$HP8000/")" = hello-8000 ] && break; sleep 0.1; done
+expect_eq "after a restart the forward serves again on its host port" "hello-8000" "$(get "http://127.0.0.1:$HP8000/")"
+
 # ---- unpublish and destroy close the listeners ------------------------------------------------
 check "unpublish" sb unpublish "$id" 5173
 if get -o /dev/null "http://127.0.0.1:$HP5173/"; then not_ok "an unpublished host port is closed"; else ok "an unpublished host port is closed"; fi
