@@ -200,6 +200,7 @@ enum {
         OPT_DISK,
         OPT_NET,
         OPT_CONNECT,
+        OPT_PUBLISH,
         OPT_RO_BIND,
         OPT_LAYER,
         OPT_OVERLAY,
@@ -217,7 +218,8 @@ enum {
         {"pids", required_argument, NULL, OPT_PIDS}, {"cpus", required_argument, NULL, OPT_CPUS},              \
         {"disk", required_argument, NULL, OPT_DISK}, {"net", required_argument, NULL, OPT_NET},                \
         {"connect", required_argument, NULL, OPT_CONNECT}, {"ro-bind", required_argument, NULL, OPT_RO_BIND},  \
-        {"layer", required_argument, NULL, OPT_LAYER}, {"overlay", required_argument, NULL, OPT_OVERLAY}
+        {"layer", required_argument, NULL, OPT_LAYER}, {"overlay", required_argument, NULL, OPT_OVERLAY},      \
+        {"publish", required_argument, NULL, OPT_PUBLISH}
 #define PROCESS_OPTIONS                                                                                     \
         {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"root", no_argument, NULL, OPT_ROOT},              \
         {"env", required_argument, NULL, OPT_ENV}, {"tty", no_argument, NULL, OPT_TTY}
@@ -264,6 +266,18 @@ static int sandbox_option(const char *cmd, int opt, const char *arg, cJSON *crea
                 cJSON *a = array_of(create, "connect"), *o = cJSON_CreateObject();
                 if (!a || !o || !cJSON_AddNumberToObject(o, "port", (double) port) ||
                     !cJSON_AddNumberToObject(o, "host_port", (double) host_port) || !cJSON_AddItemToArray(a, o)) {
+                        cJSON_Delete(o);
+                        r = -ENOMEM;
+                }
+                break;
+        }
+        case OPT_PUBLISH: {
+                if (!parse_port_pair(arg, &port, &host_port))
+                        return usage_error(cmd, "--publish wants PORT[:HOSTPORT] (1..65535), not '%s'", arg), -1;
+                cJSON *a = array_of(create, "publish"), *o = cJSON_CreateObject();
+                if (!a || !o || !cJSON_AddNumberToObject(o, "port", (double) port) ||
+                    (strchr(arg, ':') && !cJSON_AddNumberToObject(o, "host_port", (double) host_port)) ||
+                    !cJSON_AddItemToArray(a, o)) {
                         cJSON_Delete(o);
                         r = -ENOMEM;
                 }
@@ -745,6 +759,9 @@ static const char help_run[] =
         "  --disk BYTES           size limit of the writable layer\n"
         "  --net none             network mode (only 'none' so far)\n"
         "  --connect PORT[:HOSTPORT]  make host 127.0.0.1:HOSTPORT appear inside at 127.0.0.1:PORT\n"
+        "  --publish PORT[:HOSTPORT]  serve port PORT inside on the daemon's publish address (default\n"
+        "                         127.0.0.1) at HOSTPORT (default: a free port of its range); each\n"
+        "                         mapping is printed to stderr as 'publish PORT HOSTADDR:HOSTPORT'\n"
         "  --ro-bind SRC:DST      bind host SRC read-only at DST\n"
         "  --layer NAME           root filesystem layer, lowest first (default: the host layer;\n"
         "                         @host first: the host layer as the base of the others)\n"
@@ -760,8 +777,8 @@ static const char help_run[] =
 
 static const char help_create[] =
         "Usage: " PROG " create [--workspace DIR] [--memory BYTES] [--pids N] [--cpus N] [--disk BYTES]\n"
-        "       [--net none] [--connect PORT[:HOSTPORT]]... [--ro-bind SRC:DST]... [--layer NAME]...\n"
-        "       [--overlay /workspace/DIR]...\n"
+        "       [--net none] [--connect PORT[:HOSTPORT]]... [--publish PORT[:HOSTPORT]]...\n"
+        "       [--ro-bind SRC:DST]... [--layer NAME]... [--overlay /workspace/DIR]...\n"
         "Create a sandbox and print its id (see '" PROG " run --help' for the options).\n";
 
 static const char help_exec[] =
@@ -785,6 +802,17 @@ static const char help_signal[] =
 static const char help_connect[] =
         "Usage: " PROG " connect ID PORT[:HOSTPORT]\n"
         "Make host 127.0.0.1:HOSTPORT (default PORT) appear inside sandbox ID at 127.0.0.1:PORT.\n";
+
+static const char help_publish[] =
+        "Usage: " PROG " publish ID PORT [HOSTPORT]\n"
+        "Serve port PORT of sandbox ID (127.0.0.1 inside, or [::1]) on the daemon's publish address at\n"
+        "HOSTPORT (default: a free port of its range); prints 'HOSTADDR:HOSTPORT'.\n";
+
+static const char help_unpublish[] =
+        "Usage: " PROG " unpublish ID PORT\nStop serving port PORT of sandbox ID; its connections are reset.\n";
+
+static const char help_listening[] =
+        "Usage: " PROG " listening ID\nPrint the TCP ports listening inside sandbox ID (but its connectors), one a line.\n";
 
 static const char help_ls[] = "Usage: " PROG " ls\nList your sandboxes.\n";
 static const char help_stats[] = "Usage: " PROG " stats ID\nShow the resource use of a sandbox.\n";
@@ -895,6 +923,12 @@ static int cmd_create(const struct globals *g, int argc, char **argv, bool run) 
         const char *id = str(sb, "id");
         if (!id)
                 return warn("create", "sandboxd sent no sandbox id"), EXIT_FAIL;
+        const cJSON *pub;
+        cJSON_ArrayForEach(pub, cJSON_GetObjectItemCaseSensitive(sb, "publish")) {
+                const char *addr = str(pub, "host_addr");
+                fprintf(stderr, "publish %.0f %s:%.0f\n", num(pub, "port", 0), addr ? addr : "?",
+                        num(pub, "host_port", 0));
+        }
         if (!run) {
                 if (g->json)
                         print_result(reply);
@@ -1121,6 +1155,71 @@ static int cmd_connect(const struct globals *g, int argc, char **argv) {
         if (!req)
                 return warn("connect", "out of memory"), EXIT_FAIL;
         return simple_call(g, "connect", NULL, req, NULL);
+}
+
+static int cmd_publish(const struct globals *g, int argc, char **argv) {
+        int r = no_options("publish", argc, argv, help_publish);
+        if (r != 0)
+                return r > 0 ? 0 : EXIT_FAIL;
+        int i = optind, n = argc - optind;
+        if (n != 2 && n != 3)
+                return usage_error("publish", "expected ID PORT [HOSTPORT], got %d arguments", n);
+        uint64_t port, host_port = 0;
+        if (!parse_u64(argv[i + 1], 1, 65535, &port))
+                return usage_error("publish", "PORT must be 1..65535, not '%s'", argv[i + 1]);
+        if (n == 3 && !parse_u64(argv[i + 2], 1, 65535, &host_port))
+                return usage_error("publish", "HOSTPORT must be 1..65535, not '%s'", argv[i + 2]);
+        cJSON *req = request("publish", argv[i]);
+        if (req && (!cJSON_AddNumberToObject(req, "port", (double) port) ||
+                    (host_port && !cJSON_AddNumberToObject(req, "host_port", (double) host_port)))) {
+                cJSON_Delete(req);
+                req = NULL;
+        }
+        if (!req)
+                return warn("publish", "out of memory"), EXIT_FAIL;
+        _cleanup_json_ cJSON *reply = NULL;
+        if (simple_call(g, "publish", NULL, req, &reply))
+                return EXIT_FAIL;
+        if (g->json)
+                print_result(reply);
+        else
+                printf("%s:%.0f\n", str(reply, "host_addr") ? str(reply, "host_addr") : "?", num(reply, "host_port", 0));
+        return 0;
+}
+
+static int cmd_unpublish(const struct globals *g, int argc, char **argv) {
+        int status, i = positional("unpublish", argc, argv, help_unpublish, 2, &status);
+        if (i < 0)
+                return status;
+        uint64_t port;
+        if (!parse_u64(argv[i + 1], 1, 65535, &port))
+                return usage_error("unpublish", "PORT must be 1..65535, not '%s'", argv[i + 1]);
+        cJSON *req = request("unpublish", argv[i]);
+        if (req && !cJSON_AddNumberToObject(req, "port", (double) port)) {
+                cJSON_Delete(req);
+                req = NULL;
+        }
+        if (!req)
+                return warn("unpublish", "out of memory"), EXIT_FAIL;
+        return simple_call(g, "unpublish", NULL, req, NULL);
+}
+
+static int cmd_listening(const struct globals *g, int argc, char **argv) {
+        int status, i = positional("listening", argc, argv, help_listening, 1, &status);
+        if (i < 0)
+                return status;
+        _cleanup_json_ cJSON *reply = NULL;
+        if (simple_call(g, "listening", argv[i], NULL, &reply))
+                return EXIT_FAIL;
+        if (g->json) {
+                print_result(reply);
+                return 0;
+        }
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(reply, "ports"))
+                if (cJSON_IsNumber(it))
+                        printf("%.0f\n", it->valuedouble);
+        return 0;
 }
 
 /* freeze, thaw, destroy: ID in, nothing out (but --json). */
@@ -1359,6 +1458,9 @@ static const struct command {
         {"wait", cmd_wait, "wait for a process to exit"},
         {"signal", cmd_signal, "send a signal to a process"},
         {"connect", cmd_connect, "make a host loopback port appear inside a sandbox"},
+        {"publish", cmd_publish, "serve a sandbox's port on a host port"},
+        {"unpublish", cmd_unpublish, "stop serving a published port"},
+        {"listening", cmd_listening, "list the TCP ports listening inside a sandbox"},
         {"ls", cmd_ls, "list sandboxes"},
         {"stats", cmd_stats, "show a sandbox's resource use"},
         {"freeze", cmd_freeze, "freeze a sandbox"},

@@ -40,6 +40,8 @@ struct sbx_config {
         uint64_t max_memory, max_pids, max_cpu_millis, max_disk;
         char *cgroup_base;
         uint32_t warm_pool; /* pre-built sandboxes kept ready for plain creates; 0 = none */
+        uint32_t publish_addr;  /* host IPv4 address of publish listeners, network order */
+        uint16_t publish_lo, publish_hi; /* their host port range */
         int log_level;
 };
 
@@ -99,6 +101,8 @@ struct sbx_sandbox {
         struct ns_create_req limits; /* memory, pids, cpu_millis, disk only */
         struct ns_connect connects[NS_CONNECTS_MAX];
         size_t n_connects;
+        struct ns_publish publishes[NS_PUBLISH_MAX]; /* host_port: the one chosen */
+        size_t n_publishes;
         char workspace[NS_PATH_MAX];
         struct sbx_proc *procs;
         size_t n_exited_kept;
@@ -191,6 +195,13 @@ void sandbox_forget_client(struct sbx_daemon *d, struct sbx_client *c);
 
 /* Re-adopt the sandboxes recorded in the state dir (after a restart). */
 void sandbox_adopt_all(struct sbx_daemon *d);
+
+/* The sandbox's /proc/<init> directory, checked to be its live init's (opened, then the pidfd
+ * asked whether init still runs, so a reused pid is never read); -errno when init is gone. */
+int sandbox_proc_dir(const struct sbx_sandbox *s, ns_error *err);
+
+/* Publish the sandbox's port `p->port` (host port `p->host_port`, 0 = any) and record it. */
+int sandbox_publish(struct sbx_sandbox *s, const struct ns_publish *p, struct ns_publish *out, ns_error *err);
 
 /* JSON description of a sandbox (list, create). */
 cJSON *sandbox_to_json(const struct sbx_sandbox *s);

@@ -2,6 +2,7 @@
  * the event loop.  Runs in the foreground and logs to stderr (journald under systemd). */
 #include <fcntl.h>
 #include <getopt.h>
+#include <arpa/inet.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -37,7 +38,7 @@ static void usage(FILE *f) {
               "         [--state-dir DIR] [--upper-dir DIR] [--workspace-root DIR] [--allow-user USER|UID]...\n"
               "         [--layers-dir DIR] [--ro-root DIR]... [--uid-base N] [--max-sandboxes N]\n"
               "         [--max-memory BYTES] [--max-pids N] [--max-cpus N] [--max-disk BYTES] [--cgroup-base PATH]\n"
-              "         [--warm-pool N] [--debug]\n",
+              "         [--warm-pool N] [--publish-addr IPV4] [--publish-range LO-HI] [--debug]\n",
               f);
 }
 
@@ -138,6 +139,22 @@ static int apply_option(struct sbx_config *c, const char *key, const char *val, 
                 if (parse_u64(val, 64, &n) < 0)
                         return ns_err(err, EINVAL, "--warm-pool must be 0..64");
                 c->warm_pool = (uint32_t) n;
+                return 0;
+        }
+        if (!strcmp(key, "publish-addr")) {
+                struct in_addr a;
+                if (inet_pton(AF_INET, val, &a) != 1)
+                        return ns_err(err, EINVAL, "--publish-addr: '%s' is not an IPv4 address", val);
+                c->publish_addr = a.s_addr;
+                return 0;
+        }
+        if (!strcmp(key, "publish-range")) {
+                unsigned lo, hi;
+                char tail;
+                if (sscanf(val, "%u-%u%c", &lo, &hi, &tail) != 2 || lo < 1 || hi > 65535 || lo > hi)
+                        return ns_err(err, EINVAL, "--publish-range must be LO-HI with 1 <= LO <= HI <= 65535");
+                c->publish_lo = (uint16_t) lo;
+                c->publish_hi = (uint16_t) hi;
                 return 0;
         }
         if (!strcmp(key, "max-cpus")) {
@@ -245,6 +262,7 @@ static int daemon_setup(struct sbx_daemon *d, ns_error *err) {
                 return ns_err_wrap(err, "cgroups");
         if ((r = ports_new(d->loop, &d->ports, err)) < 0)
                 return r;
+        ports_publish_config(d->ports, (struct in_addr){ c->publish_addr }, c->publish_lo, c->publish_hi);
         return 0;
 }
 
@@ -318,6 +336,9 @@ int main(int argc, char **argv) {
         c->uid_base = DEFAULT_UID_BASE;
         c->max_sandboxes = 1024;
         c->warm_pool = 2;
+        c->publish_addr = htonl(INADDR_LOOPBACK);
+        c->publish_lo = 20000;
+        c->publish_hi = 29999;
         ns_error err = { 0 };
         int rc = 1;
 
@@ -331,6 +352,7 @@ int main(int argc, char **argv) {
                 { "max-pids", required_argument, NULL, 1 }, { "max-cpus", required_argument, NULL, 1 },
                 { "max-disk", required_argument, NULL, 1 },
                 { "cgroup-base", required_argument, NULL, 1 }, { "warm-pool", required_argument, NULL, 1 },
+                { "publish-addr", required_argument, NULL, 1 }, { "publish-range", required_argument, NULL, 1 },
                 { "debug", no_argument, NULL, 'd' },
                 { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { 0 },
         };

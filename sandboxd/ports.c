@@ -40,13 +40,15 @@ struct ports_end {
 
 struct ports_conn {
         ports_sandbox *sb;
+        ports_listener *l;      /* accepted on it; the connection dies with it */
         ports_conn *prev, *next;
-        int fd[2];              /* 0: accepted inside the sandbox; 1: to the host service */
+        int fd[2];              /* 0: accepted (inside for connect, on the host for publish); 1: dialled */
         ns_watch *w[2];         /* NULL while nothing is wanted of that end */
         uint32_t mask[2];
         struct ports_end end[2];
-        struct ports_dir d[2];  /* d[0]: sandbox → host; d[1]: host → sandbox */
+        struct ports_dir d[2];  /* d[0]: accepted → dialled; d[1]: dialled → accepted */
         bool connecting;        /* fd[1]'s non-blocking connect is in progress */
+        bool tried_v6;          /* publish: 127.0.0.1 refused, [::1] dialled instead */
 };
 
 struct ports_listener {
@@ -54,6 +56,8 @@ struct ports_listener {
         ports_listener *next;
         int fd;
         ns_watch *w;            /* NULL while paused */
+        bool publish;           /* listens on the host, dials inside; else the reverse */
+        int netns_fd;           /* publish: the sandbox's network namespace (owned), else -1 */
         uint16_t port, host_port;
 };
 
@@ -75,10 +79,14 @@ struct ports_ctx {
         int timer_fd;           /* re-arms listeners paused for lack of descriptors */
         ns_watch *timer_w;
         ports_sandbox *sandboxes;
+        struct in_addr publish_addr;    /* host address publish listeners bind */
+        uint16_t publish_lo, publish_hi;
+        uint16_t publish_next;          /* where the next automatic pick starts */
 };
 
 static void conn_update(ports_conn *c);
 static void sandbox_resume(ports_sandbox *sb);
+static bool conn_redial(ports_conn *c, int e);
 
 /* ---- connections ------------------------------------------------------------------------ */
 
@@ -172,7 +180,8 @@ static void on_conn(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
                 int soerr = 0;
                 socklen_t len = sizeof soerr;
                 if (getsockopt(c->fd[1], SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr != 0) {
-                        conn_free(c, true); /* the host service refused: the sandbox sees a reset */
+                        if (conn_redial(c, soerr))
+                                conn_update(c);
                         return;
                 }
                 if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
@@ -218,14 +227,70 @@ static void conn_update(ports_conn *c) {
         }
 }
 
-static void conn_start(ports_sandbox *sb, int inside_fd, uint16_t host_port) {
+static int socket_in_netns(ports_ctx *p, int netns_fd, int family, ns_error *err);
+
+/* Start dialling the connection's far end: for a connector the host service on 127.0.0.1 in the
+ * daemon's own namespace; for a publish the sandbox's port on its loopback, from a socket made in
+ * its namespace (which reaches a server bound to 0.0.0.0 as well as one bound to 127.0.0.1 only),
+ * over IPv6 ([::1]) when `v6`.  Returns 0 or -errno. */
+static int conn_dial(ports_conn *c, bool v6) {
+        ports_listener *l = c->l;
+        if (c->fd[1] >= 0) {
+                ns_loop_remove(c->sb->p->loop, c->w[1]);
+                c->w[1] = NULL;
+                c->mask[1] = 0;
+                close(c->fd[1]);
+        }
+        int family = v6 ? AF_INET6 : AF_INET;
+        /* This thread is in the daemon's own namespace (every setns here returns to it), so a
+         * connector's socket reaches the host's loopback, and only the one port configured. */
+        int fd = l->publish ? socket_in_netns(c->sb->p, l->netns_fd, family, NULL)
+                            : socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+                c->fd[1] = -1;
+                return l->publish ? fd : -errno;
+        }
+        c->fd[1] = fd;
+        int one = 1;
+        (void) setsockopt(c->fd[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        uint16_t port = l->publish ? l->port : l->host_port;
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+        int r = v6 ? connect(c->fd[1], (struct sockaddr *) &sa6, sizeof sa6)
+                   : connect(c->fd[1], (struct sockaddr *) &sa, sizeof sa);
+        c->connecting = false;
+        if (r < 0) {
+                if (errno != EINPROGRESS)
+                        return -errno;
+                c->connecting = true;
+        }
+        return 0;
+}
+
+/* The dial failed with `e`: a publish whose server is not on 127.0.0.1 tries [::1] once (dev
+ * servers that resolve "localhost" to ::1 listen there only); anything else resets the accepted
+ * end.  Returns true when the connection lives on. */
+static bool conn_redial(ports_conn *c, int e) {
+        if (c->l->publish && !c->tried_v6 && e == ECONNREFUSED) {
+                c->tried_v6 = true;
+                if (conn_dial(c, true) == 0)
+                        return true;
+        }
+        conn_free(c, true); /* refused: the peer sees a reset */
+        return false;
+}
+
+static void conn_start(ports_listener *l, int accepted_fd) {
+        ports_sandbox *sb = l->sb;
         ports_conn *c = calloc(1, sizeof *c);
         if (!c) {
-                close(inside_fd);
+                close(accepted_fd);
                 return;
         }
         c->sb = sb;
-        c->fd[0] = inside_fd;
+        c->l = l;
+        c->fd[0] = accepted_fd;
         c->fd[1] = -1;
         for (int i = 0; i < 2; i++)
                 c->end[i] = (struct ports_end){ .c = c, .i = i };
@@ -235,25 +300,11 @@ static void conn_start(ports_sandbox *sb, int inside_fd, uint16_t host_port) {
         sb->conns = c;
         sb->n_conns++;
 
-        /* This thread is in the daemon's own namespace (ports_connect_add always returns to it),
-         * so this socket reaches the host's loopback, and only the one port configured. */
-        c->fd[1] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (c->fd[1] < 0) {
-                conn_free(c, true);
-                return;
-        }
         int one = 1;
-        for (int i = 0; i < 2; i++)
-                (void) setsockopt(c->fd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(host_port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        if (connect(c->fd[1], (struct sockaddr *) &sa, sizeof sa) < 0) {
-                if (errno != EINPROGRESS) {
-                        conn_free(c, true);
-                        return;
-                }
-                c->connecting = true;
-        }
+        (void) setsockopt(c->fd[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int r = conn_dial(c, false);
+        if (r < 0 && !conn_redial(c, -r))
+                return;
         conn_update(c);
 }
 
@@ -297,7 +348,7 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                         }
                         return;
                 }
-                conn_start(sb, cfd, l->host_port);
+                conn_start(l, cfd);
         }
 }
 
@@ -318,6 +369,14 @@ static ports_sandbox *sandbox_find(ports_ctx *p, const char *id) {
         return NULL;
 }
 
+static void listener_close(ports_listener *l) {
+        ns_loop_remove(l->sb->p->loop, l->w);
+        close(l->fd);
+        if (l->netns_fd >= 0)
+                close(l->netns_fd);
+        free(l);
+}
+
 static void sandbox_free(ports_sandbox *sb) {
         ports_ctx *p = sb->p;
         sb->dying = true;
@@ -326,9 +385,7 @@ static void sandbox_free(ports_sandbox *sb) {
         while (sb->listeners) {
                 ports_listener *l = sb->listeners;
                 sb->listeners = l->next;
-                ns_loop_remove(p->loop, l->w);
-                close(l->fd);
-                free(l);
+                listener_close(l);
         }
         for (ports_sandbox **pp = &p->sandboxes; *pp; pp = &(*pp)->next)
                 if (*pp == sb) {
@@ -340,10 +397,10 @@ static void sandbox_free(ports_sandbox *sb) {
 
 /* A TCP socket created inside the network namespace `netns_fd`.  A socket belongs to the
  * namespace it was created in for good, so only socket() needs to run there. */
-static int socket_in_netns(ports_ctx *p, int netns_fd, ns_error *err) {
+static int socket_in_netns(ports_ctx *p, int netns_fd, int family, ns_error *err) {
         if (setns(netns_fd, CLONE_NEWNET) < 0)
                 return ns_err_sys(err, errno == EINVAL ? EINVAL : errno, "enter the sandbox's network namespace");
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int e = errno;
         /* Why abort: a daemon thread left in a sandbox's namespace would make every later
          * "host" connection (this loop's relays included) land inside that sandbox, where the
@@ -399,39 +456,41 @@ void ports_free(ports_ctx *p) {
         free(p);
 }
 
-int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
-                      ns_error *err) {
+/* Checks shared by both directions: a valid id and a descriptor of a sandbox's network
+ * namespace that is not the daemon's own. */
+static int check_target(ports_ctx *p, const char *sandbox_id, int netns_fd, ns_error *err) {
         if (!sandbox_id || !ns_id_is_valid(sandbox_id))
                 return ns_err(err, EINVAL, "bad sandbox id");
-        if (port == 0 || host_port == 0)
-                return ns_err(err, EINVAL, "port 0");
         struct stat st;
         if (netns_fd < 0 || fstat(netns_fd, &st) < 0)
                 return ns_err(err, EINVAL, "bad network namespace descriptor");
         /* Why: a sandbox sharing the daemon's namespace would get a listener on the host's own
-         * loopback, reachable by every local user; forwards only ever go into a sandbox. */
+         * loopback, reachable by every local user, and a publish would forward the host's own
+         * ports; forwards only ever go into a sandbox. */
         if (st.st_dev == p->self_ns_st.st_dev && st.st_ino == p->self_ns_st.st_ino)
                 return ns_err(err, EINVAL, "the sandbox shares the daemon's network namespace");
+        return 0;
+}
 
+static size_t count_kind(const ports_sandbox *sb, bool publish) {
+        size_t n = 0;
+        for (const ports_listener *l = sb ? sb->listeners : NULL; l; l = l->next)
+                n += l->publish == publish;
+        return n;
+}
+
+static ports_listener *find_publish(ports_sandbox *sb, uint16_t port) {
+        for (ports_listener *l = sb ? sb->listeners : NULL; l; l = l->next)
+                if (l->publish && l->port == port)
+                        return l;
+        return NULL;
+}
+
+/* Take ownership of the bound, listening `fd` as a listener of the sandbox (made on first use).
+ * On error `fd` is still the caller's. */
+static int listener_add(ports_ctx *p, const char *sandbox_id, int fd, bool publish, int netns_fd, uint16_t port,
+                        uint16_t host_port, ns_error *err) {
         ports_sandbox *sb = sandbox_find(p, sandbox_id);
-        if (sb && sb->n_listeners >= PORTS_LISTENERS_MAX)
-                return ns_err(err, E2BIG, "at most %d forwards per sandbox", PORTS_LISTENERS_MAX);
-
-        _cleanup_close_ int fd = socket_in_netns(p, netns_fd, err);
-        if (fd < 0)
-                return fd;
-        /* SO_REUSEADDR lets a restarted daemon bind again over TIME_WAIT leftovers.  It does not
-         * let anyone share a live listener (that would need SO_REUSEPORT, which is never set), so
-         * a process inside cannot steal the port from us, nor we from it: EADDRINUSE. */
-        int one = 1;
-        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
-                return ns_err_sys(err, errno, "bind 127.0.0.1:%u inside the sandbox", (unsigned) port);
-        if (listen(fd, PORTS_BACKLOG) < 0)
-                return ns_err_sys(err, errno, "listen on 127.0.0.1:%u inside the sandbox", (unsigned) port);
-
         bool new_sb = !sb;
         if (new_sb) {
                 if (!(sb = calloc(1, sizeof *sb)))
@@ -445,17 +504,26 @@ int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16
                         free(sb);
                 return ns_err(err, ENOMEM, "out of memory");
         }
-        *l = (ports_listener){ .sb = sb, .fd = fd, .port = port, .host_port = host_port };
+        *l = (ports_listener){ .sb = sb, .fd = fd, .publish = publish, .netns_fd = -1, .port = port,
+                               .host_port = host_port };
+        if (publish && (l->netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+                int e = errno;
+                free(l);
+                if (new_sb)
+                        free(sb);
+                return ns_err_sys(err, e, "dup the network namespace descriptor");
+        }
         if (sb->n_conns < PORTS_CONN_MAX) {
                 l->w = ns_loop_add(p->loop, fd, EPOLLIN, on_accept, l, err);
                 if (!l->w) {
+                        if (l->netns_fd >= 0)
+                                close(l->netns_fd);
                         free(l);
                         if (new_sb)
                                 free(sb);
                         return -err->code;
                 }
         }
-        TAKE_FD(fd);
         ports_listener **tail = &sb->listeners;
         while (*tail)
                 tail = &(*tail)->next;
@@ -466,6 +534,148 @@ int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16
                 p->sandboxes = sb;
         }
         return 0;
+}
+
+int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
+                      ns_error *err) {
+        int r = check_target(p, sandbox_id, netns_fd, err);
+        if (r < 0)
+                return r;
+        if (port == 0 || host_port == 0)
+                return ns_err(err, EINVAL, "port 0");
+        ports_sandbox *sb = sandbox_find(p, sandbox_id);
+        if (count_kind(sb, false) >= NS_CONNECTS_MAX)
+                return ns_err(err, E2BIG, "at most %d forwards per sandbox", NS_CONNECTS_MAX);
+
+        _cleanup_close_ int fd = socket_in_netns(p, netns_fd, AF_INET, err);
+        if (fd < 0)
+                return fd;
+        /* SO_REUSEADDR lets a restarted daemon bind again over TIME_WAIT leftovers.  It does not
+         * let anyone share a live listener (that would need SO_REUSEPORT, which is never set), so
+         * a process inside cannot steal the port from us, nor we from it: EADDRINUSE. */
+        int one = 1;
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
+                return ns_err_sys(err, errno, "bind 127.0.0.1:%u inside the sandbox", (unsigned) port);
+        if (listen(fd, PORTS_BACKLOG) < 0)
+                return ns_err_sys(err, errno, "listen on 127.0.0.1:%u inside the sandbox", (unsigned) port);
+        if ((r = listener_add(p, sandbox_id, fd, false, -1, port, host_port, err)) < 0)
+                return r;
+        TAKE_FD(fd);
+        return 0;
+}
+
+void ports_publish_config(ports_ctx *p, struct in_addr addr, uint16_t lo, uint16_t hi) {
+        p->publish_addr = addr;
+        p->publish_lo = lo;
+        p->publish_hi = hi;
+        p->publish_next = lo;
+}
+
+/* A host socket listening on publish_addr:port, or -errno (EADDRINUSE: taken). */
+static int publish_listen(ports_ctx *p, uint16_t port, ns_error *err) {
+        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "socket");
+        /* As for connectors: TIME_WAIT leftovers only, never a live listener of someone else's. */
+        int one = 1;
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr = p->publish_addr };
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &p->publish_addr, a, sizeof a);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+                if (errno == EADDRINUSE)
+                        return ns_err(err, EADDRINUSE, "host port %s:%u is already in use", a, (unsigned) port);
+                return ns_err_sys(err, errno, "bind %s:%u", a, (unsigned) port);
+        }
+        if (listen(fd, PORTS_BACKLOG) < 0)
+                return ns_err_sys(err, errno, "listen on %s:%u", a, (unsigned) port);
+        return TAKE_FD(fd);
+}
+
+int ports_publish_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
+                      uint16_t *out_host_port, ns_error *err) {
+        int r = check_target(p, sandbox_id, netns_fd, err);
+        if (r < 0)
+                return r;
+        if (port == 0)
+                return ns_err(err, EINVAL, "port 0");
+        if (p->publish_lo == 0 || p->publish_hi < p->publish_lo)
+                return ns_err(err, EOPNOTSUPP, "publishing is not configured");
+        if (host_port && (host_port < p->publish_lo || host_port > p->publish_hi))
+                return ns_err(err, ERANGE, "host port %u is outside the publish range %u-%u", (unsigned) host_port,
+                              (unsigned) p->publish_lo, (unsigned) p->publish_hi);
+        ports_sandbox *sb = sandbox_find(p, sandbox_id);
+        if (find_publish(sb, port))
+                return ns_err(err, EEXIST, "port %u is already published", (unsigned) port);
+        if (count_kind(sb, true) >= NS_PUBLISH_MAX)
+                return ns_err(err, E2BIG, "at most %d published ports per sandbox", NS_PUBLISH_MAX);
+
+        _cleanup_close_ int fd = -1;
+        if (host_port) {
+                if ((fd = publish_listen(p, host_port, err)) < 0)
+                        return fd;
+        } else {
+                /* The first free port of the range from a moving cursor, so that a port just given
+                 * up is not handed to the next sandbox at once. */
+                uint32_t span = (uint32_t) p->publish_hi - p->publish_lo + 1;
+                for (uint32_t k = 0; k < span && fd < 0; k++) {
+                        uint16_t cand = p->publish_next;
+                        p->publish_next = cand >= p->publish_hi ? p->publish_lo : (uint16_t) (cand + 1);
+                        fd = publish_listen(p, cand, err);
+                        if (fd >= 0)
+                                host_port = cand;
+                        else if (fd != -EADDRINUSE)
+                                return fd;
+                }
+                if (fd < 0)
+                        return ns_err(err, EADDRINUSE, "no free host port in %u-%u", (unsigned) p->publish_lo,
+                                      (unsigned) p->publish_hi);
+        }
+        if ((r = listener_add(p, sandbox_id, fd, true, netns_fd, port, host_port, err)) < 0)
+                return r;
+        TAKE_FD(fd);
+        if (out_host_port)
+                *out_host_port = host_port;
+        return 0;
+}
+
+int ports_publish_remove(ports_ctx *p, const char *sandbox_id, uint16_t port, ns_error *err) {
+        ports_sandbox *sb = sandbox_id ? sandbox_find(p, sandbox_id) : NULL;
+        ports_listener *l = find_publish(sb, port);
+        if (!l)
+                return ns_err(err, ENOENT, "port %u is not published", (unsigned) port);
+        for (ports_conn *c = sb->conns, *next; c; c = next) {
+                next = c->next;
+                if (c->l == l)
+                        conn_free(c, true);
+        }
+        for (ports_listener **pp = &sb->listeners; *pp; pp = &(*pp)->next)
+                if (*pp == l) {
+                        *pp = l->next;
+                        break;
+                }
+        sb->n_listeners--;
+        listener_close(l);
+        return 0;
+}
+
+size_t ports_publish_list(ports_ctx *p, const char *sandbox_id, struct ns_publish *out, size_t cap) {
+        ports_sandbox *sb = p && sandbox_id ? sandbox_find(p, sandbox_id) : NULL;
+        size_t n = 0;
+        for (ports_listener *l = sb ? sb->listeners : NULL; l; l = l->next)
+                if (l->publish) {
+                        if (n < cap)
+                                out[n] = (struct ns_publish){ .port = l->port, .host_port = l->host_port };
+                        n++;
+                }
+        return n;
+}
+
+const char *ports_publish_addr(ports_ctx *p, char buf[static 16]) {
+        return inet_ntop(AF_INET, &p->publish_addr, buf, 16);
 }
 
 void ports_sandbox_remove(ports_ctx *p, const char *sandbox_id) {
@@ -479,8 +689,59 @@ void ports_sandbox_remove(ports_ctx *p, const char *sandbox_id) {
 size_t ports_sandbox_list(ports_ctx *p, const char *sandbox_id, struct ns_connect *out, size_t cap) {
         ports_sandbox *sb = p && sandbox_id ? sandbox_find(p, sandbox_id) : NULL;
         size_t n = 0;
-        for (ports_listener *l = sb ? sb->listeners : NULL; l; l = l->next, n++)
-                if (n < cap)
-                        out[n] = (struct ns_connect){ .port = l->port, .host_port = l->host_port };
+        for (ports_listener *l = sb ? sb->listeners : NULL; l; l = l->next)
+                if (!l->publish) {
+                        if (n < cap)
+                                out[n] = (struct ns_connect){ .port = l->port, .host_port = l->host_port };
+                        n++;
+                }
+        return n;
+}
+
+/* One /proc/net/tcp{,6} table: add each LISTEN socket's local port to out[] (deduplicated). */
+static void listening_table(int proc_fd, const char *name, uint16_t *out, size_t cap, size_t *n) {
+        int fd = openat(proc_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return;
+        FILE *f = fdopen(fd, "re");
+        if (!f) {
+                close(fd);
+                return;
+        }
+        char line[512];
+        /* The kernel writes this table; still, every line is parsed within its bounds and lines
+         * too long for the buffer are skipped whole. */
+        bool first = true, partial = false;
+        while (fgets(line, sizeof line, f)) {
+                bool whole = strchr(line, '\n') != NULL;
+                bool skip = partial || first;
+                partial = !whole;
+                first = false;
+                if (skip)
+                        continue;
+                unsigned port, st;
+                char addr[65];
+                if (sscanf(line, " %*u: %64[0-9A-Fa-f]:%4x %*[0-9A-Fa-f]:%*4x %2x", addr, &port, &st) != 3)
+                        continue;
+                if (st != 0x0A || port == 0 || port > 65535) /* TCP_LISTEN */
+                        continue;
+                size_t k = 0;
+                while (k < *n && out[k] != port)
+                        k++;
+                if (k == *n && *n < cap)
+                        out[(*n)++] = (uint16_t) port;
+        }
+        fclose(f);
+}
+
+static int cmp_u16(const void *a, const void *b) {
+        return (int) *(const uint16_t *) a - (int) *(const uint16_t *) b;
+}
+
+size_t ports_listening(int proc_fd, uint16_t *out, size_t cap) {
+        size_t n = 0;
+        listening_table(proc_fd, "net/tcp", out, cap, &n);
+        listening_table(proc_fd, "net/tcp6", out, cap, &n);
+        qsort(out, n, sizeof *out, cmp_u16);
         return n;
 }

@@ -1,5 +1,11 @@
 /* Port forwards between the host and sandboxes.
  *
+ * `publish` (PROTOCOL.md) is the mirror direction: a host listener on the configured publish
+ * address (default 127.0.0.1) and a port of the configured range, each accepted connection
+ * relayed to 127.0.0.1:PORT inside the sandbox from a socket created in its network namespace,
+ * so that a server inside bound to 0.0.0.0 or to 127.0.0.1 only is reached alike (when
+ * 127.0.0.1 refuses, [::1] is tried once: dev servers that resolve "localhost" to ::1).
+ *
  * `connect` (PROTOCOL.md) makes a host loopback TCP service appear inside a sandbox at
  * 127.0.0.1:PORT, whatever the sandbox's network mode: sandboxd creates the listening socket
  * inside the sandbox's network namespace and relays every connection accepted on it to
@@ -18,7 +24,9 @@
 #include "sandboxd/request.h"
 
 #define PORTS_CONN_MAX 256      /* live relayed connections per sandbox */
-#define PORTS_LISTENERS_MAX NS_CONNECTS_MAX
+#define PORTS_LISTENERS_MAX (NS_CONNECTS_MAX + NS_PUBLISH_MAX)
+
+#include <netinet/in.h>
 
 typedef struct ports_ctx ports_ctx;
 
@@ -50,3 +58,32 @@ void ports_sandbox_remove(ports_ctx *p, const char *sandbox_id);
 /* The sandbox's forwards in the order they were added: fills out[0 .. min(n, cap)) and returns
  * n, the total (so cap = 0 counts them). */
 size_t ports_sandbox_list(ports_ctx *p, const char *sandbox_id, struct ns_connect *out, size_t cap);
+
+/* Where publish listeners go: host address `addr`, ports lo..hi (1 <= lo <= hi).  Until this is
+ * called ports_publish_add fails with EOPNOTSUPP. */
+void ports_publish_config(ports_ctx *p, struct in_addr addr, uint16_t lo, uint16_t hi);
+
+/* Listen on the publish address at `host_port` (0: the first free port of the range) on behalf of
+ * sandbox `sandbox_id`, and relay each accepted connection to port `port` on the loopback of the
+ * network namespace `netns_fd` (not consumed; a copy is kept while the publish lives).  The
+ * chosen host port goes to *out_host_port.
+ *
+ * Errors: EINVAL (bad id, port 0, not a sandbox's network namespace), ERANGE (host_port outside
+ * the range), EEXIST (port already published for this sandbox), E2BIG (more than NS_PUBLISH_MAX),
+ * EADDRINUSE (host_port taken, or no free port in the range), EOPNOTSUPP (no range configured),
+ * or the errno of the failing call.  On error nothing is left. */
+int ports_publish_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
+                      uint16_t *out_host_port, ns_error *err);
+
+/* Close the publish of `port` and reset its live connections.  ENOENT when it is not published. */
+int ports_publish_remove(ports_ctx *p, const char *sandbox_id, uint16_t port, ns_error *err);
+
+/* The sandbox's publishes in the order added: fills out[0 .. min(n, cap)), returns n. */
+size_t ports_publish_list(ports_ctx *p, const char *sandbox_id, struct ns_publish *out, size_t cap);
+
+/* The publish address as text, in `buf`. */
+const char *ports_publish_addr(ports_ctx *p, char buf[static 16]);
+
+/* The TCP ports in LISTEN state in the network namespace of the process whose /proc directory is
+ * `proc_fd` (read from its net/tcp and net/tcp6), sorted, deduplicated, at most `cap`. */
+size_t ports_listening(int proc_fd, uint16_t *out, size_t cap);

@@ -19,6 +19,8 @@
 #define NS_CONNECTS_MAX 32
 #define NS_OVERLAYS_MAX 4 /* copy-on-write dirs beneath /workspace (create's `overlays`) */
 #define NS_OVERLAY_PATH_MAX 255
+#define NS_PUBLISH_MAX 32             /* published ports per sandbox */
+#define NS_LISTENING_MAX 256          /* ports a `listening` reply names at most */
 #define NS_LAYERS_MAX 16
 
 /* ---- The stdio stream --------------------------------------------------------------------

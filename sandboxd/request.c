@@ -34,6 +34,7 @@ static const char *const op_names[NS_OP__COUNT] = {
         [NS_OP_STATS] = "stats",     [NS_OP_FREEZE] = "freeze", [NS_OP_THAW] = "thaw",
         [NS_OP_CONNECT] = "connect", [NS_OP_DESTROY] = "destroy", [NS_OP_LIST] = "list",
         [NS_OP_SNAPSHOT] = "snapshot", [NS_OP_LAYERS] = "layers", [NS_OP_LAYER_REMOVE] = "layer_remove",
+        [NS_OP_PUBLISH] = "publish", [NS_OP_UNPUBLISH] = "unpublish", [NS_OP_LISTENING] = "listening",
 };
 
 /* Allowed members per op; every list starts with the envelope. */
@@ -42,7 +43,7 @@ static const char *const keys_bare[] = {ENVELOPE, NULL};
 static const char *const keys_sandbox[] = {ENVELOPE, "sandbox", NULL};
 static const char *const keys_create[] = {ENVELOPE, "workspace", "layers", "memory", "pids", "cpus",
                                           "disk", "net", "ro_binds", "connect", "ephemeral",
-                                          "overlays", NULL};
+                                          "overlays", "publish", NULL};
 static const char *const keys_exec[] = {ENVELOPE, "sandbox", "argv", "env", "cwd", "root",
                                         "tty", "rows", "cols", "timeout", NULL};
 static const char *const keys_attach[] = {ENVELOPE, "sandbox", "proc", "from", NULL};
@@ -54,6 +55,7 @@ static const char *const keys_snapshot[] = {ENVELOPE, "sandbox", "layer", NULL};
 static const char *const keys_layer[] = {ENVELOPE, "layer", NULL};
 static const char *const keys_ro_bind[] = {"src", "dst", NULL};
 static const char *const keys_connect_item[] = {"port", "host_port", NULL};
+static const char *const keys_unpublish[] = {ENVELOPE, "sandbox", "port", NULL};
 
 static const char *const *const op_keys[NS_OP__COUNT] = {
         [NS_OP_VERSION] = keys_bare,    [NS_OP_CREATE] = keys_create,   [NS_OP_EXEC] = keys_exec,
@@ -61,6 +63,7 @@ static const char *const *const op_keys[NS_OP__COUNT] = {
         [NS_OP_STATS] = keys_sandbox,   [NS_OP_FREEZE] = keys_sandbox,  [NS_OP_THAW] = keys_sandbox,
         [NS_OP_CONNECT] = keys_connect, [NS_OP_DESTROY] = keys_sandbox, [NS_OP_LIST] = keys_list,
         [NS_OP_SNAPSHOT] = keys_snapshot, [NS_OP_LAYERS] = keys_bare,   [NS_OP_LAYER_REMOVE] = keys_layer,
+        [NS_OP_PUBLISH] = keys_connect, [NS_OP_UNPUBLISH] = keys_unpublish, [NS_OP_LISTENING] = keys_sandbox,
 };
 
 const char *ns_op_name(enum ns_op op) {
@@ -416,6 +419,29 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                 }
                 c->n_connects = i;
         }
+
+        if ((r = get_array(j, "publish", NS_PUBLISH_MAX, &arr, &n, err)) < 0)
+                return r;
+        if (arr) {
+                size_t i = 0;
+                for (const cJSON *it = arr->child; it; it = it->next, i++) {
+                        struct ns_publish *p = &c->publishes[i];
+                        if (!cJSON_IsObject(it))
+                                return ns_err(err, EINVAL, "publish[%zu] must be an object", i);
+                        if ((r = jv_only_keys(it, keys_connect_item, err)) < 0 ||
+                            (r = get_port(it, "port", true, 0, &p->port, err)) < 0 ||
+                            (r = get_port(it, "host_port", false, 0, &p->host_port, err)) < 0) {
+                                ns_err_wrap(err, "publish[%zu]", i);
+                                return r;
+                        }
+                        for (size_t k = 0; k < i; k++)
+                                if (c->publishes[k].port == p->port ||
+                                    (p->host_port && c->publishes[k].host_port == p->host_port))
+                                        return ns_err(err, EINVAL, "publish[%zu]: port %u or its host port is named twice",
+                                                      i, (unsigned) p->port);
+                }
+                c->n_publishes = i;
+        }
         return 0;
 }
 
@@ -525,6 +551,14 @@ static int parse_op(const cJSON *j, struct ns_request *req, ns_error *err) {
                                       quote(req->u.layer, q));
                 return 0;
         }
+        case NS_OP_PUBLISH:
+                if ((r = get_port(j, "port", true, 0, &req->u.publish.port, err)) < 0)
+                        return r;
+                return get_port(j, "host_port", false, 0, &req->u.publish.host_port, err);
+        case NS_OP_UNPUBLISH:
+                return get_port(j, "port", true, 0, &req->u.publish.port, err);
+        case NS_OP_LISTENING:
+                return 0;
         case NS_OP__COUNT:
                 break;
         }

@@ -29,6 +29,9 @@ enum ns_op {
         NS_OP_SNAPSHOT,
         NS_OP_LAYERS,
         NS_OP_LAYER_REMOVE,
+        NS_OP_PUBLISH,
+        NS_OP_UNPUBLISH,
+        NS_OP_LISTENING,
         NS_OP__COUNT
 };
 
@@ -40,6 +43,11 @@ struct ns_ro_bind {
 struct ns_connect {
         uint16_t port;      /* inside the sandbox, 127.0.0.1:port */
         uint16_t host_port; /* host 127.0.0.1:host_port */
+};
+
+struct ns_publish {
+        uint16_t port;      /* inside the sandbox, 127.0.0.1:port */
+        uint16_t host_port; /* on the daemon's publish address; 0 = any port of its range */
 };
 
 struct ns_create_req {
@@ -56,6 +64,8 @@ struct ns_create_req {
         size_t n_ro_binds;
         struct ns_connect connects[NS_CONNECTS_MAX];
         size_t n_connects;
+        struct ns_publish publishes[NS_PUBLISH_MAX];
+        size_t n_publishes;
         bool ephemeral;                 /* destroyed when the creating connection closes */
         const char **overlays;          /* NULL-terminated: dirs beneath /workspace/ made copy-on-write */
         size_t n_overlays;
@@ -87,6 +97,7 @@ struct ns_request {
                 struct { uint64_t proc; } wait;
                 struct ns_connect connect;
                 const char *layer; /* snapshot, layer_remove: a valid layer name */
+                struct ns_publish publish; /* publish; unpublish: port only */
         } u;
 };
 

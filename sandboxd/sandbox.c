@@ -664,6 +664,48 @@ static int add_connects(struct sbx_sandbox *s, const struct ns_create_req *req, 
         return 0;
 }
 
+int sandbox_proc_dir(const struct sbx_sandbox *s, ns_error *err) {
+        char path[32];
+        snprintf(path, sizeof path, "/proc/%d", (int) s->init_pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "open %s", path);
+        /* Why after the open: while the pidfd says init runs, its pid cannot have been reused, so
+         * the directory opened before is init's. */
+        if (s->init_pidfd < 0 || pidfd_send_signal(s->init_pidfd, 0, NULL, 0) < 0)
+                return ns_err(err, ESRCH, "the sandbox's init is gone");
+        return TAKE_FD(fd);
+}
+
+int sandbox_publish(struct sbx_sandbox *s, const struct ns_publish *p, struct ns_publish *out, ns_error *err) {
+        if (s->n_publishes >= NS_PUBLISH_MAX)
+                return ns_err(err, E2BIG, "at most %d published ports per sandbox", NS_PUBLISH_MAX);
+        _cleanup_close_ int proc = sandbox_proc_dir(s, err);
+        if (proc < 0)
+                return proc;
+        _cleanup_close_ int netns = openat(proc, "ns/net", O_RDONLY | O_CLOEXEC);
+        if (netns < 0)
+                return ns_err_sys(err, errno, "open the sandbox's network namespace");
+        uint16_t hp = 0;
+        int r = ports_publish_add(s->d->ports, s->id, netns, p->port, p->host_port, &hp, err);
+        if (r < 0)
+                return r;
+        s->publishes[s->n_publishes++] = (struct ns_publish){ .port = p->port, .host_port = hp };
+        if (out)
+                *out = s->publishes[s->n_publishes - 1];
+        return 0;
+}
+
+/* The request's publishes; any failure leaves the caller to destroy the sandbox. */
+static int add_publishes(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
+        for (size_t i = 0; i < req->n_publishes; i++) {
+                int r = sandbox_publish(s, &req->publishes[i], NULL, err);
+                if (r < 0)
+                        return ns_err_wrap(err, "publish[%zu]", i);
+        }
+        return 0;
+}
+
 static void set_identity(struct sbx_sandbox *s, uid_t owner, const struct ns_create_req *req) {
         s->owner = owner;
         s->created = (uint64_t) time(NULL);
@@ -701,7 +743,7 @@ static int handout(struct sbx_daemon *d, struct sbx_sandbox *s, uid_t owner, con
         set_identity(s, owner, req);
         s->pooled = false;
         s->from_pool = true;
-        if ((r = add_connects(s, req, err)) < 0 || (r = state_save(s, err)) < 0)
+        if ((r = add_connects(s, req, err)) < 0 || (r = add_publishes(s, req, err)) < 0 || (r = state_save(s, err)) < 0)
                 goto fail;
         sandbox_link(d, s);
         return 0;
@@ -757,7 +799,8 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
         if ((r = recv_ictl(s->ctl_fd, &h, msg, sizeof msg, &mlen, INIT_READY_TIMEOUT_MS)) < 0)
                 r = ns_err_sys(err, -r, "waiting for the sandbox's init");
         else if ((r = check_ready(&h, msg, err)) == 0 && (r = ns_proc_starttime(s->init_pid, &s->init_start, err)) == 0 &&
-                 (r = add_connects(s, req, err)) == 0 && (r = state_save(s, err)) == 0)
+                 (r = add_connects(s, req, err)) == 0 && (r = add_publishes(s, req, err)) == 0 &&
+                 (r = state_save(s, err)) == 0)
                 r = watch_init(s, err);
         if (r < 0) {
                 sandbox_destroy(s);
@@ -1548,6 +1591,15 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
         for (size_t i = 0; i < n && netns >= 0; i++)
                 if (ports_connect_add(d->ports, s->id, netns, s->connects[i].port, s->connects[i].host_port, NULL) == 0)
                         s->connects[s->n_connects++] = s->connects[i];
+        /* Published ports come back on the same host ports when they are still free. */
+        size_t np = s->n_publishes;
+        s->n_publishes = 0;
+        for (size_t i = 0; i < np && netns >= 0; i++) {
+                uint16_t hp = 0;
+                if (ports_publish_add(d->ports, s->id, netns, s->publishes[i].port, s->publishes[i].host_port, &hp,
+                                      NULL) == 0)
+                        s->publishes[s->n_publishes++] = (struct ns_publish){ s->publishes[i].port, hp };
+        }
         if (netns >= 0)
                 close(netns);
         s->adopting = true;
@@ -1611,6 +1663,16 @@ cJSON *sandbox_to_json(const struct sbx_sandbox *s) {
                 cJSON_AddNumberToObject(c, "port", s->connects[i].port);
                 cJSON_AddNumberToObject(c, "host_port", s->connects[i].host_port);
                 cJSON_AddItemToArray(con, c);
+        }
+        cJSON *pub = cJSON_AddArrayToObject(o, "publish");
+        char addr[16];
+        ports_publish_addr(s->d->ports, addr);
+        for (size_t i = 0; i < s->n_publishes; i++) {
+                cJSON *c = cJSON_CreateObject();
+                cJSON_AddNumberToObject(c, "port", s->publishes[i].port);
+                cJSON_AddStringToObject(c, "host_addr", addr);
+                cJSON_AddNumberToObject(c, "host_port", s->publishes[i].host_port);
+                cJSON_AddItemToArray(pub, c);
         }
         return o;
 }

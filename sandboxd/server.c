@@ -229,6 +229,7 @@ static int op_stats(struct sbx_client *c, struct ns_request *r, ns_error *err) {
         cJSON *sb = sandbox_to_json(s);
         cJSON_AddItemToObject(o, "procs", cJSON_DetachItemFromObject(sb, "procs"));
         cJSON_AddItemToObject(o, "connect", cJSON_DetachItemFromObject(sb, "connect"));
+        cJSON_AddItemToObject(o, "publish", cJSON_DetachItemFromObject(sb, "publish"));
         cJSON_Delete(sb);
         server_reply(c, r->id, o, -1);
         return 0;
@@ -261,6 +262,69 @@ static int op_connect(struct sbx_client *c, struct ns_request *r, ns_error *err)
         s->connects[s->n_connects++] = r->u.connect;
         state_save(s, NULL);
         server_reply(c, r->id, NULL, -1);
+        return 0;
+}
+
+static cJSON *publish_json(struct sbx_daemon *d, const struct ns_publish *p) {
+        char addr[16];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "port", p->port);
+        cJSON_AddStringToObject(o, "host_addr", ports_publish_addr(d->ports, addr));
+        cJSON_AddNumberToObject(o, "host_port", p->host_port);
+        return o;
+}
+
+static int op_publish(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
+        if (!s)
+                return -err->code;
+        struct ns_publish got;
+        int ret = sandbox_publish(s, &r->u.publish, &got, err);
+        if (ret < 0)
+                return ret;
+        state_save(s, NULL);
+        server_reply(c, r->id, publish_json(c->d, &got), -1);
+        return 0;
+}
+
+static int op_unpublish(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
+        if (!s)
+                return -err->code;
+        int ret = ports_publish_remove(c->d->ports, s->id, r->u.publish.port, err);
+        if (ret < 0)
+                return ret;
+        for (size_t i = 0; i < s->n_publishes; i++)
+                if (s->publishes[i].port == r->u.publish.port) {
+                        memmove(&s->publishes[i], &s->publishes[i + 1], (s->n_publishes - i - 1) * sizeof s->publishes[0]);
+                        s->n_publishes--;
+                        break;
+                }
+        state_save(s, NULL);
+        server_reply(c, r->id, NULL, -1);
+        return 0;
+}
+
+/* The TCP ports listening inside the sandbox, but for sandboxd's own connector listeners. */
+static int op_listening(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
+        if (!s)
+                return -err->code;
+        _cleanup_close_ int proc = sandbox_proc_dir(s, err);
+        if (proc < 0)
+                return proc;
+        uint16_t ports[NS_LISTENING_MAX];
+        size_t n = ports_listening(proc, ports, NS_LISTENING_MAX);
+        cJSON *o = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(o, "ports");
+        for (size_t i = 0; i < n; i++) {
+                bool connector = false;
+                for (size_t k = 0; k < s->n_connects; k++)
+                        connector |= s->connects[k].port == ports[i];
+                if (!connector)
+                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(ports[i]));
+        }
+        server_reply(c, r->id, o, -1);
         return 0;
 }
 
@@ -352,6 +416,7 @@ static int (*const handlers[NS_OP__COUNT])(struct sbx_client *, struct ns_reques
         [NS_OP_STATS] = op_stats,     [NS_OP_FREEZE] = op_freeze, [NS_OP_THAW] = op_freeze,
         [NS_OP_CONNECT] = op_connect, [NS_OP_DESTROY] = op_destroy, [NS_OP_LIST] = op_list,
         [NS_OP_SNAPSHOT] = op_snapshot, [NS_OP_LAYERS] = op_layers,   [NS_OP_LAYER_REMOVE] = op_layer_remove,
+        [NS_OP_PUBLISH] = op_publish, [NS_OP_UNPUBLISH] = op_unpublish, [NS_OP_LISTENING] = op_listening,
 };
 
 static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {

@@ -57,6 +57,13 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
                 cJSON_AddNumberToObject(c, "host_port", s->connects[i].host_port);
                 cJSON_AddItemToArray(con, c);
         }
+        cJSON *pub = cJSON_AddArrayToObject(o, "publish");
+        for (size_t i = 0; i < s->n_publishes; i++) {
+                cJSON *c = cJSON_CreateObject();
+                cJSON_AddNumberToObject(c, "port", s->publishes[i].port);
+                cJSON_AddNumberToObject(c, "host_port", s->publishes[i].host_port);
+                cJSON_AddItemToArray(pub, c);
+        }
         _cleanup_free_ char *text = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (!text)
@@ -174,6 +181,13 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
                     jv_int(c, "host_port", true, 1, 65535, 0, &hp, err) < 0)
                         break;
                 s->connects[s->n_connects++] = (struct ns_connect){ (uint16_t) port, (uint16_t) hp };
+        }
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(o, "publish")) {
+                int64_t port, hp;
+                if (s->n_publishes >= NS_PUBLISH_MAX || jv_int(c, "port", true, 1, 65535, 0, &port, err) < 0 ||
+                    jv_int(c, "host_port", true, 1, 65535, 0, &hp, err) < 0)
+                        break;
+                s->publishes[s->n_publishes++] = (struct ns_publish){ (uint16_t) port, (uint16_t) hp };
         }
 out:
         cJSON_Delete(o);

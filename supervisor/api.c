@@ -7,6 +7,7 @@
 
 #include "common/cleanup.h"
 #include "api_int.h"
+#include "preview.h"
 #include "auth.h"
 #include "common/jsonv.h"
 #include "http.h"
@@ -540,7 +541,9 @@ static const sv_route routes[] = {
         { "GET", "/api/v1/sessions/{id}/diff", sv_api_session_diff },
         { "GET", "/api/v1/sessions/{id}/artifacts", sv_api_session_artifacts },
         { "GET", "/api/v1/sessions/{id}/stats", sv_api_session_stats },
-        { "GET", "/api/v1/sessions/{id}/previews", sv_api_session_previews },
+        { "GET", "/api/v1/sessions/{id}/previews", sv_api_previews_get },
+        { "POST", "/api/v1/sessions/{id}/previews", sv_api_previews_post },
+        { "DELETE", "/api/v1/sessions/{id}/previews/{preview_id}", sv_api_preview_delete },
         { "POST", "/api/v1/sessions/{id}/prompts", r_prompts_post },
         { "DELETE", "/api/v1/sessions/{id}/prompts/{prompt_id}", sv_api_prompt_cancel },
         { "POST", "/api/v1/sessions/{id}/interrupt", r_interrupt },
@@ -565,7 +568,7 @@ static bool route_match(const char *pattern, const char *path, sv_route_args *a)
                 pattern++, path++;
                 size_t pl = strcspn(pattern, "/"), sl = strcspn(path, "/");
                 if (pattern[0] == '{') {
-                        char *dst = !strncmp(pattern, "{prompt_id}", pl) ? a->sub : a->id;
+                        char *dst = !strncmp(pattern, "{prompt_id}", pl) || !strncmp(pattern, "{preview_id}", pl) ? a->sub : a->id;
                         if (sl == 0 || sl >= sizeof a->id)
                                 return false;
                         memcpy(dst, path, sl);

@@ -1,5 +1,5 @@
 /* nightshift supervisor — the session routes beyond the runner's core: transcript, diff,
- * artifacts, stats, previews, archive, prompt cancellation; and repository removal.  Git and
+ * artifacts, stats, archive, prompt cancellation; and repository removal.  Git and
  * sandboxd calls run on a worker (an API job), never on the loop. */
 #include <git2.h>
 #include <stdio.h>
@@ -309,17 +309,6 @@ void sv_api_session_artifacts(sv_req *r, const sv_route_args *a) {
                 cJSON_AddItemToArray(arr, it);
         }
         db_artifacts_free(v, n);
-        sv_req_reply_json(r, 200, o);
-}
-
-void sv_api_session_previews(sv_req *r, const sv_route_args *a) {
-        db_session row = { 0 };
-        if (session_row(r, a->id, &row) < 0)
-                return;
-        db_session_clear(&row);
-        /* Published ports come with the networking issue; until then a session has none. */
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddArrayToObject(o, "previews");
         sv_req_reply_json(r, 200, o);
 }
 

@@ -60,13 +60,14 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .layers_max_age_days = 30,
                 .log_level = NS_LOG_INFO,
                 .rate_limit = 50,
+                .preview_port = 8788,
         };
         if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
             !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
             !(c->sandboxd_socket = strdup("/run/nightshift/sandboxd.sock")) ||
             !(c->agents_dir = strdup("/var/lib/nightshift/agents")) ||
             !(c->git_name_template = strdup("nightshift %s")) ||
-            !(c->git_email_template = strdup("%s@nightshift.invalid"))) {
+            !(c->git_email_template = strdup("%s@nightshift.invalid")) || !(c->preview_addr = strdup("127.0.0.1"))) {
                 sv_config_clear(c);
                 return ns_err(err, ENOMEM, "out of memory");
         }
@@ -81,6 +82,8 @@ void sv_config_clear(sv_config *c) {
         free(c->agents_dir);
         free(c->git_name_template);
         free(c->git_email_template);
+        free(c->preview_addr);
+        free(c->preview_domain);
         *c = (sv_config){ 0 };
 }
 
@@ -107,6 +110,37 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 c->listen_port = (int) v;
                 free(c->listen_addr);
                 c->listen_addr = TAKE_PTR(addr);
+                return 0;
+        }
+        if (!strcmp(key, "preview-listen")) {
+                const char *colon = strrchr(val, ':');
+                if (!colon || colon == val || colon - val > 64)
+                        return ns_err(err, EINVAL, "--preview-listen must be ADDR:PORT");
+                if ((r = parse_i64(key, colon + 1, 0, 65535, &v, err)) < 0)
+                        return r;
+                _cleanup_free_ char *addr = strndup(val, (size_t) (colon - val));
+                if (!addr)
+                        return ns_err(err, ENOMEM, "out of memory");
+                c->preview_port = (int) v;
+                free(c->preview_addr);
+                c->preview_addr = TAKE_PTR(addr);
+                return 0;
+        }
+        if (!strcmp(key, "preview-domain")) {
+                /* It becomes part of host names and URLs: lowercase DNS names only. */
+                size_t n = strlen(val);
+                if (n == 0 || n > 200 || strspn(val, "abcdefghijklmnopqrstuvwxyz0123456789-.") != n || val[0] == '.' ||
+                    val[0] == '-' || val[n - 1] == '.' || strstr(val, ".."))
+                        return ns_err(err, EINVAL, "--preview-domain must be a lowercase DNS name");
+                return set_str(&c->preview_domain, val, err);
+        }
+        if (!strcmp(key, "auto-publish")) {
+                if (!strcmp(val, "true") || !strcmp(val, ""))
+                        c->auto_publish = true;
+                else if (!strcmp(val, "false"))
+                        c->auto_publish = false;
+                else
+                        return ns_err(err, EINVAL, "--auto-publish must be true or false");
                 return 0;
         }
         if (!strcmp(key, "data-dir"))
@@ -213,7 +247,8 @@ static void usage(void) {
               "         [--setup-timeout SEC] [--setup-layers true|false] [--layers-max-bytes N]\n"
               "         [--layers-max-age DAYS] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
-              "         [--allow-remote true|false] [--rate-limit N] [--debug]\n",
+              "         [--allow-remote true|false] [--rate-limit N] [--preview-listen ADDR:PORT]\n"
+              "         [--preview-domain DOMAIN] [--auto-publish true|false] [--debug]\n",
               stdout);
 }
 
@@ -245,6 +280,8 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
                 { "setup-layers", required_argument, NULL, 0 }, { "layers-max-bytes", required_argument, NULL, 0 },
                 { "layers-max-age", required_argument, NULL, 0 },
+                { "preview-listen", required_argument, NULL, 0 }, { "preview-domain", required_argument, NULL, 0 },
+                { "auto-publish", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

@@ -40,6 +40,10 @@ typedef struct sv_config {
         int log_level;
         bool allow_remote;       /* listen beyond loopback */
         double rate_limit;       /* API requests per second per token; 0 = no limit */
+        char *preview_addr;      /* the preview proxy's listener: "127.0.0.1" */
+        int preview_port;        /* 8788; 0 = pick one (logged at start) */
+        char *preview_domain;    /* NULL: previews at <id>.localhost; else <id>.preview.<domain> (https) */
+        bool auto_publish;       /* publish every new listening port of a session's sandbox */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

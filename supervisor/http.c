@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "common/log.h"
 #include "serve.h"
+#include "preview.h"
 #include "ws.h"
 
 const double sv_http_bucket_bounds[SV_HTTP_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -151,6 +152,10 @@ static void capture_headers(struct lws *wsi, sv_req *r) {
 static void dispatch(sv_req *r) {
         if (r->body_too_large)
                 return sv_req_reply_error(r, 413, "too_large", "request body larger than %d bytes", SV_HTTP_BODY_MAX);
+        /* Why: a preview's origin must never serve the API or the dashboard (its pages would share
+         * their origin); preview sites are the preview proxy's alone (preview.h). */
+        if (sv_preview_host(r->srv, r->host))
+                return sv_req_reply_error(r, 421, "misdirected", "this host name is a preview's: see --preview-listen");
         sv_api_dispatch(r);
 }
 
@@ -262,7 +267,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                         status = HTTP_STATUS_NOT_FOUND;
                 if (!status) {
                         capture_headers(wsi, r);
-                        status = sv_auth_websocket(s, r);
+                        status = sv_preview_host(s, r->host) ? 421 : sv_auth_websocket(s, r);
                 }
                 free(r);
                 if (!status)

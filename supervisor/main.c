@@ -20,6 +20,7 @@
 #include "gitx.h"
 #include "http.h"
 #include "sdnotify.h"
+#include "preview.h"
 #include "serve.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
@@ -48,6 +49,7 @@ static void on_signal(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
 static void tick(sv_server *s) {
         s->last_tick_ms = ns_now_ms();
         sv_runner_tick(s);
+        sv_preview_tick(s);
 }
 
 static int serve(int argc, char **argv) {
@@ -100,6 +102,11 @@ static int serve(int argc, char **argv) {
                 goto out;
         log_notice("nightshift %s listening on http://%s:%d (data %s, workspaces %s, sandboxd %s)", NIGHTSHIFT_VERSION,
                    s.cfg.listen_addr, port, s.cfg.data_dir, s.cfg.workspace_root, s.cfg.sandboxd_socket);
+        int preview_port = 0;
+        if (sv_preview_start(&s, &preview_port, &err) < 0)
+                goto out;
+        log_notice("previews on http://<preview-id>.localhost:%d (listening on %s:%d)", preview_port,
+                   s.cfg.preview_addr, preview_port);
         if (sv_runner_start(&s, &err) < 0)
                 goto out;
         s.last_tick_ms = ns_now_ms();
@@ -121,6 +128,7 @@ out:
         if (rc && err.code)
                 log_error("%s", err.msg);
         sv_runner_shutdown(&s);
+        sv_preview_stop(&s);
         if (s.loop)
                 sv_http_stop(&s);
         sv_workq_free(s.wq);

@@ -16,6 +16,7 @@
 #include "common/loop.h"
 #include "config.h"
 #include "db.h"
+#include "ids.h"
 #include "workq.h"
 
 typedef struct sv_live sv_live;
@@ -37,6 +38,7 @@ typedef struct sv_server {
         bool quitting;
         uint64_t last_tick_ms;
         char *mirrors_dir;
+        struct sv_previews *previews; /* the preview proxy and its previews (preview.c) */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */
@@ -85,6 +87,12 @@ size_t sv_sessions_live(const sv_server *s);
 typedef struct jw jw;
 void sv_session_write(jw *w, const db_session *row);
 cJSON *sv_session_json(const db_session *row);
+
+/* The sandbox id of a session whose sandbox is up and not being torn down, else NULL (the
+ * pointer lives as long as the session's live record: copy it). */
+const char *sv_session_live_sandbox(sv_server *s, const char *sid);
+/* Up to `cap` sessions with a sandbox up: their ids and sandbox ids; returns how many. */
+size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sandboxes)[32 + 1], size_t cap);
 
 /* Start: recover live sessions from the database and schedule queued ones. */
 int sv_runner_start(sv_server *s, ns_error *err);

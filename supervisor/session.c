@@ -100,6 +100,24 @@ static sv_live *live_find(sv_server *s, const char *sid) {
         return NULL;
 }
 
+const char *sv_session_live_sandbox(sv_server *s, const char *sid) {
+        sv_live *l = live_find(s, sid);
+        if (!l || !l->sandbox[0] || l->phase == PH_TEARDOWN || l->phase == PH_PROVISION || sv_state_is_end(l->state))
+                return NULL;
+        return l->sandbox;
+}
+
+size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sandboxes)[NS_ID_MAX + 1], size_t cap) {
+        size_t n = 0;
+        for (sv_live *l = s->live; l && n < cap; l = l->next)
+                if (sv_session_live_sandbox(s, l->id)) {
+                        snprintf(sids[n], SV_ID_LEN + 1, "%s", l->id);
+                        snprintf(sandboxes[n], NS_ID_MAX + 1, "%s", l->sandbox);
+                        n++;
+                }
+        return n;
+}
+
 static void batch_clear(sv_live *l) {
         for (size_t i = 0; i < 2 * l->n_batch; i++)
                 free(l->batch_owned[i]);

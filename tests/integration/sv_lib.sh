@@ -35,7 +35,7 @@ sv_start() {
   # setpriv directly (not the as_user function, which would run in a subshell): $! must be the
   # server itself, so that SIGKILL and SIGTERM reach it.
   setpriv --reuid="$TEST_UID" --regid="$TEST_GID" --clear-groups -- ${SV_WRAP:-} "$NIGHTSHIFT" serve --listen "127.0.0.1:$SV_PORT" --data-dir "$SV_DATA" --workspace-root "$SV_WS" \
-    --sandboxd-socket "$NS_SOCK" --agents-dir "${SV_AGENTS_DIR:-$NS_TMP/ro/agents}" "${SV_FLAGS[@]}" 2>>"$NS_TMP/nightshift.log" &
+    --sandboxd-socket "$NS_SOCK" --agents-dir "${SV_AGENTS_DIR:-$NS_TMP/ro/agents}" --preview-listen 127.0.0.1:0 "${SV_FLAGS[@]}" 2>>"$NS_TMP/nightshift.log" &
   SV_PID=$!
   for _ in $(seq 1 200); do
     curl -sf "$SV_URL/api/v1/healthz" >/dev/null 2>&1 && return 0

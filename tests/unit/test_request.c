@@ -199,6 +199,25 @@ static const struct bad bad_cases[] = {
         {"{" V "\"op\":\"connect\",\"sandbox\":\"abc\"}", EINVAL, "field 'port' is required", 7},
         {"{" V "\"op\":\"connect\",\"sandbox\":\"abc\",\"port\":70000}", EINVAL, "field 'port' must be an integer in [1, 65535]", 7},
         {"{" V "\"op\":\"connect\",\"sandbox\":\"abc\",\"port\":80,\"host_port\":0}", EINVAL, "field 'host_port'", 7},
+        /* publish, unpublish, listening. */
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\"}", EINVAL, "field 'port' is required", 7},
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\",\"port\":0}", EINVAL, "field 'port' must be an integer in [1, 65535]", 7},
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\",\"port\":70000}", EINVAL, "field 'port' must be an integer in [1, 65535]", 7},
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\",\"port\":80,\"host_port\":70000}", EINVAL, "field 'host_port'", 7},
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\",\"port\":80.5}", EINVAL, "field 'port'", 7},
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\",\"port\":\"80\"}", EINVAL, "field 'port'", 7},
+        {"{" V "\"op\":\"publish\",\"port\":80}", EINVAL, "field 'sandbox' is required", 7},
+        {"{" V "\"op\":\"publish\",\"sandbox\":\"abc\",\"port\":80,\"host\":\"0.0.0.0\"}", EINVAL, "unknown field 'host'", 7},
+        {"{" V "\"op\":\"unpublish\",\"sandbox\":\"abc\",\"port\":80,\"host_port\":8080}", EINVAL, "unknown field 'host_port'", 7},
+        {"{" V "\"op\":\"unpublish\",\"sandbox\":\"abc\"}", EINVAL, "field 'port' is required", 7},
+        {"{" V "\"op\":\"listening\",\"sandbox\":\"abc\",\"port\":80}", EINVAL, "unknown field 'port'", 7},
+        {"{" V "\"op\":\"create\",\"publish\":[{\"port\":0}]}", EINVAL, "publish[0]: field 'port' must be an integer in [1, 65535]", 7},
+        {"{" V "\"op\":\"create\",\"publish\":[{\"port\":80,\"host_port\":65536}]}", EINVAL, "publish[0]: field 'host_port'", 7},
+        {"{" V "\"op\":\"create\",\"publish\":[{\"port\":80},{\"port\":80}]}", EINVAL, "publish[1]: port 80 or its host port is named twice", 7},
+        {"{" V "\"op\":\"create\",\"publish\":[{\"port\":80,\"host_port\":20000},{\"port\":81,\"host_port\":20000}]}", EINVAL, "named twice", 7},
+        {"{" V "\"op\":\"create\",\"publish\":[80]}", EINVAL, "publish[0] must be an object", 7},
+        {"{" V "\"op\":\"create\",\"publish\":{\"port\":80}}", EINVAL, "field 'publish' must be an array", 7},
+        {"{" V "\"op\":\"create\",\"publish\":[{\"port\":1},{\"port\":2},{\"port\":3},{\"port\":4},{\"port\":5},{\"port\":6},{\"port\":7},{\"port\":8},{\"port\":9},{\"port\":10},{\"port\":11},{\"port\":12},{\"port\":13},{\"port\":14},{\"port\":15},{\"port\":16},{\"port\":17},{\"port\":18},{\"port\":19},{\"port\":20},{\"port\":21},{\"port\":22},{\"port\":23},{\"port\":24},{\"port\":25},{\"port\":26},{\"port\":27},{\"port\":28},{\"port\":29},{\"port\":30},{\"port\":31},{\"port\":32},{\"port\":33}]}", E2BIG, "more than 32 items", 7},
 };
 
 static void test_bad(void) {
@@ -401,6 +420,18 @@ static void test_good(void) {
         ns_request_done(&req);
         r = parse("{\"v\":1,\"id\":9,\"op\":\"connect\",\"sandbox\":\"a\",\"port\":1,\"host_port\":65535}", &req, &err);
         ok(r == 0 && req.u.connect.port == 1 && req.u.connect.host_port == 65535, "connect with host_port");
+        ns_request_done(&req);
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"publish\",\"sandbox\":\"a\",\"port\":5173}", &req, &err);
+        ok(r == 0 && req.op == NS_OP_PUBLISH && req.u.publish.port == 5173 && req.u.publish.host_port == 0,
+           "publish, host_port defaults to any");
+        ns_request_done(&req);
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"create\",\"publish\":[{\"port\":8000},{\"port\":5173,\"host_port\":20001}]}",
+                  &req, &err);
+        ok(r == 0 && req.u.create.n_publishes == 2 && req.u.create.publishes[0].host_port == 0 &&
+           req.u.create.publishes[1].port == 5173 && req.u.create.publishes[1].host_port == 20001, "create with publish");
+        ns_request_done(&req);
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"listening\",\"sandbox\":\"a\"}", &req, &err);
+        ok(r == 0 && req.op == NS_OP_LISTENING && strcmp(req.sandbox, "a") == 0, "listening");
         ns_request_done(&req);
 }
 

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Publish forward and preview proxy overhead, in one run:
+#   (a) a 1 GiB download (curl, sparse file served by python3 -m http.server) straight from a
+#       server on the host's loopback, through a sandboxd publish forward into a session's sandbox,
+#       and through the supervisor's preview proxy (which goes through that forward);
+#   (b) small HTTP requests on one kept-alive connection (wrk -c1, at least 10,000 requests; the
+#       same stdlib server, tests/helpers/ws_echo.py): mean latency of each path, and the added
+#       microseconds per request over the direct path.
+# Targets: forward and preview ≥ 80% of direct throughput; ≤ 50 µs added per request.
+#
+# Runs a private sandboxd and `nightshift serve` like the integration tests (sv_lib.sh) and
+# removes everything at the end.  Needs root, wrk, curl, python3.  Exit: 0 PASS, 1 FAIL, 2 could
+# not run.
+#
+#   sudo bench/net-forward.sh        # SECS=6 (wrk duration per path)
+set -uo pipefail
+SECS=${SECS:-6}
+NS_BUILD=$(realpath "${NS_BUILD:-./build}")
+NS_SRC=$(realpath "$(dirname "$0")/..")
+export NS_BUILD NS_SRC
+. "$NS_SRC/tests/integration/sv_lib.sh"
+[ "$(id -u)" = 0 ] || { echo "net-forward: run as root" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "net-forward: wrk is not installed" >&2; exit 2; }
+sv_setup >/dev/null || exit 2
+make_repo "$NS_TMP/src/app"
+cp "$NS_SRC/tests/helpers/ws_echo.py" "$NS_TMP/src/app/"
+chown "$TEST_UID:$TEST_GID" "$NS_TMP/src/app/ws_echo.py"
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t add ws_echo.py
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t commit -q -m echo
+
+# The direct peers: the same servers on the host's loopback.
+mkdir -p "$NS_TMP/files"; truncate -s 1G "$NS_TMP/files/big.bin"
+DF=$(free_port); DE=$(free_port)
+(cd "$NS_TMP/files" && exec $PY -m http.server "$DF" --bind 127.0.0.1) >/dev/null 2>&1 & P1=$!
+$PY "$NS_SRC/tests/helpers/ws_echo.py" serve "$DE" --bind 127.0.0.1 >/dev/null 2>&1 & P2=$!
+trap 'kill $P1 $P2 2>/dev/null; sv_stop; ns_cleanup' EXIT
+
+st=$(api POST /api/v1/repos "{\"url\":\"$NS_TMP/src/app\"}")
+repo_id=$(jget "${st#* }" 'd["id"]')
+prompt='truncate -s 1G /tmp/big.bin && (cd /tmp && python3 -m http.server 8000 >/dev/null 2>&1 &) && exec python3 ws_echo.py serve 5173'
+body=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"agent\":\"command\",\"prompt\":\"$prompt\"}")
+sid=$(jget "${body#* }" 'd["id"]')
+[ "$(wait_state "$sid" running failed)" = running ] || { echo "net-forward: the session did not run" >&2; exit 2; }
+for port in 8000 5173; do
+  for _ in $(seq 50); do
+    st=$(api POST "/api/v1/sessions/$sid/previews" "{\"port\":$port}")
+    case "${st%% *}" in 200|201) break ;; esac; sleep 0.2
+  done
+  eval "URL$port=\$(jget \"\${st#* }\" 'd[\"url\"]')"
+done
+sbx=$(jget "$(api GET "/api/v1/sessions/$sid" | cut -d' ' -f2-)" 'd.get("sandbox") or d.get("sandbox_id") or ""')
+maps=$(sb ls --json)
+hp() { jget "$maps" "[p['host_port'] for s in d['sandboxes'] for p in s.get('publish',[]) if p['port']==$1][0]"; }
+FF=$(hp 8000); FE=$(hp 5173)
+[ -n "$FF" ] && [ -n "$FE" ] || { echo "net-forward: no publish mappings ($sbx)" >&2; exit 2; }
+
+# preview access: the link sets the cookie
+signin() {
+  local url=$1 host port
+  host=$(printf '%s' "$url" | sed -E 's|^http://([^/]+)/.*|\1|'); port=${host##*:}
+  curl -s -D - -o /dev/null --resolve "${host%:*}:$port:127.0.0.1" "$url" | tr -d '\r' |
+    sed -n 's/^[Ss]et-[Cc]ookie: \(nightshift_preview=[0-9a-f]*\).*/\1/p'
+}
+HF=$(printf '%s' "$URL8000" | sed -E 's|^http://([^/]+)/.*|\1|'); CF=$(signin "$URL8000")
+HE=$(printf '%s' "$URL5173" | sed -E 's|^http://([^/]+)/.*|\1|'); CE=$(signin "$URL5173")
+PP=${HF##*:}
+
+# (a) 1 GiB: bytes per second, best of 2
+speed() { local best=0 s; for _ in 1 2; do s=$(curl -s -o /dev/null -w '%{speed_download}' "$@"); s=${s%.*}; [ "$s" -gt "$best" ] && best=$s; done; echo "$best"; }
+sd=$(speed "http://127.0.0.1:$DF/big.bin")
+sf=$(speed "http://127.0.0.1:$FF/big.bin")
+sp=$(speed -H "Host: $HF" -H "Cookie: $CF" "http://127.0.0.1:$PP/big.bin")
+
+# (b) small requests, one at a time on one kept-alive connection: the time per request is the
+# run's duration over the requests made.  The CPU time the relays spent (sandboxd for the
+# forward, nightshift for the preview proxy, from /proc/PID/stat) over the requests is the work
+# each hop adds, whatever the machine's load does to the wall clock.
+SBXD=$NS_DAEMON_PID
+cpu_us() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)*1e6/t}' "/proc/$1/stat"; }
+lat() { # PID-to-charge URL-args... → "requests mean_us cpu_us_per_request"
+  local pid=$1; shift
+  local c0 c1 out
+  c0=$(cpu_us "$pid")
+  out=$(wrk -t1 -c1 -d"${SECS}s" "$@" 2>/dev/null | $PY -c '
+import re, sys
+t = sys.stdin.read()
+n = int(re.search(r"(\d+) requests in ([\d.]+)(ms|s)", t).group(1))
+d = re.search(r"requests in ([\d.]+)(ms|s)", t); secs = float(d.group(1)) / (1000 if d.group(2) == "ms" else 1)
+print(n, round(secs * 1e6 / n, 1))')
+  c1=$(cpu_us "$pid")
+  echo "$out $($PY -c "import sys; print(round(($c1-$c0)/int(sys.argv[1]),1))" "${out%% *}")"
+}
+read -r nd ld _ <<<"$(lat $$ "http://127.0.0.1:$DE/")"
+read -r nf lf cf <<<"$(lat "$SBXD" "http://127.0.0.1:$FE/")"
+read -r np lp cp <<<"$(lat "$SV_PID" -H "Host: $HE" -H "Cookie: $CE" "http://127.0.0.1:$PP/")"
+
+$PY - "$sd" "$sf" "$sp" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
+import sys
+sd, sf, sp = (int(x) for x in sys.argv[1:4])
+nd, ld, nf, lf, np_, lp, cf, cp = (float(x) for x in sys.argv[4:12])
+print(f"load average at the end: {sys.argv[12]} (on {__import__('os').cpu_count()} CPUs)")
+ok = True
+def line(name, v, target, good):
+    global ok
+    ok &= good
+    print(f"{name:<44} {v:>14}   target {target:<12} {'PASS' if good else 'FAIL'}")
+print(f"1 GiB download: direct {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
+line("forward throughput / direct", f"{100*sf/sd:.0f} %", ">= 80 %", sf >= 0.8 * sd)
+line("preview throughput / direct", f"{100*sp/sd:.0f} %", ">= 80 %", sp >= 0.8 * sd)
+print(f"small requests (keep-alive, 1 connection): direct {int(nd)} req, {ld:.1f} us each; "
+      f"forward {int(nf)} req, {lf:.1f} us each; preview {int(np_)} req, {lp:.1f} us each")
+print(f"CPU spent per request by the relay: sandboxd forward {cf:.1f} us, preview proxy (nightshift) {cp:.1f} us")
+line("forward: added per request", f"{lf-ld:.1f} us", "<= 50 us", lf - ld <= 50)
+line("preview: added per request", f"{lp-ld:.1f} us", "<= 50 us", lp - ld <= 50)
+line("requests per path", f"{int(min(nd, nf, np_))}", ">= 10000", min(nd, nf, np_) >= 10000)
+print("PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+PY

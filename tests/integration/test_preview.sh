@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Previews: a dev server in a session's sandbox served to the browser on a site of its own
+# (<preview-id>.localhost:<preview port>) through the supervisor's preview proxy: a token link sets
+# the access cookie; without it the proxy refuses; the dashboard's cookie never goes upstream; the
+# dev server sees Host localhost:PORT; WebSocket works; previews are listed and show as events;
+# --auto-publish publishes a new listening port by itself.
+. "$(dirname "$0")/sv_lib.sh"
+sv_setup --auto-publish true
+make_repo "$NS_TMP/src/app"
+cp "$NS_SRC/tests/helpers/ws_echo.py" "$NS_TMP/src/app/"
+chown "$TEST_UID:$TEST_GID" "$NS_TMP/src/app/ws_echo.py"
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t add ws_echo.py
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t commit -q -m echo
+WSE="$PY $NS_SRC/tests/helpers/ws_echo.py"
+
+st=$(api POST /api/v1/repos "{\"url\":\"$NS_TMP/src/app\"}")
+repo_id=$(jget "${st#* }" 'd["id"]')
+# The agent's turn is the dev servers: 8000 on 0.0.0.0 (auto-published), 5173 on 127.0.0.1 only.
+prompt='python3 ws_echo.py serve 8000 & exec python3 ws_echo.py serve 5173 --bind 127.0.0.1'
+body=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"agent\":\"command\",\"prompt\":\"$prompt\"}")
+sid=$(jget "${body#* }" 'd["id"]')
+expect_eq "the session runs its dev servers" running "$(wait_state "$sid" running failed)"
+
+# --- publish through the API ----------------------------------------------------------------------
+for _ in $(seq 50); do
+  st=$(api POST "/api/v1/sessions/$sid/previews" '{"port":5173}')
+  case "${st%% *}" in 200|201) break ;; esac; sleep 0.2
+done
+expect_match "POST previews publishes port 5173" '^20[01] ' "$st"
+url=$(jget "${st#* }" 'd["url"]'); pid=$(jget "${st#* }" 'd["id"]')
+expect_match "the link is the preview's own site with its token" \
+  "^http://p-[a-z2-7]{12}\.localhost:[0-9]+/__nightshift/auth\?token=[0-9a-f]{64}$" "$url"
+PP=$(printf '%s' "$url" | sed -E 's|^http://[^:]+:([0-9]+)/.*|\1|')
+HOST="$pid.localhost:$PP"
+C=(curl -s --max-time 5 --resolve "$pid.localhost:$PP:127.0.0.1")
+ORIGIN="http://$HOST"
+
+expect_eq "without the token the preview is refused (401)" 401 "$("${C[@]}" -o /dev/null -w '%{http_code}' "$ORIGIN/")"
+expect_eq "a wrong token is refused (403)" 403 \
+  "$("${C[@]}" -o /dev/null -w '%{http_code}' "$ORIGIN/__nightshift/auth?token=$(printf '0%.0s' $(seq 64))")"
+hdrs=$("${C[@]}" -D - -o /dev/null "$url")
+expect_match "the link redirects to / and sets the cookie" "^HTTP/1.1 302" "$hdrs"
+cookie_line=$(printf '%s' "$hdrs" | grep -i '^set-cookie:' | tr -d '\r')
+expect_match "the cookie is HttpOnly, SameSite, host-only" \
+  "nightshift_preview=[0-9a-f]{64}; Path=/; HttpOnly; SameSite=(Lax|Strict)$" "$cookie_line"
+PCK=$(printf '%s' "$cookie_line" | sed -E 's/.*(nightshift_preview=[0-9a-f]{64}).*/\1/')
+expect_eq "with the cookie the page loads" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
+expect_eq "a request on another origin's Host is not served (421)" 421 \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $PCK" "http://127.0.0.1:$PP/")"
+
+expect_eq "the API refuses a preview's Host (421): never served on a preview origin" 421 \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $pid.localhost:$SV_PORT" -H "Authorization: Bearer $SV_TOKEN" "$SV_URL/api/v1/sessions")"
+seen=$("${C[@]}" -H "Cookie: nightshift_session=dashboard-secret; $PCK; theme=dark" "$ORIGIN/headers")
+expect_eq "the dev server sees Host localhost:5173" "localhost:5173" \
+  "$(jget "$seen" '[v for k,v in d["headers"] if k.lower()=="host"][0]')"
+expect_eq "neither the dashboard's cookie nor the proxy's reaches it" "theme=dark" \
+  "$(jget "$seen" '";".join(v for k,v in d["headers"] if k.lower()=="cookie")')"
+expect_eq "a POST body and a GET on one kept-alive connection" "abc|hello 5173|same" \
+  "$($PY - "$PP" "$HOST" "$PCK" <<'EOF'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+h = {"Host": sys.argv[2], "Cookie": sys.argv[3]}
+c.request("POST", "/echo", body=b"abc", headers=h); a = c.getresponse().read().decode(); s1 = c.sock
+c.request("GET", "/", headers=h); b = c.getresponse().read().decode().strip()
+print(a + "|" + b + "|" + ("same" if c.sock is s1 else "new"))
+EOF
+)"
+expect_eq "a chunked upload is passed on re-framed" "chunked-body" \
+  "$("${C[@]}" -H "Cookie: $PCK" -H 'Transfer-Encoding: chunked' --data-binary chunked-body "$ORIGIN/echo")"
+smug=$(printf 'POST /echo HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' "$HOST" "$PCK" |
+  $PY -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=5); s.sendall(sys.stdin.buffer.read()); print(s.recv(100).split(b"\r\n")[0].decode())' "$PP")
+expect_eq "Content-Length with Transfer-Encoding is refused (400)" "HTTP/1.1 400 Bad Request" "$smug"
+raw() { # raw request bytes (printf format, %s = Host, %s = cookie) → the status line
+  printf "$1" "$HOST" "$PCK" | $PY -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),timeout=5); s.sendall(sys.stdin.buffer.read()); print(s.recv(100).split(b"\r\n")[0].decode())' "$PP"
+}
+expect_eq "two Content-Length headers are refused (400)" "HTTP/1.1 400 Bad Request" \
+  "$(raw 'POST /echo HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd')"
+expect_eq "a Transfer-Encoding other than chunked is refused (400)" "HTTP/1.1 400 Bad Request" \
+  "$(raw 'POST /echo HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n')"
+expect_eq "a request without Host is refused (400)" "HTTP/1.1 400 Bad Request" \
+  "$(raw 'GET / HTTP/1.1\r\nX-A: %s\r\nCookie: %s\r\n\r\n')"
+expect_eq "a head over 16 KiB is refused (431)" "HTTP/1.1 431 Request Header Fields Too Large" \
+  "$(raw "GET / HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nX-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n")"
+expect_eq "garbage is refused (400)" "HTTP/1.1 400 Bad Request" "$(raw 'HELLO%s%s\r\n\r\n')"
+expect_eq "the page still loads after all that" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
+expect_eq "a WebSocket works through the preview" "hello over ws" \
+  "$($WSE echo "ws://127.0.0.1:$PP/ws" "hello over ws" --host "$HOST" --cookie "$PCK" 2>&1)"
+out=$($WSE echo "ws://127.0.0.1:$PP/ws" "x" --host "$HOST" 2>&1)
+expect_match "a WebSocket without the cookie is refused" "401" "$out"
+
+# --- listed, as events, auto-publish --------------------------------------------------------------
+list=$(api GET "/api/v1/sessions/$sid/previews")
+expect_eq "GET previews lists it (url without the token)" "5173 $ORIGIN/" \
+  "$(jget "${list#* }" '" ".join(str(p["port"])+" "+p["url"] for p in d["previews"] if p["id"]=="'"$pid"'")')"
+for _ in $(seq 60); do
+  list=$(api GET "/api/v1/sessions/$sid/previews")
+  [ "$(jget "${list#* }" '[p["automatic"] for p in d["previews"] if p["port"]==8000]')" = "[true]" ] && break
+  sleep 0.25
+done
+expect_eq "--auto-publish published the other listening port (8000)" "[true]" \
+  "$(jget "${list#* }" '[p["automatic"] for p in d["previews"] if p["port"]==8000]')"
+ev=$(events "$sid" | grep '"type": "preview"')
+expect_match "publishing shows as a preview event" "\"action\": \"published\".*\"port\": 5173|\"port\": 5173.*\"action\": \"published\"" "$ev"
+expect_eq "events never carry the token" "" "$(printf '%s' "$ev" | grep -o 'token=[0-9a-f]*')"
+
+# --- bad input, delete ------------------------------------------------------------------------------
+expect_match "port 0 is refused" "^400 " "$(api POST "/api/v1/sessions/$sid/previews" '{"port":0}')"
+expect_match "port 70000 is refused" "^400 " "$(api POST "/api/v1/sessions/$sid/previews" '{"port":70000}')"
+expect_match "an unknown field is refused" "^400 " "$(api POST "/api/v1/sessions/$sid/previews" '{"port":80,"host":"x"}')"
+expect_match "an unknown session is 404" "^404 " "$(api POST "/api/v1/sessions/s-aaaaaaaaaaaa/previews" '{"port":80}')"
+expect_match "an unknown preview is 404" "^404 " "$(api DELETE "/api/v1/sessions/$sid/previews/p-aaaaaaaaaaaa")"
+expect_match "DELETE unpublishes (204)" "^204" "$(api DELETE "/api/v1/sessions/$sid/previews/$pid")"
+expect_eq "its site is gone" 404 "$("${C[@]}" -o /dev/null -w '%{http_code}' -H "Cookie: $PCK" "$ORIGIN/")"
+expect_match "an unpublished event follows" "\"action\": \"unpublished\"" "$(events "$sid" | grep '"type": "preview"')"
+api POST "/api/v1/sessions/$sid/stop" >/dev/null
+wait_state "$sid" stopped failed completed >/dev/null
+sleep 0.5
+expect_eq "a stopped session has no previews" "0" "$(jget "$(api GET "/api/v1/sessions/$sid/previews" | cut -d' ' -f2-)" 'len(d["previews"])')"
+tap_done
