@@ -739,7 +739,8 @@ static const char help_run[] =
         "  --pids N               process limit\n"
         "  --cpus N               CPU limit (fractional, e.g. 1.5)\n"
         "  --disk BYTES           size limit of the writable layer\n"
-        "  --net none             network mode (only 'none' so far)\n"
+        "  --net MODE             none (loopback only), private (a veth pair, nothing reachable but\n"
+        "                         connectors and published ports) or nat (operator opt-in)\n"
         "  --connect PORT[:HOSTPORT]  make host 127.0.0.1:HOSTPORT appear inside at 127.0.0.1:PORT\n"
         "  --ro-bind SRC:DST      bind host SRC read-only at DST\n"
         "  --layer NAME           root filesystem layer, lowest first (default: the host layer)\n"
@@ -753,7 +754,7 @@ static const char help_run[] =
 
 static const char help_create[] =
         "Usage: " PROG " create [--workspace DIR] [--memory BYTES] [--pids N] [--cpus N] [--disk BYTES]\n"
-        "       [--net none] [--connect PORT[:HOSTPORT]]... [--ro-bind SRC:DST]... [--layer NAME]...\n"
+        "       [--net none|private|nat] [--connect PORT[:HOSTPORT]]... [--ro-bind SRC:DST]... [--layer NAME]...\n"
         "Create a sandbox and print its id (see '" PROG " run --help' for the options).\n";
 
 static const char help_exec[] =

@@ -9,6 +9,7 @@
 
 #include "common/err.h"
 #include "common/loop.h"
+#include "sandboxd/net.h"
 #include "sandboxd/proto.h"
 #include "sandboxd/request.h"
 
@@ -39,6 +40,8 @@ struct sbx_config {
         char *cgroup_base;
         uint32_t warm_pool; /* pre-built sandboxes kept ready for plain creates; 0 = none */
         int log_level;
+        char *net_pool;   /* --net-pool CIDR, "none", or NULL (the default pool) */
+        char *nat_uplink; /* --nat-uplink IFACE: enables net "nat"; NULL = off */
 };
 
 /* A process started by exec, as sandboxd knows it. */
@@ -98,6 +101,7 @@ struct sbx_sandbox {
         struct ns_connect connects[NS_CONNECTS_MAX];
         size_t n_connects;
         char workspace[NS_PATH_MAX];
+        struct net_link net;    /* its veth pair (net.c), mode NET_NONE without one */
         struct sbx_proc *procs;
         size_t n_exited_kept;
         struct sbx_pending *pending;
@@ -108,6 +112,7 @@ struct sbx_daemon {
         ns_loop *loop;
         struct cg_manager *cg;
         struct ports_ctx *ports;
+        struct net_ctx *net;
         struct sock_fprog filter;
         int state_fd, upper_fd, ws_root_fd, layers_fd;
         int ro_root_fds[SBX_MAX_RO_ROOTS];
