@@ -48,6 +48,11 @@ int net_check_mode(const struct net_ctx *n, enum net_mode mode, ns_error *err);
  * NET_INNER_NAME with IPv6 off and the default route to the host end.  On failure nothing is left. */
 int net_attach(struct net_ctx *n, int netns_fd, enum net_mode mode, struct net_link *out, ns_error *err);
 
+/* In a new sandbox's network namespace (its init's set-up): IPv6 off for every link made there
+ * from now on, so the inner end of a pair never gets an IPv6 address; loopback keeps ::1.  A
+ * kernel without IPv6 is fine. */
+int net_disable_ipv6_default(ns_error *err);
+
 /* The sandbox is being destroyed: its pair goes with its network namespace (the kernel deletes
  * both ends when the namespace dies, asynchronously, off every request), and its address pair is
  * reused only once the host end's ifindex is gone.  Safe on a link of mode NET_NONE. */

@@ -209,7 +209,7 @@ _Noreturn static void sandbox_child(struct child_args *a) {
                 child_fail(a->ctl_fd, &err);
         }
         /* The filesystem is built while the parent places us in the cgroup. */
-        if (ns_loopback_up(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
+        if (ns_loopback_up(&err) < 0 || net_disable_ipv6_default(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
                 child_fail(a->ctl_fd, &err);
         /* A pool build runs at the lowest priority (builder_main); the sandbox itself runs as the
          * daemon's processes do.  Still host root here: raising it back needs CAP_SYS_NICE. */
