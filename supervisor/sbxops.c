@@ -38,7 +38,7 @@ static int add_strv(cJSON *obj, const char *key, const char *const *v) {
 int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX + 1], ns_error *err) {
         _cleanup_json_ cJSON *req = request("create", NULL);
         if (!req || !cJSON_AddStringToObject(req, "workspace", spec->workspace) ||
-            !cJSON_AddStringToObject(req, "net", "none"))
+            !cJSON_AddStringToObject(req, "net", spec->net ? spec->net : "none"))
                 return ns_err(err, ENOMEM, "out of memory");
         if ((spec->memory && !cJSON_AddNumberToObject(req, "memory", (double) spec->memory)) ||
             (spec->pids && !cJSON_AddNumberToObject(req, "pids", (double) spec->pids)) ||

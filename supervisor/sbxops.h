@@ -24,6 +24,7 @@ typedef struct sbx_create_spec {
         size_t n_ro_binds;
         const int *connects; /* host loopback ports, appearing at the same port inside */
         size_t n_connects;
+        const char *net;     /* sandboxd's net mode; NULL = "none" */
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */
