@@ -757,7 +757,8 @@ static const char help_run[] =
         "  --pids N               process limit\n"
         "  --cpus N               CPU limit (fractional, e.g. 1.5)\n"
         "  --disk BYTES           size limit of the writable layer\n"
-        "  --net none             network mode (only 'none' so far)\n"
+        "  --net MODE             none (loopback only), private (a veth pair, nothing reachable but\n"
+        "                         connectors and published ports) or nat (operator opt-in)\n"
         "  --connect PORT[:HOSTPORT]  make host 127.0.0.1:HOSTPORT appear inside at 127.0.0.1:PORT\n"
         "  --publish PORT[:HOSTPORT]  serve port PORT inside on the daemon's publish address (default\n"
         "                         127.0.0.1) at HOSTPORT (default: a free port of its range); each\n"
@@ -777,7 +778,7 @@ static const char help_run[] =
 
 static const char help_create[] =
         "Usage: " PROG " create [--workspace DIR] [--memory BYTES] [--pids N] [--cpus N] [--disk BYTES]\n"
-        "       [--net none] [--connect PORT[:HOSTPORT]]... [--publish PORT[:HOSTPORT]]...\n"
+        "       [--net none|private|nat] [--connect PORT[:HOSTPORT]]... [--publish PORT[:HOSTPORT]]...\n"
         "       [--ro-bind SRC:DST]... [--layer NAME]... [--overlay /workspace/DIR]...\n"
         "Create a sandbox and print its id (see '" PROG " run --help' for the options).\n";
 

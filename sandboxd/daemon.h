@@ -9,6 +9,7 @@
 
 #include "common/err.h"
 #include "common/loop.h"
+#include "sandboxd/net.h"
 #include "sandboxd/proto.h"
 #include "sandboxd/layer.h"
 #include "sandboxd/request.h"
@@ -43,6 +44,8 @@ struct sbx_config {
         uint32_t publish_addr;  /* host IPv4 address of publish listeners, network order */
         uint16_t publish_lo, publish_hi; /* their host port range */
         int log_level;
+        char *net_pool;   /* --net-pool CIDR, "none", or NULL (the default pool) */
+        char *nat_uplink; /* --nat-uplink IFACE: enables net "nat"; NULL = off */
 };
 
 /* A process started by exec, as sandboxd knows it. */
@@ -104,6 +107,7 @@ struct sbx_sandbox {
         struct ns_publish publishes[NS_PUBLISH_MAX]; /* host_port: the one chosen */
         size_t n_publishes;
         char workspace[NS_PATH_MAX];
+        struct net_link net;    /* its veth pair (net.c), mode NET_NONE without one */
         struct sbx_proc *procs;
         size_t n_exited_kept;
         struct sbx_pending *pending;
@@ -120,6 +124,7 @@ struct sbx_daemon {
         ns_loop *loop;
         struct cg_manager *cg;
         struct ports_ctx *ports;
+        struct net_ctx *net;
         struct sock_fprog filter;
         int state_fd, upper_fd, ws_root_fd, layers_fd;
         int ro_root_fds[SBX_MAX_RO_ROOTS];

@@ -24,6 +24,7 @@
 #include "sandboxd/daemon.h"
 #include "sandboxd/hostlayer.h"
 #include "sandboxd/mount.h"
+#include "sandboxd/nft.h"
 #include "sandboxd/pool.h"
 #include "sandboxd/ports.h"
 #include "sandboxd/seccomp.h"
@@ -38,7 +39,8 @@ static void usage(FILE *f) {
               "         [--state-dir DIR] [--upper-dir DIR] [--workspace-root DIR] [--allow-user USER|UID]...\n"
               "         [--layers-dir DIR] [--ro-root DIR]... [--uid-base N] [--max-sandboxes N]\n"
               "         [--max-memory BYTES] [--max-pids N] [--max-cpus N] [--max-disk BYTES] [--cgroup-base PATH]\n"
-              "         [--warm-pool N] [--publish-addr IPV4] [--publish-range LO-HI] [--debug]\n",
+              "         [--warm-pool N] [--publish-addr IPV4] [--publish-range LO-HI]\n"
+              "         [--net-pool CIDR|none] [--nat-uplink IFACE] [--debug]\n",
               f);
 }
 
@@ -82,6 +84,13 @@ static int apply_option(struct sbx_config *c, const char *key, const char *val, 
                 return set_str(&c->layers_dir, val);
         if (!strcmp(key, "cgroup-base"))
                 return set_str(&c->cgroup_base, val);
+        if (!strcmp(key, "net-pool"))
+                return set_str(&c->net_pool, val);
+        if (!strcmp(key, "nat-uplink")) {
+                if (!nft_ifname_valid(val))
+                        return ns_err(err, EINVAL, "'%s' is not an interface name", val);
+                return set_str(&c->nat_uplink, val);
+        }
         if (!strcmp(key, "socket-group")) {
                 struct group *g = getgrnam(val);
                 if (g)
@@ -303,6 +312,7 @@ static void daemon_free(struct sbx_daemon *d) {
         }
         if (d->ports)
                 ports_free(d->ports);
+        net_free(d->net);
         if (d->cg)
                 cg_manager_free(d->cg);
         if (d->loop)
@@ -316,6 +326,8 @@ static void daemon_free(struct sbx_daemon *d) {
         free(c->workspace_root);
         free(c->layers_dir);
         free(c->cgroup_base);
+        free(c->net_pool);
+        free(c->nat_uplink);
         for (size_t i = 0; i < c->n_ro_roots; i++) {
                 free(c->ro_roots[i]);
                 if (d->ro_root_fds[i] >= 0)
@@ -353,6 +365,7 @@ int main(int argc, char **argv) {
                 { "max-disk", required_argument, NULL, 1 },
                 { "cgroup-base", required_argument, NULL, 1 }, { "warm-pool", required_argument, NULL, 1 },
                 { "publish-addr", required_argument, NULL, 1 }, { "publish-range", required_argument, NULL, 1 },
+                { "net-pool", required_argument, NULL, 1 }, { "nat-uplink", required_argument, NULL, 1 },
                 { "debug", no_argument, NULL, 'd' },
                 { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { 0 },
         };
@@ -427,12 +440,21 @@ int main(int argc, char **argv) {
          * of their descriptors. */
         if (c->warm_pool && pool_zygote_start(&d, &err) < 0)
                 log_warn("warm pool without a zygote: %s", err.msg);
+        /* After the zygote (which needs none of it), before any sandbox: the rules are in place
+         * before the first link can exist. */
+        if (net_new(&d.net, c->net_pool, c->nat_uplink, &err) < 0) {
+                log_error("%s", err.msg);
+                goto out;
+        }
+        if (net_check_mode(d.net, NET_PRIVATE, &err) < 0)
+                log_warn("%s", err.msg);
         if (server_listen(&d, &err) < 0) {
                 log_error("%s", err.msg);
                 goto out;
         }
         ns_loop_add(d.loop, d.sig_fd, EPOLLIN, on_signal, &d, NULL);
         sandbox_adopt_all(&d);
+        net_sweep(d.net);
         log_notice("nightshift-sandboxd %s listening on %s; %s", NS_VERSION, c->socket_path, cg_manager_describe(d.cg));
         /* Under systemd (Type=notify) the supervisor's unit, ordered after ours, starts once this
          * arrives: the socket listens and a previous run's sandboxes are adopted.  Without

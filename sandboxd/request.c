@@ -376,8 +376,8 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                 return r;
         if (!c->net)
                 c->net = "none";
-        else if (strcmp(c->net, "none") != 0)
-                return ns_err(err, EINVAL, "net mode '%s' is not supported", quote(c->net, q));
+        else if (strcmp(c->net, "none") != 0 && strcmp(c->net, "private") != 0 && strcmp(c->net, "nat") != 0)
+                return ns_err(err, EINVAL, "net mode '%s' is not supported (none, private or nat)", quote(c->net, q));
 
         const cJSON *arr;
         size_t n;

@@ -59,7 +59,7 @@ struct ns_create_req {
         uint64_t pids;                  /* 0 = no limit */
         uint64_t cpu_millis;            /* cpus * 1000, 0 = no limit */
         uint64_t disk;                  /* bytes, 0 = no limit */
-        const char *net;                /* "none" */
+        const char *net;                /* "none", "private" or "nat" */
         struct ns_ro_bind ro_binds[NS_RO_BINDS_MAX];
         size_t n_ro_binds;
         struct ns_connect connects[NS_CONNECTS_MAX];

@@ -139,11 +139,12 @@ static int check_limits(struct sbx_daemon *d, const struct ns_create_req *r, ns_
         if (c->max_disk && r->disk > c->max_disk)
                 return ns_err(err, E2BIG, "disk %llu is above the configured maximum %llu",
                               (unsigned long long) r->disk, (unsigned long long) c->max_disk);
-        if (r->net && strcmp(r->net, "none") != 0)
-                return ns_err(err, EOPNOTSUPP, "net mode '%s' is not supported", r->net);
+        enum net_mode mode;
+        if (net_mode_parse(r->net, &mode) < 0)
+                return ns_err(err, EINVAL, "net mode '%s' is not supported", r->net);
         if (r->n_overlays && r->disk)
                 return ns_err(err, EOPNOTSUPP, "overlays and a disk limit cannot be combined");
-        return 0;
+        return net_check_mode(d->net, mode, err);
 }
 
 static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, size_t n_overlays, ns_error *err) {
@@ -221,7 +222,7 @@ _Noreturn static void sandbox_child(struct child_args *a) {
                 child_fail(a->ctl_fd, &err);
         }
         /* The filesystem is built while the parent places us in the cgroup. */
-        if (ns_loopback_up(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
+        if (ns_loopback_up(&err) < 0 || net_disable_ipv6_default(&err) < 0 || mount_build_root(&a->plan, &err) < 0)
                 child_fail(a->ctl_fd, &err);
         /* A pool build runs at the lowest priority (builder_main); the sandbox itself runs as the
          * daemon's processes do.  Still host root here: raising it back needs CAP_SYS_NICE. */
@@ -646,6 +647,19 @@ static int check_ready(const struct ictl_hdr *h, const char *msg, ns_error *err)
         return 0;
 }
 
+/* The request's veth pair (net "private" or "nat"), made in init's network namespace. */
+static int add_net(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
+        enum net_mode mode = NET_NONE;
+        if (net_mode_parse(req->net, &mode) < 0 || mode == NET_NONE)
+                return 0;
+        char nspath[64];
+        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
+        _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        if (netns < 0)
+                return ns_err_sys(err, errno, "open %s", nspath);
+        return net_attach(s->d->net, netns, mode, &s->net, err);
+}
+
 /* The request's connectors, in the sandbox's network namespace. */
 static int add_connects(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
         if (req->n_connects == 0)
@@ -743,7 +757,8 @@ static int handout(struct sbx_daemon *d, struct sbx_sandbox *s, uid_t owner, con
         set_identity(s, owner, req);
         s->pooled = false;
         s->from_pool = true;
-        if ((r = add_connects(s, req, err)) < 0 || (r = add_publishes(s, req, err)) < 0 || (r = state_save(s, err)) < 0)
+        if ((r = add_net(s, req, err)) < 0 || (r = add_connects(s, req, err)) < 0 || (r = add_publishes(s, req, err)) < 0 ||
+            (r = state_save(s, err)) < 0)
                 goto fail;
         sandbox_link(d, s);
         return 0;
@@ -799,7 +814,8 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
         if ((r = recv_ictl(s->ctl_fd, &h, msg, sizeof msg, &mlen, INIT_READY_TIMEOUT_MS)) < 0)
                 r = ns_err_sys(err, -r, "waiting for the sandbox's init");
         else if ((r = check_ready(&h, msg, err)) == 0 && (r = ns_proc_starttime(s->init_pid, &s->init_start, err)) == 0 &&
-                 (r = add_connects(s, req, err)) == 0 && (r = add_publishes(s, req, err)) == 0 &&
+                 (r = add_net(s, req, err)) == 0 && (r = add_connects(s, req, err)) == 0 &&
+                 (r = add_publishes(s, req, err)) == 0 &&
                  (r = state_save(s, err)) == 0)
                 r = watch_init(s, err);
         if (r < 0) {
@@ -1118,6 +1134,8 @@ void sandbox_destroy(struct sbx_sandbox *s) {
                         break;
                 }
         ports_sandbox_remove(d->ports, s->id);
+        net_detach(d->net, &s->net);
+        s->net.mode = NET_NONE;
         ns_loop_remove(d->loop, s->w_pidfd);
         ns_loop_remove(d->loop, s->w_ctl);
         s->w_pidfd = s->w_ctl = NULL;
@@ -1578,6 +1596,7 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
                 goto gone;
         }
         sandbox_link(d, s);
+        net_adopt(d->net, &s->net);
         if ((r = watch_init(s, err)) < 0) {
                 sandbox_destroy(s);
                 return r;
@@ -1657,6 +1676,7 @@ cJSON *sandbox_to_json(const struct sbx_sandbox *s) {
         for (const struct sbx_proc *p = s->procs; p; p = p->next)
                 running += !p->exited;
         cJSON_AddNumberToObject(o, "procs", (double) running);
+        net_link_to_json(s->d->net, &s->net, o);
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
         for (size_t i = 0; i < s->n_connects; i++) {
                 cJSON *c = cJSON_CreateObject();

@@ -50,6 +50,13 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
                 for (size_t i = 0; i < s->n_overlays; i++)
                         cJSON_AddItemToArray(ov, cJSON_CreateString(s->overlays[i]));
         }
+        if (s->net.mode != NET_NONE) {
+                cJSON *net = cJSON_AddObjectToObject(o, "net");
+                cJSON_AddStringToObject(net, "mode", net_mode_name(s->net.mode));
+                cJSON_AddNumberToObject(net, "addr_slot", s->net.addr_slot);
+                cJSON_AddNumberToObject(net, "ifindex", s->net.ifindex);
+                cJSON_AddNumberToObject(net, "counter", s->net.counter);
+        }
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
         for (size_t i = 0; i < s->n_connects; i++) {
                 cJSON *c = cJSON_CreateObject();
@@ -173,6 +180,23 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
         }
         if (ws)
                 snprintf(s->workspace, sizeof s->workspace, "%s", ws);
+        const cJSON *net = cJSON_GetObjectItemCaseSensitive(o, "net");
+        if (net) {
+                const char *mode = NULL;
+                int64_t slot, ifindex, counter;
+                enum net_mode m;
+                if ((r = jv_str(net, "mode", true, 16, NULL, &mode, err)) < 0 ||
+                    (r = jv_int(net, "addr_slot", true, 0, INT32_MAX, 0, &slot, err)) < 0 ||
+                    (r = jv_int(net, "ifindex", true, 1, INT32_MAX, 0, &ifindex, err)) < 0 ||
+                    (r = jv_int(net, "counter", true, 0, UINT32_MAX - 1, 0, &counter, err)) < 0)
+                        goto out;
+                if (net_mode_parse(mode, &m) < 0) {
+                        r = ns_err(err, EINVAL, "bad net mode in %s", p);
+                        goto out;
+                }
+                s->net = (struct net_link){ .mode = m, .addr_slot = (int32_t) slot, .ifindex = (int) ifindex,
+                                            .counter = (uint32_t) counter };
+        }
         const cJSON *con = cJSON_GetObjectItemCaseSensitive(o, "connect");
         const cJSON *c;
         cJSON_ArrayForEach(c, con) {

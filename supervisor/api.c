@@ -170,8 +170,9 @@ static void sessions_post(sv_req *r, bool task_alias) {
                         rc = jv_bool(j, "once", false, &q->once, &e);
                 if (rc >= 0)
                         rc = jv_str(j, "network", false, 16, NULL, &net, &e);
-                if (rc >= 0 && net && strcmp(net, "none"))
-                        rc = ns_err(&e, EINVAL, "network '%s' is not available yet (only \"none\")", net);
+                if (rc >= 0 && net && strcmp(net, "none") && strcmp(net, "private"))
+                        rc = ns_err(&e, EINVAL, "network '%s' is not available (\"none\" or \"private\")", net);
+                q->net_private = rc >= 0 && net && !strcmp(net, "private");
                 const cJSON *lim = cJSON_GetObjectItemCaseSensitive(j, "limits");
                 if (rc >= 0 && lim) {
                         static const char *const lk[] = { "memory", "pids", "cpus", NULL };

@@ -64,7 +64,7 @@ int sbx_snapshot(ns_client *c, const char *sandbox, const char *layer, ns_error 
 int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX + 1], ns_error *err) {
         _cleanup_json_ cJSON *req = request("create", NULL);
         if (!req || !cJSON_AddStringToObject(req, "workspace", spec->workspace) ||
-            !cJSON_AddStringToObject(req, "net", "none"))
+            !cJSON_AddStringToObject(req, "net", spec->net ? spec->net : "none"))
                 return ns_err(err, ENOMEM, "out of memory");
         if ((spec->memory && !cJSON_AddNumberToObject(req, "memory", (double) spec->memory)) ||
             (spec->pids && !cJSON_AddNumberToObject(req, "pids", (double) spec->pids)) ||

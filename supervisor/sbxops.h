@@ -28,6 +28,7 @@ typedef struct sbx_create_spec {
         size_t n_layers;
         const char *const *overlays; /* dirs beneath /workspace/ seen copy-on-write (they must exist) */
         size_t n_overlays;
+        const char *net;     /* sandboxd's net mode; NULL = "none" */
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */

@@ -54,6 +54,7 @@ typedef struct sv_new_session {
         int n_connects;
         int64_t memory, pids;
         double cpus;
+        bool net_private; /* network "private": a veth pair guarded by sandboxd's rules */
 } sv_new_session;
 void sv_new_session_clear(sv_new_session *n);
 

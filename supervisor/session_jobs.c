@@ -51,6 +51,8 @@ static char *limits_json_for(const sv_new_session *q) {
                 cJSON_AddNumberToObject(o, "pids", (double) q->pids);
         if (q->cpus > 0)
                 cJSON_AddNumberToObject(o, "cpus", q->cpus);
+        if (q->net_private)
+                cJSON_AddStringToObject(o, "net", "private");
         if (q->n_connects) {
                 cJSON *a = cJSON_AddArrayToObject(o, "connect");
                 for (int i = 0; a && i < q->n_connects; i++)
@@ -114,7 +116,11 @@ static void run_new_session(sv_sjob *j, sv_worker *w) {
                                 r == -ENOENT || r == -EINVAL ? "base_not_found" : "internal", r);
 
         _cleanup_free_ char *limits = limits_json_for(q);
+        _cleanup_free_ char *network = strdup(q->net_private ? "private" : "none");
+        if (!network)
+                return api_fail(j, 500, "internal", ns_err(&j->err, ENOMEM, "out of memory"));
         db_session s = { 0 };
+        s.network = network;
         snprintf(s.repo_id, sizeof s.repo_id, "%s", repo.id);
         s.base_ref = (char *) base;
         s.agent = q->agent;
@@ -422,6 +428,8 @@ static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_s
                         spec->pids = (int64_t) v->valuedouble;
                 if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "cpus")))
                         spec->cpus = v->valuedouble;
+                if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, "net")) && !strcmp(v->valuestring, "private"))
+                        spec->net = "private";
                 const cJSON *it;
                 cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o, "connect")) {
                         if (cJSON_IsNumber(it) && n < 2 * SV_MAX_CONNECTS)

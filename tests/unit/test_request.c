@@ -98,7 +98,7 @@ static const struct bad bad_cases[] = {
         {"{" V "\"op\":\"create\",\"cpus\":\"2\"}", EINVAL, "field 'cpus' must be a number", 7},
         {"{" V "\"op\":\"create\",\"disk\":1048576}", EINVAL, "field 'disk' must be 0 or", 7},
         {"{" V "\"op\":\"create\",\"disk\":17592186044417}", EINVAL, "field 'disk'", 7},
-        {"{" V "\"op\":\"create\",\"net\":\"nat\"}", EINVAL, "net mode 'nat' is not supported", 7},
+        {"{" V "\"op\":\"create\",\"net\":\"bridge\"}", EINVAL, "net mode 'bridge' is not supported (none, private or nat)", 7},
         {"{" V "\"op\":\"create\",\"net\":\"\"}", EINVAL, "field 'net'", 7},
         {"{" V "\"op\":\"create\",\"ephemeral\":\"yes\"}", EINVAL, "field 'ephemeral' must be true or false", 7},
         {"{" V "\"op\":\"create\",\"ephemeral\":1}", EINVAL, "field 'ephemeral' must be true or false", 7},

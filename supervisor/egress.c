@@ -1,0 +1,713 @@
+/* The egress proxy (see egress.h).  Everything runs on the loop thread but name resolution, which
+ * runs getaddrinfo on a short-lived thread of its own and answers through a socketpair watched by
+ * the loop: the loop never blocks.  Request heads are parsed with http-parser, bounded (8 KiB) and
+ * strict; a request is either CONNECT host:port (then a tunnel) or an absolute-form http:// request
+ * (rewritten to origin-form with "Connection: close", then a tunnel to the origin). */
+#include "egress.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <http_parser.h>
+
+#include "common/cleanup.h"
+
+#define HEAD_MAX 8192
+#define BUF_SIZE 65536
+#define HOST_MAX 253
+
+struct allow_entry {
+        char name[HOST_MAX + 1]; /* lower case; for a suffix entry, without the "*." */
+        bool suffix;
+        uint16_t port;           /* 0 = any */
+};
+
+struct host_entry {
+        char name[HOST_MAX + 1];
+        struct sockaddr_storage addr;
+        socklen_t len;
+};
+
+struct sv_egress_hosts {
+        struct host_entry *e;
+        size_t n;
+};
+
+enum conn_state { ST_HEAD, ST_RESOLVING, ST_CONNECTING, ST_RELAY, ST_REPLY };
+
+struct conn {
+        struct conn *next, *prev;
+        sv_egress_proxy *p;
+        enum conn_state st;
+        int cfd, sfd, dns_fd;
+        ns_watch *cw, *sw, *dw;
+        uint32_t cev, sev;
+        char host[HOST_MAX + 1];
+        uint16_t port;
+        bool is_connect, allowed, c_eof, s_eof, c_shut, s_shut;
+        const char *reason;
+        uint64_t bytes_up, bytes_down;
+        size_t head_len, up_off, up_len, down_off, down_len;
+        /* the buffers last: not zeroed at accept */
+        char head[HEAD_MAX];
+        char up[BUF_SIZE];     /* client → server */
+        char down[BUF_SIZE];   /* server → client */
+};
+
+struct sv_egress_proxy {
+        ns_loop *loop;
+        int lfd;
+        ns_watch *lw;
+        struct allow_entry allow[SV_EGRESS_MAX_ENTRIES];
+        size_t n_allow;
+        const sv_egress_hosts *hosts;
+        sv_egress_report_fn report;
+        void *report_data;
+        struct conn *conns;
+};
+
+/* ---- names and the allow-list ---------------------------------------------------------------- */
+
+static bool label_ok(const char *s, size_t n) {
+        if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!isalnum((unsigned char) s[i]) && s[i] != '-')
+                        return false;
+        return true;
+}
+
+/* A DNS host name: labels, 253 bytes at most, a last label that is not all digits. */
+static bool hostname_ok(const char *s, size_t n) {
+        if (n == 0 || n > HOST_MAX)
+                return false;
+        size_t start = 0, last = 0;
+        for (size_t i = 0; i <= n; i++)
+                if (i == n || s[i] == '.') {
+                        if (!label_ok(s + start, i - start))
+                                return false;
+                        last = start;
+                        start = i + 1;
+                }
+        for (size_t i = last; i < n; i++)
+                if (!isdigit((unsigned char) s[i]))
+                        return true;
+        return false;
+}
+
+static int parse_entry(const char *entry, struct allow_entry *out, ns_error *err) {
+        size_t len = strlen(entry);
+        if (len == 0 || len > SV_EGRESS_ENTRY_MAX)
+                return ns_err(err, EINVAL, "egress entry must be 1..%d bytes", SV_EGRESS_ENTRY_MAX);
+        const char *name = entry;
+        bool suffix = false;
+        if (!strncmp(entry, "*.", 2)) {
+                suffix = true;
+                name += 2;
+        }
+        const char *colon = strchr(name, ':');
+        size_t nlen = colon ? (size_t) (colon - name) : strlen(name);
+        long port = 0;
+        if (colon) {
+                char *end;
+                errno = 0;
+                port = strtol(colon + 1, &end, 10);
+                if (!isdigit((unsigned char) colon[1]) || *end || errno || port < 1 || port > 65535)
+                        return ns_err(err, EINVAL, "egress entry '%.64s': the port must be 1..65535", entry);
+        }
+        if (!hostname_ok(name, nlen))
+                return ns_err(err, EINVAL,
+                              "egress entry '%.64s' is not a host name (a name, '*.suffix', optionally ':port')", entry);
+        if (out) {
+                for (size_t i = 0; i < nlen; i++)
+                        out->name[i] = (char) tolower((unsigned char) name[i]);
+                out->name[nlen] = '\0';
+                out->suffix = suffix;
+                out->port = (uint16_t) port;
+        }
+        return 0;
+}
+
+int sv_egress_entry_check(const char *entry, ns_error *err) {
+        return parse_entry(entry, NULL, err);
+}
+
+bool sv_egress_allowed(const sv_egress_proxy *p, const char *host, uint16_t port) {
+        char h[HOST_MAX + 1];
+        size_t n = strlen(host);
+        if (!hostname_ok(host, n))
+                return false; /* IP literals and junk never match a name */
+        for (size_t i = 0; i <= n; i++)
+                h[i] = (char) tolower((unsigned char) host[i]);
+        for (size_t i = 0; i < p->n_allow; i++) {
+                const struct allow_entry *a = &p->allow[i];
+                if (a->port && a->port != port)
+                        continue;
+                size_t an = strlen(a->name);
+                if (!a->suffix && !strcmp(h, a->name))
+                        return true;
+                /* "*.example.com" matches names beneath example.com, not example.com itself. */
+                if (a->suffix && n > an + 1 && h[n - an - 1] == '.' && !strcmp(h + n - an, a->name))
+                        return true;
+        }
+        return false;
+}
+
+/* ---- the static host map ------------------------------------------------------------------- */
+
+int sv_egress_hosts_load(const char *path, sv_egress_hosts **out, ns_error *err) {
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return ns_err_sys(err, errno, "egress hosts %s", path);
+        sv_egress_hosts *h = calloc(1, sizeof *h);
+        if (!h)
+                return ns_err(err, ENOMEM, "out of memory");
+        char line[512];
+        int lineno = 0;
+        while (fgets(line, sizeof line, f)) {
+                lineno++;
+                char name[300], addr[100];
+                char *hash = strchr(line, '#');
+                if (hash)
+                        *hash = '\0';
+                int k = sscanf(line, "%299s %99s", name, addr);
+                if (k <= 0)
+                        continue;
+                struct host_entry e = { 0 };
+                struct sockaddr_in *a4 = (struct sockaddr_in *) &e.addr;
+                struct sockaddr_in6 *a6 = (struct sockaddr_in6 *) &e.addr;
+                if (k != 2 || !hostname_ok(name, strlen(name))) {
+                        sv_egress_hosts_free(h);
+                        return ns_err(err, EINVAL, "%s:%d: want 'name address'", path, lineno);
+                }
+                if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+                        a4->sin_family = AF_INET;
+                        e.len = sizeof *a4;
+                } else if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
+                        a6->sin6_family = AF_INET6;
+                        e.len = sizeof *a6;
+                } else {
+                        sv_egress_hosts_free(h);
+                        return ns_err(err, EINVAL, "%s:%d: '%s' is not an IP address", path, lineno, addr);
+                }
+                for (char *c = name; *c; c++)
+                        *c = (char) tolower((unsigned char) *c);
+                snprintf(e.name, sizeof e.name, "%s", name);
+                struct host_entry *ne = realloc(h->e, (h->n + 1) * sizeof *ne);
+                if (!ne) {
+                        sv_egress_hosts_free(h);
+                        return ns_err(err, ENOMEM, "out of memory");
+                }
+                h->e = ne;
+                h->e[h->n++] = e;
+        }
+        *out = h;
+        return 0;
+}
+
+void sv_egress_hosts_free(sv_egress_hosts *h) {
+        if (!h)
+                return;
+        free(h->e);
+        free(h);
+}
+
+static const struct host_entry *hosts_find(const sv_egress_hosts *h, const char *name) {
+        for (size_t i = 0; h && i < h->n; i++)
+                if (!strcasecmp(h->e[i].name, name))
+                        return &h->e[i];
+        return NULL;
+}
+
+/* Why: the allow-list is of names, and a name is whatever DNS says.  An allowed name that resolves
+ * (by accident, or by an attacker's DNS record) to loopback, a private or link-local network or the
+ * cloud metadata address (169.254.169.254) would hand the sandbox the host's own services, the LAN
+ * or the instance's credentials.  So such addresses are refused for names from DNS; only the
+ * operator's static map may point a name there (tests use it for loopback servers).  The address
+ * checked is the address connected to: there is no second lookup to rebind. */
+static bool addr_is_internal(const struct sockaddr *sa) {
+        if (sa->sa_family == AF_INET) {
+                uint32_t a = ntohl(((const struct sockaddr_in *) sa)->sin_addr.s_addr);
+                return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 20) == 0xac1 /* 172.16/12 */ ||
+                       (a >> 16) == 0xc0a8 || (a >> 16) == 0xa9fe /* 169.254/16 */ || (a >> 22) == 0x191 /* 100.64/10 */ ||
+                       (a >> 28) >= 0xe;
+        }
+        if (sa->sa_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *) sa)->sin6_addr;
+                if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+                        struct sockaddr_in v4 = { .sin_family = AF_INET };
+                        memcpy(&v4.sin_addr, a->s6_addr + 12, 4);
+                        return addr_is_internal((struct sockaddr *) &v4);
+                }
+                return IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LINKLOCAL(a) ||
+                       IN6_IS_ADDR_SITELOCAL(a) || IN6_IS_ADDR_MULTICAST(a) || (a->s6_addr[0] & 0xfe) == 0xfc;
+        }
+        return true;
+}
+
+/* ---- connections ------------------------------------------------------------------------------ */
+
+static void conn_free(struct conn *c) {
+        sv_egress_proxy *p = c->p;
+        if (c->host[0] || c->reason) {
+                sv_egress_record rec = { .host = c->host[0] ? c->host : "?", .port = c->port, .bytes_up = c->bytes_up,
+                                         .bytes_down = c->bytes_down, .allowed = c->allowed, .reason = c->reason };
+                if (p->report)
+                        p->report(p->report_data, &rec);
+        }
+        ns_loop_remove(p->loop, c->cw);
+        ns_loop_remove(p->loop, c->sw);
+        ns_loop_remove(p->loop, c->dw);
+        if (c->cfd >= 0)
+                close(c->cfd);
+        if (c->sfd >= 0)
+                close(c->sfd);
+        if (c->dns_fd >= 0)
+                close(c->dns_fd);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                p->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        free(c);
+}
+
+static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+static void on_server(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+
+/* Watch `fd` for `ev` (0: not at all, so a hung-up socket cannot spin the loop). */
+static int set_watch(struct conn *c, bool server, uint32_t ev) {
+        ns_watch **w = server ? &c->sw : &c->cw;
+        uint32_t *cur = server ? &c->sev : &c->cev;
+        int fd = server ? c->sfd : c->cfd;
+        if (*w && ev == *cur)
+                return 0;
+        ns_error e;
+        if (ev == 0) {
+                ns_loop_remove(c->p->loop, *w);
+                *w = NULL;
+        } else if (!*w) {
+                if (!(*w = ns_loop_add(c->p->loop, fd, ev, server ? on_server : on_client, c, &e)))
+                        return -1;
+        } else if (ns_loop_modify(c->p->loop, *w, ev, &e) < 0) {
+                return -1;
+        }
+        *cur = ev;
+        return 0;
+}
+
+/* After any progress: the right interest on both sockets, half-closes passed on, or the end. */
+static void conn_update(struct conn *c) {
+        bool up_pending = c->up_len > c->up_off, down_pending = c->down_len > c->down_off;
+        if (c->st == ST_REPLY) {
+                if (!down_pending)
+                        return conn_free(c);
+                if (set_watch(c, false, EPOLLOUT) < 0)
+                        conn_free(c);
+                return;
+        }
+        if (c->st != ST_RELAY)
+                return;
+        if (c->c_eof && !up_pending && !c->s_shut) {
+                shutdown(c->sfd, SHUT_WR);
+                c->s_shut = true;
+        }
+        if (c->s_eof && !down_pending && !c->c_shut) {
+                shutdown(c->cfd, SHUT_WR);
+                c->c_shut = true;
+        }
+        if (c->c_shut && c->s_shut)
+                return conn_free(c);
+        uint32_t cev = (!c->c_eof && c->up_len < BUF_SIZE ? EPOLLIN : 0) | (down_pending ? EPOLLOUT : 0);
+        uint32_t sev = (!c->s_eof && c->down_len < BUF_SIZE ? EPOLLIN : 0) | (up_pending ? EPOLLOUT : 0);
+        if (set_watch(c, false, cev) < 0 || set_watch(c, true, sev) < 0)
+                conn_free(c);
+}
+
+/* Answer the client with a short error and close once it is written. */
+static void reply_error(struct conn *c, int status, const char *text, const char *reason) {
+        c->reason = reason;
+        int n = snprintf(c->down, sizeof c->down,
+                         "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
+                         status, text, strlen(reason) + 1, reason);
+        c->down_off = 0;
+        c->down_len = n > 0 ? (size_t) n : 0;
+        c->st = ST_REPLY;
+        set_watch(c, true, 0);
+        conn_update(c);
+}
+
+static int move_bytes(int from, char *buf, size_t *off, size_t *len, bool *eof, uint64_t *count) {
+        if (*off > 0 && *off == *len)
+                *off = *len = 0;
+        if (*off > 0 && *len == BUF_SIZE) {
+                memmove(buf, buf + *off, *len - *off);
+                *len -= *off;
+                *off = 0;
+        }
+        if (*len >= BUF_SIZE)
+                return 0;
+        ssize_t n = recv(from, buf + *len, BUF_SIZE - *len, 0);
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        if (n == 0)
+                *eof = true;
+        *len += (size_t) n;
+        *count += (uint64_t) n;
+        return 0;
+}
+
+static int flush_bytes(int to, char *buf, size_t *off, size_t *len) {
+        if (*len <= *off)
+                return 0;
+        ssize_t n = send(to, buf + *off, *len - *off, MSG_NOSIGNAL);
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        *off += (size_t) n;
+        if (*off == *len)
+                *off = *len = 0;
+        return 0;
+}
+
+static void connected(struct conn *c) {
+        c->st = ST_RELAY;
+        if (c->is_connect) {
+                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+                memcpy(c->down, ok, sizeof ok - 1);
+                c->down_off = 0;
+                c->down_len = sizeof ok - 1;
+        }
+        conn_update(c);
+}
+
+static void on_server(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct conn *c = data;
+        if (c->st == ST_CONNECTING) {
+                int e = 0;
+                socklen_t el = sizeof e;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0 || e != 0) {
+                        c->allowed = true;
+                        return reply_error(c, 502, "Bad Gateway", "connection to the origin failed");
+                }
+                return connected(c);
+        }
+        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->s_eof &&
+            move_bytes(fd, c->down, &c->down_off, &c->down_len, &c->s_eof, &c->bytes_down) < 0)
+                return conn_free(c);
+        if ((events & EPOLLOUT) && flush_bytes(fd, c->up, &c->up_off, &c->up_len) < 0)
+                return conn_free(c);
+        if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && c->up_len > c->up_off)
+                return conn_free(c);
+        conn_update(c);
+}
+
+static void start_connect(struct conn *c, const struct sockaddr *sa, socklen_t len) {
+        struct sockaddr_storage ss;
+        memcpy(&ss, sa, len);
+        if (ss.ss_family == AF_INET)
+                ((struct sockaddr_in *) &ss)->sin_port = htons(c->port);
+        else
+                ((struct sockaddr_in6 *) &ss)->sin6_port = htons(c->port);
+        c->sfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->sfd < 0)
+                return reply_error(c, 502, "Bad Gateway", "no socket");
+        c->st = ST_CONNECTING;
+        set_watch(c, false, 0); /* nothing from the client until the origin answers */
+        if (connect(c->sfd, (struct sockaddr *) &ss, len) == 0)
+                return connected(c);
+        if (errno != EINPROGRESS)
+                return reply_error(c, 502, "Bad Gateway", "connection to the origin failed");
+        if (set_watch(c, true, EPOLLOUT) < 0)
+                conn_free(c);
+}
+
+/* ---- name resolution off the loop -------------------------------------------------------------- */
+
+struct dns_answer {
+        int rc; /* 0, or an errno-ish code: ENOENT (no address), EACCES (internal only) */
+        struct sockaddr_storage addr;
+        socklen_t len;
+};
+
+struct dns_job {
+        char host[HOST_MAX + 1];
+        int fd;
+};
+
+static void *dns_thread(void *arg) {
+        struct dns_job *j = arg;
+        struct dns_answer a = { .rc = ENOENT };
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG }, *res = NULL;
+        if (getaddrinfo(j->host, NULL, &hints, &res) == 0) {
+                for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+                        if (addr_is_internal(ai->ai_addr)) {
+                                a.rc = EACCES;
+                                continue;
+                        }
+                        memcpy(&a.addr, ai->ai_addr, ai->ai_addrlen);
+                        a.len = ai->ai_addrlen;
+                        a.rc = 0;
+                        break;
+                }
+                freeaddrinfo(res);
+        }
+        (void) !send(j->fd, &a, sizeof a, MSG_NOSIGNAL);
+        close(j->fd);
+        free(j);
+        return NULL;
+}
+
+static void on_dns(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct conn *c = data;
+        struct dns_answer a;
+        ssize_t n = recv(fd, &a, sizeof a, 0);
+        ns_loop_remove(loop, c->dw);
+        c->dw = NULL;
+        close(c->dns_fd);
+        c->dns_fd = -1;
+        if (n != (ssize_t) sizeof a || a.rc == ENOENT)
+                return reply_error(c, 502, "Bad Gateway", "the name does not resolve");
+        if (a.rc == EACCES)
+                return reply_error(c, 403, "Forbidden", "the name resolves to an internal address");
+        start_connect(c, (struct sockaddr *) &a.addr, a.len);
+}
+
+static void resolve(struct conn *c) {
+        const struct host_entry *h = hosts_find(c->p->hosts, c->host);
+        if (h)
+                return start_connect(c, (const struct sockaddr *) &h->addr, h->len);
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+                return reply_error(c, 502, "Bad Gateway", "cannot resolve");
+        struct dns_job *j = calloc(1, sizeof *j);
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (j) {
+                snprintf(j->host, sizeof j->host, "%s", c->host);
+                j->fd = sp[1];
+        }
+        if (!j || pthread_create(&t, &at, dns_thread, j) != 0) {
+                pthread_attr_destroy(&at);
+                free(j);
+                close(sp[0]);
+                close(sp[1]);
+                return reply_error(c, 502, "Bad Gateway", "cannot resolve");
+        }
+        pthread_attr_destroy(&at);
+        c->dns_fd = sp[0];
+        c->st = ST_RESOLVING;
+        set_watch(c, false, 0);
+        ns_error e;
+        if (!(c->dw = ns_loop_add(c->p->loop, c->dns_fd, EPOLLIN, on_dns, c, &e)))
+                conn_free(c);
+}
+
+/* ---- the request head ------------------------------------------------------------------------ */
+
+struct head_parse {
+        const char *url;
+        size_t url_len;
+        bool done, bad;
+};
+
+static int hp_url(http_parser *hp, const char *at, size_t len) {
+        struct head_parse *h = hp->data;
+        if (!h->url)
+                h->url = at;
+        h->url_len = (size_t) (at + len - h->url); /* the head is one contiguous buffer */
+        return 0;
+}
+
+static int hp_headers_done(http_parser *hp) {
+        ((struct head_parse *) hp->data)->done = true;
+        return 0;
+}
+
+static bool header_dropped(const char *line, size_t n) {
+        static const char *const drop[] = { "proxy-", "connection:", "keep-alive:" };
+        for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
+                if (n >= strlen(drop[i]) && !strncasecmp(line, drop[i], strlen(drop[i])))
+                        return true;
+        return false;
+}
+
+/* The head is complete (head[0..end) ends with CRLFCRLF): decide and start. */
+static void handle_head(struct conn *c, size_t end) {
+        http_parser hp;
+        http_parser_init(&hp, HTTP_REQUEST);
+        struct head_parse h = { 0 };
+        hp.data = &h;
+        http_parser_settings st = { .on_url = hp_url, .on_headers_complete = hp_headers_done };
+        http_parser_execute(&hp, &st, c->head, end);
+        if (!h.done || !h.url || (HTTP_PARSER_ERRNO(&hp) != HPE_OK && HTTP_PARSER_ERRNO(&hp) != HPE_PAUSED))
+                return reply_error(c, 400, "Bad Request", "malformed request");
+        c->is_connect = hp.method == HTTP_CONNECT;
+        struct http_parser_url u;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(h.url, h.url_len, c->is_connect, &u) != 0 || !(u.field_set & (1 << UF_HOST)) ||
+            u.field_data[UF_HOST].len > HOST_MAX)
+                return reply_error(c, 400, "Bad Request", "the request must name a host (CONNECT host:port or http://host/...)");
+        if (!c->is_connect) {
+                if (!(u.field_set & (1 << UF_SCHEMA)) || u.field_data[UF_SCHEMA].len != 4 ||
+                    strncasecmp(h.url + u.field_data[UF_SCHEMA].off, "http", 4) != 0)
+                        return reply_error(c, 400, "Bad Request", "only http:// URLs, or CONNECT for https");
+        }
+        memcpy(c->host, h.url + u.field_data[UF_HOST].off, u.field_data[UF_HOST].len);
+        c->host[u.field_data[UF_HOST].len] = '\0';
+        c->port = (u.field_set & (1 << UF_PORT)) ? u.port : 80;
+        if (!sv_egress_allowed(c->p, c->host, c->port))
+                return reply_error(c, 403, "Forbidden", "this host is not on the session's egress allow-list");
+        c->allowed = true;
+        /* Everything after the head (a body's start) follows the rewritten head to the origin. */
+        size_t rest = c->head_len - end;
+        if (!c->is_connect) {
+                const char *path = "/";
+                size_t plen = 1;
+                if (u.field_set & (1 << UF_PATH)) {
+                        path = h.url + u.field_data[UF_PATH].off;
+                        plen = (size_t) (h.url + h.url_len - path); /* path, query and fragment as sent */
+                }
+                int n = snprintf(c->up, BUF_SIZE, "%s %.*s HTTP/%d.%d\r\n", http_method_str(hp.method), (int) plen, path,
+                                 hp.http_major, hp.http_minor);
+                size_t len = n > 0 ? (size_t) n : 0;
+                const char *line = memchr(c->head, '\n', end) + 1;
+                while (line < c->head + end - 2) {
+                        const char *nl = memchr(line, '\n', (size_t) (c->head + end - line));
+                        size_t ln = (size_t) (nl - line + 1);
+                        if (!header_dropped(line, ln) && len + ln < BUF_SIZE) {
+                                memcpy(c->up + len, line, ln);
+                                len += ln;
+                        }
+                        line = nl + 1;
+                }
+                static const char tail[] = "Connection: close\r\n\r\n";
+                memcpy(c->up + len, tail, sizeof tail - 1);
+                len += sizeof tail - 1;
+                c->up_len = len;
+                c->bytes_up = len; /* the head as sent to the origin */
+        }
+        if (rest && c->up_len + rest <= BUF_SIZE) {
+                memcpy(c->up + c->up_len, c->head + end, rest);
+                c->up_len += rest;
+                c->bytes_up += rest;
+        }
+        resolve(c);
+}
+
+static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct conn *c = data;
+        if (c->st == ST_HEAD) {
+                ssize_t n = recv(fd, c->head + c->head_len, sizeof c->head - c->head_len, 0);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        return;
+                if (n <= 0)
+                        return conn_free(c);
+                size_t scan = c->head_len > 3 ? c->head_len - 3 : 0;
+                c->head_len += (size_t) n;
+                char *e = memmem(c->head + scan, c->head_len - scan, "\r\n\r\n", 4);
+                if (e)
+                        return handle_head(c, (size_t) (e - c->head) + 4);
+                if (c->head_len == sizeof c->head)
+                        return reply_error(c, 431, "Request Header Fields Too Large", "request head over 8 KiB");
+                return;
+        }
+        if (c->st == ST_REPLY) {
+                if (flush_bytes(fd, c->down, &c->down_off, &c->down_len) < 0)
+                        return conn_free(c);
+                return conn_update(c);
+        }
+        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->c_eof &&
+            move_bytes(fd, c->up, &c->up_off, &c->up_len, &c->c_eof, &c->bytes_up) < 0)
+                return conn_free(c);
+        if ((events & EPOLLOUT) && flush_bytes(fd, c->down, &c->down_off, &c->down_len) < 0)
+                return conn_free(c);
+        if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && c->down_len > c->down_off)
+                return conn_free(c);
+        conn_update(c);
+}
+
+static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        sv_egress_proxy *p = data;
+        for (;;) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd < 0)
+                        return;
+                struct conn *c = malloc(sizeof *c);
+                if (!c) {
+                        close(cfd);
+                        return;
+                }
+                memset(c, 0, offsetof(struct conn, head));
+                c->p = p;
+                c->cfd = cfd;
+                c->sfd = c->dns_fd = -1;
+                c->st = ST_HEAD;
+                c->next = p->conns;
+                if (p->conns)
+                        p->conns->prev = c;
+                p->conns = c;
+                if (set_watch(c, false, EPOLLIN) < 0)
+                        conn_free(c);
+        }
+}
+
+int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,
+                        sv_egress_report_fn report, void *report_data, sv_egress_proxy **out, int *port_out,
+                        ns_error *err) {
+        if (n_allow > SV_EGRESS_MAX_ENTRIES)
+                return ns_err(err, E2BIG, "at most %d egress entries", SV_EGRESS_MAX_ENTRIES);
+        sv_egress_proxy *p = calloc(1, sizeof *p);
+        if (!p)
+                return ns_err(err, ENOMEM, "out of memory");
+        p->loop = loop;
+        p->hosts = hosts;
+        p->report = report;
+        p->report_data = report_data;
+        p->lfd = -1;
+        int r;
+        for (size_t i = 0; i < n_allow; i++)
+                if ((r = parse_entry(allow[i], &p->allow[p->n_allow++], err)) < 0)
+                        goto fail;
+        p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof sa;
+        if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(p->lfd, 128) < 0 ||
+            getsockname(p->lfd, (struct sockaddr *) &sa, &sl) < 0) {
+                r = ns_err_sys(err, errno, "egress proxy listener");
+                goto fail;
+        }
+        if (!(p->lw = ns_loop_add(loop, p->lfd, EPOLLIN, on_accept, p, err))) {
+                r = -err->code;
+                goto fail;
+        }
+        *port_out = ntohs(sa.sin_port);
+        *out = p;
+        return 0;
+fail:
+        sv_egress_proxy_free(p);
+        return r;
+}
+
+void sv_egress_proxy_free(sv_egress_proxy *p) {
+        if (!p)
+                return;
+        while (p->conns)
+                conn_free(p->conns);
+        ns_loop_remove(p->loop, p->lw);
+        if (p->lfd >= 0)
+                close(p->lfd);
+        free(p);
+}

@@ -1,0 +1,51 @@
+/* nightshift supervisor — the egress proxy for sessions in network "proxy": an HTTP forward proxy
+ * (absolute-form requests) and CONNECT proxy on the process's event loop, one loopback listener per
+ * session (so every connection is known to be that session's), with an allow-list of host names.
+ * The sandbox reaches its listener through a sandboxd connector; nothing else leaves it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/loop.h"
+
+#define SV_EGRESS_MAX_ENTRIES 64
+#define SV_EGRESS_ENTRY_MAX 260
+
+/* Check one allow-list entry: "name", "*.suffix", either with ":port" (1..65535).  Names are DNS
+ * host names (labels of [A-Za-z0-9-], 1..63 bytes, not starting or ending with '-', 253 bytes at
+ * most, a last label that is not all digits: IP literals are not names).  0 or -EINVAL with a
+ * message naming the entry. */
+int sv_egress_entry_check(const char *entry, ns_error *err);
+
+/* A static host map (tests): lines "name address" (IPv4 or IPv6 literal), '#' comments.  Names in
+ * it resolve to its address, without DNS and without the private-address refusal. */
+typedef struct sv_egress_hosts sv_egress_hosts;
+int sv_egress_hosts_load(const char *path, sv_egress_hosts **out, ns_error *err);
+void sv_egress_hosts_free(sv_egress_hosts *h);
+
+/* One connection's outcome, reported once it is over (or refused). */
+typedef struct sv_egress_record {
+        const char *host;
+        uint16_t port;
+        uint64_t bytes_up, bytes_down; /* client → server, server → client */
+        bool allowed;
+        const char *reason;            /* why it was denied or failed; NULL when it went through */
+} sv_egress_record;
+typedef void (*sv_egress_report_fn)(void *data, const sv_egress_record *rec);
+
+typedef struct sv_egress_proxy sv_egress_proxy;
+
+/* Listen on 127.0.0.1 (an ephemeral port, into *port_out) for one session.  `allow` are entries
+ * checked by sv_egress_entry_check (copied); `hosts` (may be NULL) is borrowed and must outlive the
+ * proxy.  `report` is called on the loop thread for every connection. */
+int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,
+                        sv_egress_report_fn report, void *report_data, sv_egress_proxy **out, int *port_out,
+                        ns_error *err);
+/* Close the listener and every connection (each reported).  NULL is fine. */
+void sv_egress_proxy_free(sv_egress_proxy *p);
+
+/* True when `host`:`port` matches one of the proxy's entries (exported for the unit test). */
+bool sv_egress_allowed(const sv_egress_proxy *p, const char *host, uint16_t port);

@@ -1,0 +1,199 @@
+/* The egress proxy (supervisor/egress.c) on a real event loop, driven by real curl through it to a
+ * real HTTP server on loopback: allow-list checks, forward and CONNECT, 403 for denied names, the
+ * refusal of internal addresses from DNS, and the per-connection records. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "supervisor/egress.h"
+#include "tap.h"
+
+#define MAX_RECS 32
+static sv_egress_record recs[MAX_RECS];
+static char rec_hosts[MAX_RECS][256];
+static int n_recs;
+
+static void on_report(void *data, const sv_egress_record *r) {
+        if (n_recs >= MAX_RECS)
+                return;
+        recs[n_recs] = *r;
+        snprintf(rec_hosts[n_recs], sizeof rec_hosts[0], "%s", r->host);
+        recs[n_recs].host = rec_hosts[n_recs];
+        recs[n_recs].reason = NULL;
+        n_recs++;
+}
+
+struct client {
+        int proxy_port, origin_port;
+        int quit_fd;
+        char out[8][4096];
+};
+
+static void run(char *out, size_t cap, const char *cmd) {
+        FILE *f = popen(cmd, "r");
+        size_t n = f ? fread(out, 1, cap - 1, f) : 0;
+        out[n] = '\0';
+        if (f)
+                pclose(f);
+}
+
+static void *client_main(void *arg) {
+        struct client *c = arg;
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -x http://127.0.0.1:%d http://allowed.test:%d/hello.txt", c->proxy_port,
+                 c->origin_port);
+        run(c->out[0], sizeof c->out[0], cmd);
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -o /dev/null -w '%%{http_code}' -x http://127.0.0.1:%d http://denied.test:%d/",
+                 c->proxy_port, c->origin_port);
+        run(c->out[1], sizeof c->out[1], cmd);
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -p -x http://127.0.0.1:%d http://allowed.test:%d/hello.txt", c->proxy_port,
+                 c->origin_port);
+        run(c->out[2], sizeof c->out[2], cmd);
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -o /dev/null -w '%%{http_code}' -p -x http://127.0.0.1:%d http://denied.test:%d/",
+                 c->proxy_port, c->origin_port);
+        run(c->out[3], sizeof c->out[3], cmd);
+        /* "localhost" is allowed by name, but DNS gives a loopback address: refused. */
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -o /dev/null -w '%%{http_code}' -x http://127.0.0.1:%d http://localhost:%d/",
+                 c->proxy_port, c->origin_port);
+        run(c->out[4], sizeof c->out[4], cmd);
+        snprintf(cmd, sizeof cmd, "printf 'GARBAGE\\r\\n\\r\\n' | curl -s -m 5 telnet://127.0.0.1:%d 2>/dev/null | head -1",
+                 c->proxy_port);
+        run(c->out[5], sizeof c->out[5], cmd);
+        /* a wildcard entry limited to the origin's port */
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -x http://127.0.0.1:%d http://api.wild.test:%d/hello.txt", c->proxy_port,
+                 c->origin_port);
+        run(c->out[6], sizeof c->out[6], cmd);
+        (void) !write(c->quit_fd, "q", 1);
+        return NULL;
+}
+
+static void on_quit(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        ns_loop_quit(loop);
+}
+
+static int free_port(void) {
+        FILE *f = popen("/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); "
+                        "print(s.getsockname()[1])'",
+                        "r");
+        int p = 0;
+        if (!f || fscanf(f, "%d", &p) != 1)
+                p = 0;
+        if (f)
+                pclose(f);
+        return p;
+}
+
+int main(void) {
+        if (access("/usr/bin/curl", X_OK) != 0 || access("/usr/bin/python3", X_OK) != 0) {
+                printf("1..0 # SKIP needs curl and python3\n");
+                return 77;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        ns_error err = { 0 };
+        /* allow-list entries */
+        static const char *const good[] = { "registry.npmjs.org", "*.github.com:443", "localhost", "a-b.example:8080",
+                                            "X.ORG" };
+        static const char *const bad[] = { "", "foo bar", "1.2.3.4", "a..b", "-a.com", "a.com:0", "a.com:70000",
+                                           "*.", "http://x.com", "a.com:", "*.*.com", "a_b.com", "10.0.0.1:80" };
+        for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+                ok(sv_egress_entry_check(good[i], &err) == 0, "entry '%s' is accepted", good[i]);
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+                ok(sv_egress_entry_check(bad[i], &err) == -EINVAL && strstr(err.msg, "egress entry"),
+                   "entry '%s' is refused (%s)", bad[i], err.msg);
+
+        char dir[] = "/tmp/ns-egress.XXXXXX";
+        if (!mkdtemp(dir))
+                return 1;
+        char path[256];
+        snprintf(path, sizeof path, "%s/hello.txt", dir);
+        FILE *f = fopen(path, "w");
+        fputs("hello through the proxy\n", f);
+        fclose(f);
+        snprintf(path, sizeof path, "%s/hosts", dir);
+        f = fopen(path, "w");
+        fputs("# test map\nallowed.test 127.0.0.1\ndenied.test 127.0.0.1\napi.wild.test 127.0.0.1\n", f);
+        fclose(f);
+        sv_egress_hosts *hosts = NULL;
+        ok(sv_egress_hosts_load(path, &hosts, &err) == 0, "the host map loads");
+
+        int oport = free_port();
+        char portstr[16];
+        snprintf(portstr, sizeof portstr, "%d", oport);
+        pid_t srv = fork();
+        if (srv == 0) {
+                int dn = open("/dev/null", O_WRONLY);
+                dup2(dn, 1);
+                dup2(dn, 2);
+                execl("/usr/bin/python3", "python3", "-m", "http.server", portstr, "--bind", "127.0.0.1", "--directory", dir,
+                      (char *) NULL);
+                _exit(127);
+        }
+        char wait_cmd[256];
+        snprintf(wait_cmd, sizeof wait_cmd, "for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:%d/ && exit 0; sleep 0.05; done; exit 1",
+                 oport);
+        ok(system(wait_cmd) == 0, "the origin server is up");
+
+        ns_loop *loop = NULL;
+        ns_loop_new(&loop, &err);
+        char wild[64];
+        snprintf(wild, sizeof wild, "*.wild.test:%d", oport);
+        const char *allow[] = { "allowed.test", "localhost", wild };
+        sv_egress_proxy *p = NULL;
+        int pport = 0;
+        int r = sv_egress_proxy_new(loop, allow, 3, hosts, on_report, NULL, &p, &pport, &err);
+        ok(r == 0 && pport > 0, "the proxy listens on 127.0.0.1:%d (%s)", pport, r ? err.msg : "ok");
+        ok(sv_egress_allowed(p, "ALLOWED.test", 1), "exact names match case-insensitively, any port");
+        ok(sv_egress_allowed(p, "a.b.wild.test", (uint16_t) oport) && !sv_egress_allowed(p, "a.wild.test", 443),
+           "a suffix entry matches names beneath it, on its port only");
+        ok(!sv_egress_allowed(p, "wild.test", (uint16_t) oport), "a suffix entry does not match the bare suffix");
+        ok(!sv_egress_allowed(p, "xallowed.test", 80) && !sv_egress_allowed(p, "127.0.0.1", 80), "no partial or IP matches");
+        const char *bad_allow[] = { "ok.com", "not a name" };
+        sv_egress_proxy *p2 = NULL;
+        int port2;
+        ok(sv_egress_proxy_new(loop, bad_allow, 2, hosts, on_report, NULL, &p2, &port2, &err) == -EINVAL && !p2,
+           "a proxy with a bad entry is refused: %s", err.msg);
+
+        int qp[2];
+        if (pipe2(qp, O_CLOEXEC) < 0)
+                return 1;
+        ns_loop_add(loop, qp[0], EPOLLIN, on_quit, NULL, &err);
+        struct client c = { .proxy_port = pport, .origin_port = oport, .quit_fd = qp[1] };
+        pthread_t t;
+        pthread_create(&t, NULL, client_main, &c);
+        ns_loop_run(loop, NULL, NULL, NULL);
+        pthread_join(t, NULL);
+
+        ok(!strcmp(c.out[0], "hello through the proxy\n"), "an allowed name is fetched through the proxy (got '%s')", c.out[0]);
+        ok(!strcmp(c.out[1], "403"), "a denied name gets 403 (got '%s')", c.out[1]);
+        ok(!strcmp(c.out[2], "hello through the proxy\n"), "CONNECT to an allowed name tunnels (got '%s')", c.out[2]);
+        ok(strstr(c.out[3], "403") || !strcmp(c.out[3], "000"), "CONNECT to a denied name is refused (got '%s')", c.out[3]);
+        ok(!strcmp(c.out[4], "403"), "an allowed name that DNS resolves to loopback is refused (got '%s')", c.out[4]);
+        ok(!strncmp(c.out[5], "HTTP/1.1 400", 12), "a malformed head gets 400 (got '%.40s')", c.out[5]);
+        ok(!strcmp(c.out[6], "hello through the proxy\n"), "a wildcard entry on its port is fetched (got '%s')", c.out[6]);
+
+        sv_egress_proxy_free(p);
+        int allowed_big = 0, denied = 0;
+        for (int i = 0; i < n_recs; i++) {
+                if (recs[i].allowed && !strcmp(recs[i].host, "allowed.test") && recs[i].port == oport && recs[i].bytes_down > 24 &&
+                    recs[i].bytes_up > 0)
+                        allowed_big++;
+                if (!recs[i].allowed && !strcmp(recs[i].host, "denied.test"))
+                        denied++;
+        }
+        ok(allowed_big == 2, "both allowed fetches are recorded with their bytes each way (%d)", allowed_big);
+        ok(denied == 2, "both denied attempts are recorded as denied (%d)", denied);
+
+        kill(srv, SIGTERM);
+        waitpid(srv, NULL, 0);
+        sv_egress_hosts_free(hosts);
+        ns_loop_free(loop);
+        char rm[300];
+        snprintf(rm, sizeof rm, "rm -rf %s", dir);
+        (void) !system(rm);
+        return tap_done();
+}
