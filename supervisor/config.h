@@ -37,6 +37,7 @@ typedef struct sv_config {
         int log_level;
         bool allow_remote;       /* listen beyond loopback */
         double rate_limit;       /* API requests per second per token; 0 = no limit */
+        char *web_dir;           /* serve the dashboard from here; NULL = the embedded files */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */
