@@ -64,6 +64,7 @@ export async function listSessions() {
     const q = new URLSearchParams({ limit: '1000' });
     if (cursor) q.set('cursor', cursor);
     const page = await get(`sessions?${q}`);
+    performance.mark('ns-sessions-page');
     if (lastEventId === null) lastEventId = page.last_event_id ?? 0;
     out.push(...page.sessions);
     cursor = page.next_cursor;

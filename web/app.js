@@ -132,20 +132,34 @@ function setConn(state) {
 }
 
 async function start() {
+  // The repositories first: a small answer that also says whether we are logged in.  The page
+  // routes at once; the session list (the board's, possibly long) follows.
+  // Both requests leave at once; the list's answer is awaited only after the page has routed.
+  const list = api.listSessions();
+  list.catch(() => {});
   try {
-    const [{ sessions, lastEventId }, repos] = await Promise.all([api.listSessions(), api.get('repos')]);
-    store.repos = repos.repos;
-    store.sessions = new Map(sessions.filter((s) => s.state !== 'archived').map((s) => [s.id, s]));
-    loggedIn = true;
-    document.body.classList.remove('logged-out');
-    stream?.close();
-    stream = api.subscribe({ after_id: lastEventId }, onStreamEvent, setConn);
-    renderNotifyBtn();
-    route();
+    store.repos = (await api.get('repos')).repos;
   } catch (e) {
     if (e.status === 401) showLogin();
     else clear(main).append(h('div', { class: 'empty' }, h('h1', null, 'nightshift is not answering'), h('p', null, e.message),
       h('button', { onclick: start }, 'Try again')));
+    return;
+  }
+  loggedIn = true;
+  document.body.classList.remove('logged-out');
+  renderNotifyBtn();
+  store.loaded = false;
+  route();
+  try {
+    const { sessions, lastEventId } = await list;
+    performance.mark('ns-sessions-loaded');
+    for (const s of sessions) if (s.state !== 'archived' && !store.sessions.has(s.id)) store.sessions.set(s.id, s);
+    store.loaded = true;
+    stream?.close();
+    stream = api.subscribe({ after_id: lastEventId }, onStreamEvent, setConn);
+    view?.update?.();
+  } catch (e) {
+    if (e.status !== 401) toast(`sessions: ${e.message}`, true);
   }
 }
 

@@ -14,6 +14,8 @@ export const COLUMNS = [
   { key: 'failed', label: 'Failed / stopped', states: ['failed', 'stopped'] },
 ];
 const COLUMN_OF = {};
+// A column shows its newest cards; the rest on request (search and the filter reach them all).
+const COLUMN_PAGE = 40;
 for (const c of COLUMNS) for (const s of c.states) COLUMN_OF[s] = c.key;
 
 export class Board {
@@ -24,6 +26,7 @@ export class Board {
     this.frame = 0;
     this.filterRepo = sessionStorage.getItem('ns-filter-repo') || '';
     this.query = '';
+    this.expanded = new Set(); // columns showing every card
   }
 
   mount() {
@@ -36,9 +39,10 @@ export class Board {
     const colEls = COLUMNS.map((c) => {
       const list = h('div', { class: 'cards', role: 'list' });
       const count = h('span', { class: 'col-count' }, '0');
+      const more = h('button', { type: 'button', class: 'more small', hidden: true, onclick: () => { this.expanded.add(c.key); this.render(); } });
       const col = h('section', { class: `column col-${c.key}`, 'aria-label': c.label, dataset: { column: c.key } },
-        h('h2', null, h('span', { class: `dot st-${c.states[0]}` }), c.label, ' ', count), list);
-      this.cols.set(c.key, { list, count, col });
+        h('h2', null, h('span', { class: `dot st-${c.states[0]}` }), c.label, ' ', count), list, more);
+      this.cols.set(c.key, { list, count, col, more });
       return col;
     });
     root.append(h('div', { class: 'board' },
@@ -93,6 +97,7 @@ export class Board {
 
   render() {
     if (!this.cols) return;
+    performance.mark('ns-board-render-start');
     const by = new Map(COLUMNS.map((c) => [c.key, []]));
     let shown = 0;
     for (const s of this.store.sessions.values()) {
@@ -105,13 +110,17 @@ export class Board {
       list.sort((a, b) => (b.updated_at || b.created_at || 0) - (a.updated_at || a.created_at || 0));
       const c = this.cols.get(key);
       c.count.textContent = String(list.length);
-      const els = list.map((s) => this.card(s));
+      const cap = this.expanded.has(key) ? list.length : COLUMN_PAGE;
+      const els = list.slice(0, cap).map((s) => this.card(s));
+      c.more.hidden = list.length <= cap;
+      c.more.textContent = `Show ${list.length - cap} more`;
       // Only touch the DOM where the column's cards differ.
       const cur = c.list.children;
       let same = cur.length === els.length;
       for (let i = 0; same && i < els.length; i++) same = cur[i] === els[i];
       if (!same) c.list.replaceChildren(...els);
     }
-    this.countEl.textContent = `${shown} session${shown === 1 ? '' : 's'}`;
+    performance.mark('ns-board-render-end');
+    this.countEl.textContent = this.store.loaded ? `${shown} session${shown === 1 ? '' : 's'}` : 'loading…';
   }
 }

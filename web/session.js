@@ -77,7 +77,8 @@ export class SessionView {
       return;
     }
     this.renderHeader();
-    await Promise.all([this.loadEvents(), this.loadPrompts()]);
+    await this.loadEvents();
+    await this.loadPrompts();
     if (this.dead) return;
     this.sub = api.subscribe({ session: this.id, after: this.lastSeq }, (ev) => this.onEvent(ev, true));
     this.loadPreviews();
@@ -86,25 +87,18 @@ export class SessionView {
   }
 
   async loadEvents() {
-    let evs = [];
-    try {
-      const text = await api.get(`sessions/${this.id}/log`, { raw: true });
-      for (const line of text.split('\n')) if (line) evs.push(JSON.parse(line));
-    } catch {
-      // Too large for one transcript: page through the events.
-      evs = [];
-      let after = 0;
-      for (;;) {
-        const page = await api.get(`sessions/${this.id}/events?after=${after}&limit=1000`);
-        if (!page.events.length) break;
-        evs.push(...page.events);
-        after = page.events[page.events.length - 1].seq;
-        if (page.events.length < 1000) break;
-      }
+    // A small first page paints at once; the rest follows in larger pages, appended as they come.
+    let after = 0, limit = 200;
+    for (;;) {
+      const page = await api.get(`sessions/${this.id}/events?after=${after}&limit=${limit}`);
+      if (this.dead) return;
+      const batch = [];
+      for (const ev of page.events) this.onEvent(ev, false, batch);
+      this.vlist.push(batch, after === 0);
+      if (page.events.length < limit) break;
+      after = page.events[page.events.length - 1].seq;
+      limit = 1000;
     }
-    const batch = [];
-    for (const ev of evs) this.onEvent(ev, false, batch);
-    this.vlist.push(batch, true);
   }
 
   async loadPrompts() {
@@ -151,7 +145,7 @@ export class SessionView {
     if (ev.type === 'tool_result' && this.toolIdx.has(d.id)) {
       const i = this.toolIdx.get(d.id);
       this.items[i].result = d;
-      if (!batch) this.vlist.invalidate(i);
+      if (i < this.vlist.items.length) this.vlist.invalidate(i);
       return;
     }
     const it = { kind: 'event', ev };
