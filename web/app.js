@@ -1,7 +1,7 @@
 // nightshift's dashboard: login, routing (#/, #/new, #/s/ID), the all-sessions event stream that
 // keeps the board live and raises notifications, keyboard shortcuts.
 
-import { h, clear } from './dom.js';
+import { h, clear, fill } from './dom.js';
 import * as api from './api.js';
 import { Board } from './board.js';
 import { NewSessionForm } from './form.js';
@@ -65,7 +65,7 @@ function showLogin(message) {
   h('p', { class: 'muted' }, 'Sign in with an API token (', h('code', null, 'nightshift token create NAME'), ').'),
   h('label', { for: 'token' }, 'API token'), input, err,
   h('button', { type: 'submit', class: 'primary' }, 'Sign in'));
-  clear(main).append(form);
+  fill(main, form);
   input.focus();
 }
 
@@ -141,7 +141,7 @@ async function start() {
     store.repos = (await api.get('repos')).repos;
   } catch (e) {
     if (e.status === 401) showLogin();
-    else clear(main).append(h('div', { class: 'empty' }, h('h1', null, 'nightshift is not answering'), h('p', null, e.message),
+    else fill(main, h('div', { class: 'empty' }, h('h1', null, 'nightshift is not answering'), h('p', null, e.message),
       h('button', { onclick: start }, 'Try again')));
     return;
   }

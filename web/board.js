@@ -2,7 +2,7 @@
 // events); filter by repository, search by title (the dashboard titles a session with its
 // prompt's first line), id, repository or agent.
 
-import { h, clear, ago } from './dom.js';
+import { h, clear, fill, ago } from './dom.js';
 
 export const COLUMNS = [
   { key: 'queued', label: 'Queued', states: ['queued', 'provisioning'] },
@@ -58,7 +58,7 @@ export class Board {
 
   renderRepos() {
     if (!this.repoSel) return;
-    clear(this.repoSel).append(h('option', { value: '' }, 'All repositories'),
+    fill(this.repoSel, h('option', { value: '' }, 'All repositories'),
       ...this.store.repos.map((r) => h('option', { value: r.id, selected: r.id === this.filterRepo }, r.name)));
     this.repoSel.value = this.filterRepo;
   }

@@ -56,3 +56,8 @@ export function fmtBytes(n) {
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
   return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
+
+/** Replace el's children with `children` (null/false skipped, strings as text). */
+export function fill(el, ...children) {
+  return append(clear(el), children);
+}

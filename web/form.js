@@ -1,7 +1,7 @@
 // The new-session form: repository (registered, or add one), base branch, agent, model, prompt,
 // run once or keep open; Ctrl/Cmd+Enter submits.
 
-import { h, clear } from './dom.js';
+import { h, clear, fill } from './dom.js';
 import * as api from './api.js';
 
 const AGENTS = ['command', 'claude', 'codex', 'opencode'];
@@ -55,7 +55,7 @@ export class NewSessionForm {
 
   renderRepos() {
     const want = this.repo.value || localStorage.getItem('ns-last-repo') || '';
-    clear(this.repo).append(...this.store.repos.map((r) => h('option', { value: r.id }, r.name)),
+    fill(this.repo, ...this.store.repos.map((r) => h('option', { value: r.id }, r.name)),
       h('option', { value: '+' }, 'Add a repository…'));
     if ([...this.repo.options].some((o) => o.value === want)) this.repo.value = want;
     else this.repo.value = this.store.repos.length ? this.store.repos[0].id : '+';

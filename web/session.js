@@ -1,7 +1,7 @@
 // The session view: a sticky header (state, stats, actions, downloads, previews), the live
 // timeline (virtualised), the diff, and the follow-up box with the queued prompts.
 
-import { h, clear, fmtBytes } from './dom.js';
+import { h, clear, fill, fmtBytes } from './dom.js';
 import * as api from './api.js';
 import { VList } from './vlist.js';
 import { renderItem } from './timeline.js';
@@ -73,7 +73,7 @@ export class SessionView {
     try {
       this.session = await api.get(`sessions/${this.id}`);
     } catch (e) {
-      clear(root).append(h('div', { class: 'empty' }, h('h1', null, 'Session not found'), h('p', null, e.message), h('a', { href: '#/' }, 'Back to the board')));
+      fill(root, h('div', { class: 'empty' }, h('h1', null, 'Session not found'), h('p', null, e.message), h('a', { href: '#/' }, 'Back to the board')));
       return;
     }
     this.renderHeader();
@@ -170,7 +170,7 @@ export class SessionView {
   }
 
   showQuestion(text) {
-    clear(this.questionEl).append(h('strong', null, 'The agent asks: '), String(text ?? ''),
+    fill(this.questionEl, h('strong', null, 'The agent asks: '), String(text ?? ''),
       h('div', { class: 'muted' }, 'Reply below.'));
     this.questionEl.hidden = this.session?.state !== 'waiting';
   }
@@ -182,7 +182,7 @@ export class SessionView {
     this.stateEl.textContent = s.state;
     this.stateEl.className = `state st-${s.state}`;
     this.root.querySelector('.session')?.setAttribute('data-state', s.state);
-    clear(this.metaEl).append(
+    fill(this.metaEl, 
       h('span', null, h('span', { class: 'muted' }, 'id '), h('code', null, s.id)),
       h('span', null, h('span', { class: 'muted' }, 'repo '), this.ctx.repoName(s.repo)),
       h('span', null, h('span', { class: 'muted' }, 'agent '), s.agent || '?', s.model ? ` (${s.model})` : ''),
@@ -202,7 +202,7 @@ export class SessionView {
       btns.push(act('Force stop', () => this.action('stop', { force: true }), { name: 'force-stop', cls: 'danger', title: 'Kill at once' }));
     }
     btns.push(act('Delete', () => this.remove(), { cls: 'danger' }));
-    clear(this.actionsEl).append(...btns);
+    fill(this.actionsEl, ...btns);
     const open = ACTIVE.has(st);
     this.input.disabled = !open;
     this.sendBtn.disabled = !open;
@@ -249,7 +249,7 @@ export class SessionView {
 
   renderQueue() {
     const queued = this.prompts.filter((p) => p.state === 'queued');
-    clear(this.queueEl).append(...queued.map((p) => h('li', { class: 'queued', dataset: { prompt: p.id } },
+    fill(this.queueEl, ...queued.map((p) => h('li', { class: 'queued', dataset: { prompt: p.id } },
       h('span', { class: 'tag' }, 'queued'), ' ', h('span', { class: 'q-text' }, p.text),
       h('button', { type: 'button', class: 'small', 'aria-label': `Cancel queued prompt ${p.seq}`, onclick: () => this.cancelPrompt(p.id) }, 'Cancel'))));
   }
@@ -289,12 +289,12 @@ export class SessionView {
   async loadDiff() {
     try {
       const d = await api.get(`sessions/${this.id}/diff`);
-      clear(this.diffEl).append(
+      fill(this.diffEl, 
         h('p', { class: 'muted diff-range' }, `${d.files ?? 0} file(s) · `, h('code', null, String(d.base || '').slice(0, 12)), ' → ',
           h('code', null, String(d.head || '').slice(0, 12)), d.truncated ? ' · truncated' : ''),
         renderDiff(d.diff || ''));
     } catch (e) {
-      clear(this.diffEl).append(h('p', { class: 'empty' }, `No diff: ${e.message}`));
+      fill(this.diffEl, h('p', { class: 'empty' }, `No diff: ${e.message}`));
     }
   }
 
@@ -313,7 +313,7 @@ export class SessionView {
         if (dt > 0) cpuPct = `${Math.max(0, ((cpuUs - this.lastCpu.us) / dt) * 100).toFixed(0)}% · `;
       }
       if (cpuUs !== null) this.lastCpu = { t: now, us: cpuUs };
-      clear(this.statsEl).append(
+      fill(this.statsEl, 
         h('span', { dataset: { stat: 'memory' } }, h('span', { class: 'muted' }, 'memory '), mem !== null ? fmtBytes(mem) : '–', memMax ? ` / ${fmtBytes(memMax)}` : ''),
         h('span', { dataset: { stat: 'cpu' } }, h('span', { class: 'muted' }, 'cpu '), cpuUs !== null ? `${cpuPct}${(cpuUs / 1e6).toFixed(2)} s` : '–'),
         h('span', { dataset: { stat: 'pids' } }, h('span', { class: 'muted' }, 'pids '), pids !== null ? String(pids) : '–', pidsMax ? ` / ${pidsMax}` : ''),
@@ -333,7 +333,7 @@ export class SessionView {
         try { const u = new URL(href); ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.origin !== location.origin; } catch { ok = false; }
         return ok ? h('a', { class: 'btn small preview', href, target: '_blank', rel: 'noopener noreferrer' }, `Preview${p.port ? ` :${p.port}` : ''}`) : null;
       }).filter(Boolean);
-      clear(this.previewsEl).append(...links);
+      fill(this.previewsEl, ...links);
     } catch { clear(this.previewsEl); }
   }
 }
