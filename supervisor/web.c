@@ -173,7 +173,7 @@ void sv_web_serve(const sv_web *w, sv_req *r) {
          * origin), it cannot send data elsewhere (connect-src), inject a <base>, or frame us. */
         char ws[512] = "";
         if (policy_safe_host(r->host))
-                snprintf(ws, sizeof ws, " ws://%s wss://%s", r->host, r->host);
+                snprintf(ws, sizeof ws, " ws://%.200s wss://%.200s", r->host, r->host);
         snprintf(r->csp, sizeof r->csp,
                  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                  "connect-src 'self'%s; manifest-src 'self'; object-src 'none'; base-uri 'none'; "

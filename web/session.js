@@ -127,15 +127,7 @@ export class SessionView {
     this.items = merged;
     this.toolIdx.clear();
     merged.forEach((it, i) => { if (it.kind === 'event' && it.ev.type === 'tool_call') this.toolIdx.set(it.ev.data?.id, i); });
-    const follow = this.vlist.follow;
-    this.vlist.destroy();
-    clear(this.scroller);
-    this.vlist = new VList(this.scroller, (it) => renderItem(it, () => {
-      const i = this.items.indexOf(it);
-      if (i >= 0) this.vlist.remeasure(i);
-    }));
-    this.vlist.follow = follow;
-    this.vlist.push(this.items, true);
+    this.vlist.replace(this.items);
   }
 
   onEvent(ev, live, batch) {

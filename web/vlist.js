@@ -29,16 +29,21 @@ export class VList {
     };
     scroller.addEventListener('scroll', this.onScroll, { passive: true });
     // A new width re-flows every row: all heights are measured again.
-    this.width = 0;
+    this.width = scroller.clientWidth;
+    this.measured = new WeakMap(); // item → height, kept across replace()
     this.ro = new ResizeObserver(() => {
       const w = scroller.clientWidth;
-      if (w !== this.width) {
+      if (w !== this.width && this.width) {
         this.width = w;
         this.heights.fill(-1);
+        this.measured = new WeakMap();
         this.dirtyFrom = 0;
         for (const n of this.nodes.values()) n.remove();
         this.nodes.clear();
+        this.render(); // now, not next frame: no frame without rows
+        return;
       }
+      this.width = w;
       this.schedule();
     });
     this.ro.observe(scroller);
@@ -62,11 +67,22 @@ export class VList {
     if (sync) this.render(); else this.schedule();
   }
 
+  /** Replace the items (a reordered list); heights measured before are kept. */
+  replace(items) {
+    for (const n of this.nodes.values()) n.remove();
+    this.nodes.clear();
+    this.items = items.slice();
+    this.heights = this.items.map((it) => this.measured.get(it) ?? -1);
+    this.dirtyFrom = 0;
+    this.render();
+  }
+
   /** Item `i` changed (content or open/closed): re-render and re-measure it. */
   invalidate(i) {
     const n = this.nodes.get(i);
     if (n) { n.remove(); this.nodes.delete(i); }
     this.heights[i] = -1;
+    this.measured.delete(this.items[i]);
     this.dirtyFrom = Math.min(this.dirtyFrom, i);
     this.schedule();
   }
@@ -74,6 +90,7 @@ export class VList {
   /** A rendered row changed height by itself (a <details> opened): measure again. */
   remeasure(i) {
     this.heights[i] = -1;
+    this.measured.delete(this.items[i]);
     this.dirtyFrom = Math.min(this.dirtyFrom, i);
     this.schedule();
   }
@@ -139,6 +156,7 @@ export class VList {
         if (this.heights[i] >= 0) continue;
         const hgt = this.nodes.get(i).offsetHeight;
         this.heights[i] = hgt;
+        if (hgt > 0) this.measured.set(this.items[i], hgt);
         if (hgt !== this.estimate) { changed = true; this.dirtyFrom = Math.min(this.dirtyFrom, i); }
       }
       if (!changed) break;

@@ -11,6 +11,16 @@ const PHONE = { width: 390, height: 844 };
 
 const browser = await launch();
 const context = await browser.newContext({ viewport: DESKTOP });
+// Notifications: the page's Notification is replaced by a recorder that the user "allows", so
+// the test sees what the dashboard would show (headless chromium shows none).
+await context.addInitScript(() => {
+  window.__notes = [];
+  window.Notification = class {
+    static permission = 'default';
+    static async requestPermission() { this.permission = 'granted'; return 'granted'; }
+    constructor(title, opts) { window.__notes.push(title); this.opts = opts; }
+  };
+});
 const page = await context.newPage();
 const dialogs = [];
 page.on('dialog', async (d) => {
@@ -131,11 +141,15 @@ if (sid) {
   await page.waitForTimeout(200);
   await shot('board-phone');
   await page.setViewportSize(DESKTOP);
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot('board-desktop-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
 
   await step('open the session', async () => {
     await page.click(`.card[data-id="${sid}"]`);
     await waitText('.timeline', 'hello from the agent');
     t.ok(true, 'opening the card shows its output in the timeline');
+    await page.waitForSelector('.timeline span.ansi-fg1', { timeout: 10000 });
     const red = await page.$$eval('.timeline span.ansi-fg1', (els) => els.map((e) => e.textContent).join('|'));
     t.ok(red.includes('red text'), 'ANSI colours become styled spans', red);
     await page.waitForSelector('.tl-commit', { timeout: 10000 });
@@ -157,6 +171,9 @@ if (sid) {
   await page.setViewportSize(PHONE);
   await page.waitForTimeout(300);
   await shot('session-phone');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot('session-phone-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
   await page.setViewportSize(DESKTOP);
   await step('the diff', async () => {
     await page.click('#tab-diff');
@@ -197,10 +214,14 @@ if (sid) {
 // --- run once: straight to completed -----------------------------------------------------------
 await step('run once', async () => {
   await page.evaluate(() => { window.__noReload = 'still here'; });
+  await page.click('#notify-btn');
+  t.ok((await page.getAttribute('#notify-btn', 'aria-pressed')) === 'true', 'notifications can be switched on');
   const id = await createFromForm('echo once-only', { once: true });
   await waitColumn(id, 'completed', 60000);
   const seen = await columnsSeen(id);
   t.ok(!seen.includes('idle') && seen.endsWith('completed'), 'a run-once session goes straight to completed (never idle)', seen);
+  await page.waitForFunction(() => window.__notes.some((n) => n.includes('once-only') && n.includes('completed')), null, { timeout: 5000 });
+  t.ok(true, 'a notification says it completed');
 });
 
 // --- stop a long-running session; queued prompts; pause and resume -----------------------------
@@ -217,6 +238,13 @@ await step('stop', async () => {
   await page.waitForFunction(() => !document.querySelector('.queue li'), null, { timeout: 10000 });
   const pr = JSON.parse((await api('GET', `sessions/${id}/prompts`)).body).prompts;
   t.ok(pr.some((p) => p.text.includes('queued-follow-up') && p.state === 'cancelled'), 'Cancel cancels the queued prompt', JSON.stringify(pr));
+  await page.click('button[data-action="interrupt"]');
+  await waitState(['idle', 'failed'], 20000);
+  t.ok((await state()) === 'idle', 'Interrupt ends the turn and keeps the session (idle)', await state());
+  await page.fill('#followup', 'echo second-long-turn; sleep 600');
+  await page.keyboard.press('Control+Enter');
+  await waitText('.timeline', 'second-long-turn', 30000);
+  await waitState(['running']);
   await page.click('button[data-action="stop"]');
   await waitState(['stopped'], 30000);
   t.ok(true, 'Stop (graceful) stops a long-running session');
