@@ -134,9 +134,11 @@ function setConn(state) {
 async function start() {
   // The repositories first: a small answer that also says whether we are logged in.  The page
   // routes at once; the session list (the board's, possibly long) follows.
-  // Both requests leave at once; the list's answer is awaited only after the page has routed.
-  const list = api.listSessions();
-  list.catch(() => {});
+  // On the board both requests leave at once; a session view paints first and reads the (long)
+  // list of every session after.
+  const onBoard = !/^#\/s\//.test(location.hash);
+  let list = onBoard ? api.listSessions() : null;
+  list?.catch(() => {});
   try {
     store.repos = (await api.get('repos')).repos;
   } catch (e) {
@@ -151,6 +153,10 @@ async function start() {
   store.loaded = false;
   route();
   try {
+    if (!list) {
+      await view?.painted;
+      list = api.listSessions();
+    }
     const { sessions, lastEventId } = await list;
     performance.mark('ns-sessions-loaded');
     for (const s of sessions) if (s.state !== 'archived' && !store.sessions.has(s.id)) store.sessions.set(s.id, s);

@@ -24,6 +24,7 @@ export class SessionView {
     this.tab = 'timeline';
     this.sub = null;
     this.timers = [];
+    this.painted = new Promise((resolve) => { this.onPainted = resolve; });
   }
 
   destroy() {
@@ -70,14 +71,18 @@ export class SessionView {
       if (i >= 0) this.vlist.remeasure(i);
     }));
 
+    // The session and its first events at once.
+    const events = this.loadEvents();
+    events.catch(() => {});
     try {
       this.session = await api.get(`sessions/${this.id}`);
     } catch (e) {
+      this.onPainted();
       fill(root, h('div', { class: 'empty' }, h('h1', null, 'Session not found'), h('p', null, e.message), h('a', { href: '#/' }, 'Back to the board')));
       return;
     }
     this.renderHeader();
-    await this.loadEvents();
+    try { await events; } finally { this.onPainted(); }
     await this.loadPrompts();
     if (this.dead) return;
     this.sub = api.subscribe({ session: this.id, after: this.lastSeq }, (ev) => this.onEvent(ev, true));
