@@ -150,6 +150,24 @@ void sv_web_free(sv_web *w) {
         free(w);
 }
 
+bool sv_web_find(const sv_web *w, const char *path, const unsigned char **data, size_t *len, const char **type,
+                 const char **etag) {
+        const char *name = path[0] == '/' ? path + 1 : path;
+        if (!*name)
+                name = "index.html";
+        if (!w || !plain_name(name))
+                return false;
+        for (size_t i = 0; i < w->n; i++)
+                if (!strcmp(w->f[i].name, name)) {
+                        *data = w->f[i].data;
+                        *len = w->f[i].len;
+                        *type = w->f[i].type;
+                        *etag = w->f[i].etag;
+                        return true;
+                }
+        return false;
+}
+
 bool sv_web_wants(const sv_req *r) {
         return !strcmp(r->method, "GET") && strncmp(r->path, "/api/", 5) && strcmp(r->path, "/api") &&
                strcmp(r->path, "/metrics");
@@ -179,26 +197,22 @@ void sv_web_serve(const sv_web *w, sv_req *r) {
                  "connect-src 'self'%s; manifest-src 'self'; object-src 'none'; base-uri 'none'; "
                  "form-action 'self'; frame-ancestors 'none'",
                  ws);
-        const char *name = r->path[0] == '/' ? r->path + 1 : r->path;
-        if (!*name)
-                name = "index.html";
-        const struct web_file *f = NULL;
-        for (size_t i = 0; w && plain_name(name) && i < w->n; i++)
-                if (!strcmp(w->f[i].name, name))
-                        f = &w->f[i];
-        if (!f) {
+        const unsigned char *data;
+        size_t len;
+        const char *type, *etag;
+        if (!sv_web_find(w, r->path, &data, &len, &type, &etag)) {
                 char *body = strdup("not found\n");
                 return sv_req_reply_raw(r, 404, "text/plain; charset=utf-8", body, body ? strlen(body) : 0);
         }
         /* Revalidated on every load (no hashed names): an upgraded server's files show at once,
          * an unchanged one costs a 304. */
         r->cache_control = "no-cache";
-        snprintf(r->etag, sizeof r->etag, "%s", f->etag);
-        if (r->if_none_match[0] && !strcmp(r->if_none_match, f->etag))
-                return sv_req_reply_raw(r, 304, f->type, NULL, 0);
-        char *body = malloc(f->len ? f->len : 1);
+        snprintf(r->etag, sizeof r->etag, "%s", etag);
+        if (r->if_none_match[0] && !strcmp(r->if_none_match, etag))
+                return sv_req_reply_raw(r, 304, type, NULL, 0);
+        char *body = malloc(len ? len : 1);
         if (!body)
                 return sv_req_reply_error(r, 500, "internal", "out of memory");
-        memcpy(body, f->data, f->len);
-        sv_req_reply_raw(r, 200, f->type, body, f->len);
+        memcpy(body, data, len);
+        sv_req_reply_raw(r, 200, type, body, len);
 }

@@ -29,6 +29,11 @@ extern const size_t sv_web_embedded_count;
 int sv_web_new(const char *dir, sv_web **out, ns_error *err);
 void sv_web_free(sv_web *w);
 
+/* The file that request path `path` names ("/" is index.html): its bytes, length, Content-Type
+ * and ETag; false when there is none (only plain names of the set are ever found). */
+bool sv_web_find(const sv_web *w, const char *path, const unsigned char **data, size_t *len, const char **type,
+                 const char **etag);
+
 /* Whether the request is the dashboard's rather than the API's: a GET of a path outside /api/
  * and /metrics. */
 bool sv_web_wants(const sv_req *r);
