@@ -69,7 +69,7 @@ function showLogin(message) {
   input.focus();
 }
 
-api.setUnauthorizedHandler(() => { if (loggedIn) showLogin('Your login has ended; sign in again.'); });
+api.setUnauthorizedHandler(() => { if (loggedIn) showLogin(store.loaded ? 'Your login has ended; sign in again.' : ''); });
 
 // ---- notifications -----------------------------------------------------------------------------
 
@@ -132,26 +132,25 @@ function setConn(state) {
 }
 
 async function start() {
-  // The repositories first: a small answer that also says whether we are logged in.  The page
-  // routes at once; the session list (the board's, possibly long) follows.
-  // On the board both requests leave at once; a session view paints first and reads the (long)
-  // list of every session after.
+  // On the board, the repositories and the session list leave at once (the repositories' small
+  // answer also says whether we are logged in).  A session view routes at once: its own requests
+  // say that too (a 401 brings the login form), and the long list of every session is read only
+  // after it painted.
   const onBoard = !/^#\/s\//.test(location.hash);
   let list = onBoard ? api.listSessions() : null;
   list?.catch(() => {});
+  const repos = api.get('repos');
+  repos.catch(() => {});
+  if (!onBoard) enter();
   try {
-    store.repos = (await api.get('repos')).repos;
+    store.repos = (await repos).repos;
   } catch (e) {
     if (e.status === 401) showLogin();
     else fill(main, h('div', { class: 'empty' }, h('h1', null, 'nightshift is not answering'), h('p', null, e.message),
       h('button', { onclick: start }, 'Try again')));
     return;
   }
-  loggedIn = true;
-  document.body.classList.remove('logged-out');
-  renderNotifyBtn();
-  store.loaded = false;
-  route();
+  if (onBoard) enter(); else view?.update?.();
   try {
     if (!list) {
       await view?.painted;
@@ -167,6 +166,14 @@ async function start() {
   } catch (e) {
     if (e.status !== 401) toast(`sessions: ${e.message}`, true);
   }
+}
+
+function enter() {
+  loggedIn = true;
+  document.body.classList.remove('logged-out');
+  renderNotifyBtn();
+  store.loaded = false;
+  route();
 }
 
 // ---- routing -----------------------------------------------------------------------------------

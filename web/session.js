@@ -78,11 +78,13 @@ export class SessionView {
       this.session = await api.get(`sessions/${this.id}`);
     } catch (e) {
       this.onPainted();
+      if (this.dead) return; // logged out meanwhile: the login form has the page
       fill(root, h('div', { class: 'empty' }, h('h1', null, 'Session not found'), h('p', null, e.message), h('a', { href: '#/' }, 'Back to the board')));
       return;
     }
     this.renderHeader();
-    try { await events; } finally { this.onPainted(); }
+    try { await events; } catch (e) { if (!this.dead) this.ctx.toast(`events: ${e.message}`, true); } finally { this.onPainted(); }
+    if (this.dead) return;
     await this.loadPrompts();
     if (this.dead) return;
     this.sub = api.subscribe({ session: this.id, after: this.lastSeq }, (ev) => this.onEvent(ev, true));
@@ -165,6 +167,9 @@ export class SessionView {
       this.renderHeader();
     }
   }
+
+  /** Something outside changed (the repositories arrived, a status event): redraw the header. */
+  update() { this.renderHeader(); }
 
   showQuestion(text) {
     fill(this.questionEl, h('strong', null, 'The agent asks: '), String(text ?? ''),

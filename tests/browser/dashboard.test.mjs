@@ -312,6 +312,11 @@ await step('logout', async () => {
   await page.reload();
   await page.waitForSelector('form.login #token', { timeout: 10000 });
   t.ok(true, 'and a reload still shows the login form');
+  await page.goto('about:blank');
+  await page.goto(`${URL0}#/s/${sid}`);
+  await page.waitForSelector('form.login #token', { timeout: 10000 });
+  await page.waitForTimeout(500);
+  t.ok(!(await page.$('.session')) && (await page.$('form.login')), "a session's address without login shows the login form, not the session");
 });
 
 t.ok(pageErrors.length === 0, 'no uncaught errors in the page', pageErrors.join('; '));
