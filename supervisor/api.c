@@ -331,6 +331,10 @@ static void sessions_get(sv_req *r) {
         db_session *v = NULL;
         size_t n = 0;
         ns_error e;
+        /* Read before the sessions: an event stored in between is replayed, never missed. */
+        int64_t last_event_id = 0;
+        if (db_events_max_id(r->srv->db, &last_event_id, &e) < 0)
+                return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
         if (db_session_list(r->srv->db, &f, &v, &n, &e) < 0)
                 return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
         /* Written straight to text: the list is the API's busiest answer. */
@@ -348,6 +352,8 @@ static void sessions_get(sv_req *r) {
         } else {
                 jw_kstr(&w, "next_cursor", NULL);
         }
+        jw_key(&w, "last_event_id");
+        jw_int(&w, last_event_id);
         jw_obj_end(&w);
         db_sessions_free(v, n);
         if (gen.others >= 0 && !w.failed)
@@ -545,6 +551,7 @@ static const sv_route routes[] = {
         { "GET", "/api/v1/sessions/{id}/previews", sv_api_previews_get },
         { "POST", "/api/v1/sessions/{id}/previews", sv_api_previews_post },
         { "DELETE", "/api/v1/sessions/{id}/previews/{preview_id}", sv_api_preview_delete },
+        { "GET", "/api/v1/sessions/{id}/prompts", sv_api_session_prompts },
         { "POST", "/api/v1/sessions/{id}/prompts", r_prompts_post },
         { "DELETE", "/api/v1/sessions/{id}/prompts/{prompt_id}", sv_api_prompt_cancel },
         { "POST", "/api/v1/sessions/{id}/interrupt", r_interrupt },

@@ -48,6 +48,8 @@ void sv_api_session_log(sv_req *r, const sv_route_args *a);
 void sv_api_session_diff(sv_req *r, const sv_route_args *a);
 void sv_api_session_artifacts(sv_req *r, const sv_route_args *a);
 void sv_api_session_stats(sv_req *r, const sv_route_args *a);
+/* GET .../prompts: the session's prompt queue and history (the dashboard's follow-up box). */
+void sv_api_session_prompts(sv_req *r, const sv_route_args *a);
 void sv_api_session_archive(sv_req *r, const sv_route_args *a);
 void sv_api_prompt_cancel(sv_req *r, const sv_route_args *a);
 void sv_api_repo_delete(sv_req *r, const sv_route_args *a);

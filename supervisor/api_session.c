@@ -325,6 +325,26 @@ void sv_api_session_archive(sv_req *r, const sv_route_args *a) {
         db_session_clear(&row);
 }
 
+void sv_api_session_prompts(sv_req *r, const sv_route_args *a) {
+        db_prompt *v = NULL;
+        size_t n = 0;
+        ns_error e;
+        if (db_prompt_list(r->srv->db, a->id, &v, &n, &e) < 0)
+                return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
+        cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "prompts");
+        for (size_t i = 0; i < n; i++) {
+                cJSON *it = cJSON_CreateObject();
+                cJSON_AddNumberToObject(it, "id", (double) v[i].id);
+                cJSON_AddNumberToObject(it, "seq", (double) v[i].seq);
+                cJSON_AddStringToObject(it, "state", db_prompt_state_name(v[i].state));
+                cJSON_AddStringToObject(it, "text", v[i].text ? v[i].text : "");
+                sv_api_add_time(it, "created_at", v[i].created_at);
+                cJSON_AddItemToArray(arr, it);
+        }
+        db_prompts_free(v, n);
+        sv_req_reply_json(r, 200, o);
+}
+
 void sv_api_prompt_cancel(sv_req *r, const sv_route_args *a) {
         char *end;
         long long pid = strtoll(a->sub, &end, 10);

@@ -80,6 +80,7 @@ void sv_config_clear(sv_config *c) {
         free(c->workspace_root);
         free(c->sandboxd_socket);
         free(c->agents_dir);
+        free(c->web_dir);
         free(c->git_name_template);
         free(c->git_email_template);
         free(c->preview_addr);
@@ -151,6 +152,8 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 return set_abs_path(&c->sandboxd_socket, key, val, err);
         if (!strcmp(key, "agents-dir"))
                 return set_abs_path(&c->agents_dir, key, val, err);
+        if (!strcmp(key, "web-dir"))
+                return set_abs_path(&c->web_dir, key, val, err);
         if (!strcmp(key, "max-concurrent")) {
                 if ((r = parse_i64(key, val, 1, 4096, &v, err)) < 0)
                         return r;
@@ -248,7 +251,7 @@ static void usage(void) {
               "         [--layers-max-age DAYS] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
               "         [--allow-remote true|false] [--rate-limit N] [--preview-listen ADDR:PORT]\n"
-              "         [--preview-domain DOMAIN] [--auto-publish true|false] [--debug]\n",
+              "         [--preview-domain DOMAIN] [--auto-publish true|false] [--web-dir DIR] [--debug]\n",
               stdout);
 }
 
@@ -282,6 +285,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "layers-max-age", required_argument, NULL, 0 },
                 { "preview-listen", required_argument, NULL, 0 }, { "preview-domain", required_argument, NULL, 0 },
                 { "auto-publish", required_argument, NULL, 0 },
+                { "web-dir", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

@@ -44,6 +44,7 @@ typedef struct sv_config {
         int preview_port;        /* 8788; 0 = pick one (logged at start) */
         char *preview_domain;    /* NULL: previews at <id>.localhost; else <id>.preview.<domain> (https) */
         bool auto_publish;       /* publish every new listening port of a session's sandbox */
+        char *web_dir;           /* serve the dashboard from here; NULL = the embedded files */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "serve.h"
 #include "preview.h"
+#include "web.h"
 #include "ws.h"
 
 const double sv_http_bucket_bounds[SV_HTTP_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -34,6 +35,7 @@ struct sv_http {
         int loop_fd; /* a dup of our epoll fd, adopted by lws as a raw file */
         lws_sorted_usec_list_t tick_sul;
         void (*tick)(sv_server *s);
+        sv_web *web; /* the dashboard's files */
 };
 
 /* per connection: an HTTP request in flight, or (after the upgrade) an event subscriber */
@@ -58,15 +60,19 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 
 static int write_response(struct lws *wsi, sv_req *r) {
         if (!r->headers_sent) {
-                unsigned char hdr[LWS_PRE + 1024];
+                unsigned char hdr[LWS_PRE + 2048];
                 unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
                 char ra[24];
                 snprintf(ra, sizeof ra, "%d", r->retry_after_s);
                 if (lws_add_http_common_headers(wsi, (unsigned int) r->status,
                                                 r->content_type ? r->content_type : "application/json",
                                                 (lws_filepos_t) r->resp_len, &p, end) ||
-                    add_header(wsi, "cache-control:", "no-store", &p, end) ||
+                    add_header(wsi, "cache-control:", r->cache_control ? r->cache_control : "no-store", &p, end) ||
                     add_header(wsi, "x-content-type-options:", "nosniff", &p, end) ||
+                    (r->etag[0] && add_header(wsi, "etag:", r->etag, &p, end)) ||
+                    (r->csp[0] && (add_header(wsi, "content-security-policy:", r->csp, &p, end) ||
+                                   add_header(wsi, "referrer-policy:", "no-referrer", &p, end) ||
+                                   add_header(wsi, "x-frame-options:", "DENY", &p, end))) ||
                     (r->set_cookie[0] && add_header(wsi, "set-cookie:", r->set_cookie, &p, end)) ||
                     (r->status == 401 && add_header(wsi, "www-authenticate:", "Bearer realm=\"nightshift\"", &p, end)) ||
                     (r->retry_after_s > 0 && add_header(wsi, "retry-after:", ra, &p, end)) ||
@@ -142,6 +148,7 @@ static void capture_headers(struct lws *wsi, sv_req *r) {
         copy_header(wsi, r, WSI_TOKEN_HTTP_AUTHORIZATION, NULL, r->authorization, sizeof r->authorization);
         copy_header(wsi, r, WSI_TOKEN_ORIGIN, NULL, r->origin, sizeof r->origin);
         copy_header(wsi, r, WSI_TOKEN_HOST, NULL, r->host, sizeof r->host);
+        copy_header(wsi, r, WSI_TOKEN_HTTP_IF_NONE_MATCH, NULL, r->if_none_match, sizeof r->if_none_match);
         r->csrf_header = copy_header(wsi, r, 0, "x-nightshift-csrf:", small, sizeof small) && !strcmp(small, "1");
         r->forwarded_https = copy_header(wsi, r, 0, "x-forwarded-proto:", small, sizeof small) && !strcmp(small, "https");
         size_t cl = sizeof r->session_cookie;
@@ -225,6 +232,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 /* Who is asking, before any body is read: an unauthenticated client gets its 401
                  * without the server buffering a megabyte for it. */
                 capture_headers(wsi, r);
+                /* Why: a preview's origin must never serve the dashboard or the API (its pages would
+                 * share their origin); preview sites are the preview proxy's alone (preview.h). */
+                if (sv_preview_host(s, r->host)) {
+                        sv_req_reply_error(r, 421, "misdirected", "this host name is a preview's: see --preview-listen");
+                        return 0;
+                }
+                /* The dashboard's files need no login (they hold no data): served before auth. */
+                if (sv_web_wants(r)) {
+                        sv_web_serve(s->http->web, r);
+                        return 0;
+                }
                 if (sv_auth_request(s, r) < 0)
                         return 0;
                 bool chunked = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
@@ -504,7 +522,8 @@ int sv_http_start(sv_server *s, int *port_out, ns_error *err) {
                 r = ns_err(err, EIO, "libwebsockets: cannot create the vhost");
                 goto fail;
         }
-        if ((r = sv_auth_new(s->cfg.rate_limit, &s->auth, err)) < 0 || (r = sv_ws_hub_new(s, &s->ws, err)) < 0)
+        if ((r = sv_auth_new(s->cfg.rate_limit, &s->auth, err)) < 0 || (r = sv_ws_hub_new(s, &s->ws, err)) < 0 ||
+            (r = sv_web_new(s->cfg.web_dir, &h->web, err)) < 0)
                 goto fail;
         if ((r = listen_socket(s->cfg.listen_addr, s->cfg.listen_port, s->cfg.allow_remote, port_out, err)) < 0)
                 goto fail;
@@ -540,6 +559,7 @@ void sv_http_stop(sv_server *s) {
                 close(h->listen_fd);
         if (h->ctx)
                 lws_context_destroy(h->ctx); /* closes the adopted loop_fd */
+        sv_web_free(h->web);
         free(h);
         s->http = NULL;
         sv_auth_free(s->auth);

@@ -47,6 +47,11 @@ typedef struct sv_req {
         char set_cookie[256];   /* a Set-Cookie value, or empty */
         int retry_after_s;      /* a Retry-After header when > 0 */
         const char *content_type; /* NULL: application/json */
+        /* the dashboard's files (web.c): their caching and page policy; empty/NULL for the API */
+        char if_none_match[32];
+        const char *cache_control; /* NULL: no-store */
+        char etag[24];
+        char csp[768];             /* a Content-Security-Policy, or empty */
         uint64_t started_us;    /* for the latency histogram */
 } sv_req;
 

@@ -131,6 +131,30 @@ wait_state "$sid_ws" completed failed >/dev/null
 sleep 0.5; kill "$WSR" 2>/dev/null; wait "$WSR" 2>/dev/null
 expect_match "a running session's output arrives live through the proxy" 'through-the-proxy' "$(cat "$NS_TMP/ws-proxy")"
 
+# --- the dashboard under the prefix --------------------------------------------------------------
+hdr=$(curl -s -D - -o /dev/null "$PROXY/nightshift/" | tr -d '\r')
+expect_match "the dashboard's page through /nightshift/ (200)" '^HTTP/1.1 200' "$(printf '%s' "$hdr" | head -n1)"
+expect_match "with its CSP naming the proxy's host for the WebSocket" "connect-src 'self' ws://127.0.0.1:$NGX_PORT " \
+  "$(printf '%s' "$hdr" | sed -n 's/^content-security-policy: //Ip')"
+expect_eq "its scripts through the prefix" "200 text/javascript; charset=utf-8" \
+  "$(curl -s -o /dev/null -w '%{http_code} %{content_type}' "$PROXY/nightshift/app.js")"
+jar=$NS_TMP/cookies
+curl -s -c "$jar" -o /dev/null -H 'Content-Type: application/json' --data "{\"token\":\"$SV_TOKEN\"}" "$PROXY/nightshift/api/v1/login"
+expect_eq "a cookie write with the CSRF header and the proxy's Origin passes the origin check (400 on a bad body, not 403)" 400 \
+  "$(curl -s -b "$jar" -o /dev/null -w '%{http_code}' -H 'X-Nightshift-CSRF: 1' -H "Origin: $PROXY" -H 'Content-Type: application/json' --data '{}' "$PROXY/nightshift/api/v1/repos")"
+expect_eq "... and one from another origin is refused (403)" 403 \
+  "$(curl -s -b "$jar" -o /dev/null -w '%{http_code}' -H 'X-Nightshift-CSRF: 1' -H 'Origin: http://evil.example' -H 'Content-Type: application/json' --data '{}' "$PROXY/nightshift/api/v1/repos")"
+TOOLS=${NS_TEST_TOOLS:-/var/lib/nightshift/test-tools}
+if command -v chromium >/dev/null && [ -d "$TOOLS/node_modules/playwright-core" ]; then
+  out=$(NS_TOOLS="$TOOLS" CHROMIUM=$(command -v chromium) NS_URL="$PROXY/nightshift/" NS_TOKEN="$SV_TOKEN" NS_REPO="$repo_id" \
+    timeout 120 node "$NS_SRC/tests/browser/prefix.test.mjs" 2>&1)
+  while IFS= read -r line; do
+    case "$line" in 'ok - '*) ok "browser: ${line#ok - }" ;; 'not ok - '*) not_ok "browser: ${line#not ok - }" ;; *) note "$line" ;; esac
+  done <<<"$out"
+else
+  skip "the dashboard in a browser through the prefix: chromium or playwright-core missing (scripts/install-deps.sh --with-tests)"
+fi
+
 # --- load through the proxy ------------------------------------------------------------------------
 if command -v wrk >/dev/null; then
   out=$(wrk -t1 -c8 -d1s "$SV_URL/api/v1/healthz" 2>&1)

@@ -1,0 +1,23 @@
+# cmake -DDIR=web -DOUT=web_files.c -P web_embed.cmake: the dashboard's files (web/, flat) as
+# `const sv_web_embedded sv_web_embedded_files[]` and its length, so that the installed binary
+# serves the dashboard without a share dir to find (`--web-dir` serves a directory instead).
+file(GLOB files RELATIVE "${DIR}" "${DIR}/*")
+list(SORT files)
+set(out "#include <stddef.h>\n#include \"supervisor/web.h\"\n")
+set(table "")
+set(i 0)
+foreach(f IN LISTS files)
+  if(IS_DIRECTORY "${DIR}/${f}" OR f MATCHES "^\\.")
+    continue()
+  endif()
+  file(READ "${DIR}/${f}" hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(APPEND out "static const unsigned char f${i}[] = {${bytes}0};\n")
+  string(LENGTH "${hex}" hl)
+  math(EXPR n "${hl} / 2")
+  string(APPEND table "  { \"${f}\", f${i}, ${n} },\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND out "const sv_web_embedded sv_web_embedded_files[] = {\n${table}};\nconst size_t sv_web_embedded_count = ${i};\n")
+file(WRITE "${OUT}.tmp" "${out}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)

@@ -1,0 +1,325 @@
+// The dashboard in headless chromium against a real server (see tests/integration/test_dashboard.sh,
+// which starts it and passes NS_URL, NS_TOKEN).  Prints `ok - ` / `not ok - ` lines.
+import { launch, tap } from './lib.mjs';
+
+const URL0 = process.env.NS_URL;
+const TOKEN = process.env.NS_TOKEN;
+const SHOTS = process.env.SHOTS || '/tmp/nightshift-screenshots';
+const t = tap();
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+const browser = await launch();
+const context = await browser.newContext({ viewport: DESKTOP });
+// Notifications: the page's Notification is replaced by a recorder that the user "allows", so
+// the test sees what the dashboard would show (headless chromium shows none).
+await context.addInitScript(() => {
+  window.__notes = [];
+  window.Notification = class {
+    static permission = 'default';
+    static async requestPermission() { this.permission = 'granted'; return 'granted'; }
+    constructor(title, opts) { window.__notes.push(title); this.opts = opts; }
+  };
+});
+const page = await context.newPage();
+const dialogs = [];
+page.on('dialog', async (d) => {
+  dialogs.push(`${d.type()}: ${d.message()}`);
+  // Our own confirm() for delete is accepted; anything else (an alert) is a failure, recorded.
+  if (d.type() === 'confirm') await d.accept(); else await d.dismiss();
+});
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(String(e)));
+const cspViolations = [];
+page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
+
+const api = async (method, path, body) => page.evaluate(async ([m, p, b]) => {
+  const r = await fetch(new URL(`api/v1/${p}`, location.href.split('#')[0]), {
+    method: m, credentials: 'same-origin', headers: { 'X-Nightshift-CSRF': '1', 'Content-Type': 'application/json' },
+    body: b === undefined ? undefined : JSON.stringify(b) });
+  return { status: r.status, body: await r.text() };
+}, [method, path, body]);
+const shot = async (name) => {
+  const p = `${SHOTS}/${name}.png`;
+  await page.screenshot({ path: p });
+  t.note(`screenshot: ${p}`);
+};
+const waitText = (sel, text, timeout = 30000) =>
+  page.waitForFunction(([s, x]) => [...document.querySelectorAll(s)].some((e) => e.textContent.includes(x)), [sel, text], { timeout, polling: 50 });
+const step = async (name, fn) => {
+  try { return await fn(); } catch (e) { t.ok(false, name, e.message.split('\n')[0]); return undefined; }
+};
+const state = () => page.$eval('.session-head .state', (e) => e.textContent).catch(() => '');
+const waitState = (want, timeout = 30000) => page.waitForFunction((w) => {
+  const e = document.querySelector('.session-head .state');
+  return e && w.includes(e.textContent);
+}, want, { timeout, polling: 50 });
+
+// Create a session through the form; returns its id (the newest card).
+async function createFromForm(prompt, { once = false } = {}) {
+  await page.goto(`${URL0}#/new`);
+  await page.waitForSelector('#f-prompt');
+  await page.selectOption('#f-agent', 'command');
+  await page.fill('#f-prompt', prompt);
+  await page.check(once ? '#f-once' : '#f-keep');
+  const resp = page.waitForResponse((r) => r.url().endsWith('/api/v1/sessions') && r.request().method() === 'POST');
+  await page.focus('#f-prompt');
+  await page.keyboard.press('Control+Enter');
+  const r = await resp;
+  const s = await r.json();
+  await page.waitForSelector(`.card[data-id="${s.id}"]`, { timeout: 10000 });
+  return s.id;
+}
+
+// Every card's columns are recorded every 20 ms from login on (the board updates in place).
+const columnsSeen = (id) => page.evaluate((id) => (window.__cols?.[id] || []).join('>'), id);
+const waitColumn = (id, col, timeout = 60000) => page.waitForFunction(([id, col]) =>
+  document.querySelector(`.card[data-id="${id}"]`)?.closest('[data-column]')?.dataset.column === col, [id, col], { timeout, polling: 50 });
+
+// --- without login ---------------------------------------------------------------------------
+const first = await page.goto(URL0);
+const csp = first.headers()['content-security-policy'] || '';
+t.ok(/script-src 'self'/.test(csp) && !/unsafe-inline/.test(csp), 'the page is served with a strict CSP', csp);
+await step('without login the page shows the login form', async () => {
+  await page.waitForSelector('form.login #token', { timeout: 10000 });
+  t.ok(true, 'without login the page shows the login form');
+});
+const anon = await api('GET', 'sessions');
+t.ok(anon.status === 401, 'without login the API refuses (401)', anon.status);
+t.ok(!(await page.$('.board')), 'and no board is shown');
+
+await step('a wrong token is refused', async () => {
+  await page.fill('#token', 'nst_' + 'A'.repeat(43));
+  await page.click('form.login button[type=submit]');
+  await waitText('form.login .error', 'unknown', 5000);
+  t.ok(true, 'a wrong token is refused with a message');
+});
+
+// --- login -----------------------------------------------------------------------------------
+await step('login with the token', async () => {
+  await page.fill('#token', TOKEN);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.board .columns', { timeout: 10000 });
+  const cookies = await context.cookies();
+  const c = cookies.find((x) => x.name === 'nightshift_session');
+  t.ok(c && c.httpOnly, 'login with the token opens the board; the session cookie is HttpOnly');
+  t.ok(!(await page.evaluate(() => document.cookie)).includes('nightshift_session'), 'the page script cannot read the cookie');
+});
+await page.evaluate(() => { window.__noReload = 'still here'; });
+
+// --- a kept-open command session: queued → running → idle, live --------------------------------
+// The server runs one turn at a time (--max-concurrent 1): a session started just before holds
+// the slot for 3 s, so the form's session visibly waits in the queue first.
+await page.evaluate(() => {
+  window.__cols = {};
+  setInterval(() => {
+    for (const c of document.querySelectorAll('.card')) {
+      const seen = (window.__cols[c.dataset.id] ||= []);
+      const col = c.closest('[data-column]')?.dataset.column;
+      if (col && seen[seen.length - 1] !== col) seen.push(col);
+    }
+  }, 20);
+});
+const repos = JSON.parse((await api('GET', 'repos')).body).repos;
+const blocker = await api('POST', 'sessions', { repo: repos[0].id, agent: 'command', prompt: 'sleep 3', once: true });
+t.ok(blocker.status === 201, 'a session holding the one turn slot for 3 s', blocker.body.slice(0, 100));
+const sid = await step('create a session from the form', async () => {
+  const id = await createFromForm("sleep 2; printf 'hello from the agent\\n' > hello.txt; cat hello.txt; printf '\\033[31mred text\\033[0m\\n'");
+  t.ok(/^s-/.test(id), 'the form (Ctrl+Enter) creates a command session and its card appears', id);
+  return id;
+});
+if (sid) {
+  await step('its card moves queued → running → idle', async () => {
+    await waitColumn(sid, 'idle', 60000);
+    const seen = await columnsSeen(sid);
+    t.ok(seen === 'queued>running>idle', 'its card moves queued → running → idle on the board without reload', seen);
+    t.ok((await page.evaluate(() => window.__noReload)) === 'still here', 'the page was not reloaded');
+  });
+  await page.waitForTimeout(300);
+  await shot('board-desktop');
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(200);
+  await shot('board-phone');
+  await page.setViewportSize(DESKTOP);
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot('board-desktop-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
+
+  await step('open the session', async () => {
+    await page.click(`.card[data-id="${sid}"]`);
+    await waitText('.timeline', 'hello from the agent');
+    t.ok(true, 'opening the card shows its output in the timeline');
+    await page.waitForSelector('.timeline span.ansi-fg1', { timeout: 10000 });
+    const red = await page.$$eval('.timeline span.ansi-fg1', (els) => els.map((e) => e.textContent).join('|'));
+    t.ok(red.includes('red text'), 'ANSI colours become styled spans', red);
+    await page.waitForSelector('.tl-commit', { timeout: 10000 });
+    const commit = await page.$eval('.tl-commit', (e) => e.textContent);
+    t.ok(/[0-9a-f]{12}/.test(commit) && commit.includes('hello.txt'), 'its commit is shown with sha and file', commit);
+    t.ok((await state()) === 'idle', 'the sticky status says idle', await state());
+  });
+  await step('a follow-up', async () => {
+    await page.fill('#followup', 'echo second > two.txt; echo follow-up-ran');
+    await page.keyboard.press('Control+Enter');
+    await waitText('.timeline', 'follow-up-ran', 30000);
+    await waitState(['idle'], 30000);
+    t.ok(true, 'a follow-up sent from the box runs and its output appears live');
+    const prompts = await page.$$eval('.tl-prompt', (els) => els.map((e) => e.textContent).join('|'));
+    t.ok(prompts.includes('follow-up-ran'), 'the prompts are in the timeline', prompts.slice(0, 200));
+  });
+  await page.waitForTimeout(300);
+  await shot('session-desktop');
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(300);
+  await shot('session-phone');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await shot('session-phone-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize(DESKTOP);
+  await step('the diff', async () => {
+    await page.click('#tab-diff');
+    await page.waitForSelector('.diff-files li', { timeout: 10000 });
+    const files = await page.$$eval('.diff-files li', (els) => els.map((e) => e.textContent).join('|'));
+    t.ok(files.includes('hello.txt') && files.includes('two.txt'), 'the diff tab lists the changed files', files);
+    const adds = await page.$$eval('.dl-add', (els) => els.map((e) => e.textContent).join(''));
+    t.ok(adds.includes('+hello from the agent') && adds.includes('+second'), 'and shows the added lines highlighted', adds.slice(0, 200));
+    await shot('diff-desktop');
+    await page.click('#tab-timeline');
+  });
+  await step('downloads', async () => {
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('.tabs a[download]')]);
+    const log = await (await import('node:fs/promises')).readFile(await dl.path(), 'utf8');
+    t.ok(log.split('\n').filter(Boolean).every((l) => JSON.parse(l).session === sid) && log.includes('follow-up-ran'),
+      'Transcript downloads the JSONL transcript', log.slice(0, 100));
+    const [dp] = await Promise.all([page.waitForEvent('download'), page.click('button[data-action="patch"]')]);
+    const patch = await (await import('node:fs/promises')).readFile(await dp.path(), 'utf8');
+    t.ok(patch.startsWith('diff --git') && patch.includes('+second') && dp.suggestedFilename() === `${sid}.patch`,
+      'Patch downloads the unified diff', patch.slice(0, 100));
+  });
+  await step('previews', async () => {
+    const p = JSON.parse((await api('GET', `sessions/${sid}/previews`)).body).previews || [];
+    const links = await page.$$eval('.previews a', (els) => els.map((e) => e.href));
+    t.ok(links.length === p.length && links.every((l) => new URL(l).origin !== new URL(location.href).origin),
+      `preview links are those the API lists (${p.length}), none on the dashboard's origin`, links.join(' '));
+  });
+  await step('end it', async () => {
+    await page.click('button[data-action="complete"]');
+    await waitState(['completed'], 30000);
+    t.ok(true, 'End completes the session');
+    await page.goto(`${URL0}#/`);
+    await waitColumn(sid, 'completed', 10000);
+    t.ok(true, 'and its card is in the completed column');
+  });
+}
+
+// --- run once: straight to completed -----------------------------------------------------------
+await step('run once', async () => {
+  await page.evaluate(() => { window.__noReload = 'still here'; });
+  await page.click('#notify-btn');
+  t.ok((await page.getAttribute('#notify-btn', 'aria-pressed')) === 'true', 'notifications can be switched on');
+  const id = await createFromForm('echo once-only', { once: true });
+  await waitColumn(id, 'completed', 60000);
+  const seen = await columnsSeen(id);
+  t.ok(!seen.includes('idle') && seen.endsWith('completed'), 'a run-once session goes straight to completed (never idle)', seen);
+  await page.waitForFunction(() => window.__notes.some((n) => n.includes('once-only') && n.includes('completed')), null, { timeout: 5000 });
+  t.ok(true, 'a notification says it completed');
+});
+
+// --- stop a long-running session; queued prompts; pause and resume -----------------------------
+await step('stop', async () => {
+  const id = await createFromForm('echo long-running-started; sleep 600');
+  await page.click(`.card[data-id="${id}"]`);
+  await waitText('.timeline', 'long-running-started', 60000);
+  await waitState(['running']);
+  await page.fill('#followup', 'echo queued-follow-up');
+  await page.keyboard.press('Control+Enter');
+  await page.waitForSelector('.queue li', { timeout: 10000 });
+  t.ok((await page.$eval('.queue li', (e) => e.textContent)).includes('queued-follow-up'), 'a follow-up sent while the turn runs is listed as queued');
+  await page.click('.queue li button');
+  await page.waitForFunction(() => !document.querySelector('.queue li'), null, { timeout: 10000 });
+  const pr = JSON.parse((await api('GET', `sessions/${id}/prompts`)).body).prompts;
+  t.ok(pr.some((p) => p.text.includes('queued-follow-up') && p.state === 'cancelled'), 'Cancel cancels the queued prompt', JSON.stringify(pr));
+  await page.click('button[data-action="interrupt"]');
+  await waitState(['idle', 'failed'], 20000);
+  t.ok((await state()) === 'idle', 'Interrupt ends the turn and keeps the session (idle)', await state());
+  await page.fill('#followup', 'echo second-long-turn; sleep 600');
+  await page.keyboard.press('Control+Enter');
+  await waitText('.timeline', 'second-long-turn', 30000);
+  await waitState(['running']);
+  await page.click('button[data-action="stop"]');
+  await waitState(['stopped'], 30000);
+  t.ok(true, 'Stop (graceful) stops a long-running session');
+});
+
+await step('pause and resume', async () => {
+  const id = await createFromForm('echo pausable; sleep 600');
+  await page.click(`.card[data-id="${id}"]`);
+  await waitText('.timeline', 'pausable', 60000);
+  await waitState(['running']);
+  await page.click('button[data-action="pause"]');
+  await waitState(['paused'], 20000);
+  t.ok(true, 'Pause freezes it (paused)');
+  await page.click('button[data-action="resume"]');
+  await waitState(['running'], 20000);
+  t.ok(true, 'Resume thaws it (running)');
+  await page.click('button[data-action="force-stop"]');
+  await waitState(['stopped'], 20000);
+  t.ok(true, 'Force stop ends it at once');
+  await page.click('button[data-action="delete"]');
+  await page.waitForSelector('.board', { timeout: 10000 });
+  const g = await api('GET', `sessions/${id}`);
+  t.ok(g.status === 404 || JSON.parse(g.body).state === 'archived', 'Delete (confirmed) removes it and returns to the board', g.body.slice(0, 100));
+});
+
+// --- hostile output ----------------------------------------------------------------------------
+await step('hostile output', async () => {
+  const evil = `printf '%s\\n' '<img src=x onerror=alert(1)>' '<script>alert(2)</script>' '**bold** [x](javascript:alert(3))'`;
+  const id = await createFromForm(evil, { once: true });
+  await page.click(`.card[data-id="${id}"]`);
+  await waitText('.timeline', '<script>alert(2)</script>', 60000);
+  await page.waitForTimeout(500);
+  const scripts = await page.$$eval('script', (els) => els.map((e) => e.getAttribute('src') || 'inline'));
+  t.ok(scripts.length === 1 && scripts[0] === 'app.js', 'no script element comes from agent text', scripts.join(','));
+  t.ok((await page.$$('img[src="x"]')).length === 0, 'no img element comes from agent text');
+  const text = await page.$eval('.timeline', (e) => e.textContent);
+  t.ok(text.includes('<img src=x onerror=alert(1)>') && text.includes('<script>alert(2)</script>'), 'the hostile text is visible as text');
+  // The card's title (the prompt's first line) is agent-adjacent text too.
+  await page.goto(`${URL0}#/`);
+  await page.waitForSelector(`.card[data-id="${id}"]`);
+  const cardText = await page.$eval(`.card[data-id="${id}"] .card-title`, (e) => e.textContent);
+  t.ok(cardText.includes("'<img src=x onerror=alert(1)>'"), 'the card shows the prompt as text too', cardText);
+  t.ok(dialogs.filter((d) => !d.startsWith('confirm')).length === 0, 'no dialog fired', dialogs.join('; '));
+});
+
+// --- search and filter -------------------------------------------------------------------------
+await step('search', async () => {
+  await page.goto(`${URL0}#/`);
+  await page.waitForSelector('.card');
+  await page.keyboard.press('/');
+  await page.keyboard.type('once-only');
+  const n = await page.$$eval('.card', (els) => els.length);
+  t.ok(n === 1, 'search filters the cards by title/prompt (/ focuses it)', n);
+  await page.fill('#search', '');
+  const repoOpts = await page.$$eval('#filter-repo option', (els) => els.map((e) => e.textContent));
+  t.ok(repoOpts.includes('app'), 'the repository filter lists the repositories', repoOpts.join(','));
+});
+
+// --- logout ------------------------------------------------------------------------------------
+await step('logout', async () => {
+  await page.click('#logout-btn');
+  await page.waitForSelector('form.login #token', { timeout: 10000 });
+  const r = await api('GET', 'sessions');
+  t.ok(r.status === 401, 'after logout the login form shows and the API refuses (401)', r.status);
+  await page.reload();
+  await page.waitForSelector('form.login #token', { timeout: 10000 });
+  t.ok(true, 'and a reload still shows the login form');
+  await page.goto('about:blank');
+  await page.goto(`${URL0}#/s/${sid}`);
+  await page.waitForSelector('form.login #token', { timeout: 10000 });
+  await page.waitForTimeout(500);
+  t.ok(!(await page.$('.session')) && (await page.$('form.login')), "a session's address without login shows the login form, not the session");
+});
+
+t.ok(pageErrors.length === 0, 'no uncaught errors in the page', pageErrors.join('; '));
+t.ok(cspViolations.length === 0, 'no CSP violations reported', cspViolations.join('; '));
+await browser.close();
+process.exit(t.failed ? 1 : 0);
