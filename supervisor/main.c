@@ -4,6 +4,7 @@
  *   nightshift run [flags] PROMPT     start a session through a running server (cli_run.c)
  *   nightshift ls|show|logs|prompt|stop|pause|resume|diff ...   the other client commands (cli_cmds.c)
  *   nightshift token create|ls|revoke API tokens, on the data dir directly (cli_token.c)
+ *   nightshift secret set|ls|rm       the secrets vault, through the server (cli_secret.c)
  *   nightshift version */
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "http.h"
 #include "sdnotify.h"
 #include "serve.h"
+#include "vault.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
 
@@ -79,6 +81,8 @@ static int serve(int argc, char **argv) {
         git_up = true;
         if (!(db_path = sv_config_db_path(&s.cfg)) || db_open(db_path, &s.db, &err) < 0)
                 goto out;
+        if (sv_secrets_start(&s, &err) < 0)
+                goto out;
         if (ns_loop_new(&s.loop, &err) < 0)
                 goto out;
         sigset_t mask;
@@ -127,6 +131,7 @@ out:
         if (s.loop)
                 ns_loop_remove(s.loop, sigw);
         ns_loop_free(s.loop);
+        sv_secrets_stop(&s);
         db_close(s.db);
         if (git_up)
                 gitx_shutdown();
@@ -145,6 +150,7 @@ static void usage(FILE *f) {
               "       nightshift prompt ID TEXT|-        queue a follow-up prompt\n"
               "       nightshift stop ID [--force] | pause ID | resume ID\n"
               "       nightshift diff ID                 its changes against its base\n"
+              "       nightshift secret set NAME [--repo R] | ls | rm NAME   the vault (value from stdin)\n"
               "       nightshift version\n"
               "Each command takes --help; the client commands take --server URL, --token-file FILE and,\n"
               "where they print data, --json.\n",
@@ -162,6 +168,8 @@ int main(int argc, char **argv) {
                 return cli_run(argc - 1, argv + 1);
         if (!strcmp(argv[1], "token"))
                 return cli_token(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "secret"))
+                return cli_secret(argc - 1, argv + 1);
         if (cli_session_command_exists(argv[1]))
                 return cli_session_command(argc - 1, argv + 1);
         if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

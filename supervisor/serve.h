@@ -37,6 +37,8 @@ typedef struct sv_server {
         bool quitting;
         uint64_t last_tick_ms;
         char *mirrors_dir;
+        struct sv_vault *vault;       /* secrets (vault.h) */
+        struct sv_redactor *redact;   /* their forms, replaced in everything stored (redact.h) */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */

@@ -23,7 +23,9 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "redact.h"
 #include "session_int.h"
+#include "vault.h"
 #include "ws.h"
 
 static void job_done(sv_job *job);
@@ -46,9 +48,12 @@ sv_sjob *sv_sjob_new(sv_server *s, sv_job_kind kind, sv_live *l) {
         return j;
 }
 
+/* Wiped before release: an exec's environment holds resolved secrets. */
 static void strv_free(char **v) {
-        for (char **p = v; p && *p; p++)
+        for (char **p = v; p && *p; p++) {
+                explicit_bzero(*p, strlen(*p));
                 free(*p);
+        }
         free(v);
 }
 
@@ -164,6 +169,7 @@ static sv_live *live_new(sv_server *s, const db_session *row, ns_error *err) {
         l->stream_fd = -1;
         l->proc = -1;
         snprintf(l->id, sizeof l->id, "%s", row->id);
+        snprintf(l->repo_id, sizeof l->repo_id, "%s", row->repo_id);
         snprintf(l->sandbox, sizeof l->sandbox, "%s", row->sandbox_id ? row->sandbox_id : "");
         l->mirror_path = TAKE_PTR(repo.mirror_path);
         db_repo_clear(&repo);
@@ -190,6 +196,29 @@ static sv_live *live_new(sv_server *s, const db_session *row, ns_error *err) {
 
 /* ---- events -------------------------------------------------------------------------------- */
 
+/* Event data as it may be stored and broadcast: a malloc'd copy of `json` with every vault
+ * secret's forms replaced (redact.h).  Every event passes here (ev_emit, emit_now) before
+ * db_events_append_batch: events are what the API, WebSocket and transcript serve.  The adapter
+ * hands over whole events (a line, a message), so a value is caught when an event holds it
+ * whole; one split across two output chunks that became two events is not (redact.h). */
+static char *redacted_json(sv_server *s, const char *json) {
+        char *out = NULL;
+        int r = s->redact ? sv_redact_json(s->redact, json, &out) : 0;
+        if (r == -EINVAL && sv_redact_text(s->redact, json, strlen(json), &out, NULL) > 0)
+                return out; /* not JSON (the store refuses it anyway): redacted as text */
+        if (r > 0)
+                return out;
+        return r == -ENOMEM ? NULL : strdup(json);
+}
+
+/* A free-text field stored with the session (state reasons): redacted, malloc'd. */
+static char *redacted_text(sv_server *s, const char *text) {
+        char *out = NULL;
+        if (text && s->redact && sv_redact_text(s->redact, text, strlen(text), &out, NULL) > 0)
+                return out;
+        return text ? strdup(text) : NULL;
+}
+
 static int ev_emit(void *ctx, const char *type, const char *json) {
         sv_live *l = ctx;
         if (l->n_batch == l->cap_batch) {
@@ -204,7 +233,7 @@ static int ev_emit(void *ctx, const char *type, const char *json) {
                 l->batch_owned = no;
                 l->cap_batch = cap;
         }
-        char *t = strdup(type), *d = strdup(json ? json : "{}");
+        char *t = strdup(type), *d = redacted_json(l->srv, json ? json : "{}");
         if (!t || !d) {
                 free(t);
                 free(d);
@@ -250,8 +279,9 @@ static int batch_flush(sv_live *l, bool mark, ns_error *err) {
 
 /* One event now (runner-made: errors, setup output, commits). */
 static void emit_now(sv_live *l, const char *type, cJSON *data) {
-        _cleanup_free_ char *json = data ? cJSON_PrintUnformatted(data) : NULL;
+        _cleanup_free_ char *raw = data ? cJSON_PrintUnformatted(data) : NULL;
         cJSON_Delete(data);
+        _cleanup_free_ char *json = raw ? redacted_json(l->srv, raw) : NULL;
         ns_error err;
         if (db_event_append(l->srv->db, l->id, type, json ? json : "{}", NULL, NULL, &err) < 0)
                 log_warn("session %s: event %s: %s", l->id, type, err.msg);
@@ -267,8 +297,9 @@ static void emit_error(sv_live *l, const char *message) {
 
 /* ---- state --------------------------------------------------------------------------------- */
 
-static int set_state(sv_live *l, sv_state to, const char *reason) {
+static int set_state(sv_live *l, sv_state to, const char *why) {
         ns_error err;
+        _cleanup_free_ char *reason = redacted_text(l->srv, why); /* may quote setup output */
         int r = db_session_set_state(l->srv->db, l->id, to, reason, -1, NULL, NULL, &err);
         if (r < 0) {
                 log_warn("session %s: %s → %s: %s", l->id, sv_state_name(l->state), sv_state_name(to), err.msg);
@@ -337,6 +368,58 @@ static char **env_from_json(const char *json, char **extra) {
         return v;
 }
 
+/* Replace each ${secret:NAME} in the values of env (NAME=VALUE strings, in place) by the vault's
+ * value for the session's repository.  Only here, as the exec request is made: the stored env
+ * keeps the reference, never the value. */
+static int resolve_secret_refs(sv_live *l, char **env, ns_error *err) {
+        static const char open_tag[] = "${secret:";
+        for (char **p = env; p && *p; p++) {
+                if (!strstr(*p, open_tag))
+                        continue;
+                if (!l->srv->vault)
+                        return ns_err(err, ENOENT, "the environment references a secret but the vault is not open");
+                char *out = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&out, &len);
+                if (!f)
+                        return ns_err(err, ENOMEM, "out of memory");
+                int r = 0;
+                const char *s = *p;
+                for (const char *at; r == 0 && (at = strstr(s, open_tag));) {
+                        fwrite(s, 1, (size_t) (at - s), f);
+                        const char *name = at + sizeof open_tag - 1, *close = strchr(name, '}');
+                        char nm[SV_SECRET_NAME_MAX + 1];
+                        size_t nl = close ? (size_t) (close - name) : 0;
+                        if (!close || nl > SV_SECRET_NAME_MAX) {
+                                r = ns_err(err, EINVAL, "environment: an unterminated or over-long ${secret:...}");
+                                break;
+                        }
+                        memcpy(nm, name, nl);
+                        nm[nl] = '\0';
+                        sv_secret sec = { 0 };
+                        if (!sv_secret_name_valid(nm))
+                                r = ns_err(err, EINVAL, "environment: '%s' is not a secret name", nm);
+                        else if ((r = sv_vault_get(l->srv->vault, l->srv->db, l->repo_id, nm, &sec, err)) == 0)
+                                fwrite(sec.value, 1, sec.len, f);
+                        sv_secret_clear(&sec);
+                        s = close + 1;
+                }
+                if (r == 0)
+                        fputs(s, f);
+                if (fclose(f) != 0 && r == 0)
+                        r = ns_err(err, ENOMEM, "out of memory");
+                if (r < 0) {
+                        explicit_bzero(out, len);
+                        free(out);
+                        return r;
+                }
+                explicit_bzero(*p, strlen(*p));
+                free(*p);
+                *p = out;
+        }
+        return 0;
+}
+
 static void start_turn(sv_live *l) {
         sv_server *s = l->srv;
         ns_error err;
@@ -367,6 +450,15 @@ static void start_turn(sv_live *l) {
         }
         j->argv = TAKE_PTR(cmd.argv);
         j->env = env_from_json(l->env_json, cmd.env);
+        if (!j->env)
+                ns_err(&err, ENOMEM, "out of memory");
+        if (!j->env || resolve_secret_refs(l, j->env, &err) < 0) {
+                agent_cmd_clear(&cmd);
+                sv_sjob_free(j);
+                db_prompt_mark(s->db, l->prompt_id, DB_PROMPT_CANCELLED, NULL);
+                release_slot(l);
+                return fail(l, err.msg);
+        }
         j->stdin_data = TAKE_PTR(cmd.stdin_data);
         j->stdin_len = cmd.stdin_len;
         agent_cmd_clear(&cmd);
@@ -583,6 +675,13 @@ static void provision_done(sv_sjob *j) {
                 for (char **p = j->env; o && *p; p++) {
                         char *eq = strchr(*p, '=');
                         *eq = '\0';
+                        /* The repository's own file is not trusted to pull secrets: an agent's
+                         * commit may change it, and the next session would print them. */
+                        if (strstr(eq + 1, "${secret:")) {
+                                emit_error(l, "ignored an env entry of .nightshift/config that references a secret "
+                                              "(only a session's own env may)");
+                                continue;
+                        }
                         if (!cJSON_GetObjectItemCaseSensitive(o, *p))
                                 cJSON_AddStringToObject(o, *p, eq + 1);
                 }

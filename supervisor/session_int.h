@@ -26,6 +26,7 @@ struct sv_live {
         char id[SV_ID_LEN + 1];
         char sandbox[NS_ID_MAX + 1];
         char *mirror_path, *branch, *base_sha, *last_commit, *agent_ref, *model, *env_json, *limits_json;
+        char repo_id[SV_ID_LEN + 1]; /* the scope of its secrets */
         const agent_adapter *ad;
         bool once;
         sv_state state;
