@@ -12,6 +12,7 @@
 #include "common/conffile.h"
 #include "common/log.h"
 #include "db.h"
+#include "identity.h"
 
 static int set_str(char **dst, const char *val, ns_error *err) {
         char *s = strdup(val);
@@ -83,9 +84,10 @@ void sv_config_clear(sv_config *c) {
 
 /* A template must contain exactly one "%s" and no other conversion: it goes through snprintf. */
 static int set_template(char **dst, const char *key, const char *val, ns_error *err) {
-        const char *p = strchr(val, '%');
-        if (!p || p[1] != 's' || strchr(p + 2, '%') || strlen(val) > 200 || strpbrk(val, "\n<>"))
-                return ns_err(err, EINVAL, "--%s must contain '%%s' once and no other '%%' (≤ 200 bytes)", key);
+        if (!sv_identity_template_ok(val))
+                return ns_err(err, EINVAL,
+                              "--%s: {session}, {agent} or one '%%s', no other '%%', no newline, <, >, \", \\ (≤ 200 bytes)",
+                              key);
         return set_str(dst, val, err);
 }
 

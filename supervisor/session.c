@@ -23,6 +23,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "identity.h"
 #include "redact.h"
 #include "session_int.h"
 #include "vault.h"
@@ -77,6 +78,8 @@ void sv_sjob_free(sv_sjob *j) {
         free(j->setup_output);
         free(j->workspace);
         free(j->gitdir);
+        free(j->git_name);
+        free(j->git_email);
         free(j->commit_event);
         if (j->stream_fd >= 0)
                 close(j->stream_fd);
@@ -136,6 +139,8 @@ static void live_free(sv_live *l) {
         free(l->limits_json);
         free(l->prompt_text);
         free(l->end_reason);
+        free(l->git_name);
+        free(l->git_email);
         free(l);
 }
 
@@ -368,6 +373,25 @@ static char **env_from_json(const char *json, char **extra) {
         return v;
 }
 
+/* The session's identity as GIT_AUTHOR_* / GIT_COMMITTER_* (4 malloc'd strings into v), from
+ * what provisioning wrote into its git config, or the server's templates after a restart. */
+static int identity_env(sv_live *l, char *v[4], ns_error *err) {
+        _cleanup_free_ char *name = NULL, *email = NULL;
+        int r = 0;
+        if (l->git_name && l->git_email) {
+                name = strdup(l->git_name);
+                email = strdup(l->git_email);
+        } else if ((r = sv_identity_expand(l->srv->cfg.git_name_template, l->id, l->ad->name, &name, err)) < 0 ||
+                   (r = sv_identity_expand(l->srv->cfg.git_email_template, l->id, l->ad->name, &email, err)) < 0) {
+                return r;
+        }
+        if (!name || !email || asprintf(&v[0], "GIT_AUTHOR_NAME=%s", name) < 0 ||
+            asprintf(&v[1], "GIT_AUTHOR_EMAIL=%s", email) < 0 || asprintf(&v[2], "GIT_COMMITTER_NAME=%s", name) < 0 ||
+            asprintf(&v[3], "GIT_COMMITTER_EMAIL=%s", email) < 0)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
 /* Replace each ${secret:NAME} in the values of env (NAME=VALUE strings, in place) by the vault's
  * value for the session's repository.  Only here, as the exec request is made: the stored env
  * keeps the reference, never the value. */
@@ -449,8 +473,19 @@ static void start_turn(sv_live *l) {
                 return fail(l, "out of memory");
         }
         j->argv = TAKE_PTR(cmd.argv);
-        j->env = env_from_json(l->env_json, cmd.env);
-        if (!j->env)
+        /* The turn's env: the adapter's, the session identity's, then the session's own. */
+        char *extra[64] = { 0 };
+        size_t ne = 0;
+        for (char **e = cmd.env; e && *e && ne < 59; e++)
+                extra[ne++] = *e;
+        char *ident[4] = { 0 };
+        r = identity_env(l, ident, &err);
+        for (int i = 0; i < 4 && r == 0; i++)
+                extra[ne++] = ident[i];
+        j->env = r == 0 ? env_from_json(l->env_json, extra) : NULL;
+        for (int i = 0; i < 4; i++)
+                free(ident[i]);
+        if (!j->env && r == 0)
                 ns_err(&err, ENOMEM, "out of memory");
         if (!j->env || resolve_secret_refs(l, j->env, &err) < 0) {
                 agent_cmd_clear(&cmd);
@@ -499,19 +534,9 @@ static void start_commit(sv_live *l) {
         sv_sjob *j = sv_sjob_new(s, JOB_COMMIT, l);
         if (!j)
                 return fail(l, "out of memory");
-        _cleanup_free_ char *name = NULL, *email = NULL;
         char *ident[6] = { 0 };
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-        /* The templates were checked to hold one %s and nothing else (config.c). */
-        if (asprintf(&name, s->cfg.git_name_template, l->id) < 0 || asprintf(&email, s->cfg.git_email_template, l->id) < 0)
-                name = email = NULL;
-#pragma GCC diagnostic pop
-        if (name && email && asprintf(&ident[0], "GIT_AUTHOR_NAME=%s", name) >= 0 &&
-            asprintf(&ident[1], "GIT_AUTHOR_EMAIL=%s", email) >= 0 &&
-            asprintf(&ident[2], "GIT_COMMITTER_NAME=%s", name) >= 0 &&
-            asprintf(&ident[3], "GIT_COMMITTER_EMAIL=%s", email) >= 0 &&
-            (!l->interrupted || (ident[4] = strdup("NS_KILL_LEFTOVERS=1"))))
+        ns_error ierr;
+        if (identity_env(l, ident, &ierr) == 0 && (!l->interrupted || (ident[4] = strdup("NS_KILL_LEFTOVERS=1"))))
                 j->env = env_from_json(NULL, ident);
         for (int i = 0; i < 5; i++)
                 free(ident[i]);
@@ -618,6 +643,7 @@ static void start_provision(sv_server *s, const db_session *row) {
                 sv_sjob_free(j);
                 return fail(l, "out of memory");
         }
+        j->agent_name = l->ad->name;
         l->holds_slot = true;
         s->slots_used++;
         l->phase = PH_PROVISION;
@@ -665,6 +691,10 @@ static void provision_done(sv_sjob *j) {
                 return fail(l, j->err.msg);
         }
         snprintf(l->sandbox, sizeof l->sandbox, "%s", j->sandbox);
+        free(l->git_name);
+        free(l->git_email);
+        l->git_name = TAKE_PTR(j->git_name);
+        l->git_email = TAKE_PTR(j->git_email);
         if (db_session_set_sandbox(s->db, l->id, l->sandbox, j->workspace, j->gitdir, &err) < 0) {
                 release_slot(l);
                 return fail(l, err.msg);

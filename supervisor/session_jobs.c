@@ -20,6 +20,7 @@
 #include "ids.h"
 #include "import.h"
 #include "mirror.h"
+#include "identity.h"
 #include "session_int.h"
 #include "worktree.h"
 
@@ -221,12 +222,15 @@ typedef struct repo_settings {
         bool setup_nonfatal;
         char **env; /* "K=V" */
         size_t n_env;
+        char *git_name, *git_email; /* identity templates (identity.h), NULL = the server's */
 } repo_settings;
 
 static void repo_settings_clear(repo_settings *rs) {
         for (size_t i = 0; i < rs->n_env; i++)
                 free(rs->env[i]);
         free(rs->env);
+        free(rs->git_name);
+        free(rs->git_email);
         *rs = (repo_settings){ 0 };
 }
 
@@ -280,6 +284,14 @@ static int parse_repo_config(repo_settings *rs, const char *text, size_t len, ns
                         if (asprintf(&rs->env[rs->n_env], "%s=%s", line + 4, val) < 0)
                                 return ns_err(err, ENOMEM, "out of memory");
                         rs->n_env++;
+                } else if (!strcmp(line, "git_name") || !strcmp(line, "git_email")) {
+                        char **dst = line[4] == 'n' ? &rs->git_name : &rs->git_email;
+                        if (!sv_identity_template_ok(val))
+                                return ns_err(err, EINVAL, ".nightshift/config:%d: %s is not a valid identity template",
+                                              lineno, line);
+                        free(*dst);
+                        if (!(*dst = strdup(val)))
+                                return ns_err(err, ENOMEM, "out of memory");
                 } else if (!strcmp(line, "lockfiles") || !strcmp(line, "push") || !strcmp(line, "pr")) {
                         /* Read by later features (warm starts, pushes); accepted here. */
                 } else {
@@ -413,6 +425,13 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         }
         free(ss.tree);
         if (r < 0)
+                goto out;
+        /* The session's identity, in its own git config before anything of the session runs. */
+        if ((r = sv_identity_expand(rs.git_name ? rs.git_name : cfg->git_name_template, j->sid, j->agent_name,
+                                    &j->git_name, &j->err)) < 0 ||
+            (r = sv_identity_expand(rs.git_email ? rs.git_email : cfg->git_email_template, j->sid, j->agent_name,
+                                    &j->git_email, &j->err)) < 0 ||
+            (r = worktree_set_identity(paths.tree, j->git_name, j->git_email, &j->err)) < 0)
                 goto out;
         j->workspace = TAKE_PTR(paths.tree);
         j->gitdir = TAKE_PTR(paths.gitdir);

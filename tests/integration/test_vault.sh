@@ -112,6 +112,27 @@ sid2=$(jget "${r#* }" 'd["id"]')
 expect_eq "a missing secret fails the session" failed "$(wait_state "$sid2" completed failed)"
 expect_match "with an error naming it" 'no secret named MISSING' "$(events "$sid2" | grep '"error"')"
 
+# --- the session's identity ----------------------------------------------------------------------
+# Per repository, from its .nightshift/config; in the sandbox both as GIT_* and in the session's
+# own git config (so `git commit` by the agent uses it too); the commit in the mirror carries it.
+make_repo "$NS_TMP/src/idrepo"
+mkdir -p "$NS_TMP/src/idrepo/.nightshift"
+printf 'git_name = bot-{agent} {session}\ngit_email = {session}+{agent}@agents.example\n' > "$NS_TMP/src/idrepo/.nightshift/config"
+chown -R "$TEST_UID:$TEST_GID" "$NS_TMP/src/idrepo"
+as_user env HOME="$NS_TMP/src/idrepo" git -C "$NS_TMP/src/idrepo" add .nightshift/config
+as_user env HOME="$NS_TMP/src/idrepo" git -C "$NS_TMP/src/idrepo" -c user.name=t -c user.email=t@t commit -qm cfg
+api POST /api/v1/repos "{\"path\":\"$NS_TMP/src/idrepo\",\"name\":\"idrepo\"}" >/dev/null
+r=$(api POST /api/v1/sessions "{\"repo\":\"idrepo\",\"once\":true,\"prompt\":\"git config user.name; git config user.email; echo \$GIT_AUTHOR_NAME; echo x > f.txt; git add f.txt; git commit -qm own; git log -1 --format=%an/%ae\"}")
+sid3=$(jget "${r#* }" 'd["id"]')
+expect_eq "the identity session completes" completed "$(wait_state "$sid3" completed failed)"
+o3=$(output_of "$sid3")
+expect_eq "git config user.name/email and GIT_AUTHOR_NAME inside; the agent's own commit uses them" \
+  "bot-command $sid3|$sid3+command@agents.example|bot-command $sid3|bot-command $sid3/$sid3+command@agents.example" \
+  "$(printf '%s' "$o3" | paste -sd'|')"
+idrepo=$(jget "$(api GET /api/v1/repos | cut -d' ' -f2-)" '[x["id"] for x in d["repos"] if x["name"]=="idrepo"][0]')
+expect_eq "the session's commit in the mirror carries it" "bot-command $sid3 <$sid3+command@agents.example>" \
+  "$(git -C "$(mirror_of "$idrepo")" log -1 --format='%an <%ae>' "nightshift/$sid3" 2>/dev/null)"
+
 # --- the key file's protection --------------------------------------------------------------------
 sv_stop
 chmod 644 "$K"
