@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "db.h"
 #include "identity.h"
+#include "vault.h"
 
 static int set_str(char **dst, const char *val, ns_error *err) {
         char *s = strdup(val);
@@ -58,13 +59,17 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .keep_events = true,
                 .log_level = NS_LOG_INFO,
                 .rate_limit = 50,
+                .model_proxy = true,
         };
         if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
             !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
             !(c->sandboxd_socket = strdup("/run/nightshift/sandboxd.sock")) ||
             !(c->agents_dir = strdup("/var/lib/nightshift/agents")) ||
             !(c->git_name_template = strdup("nightshift %s")) ||
-            !(c->git_email_template = strdup("%s@nightshift.invalid"))) {
+            !(c->git_email_template = strdup("%s@nightshift.invalid")) ||
+            !(c->model_upstream_anthropic = strdup("https://api.anthropic.com")) ||
+            !(c->model_upstream_openai = strdup("https://api.openai.com")) ||
+            !(c->model_key_anthropic = strdup("ANTHROPIC_API_KEY")) || !(c->model_key_openai = strdup("OPENAI_API_KEY"))) {
                 sv_config_clear(c);
                 return ns_err(err, ENOMEM, "out of memory");
         }
@@ -79,6 +84,10 @@ void sv_config_clear(sv_config *c) {
         free(c->agents_dir);
         free(c->git_name_template);
         free(c->git_email_template);
+        free(c->model_upstream_anthropic);
+        free(c->model_upstream_openai);
+        free(c->model_key_anthropic);
+        free(c->model_key_openai);
         *c = (sv_config){ 0 };
 }
 
@@ -180,6 +189,23 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 c->rate_limit = d;
                 return 0;
         }
+        if (!strcmp(key, "model-proxy")) {
+                if (strcmp(val, "true") && strcmp(val, "false"))
+                        return ns_err(err, EINVAL, "--model-proxy must be true or false");
+                c->model_proxy = !strcmp(val, "true");
+                return 0;
+        }
+        if (!strcmp(key, "model-upstream-anthropic") || !strcmp(key, "model-upstream-openai")) {
+                if ((strncmp(val, "http://", 7) && strncmp(val, "https://", 8)) || strlen(val) > 512 ||
+                    strpbrk(val, " \r\n?#") || val[strlen(val) - 1] == '/')
+                        return ns_err(err, EINVAL, "--%s must be an http(s) base URL without a trailing '/'", key);
+                return set_str(key[15] == 'a' ? &c->model_upstream_anthropic : &c->model_upstream_openai, val, err);
+        }
+        if (!strcmp(key, "model-key-anthropic") || !strcmp(key, "model-key-openai")) {
+                if (!sv_secret_name_valid(val))
+                        return ns_err(err, EINVAL, "--%s must be a secret name", key);
+                return set_str(key[10] == 'a' ? &c->model_key_anthropic : &c->model_key_openai, val, err);
+        }
         if (!strcmp(key, "debug")) {
                 c->log_level = NS_LOG_DEBUG;
                 return 0;
@@ -201,7 +227,9 @@ static void usage(void) {
               "         [--max-concurrent N] [--workers N] [--idle-timeout SEC] [--max-runtime SEC]\n"
               "         [--setup-timeout SEC] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
-              "         [--allow-remote true|false] [--rate-limit N] [--debug]\n",
+              "         [--allow-remote true|false] [--rate-limit N] [--debug]\n"
+              "         [--model-proxy true|false] [--model-upstream-anthropic URL] [--model-upstream-openai URL]\n"
+              "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n",
               stdout);
 }
 
@@ -231,6 +259,9 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
                 { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
                 { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
+                { "model-proxy", required_argument, NULL, 0 }, { "model-upstream-anthropic", required_argument, NULL, 0 },
+                { "model-upstream-openai", required_argument, NULL, 0 }, { "model-key-anthropic", required_argument, NULL, 0 },
+                { "model-key-openai", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

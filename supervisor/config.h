@@ -37,6 +37,12 @@ typedef struct sv_config {
         int log_level;
         bool allow_remote;       /* listen beyond loopback */
         double rate_limit;       /* API requests per second per token; 0 = no limit */
+        /* The model-API proxy (modelproxy.c): upstream base URLs, the vault secrets holding the
+         * real keys, and the port it was bound to (set at start; 0 = not running). */
+        bool model_proxy;
+        char *model_upstream_anthropic, *model_upstream_openai;
+        char *model_key_anthropic, *model_key_openai;
+        int model_proxy_port;
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

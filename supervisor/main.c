@@ -20,6 +20,7 @@
 #include "gitx.h"
 #include "http.h"
 #include "sdnotify.h"
+#include "modelproxy.h"
 #include "serve.h"
 #include "vault.h"
 
@@ -96,6 +97,9 @@ static int serve(int argc, char **argv) {
         }
         if (!(sigw = ns_loop_add(s.loop, sfd, EPOLLIN, on_signal, &s, &err)))
                 goto out;
+        /* Before the workers: they read the proxy's port from the config. */
+        if (s.cfg.model_proxy && sv_modelproxy_start(&s.cfg, db_path, s.vault, &s.proxy, &err) < 0)
+                goto out;
         if (sv_workq_new(s.loop, &s.cfg, db_path, s.cfg.workers, &s.wq, &err) < 0)
                 goto out;
         int port = 0;
@@ -131,6 +135,7 @@ out:
         if (s.loop)
                 ns_loop_remove(s.loop, sigw);
         ns_loop_free(s.loop);
+        sv_modelproxy_stop(s.proxy);
         sv_secrets_stop(&s);
         db_close(s.db);
         if (git_up)

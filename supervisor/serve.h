@@ -39,6 +39,7 @@ typedef struct sv_server {
         char *mirrors_dir;
         struct sv_vault *vault;       /* secrets (vault.h) */
         struct sv_redactor *redact;   /* their forms, replaced in everything stored (redact.h) */
+        struct sv_modelproxy *proxy;  /* the model-API proxy (modelproxy.h), NULL when off */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */

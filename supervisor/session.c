@@ -15,6 +15,7 @@
  * Follow-ups of sessions that already have a sandbox go first, then queued sessions, oldest
  * first (FIFO). */
 #include <fcntl.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "identity.h"
+#include "modelproxy.h"
 #include "redact.h"
 #include "session_int.h"
 #include "vault.h"
@@ -392,6 +394,53 @@ static int identity_env(sv_live *l, char *v[4], ns_error *err) {
         return 0;
 }
 
+/* The model-API proxy's env for this session (modelproxy.h): for each provider whose key the
+ * vault holds (for the session's repository), its base URL through the connector and the
+ * session's placeholder key, appended to v (n entries so far, room for 4 more).  The session's
+ * own env entries of those names are dropped from *env_json: the proxy wins, so a real key set
+ * by hand never reaches the agent either. */
+static int proxy_env(sv_live *l, char **v, size_t *n, char **env_json, ns_error *err) {
+        sv_server *s = l->srv;
+        if (!s->proxy || !s->cfg.model_proxy_port)
+                return 0;
+        static const struct {
+                const char *base_var, *key_var, *path;
+                size_t key_off;
+        } prov[] = {
+                { "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "/anthropic", offsetof(sv_config, model_key_anthropic) },
+                { "OPENAI_BASE_URL", "OPENAI_API_KEY", "/openai/v1", offsetof(sv_config, model_key_openai) },
+        };
+        cJSON *o = NULL;
+        for (size_t i = 0; i < ARRAY_SIZE(prov); i++) {
+                const char *key_name = *(char *const *) ((const char *) &s->cfg + prov[i].key_off);
+                sv_secret sec = { 0 };
+                int r = sv_vault_get(s->vault, s->db, l->repo_id, key_name, &sec, err);
+                sv_secret_clear(&sec);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                char tok[SV_PROXY_TOKEN_MAX];
+                sv_modelproxy_token(s->proxy, l->id, tok);
+                if (asprintf(&v[(*n)++], "%s=http://127.0.0.1:%d%s", prov[i].base_var, s->cfg.model_proxy_port,
+                             prov[i].path) < 0 ||
+                    asprintf(&v[(*n)++], "%s=%s", prov[i].key_var, tok) < 0)
+                        return ns_err(err, ENOMEM, "out of memory");
+                if (!o && *env_json)
+                        o = cJSON_Parse(*env_json);
+                cJSON_DeleteItemFromObjectCaseSensitive(o, prov[i].base_var);
+                cJSON_DeleteItemFromObjectCaseSensitive(o, prov[i].key_var);
+        }
+        if (o) {
+                char *j = cJSON_PrintUnformatted(o);
+                cJSON_Delete(o);
+                if (!j)
+                        return ns_err(err, ENOMEM, "out of memory");
+                *env_json = j;
+        }
+        return 0;
+}
+
 /* Replace each ${secret:NAME} in the values of env (NAME=VALUE strings, in place) by the vault's
  * value for the session's repository.  Only here, as the exec request is made: the stored env
  * keeps the reference, never the value. */
@@ -474,16 +523,23 @@ static void start_turn(sv_live *l) {
         }
         j->argv = TAKE_PTR(cmd.argv);
         /* The turn's env: the adapter's, the session identity's, then the session's own. */
-        char *extra[64] = { 0 };
+        char *extra[72] = { 0 };
         size_t ne = 0;
         for (char **e = cmd.env; e && *e && ne < 59; e++)
                 extra[ne++] = *e;
-        char *ident[4] = { 0 };
+        char *ident[8] = { 0 };
+        size_t ni = 0;
+        char *session_env = l->env_json;
         r = identity_env(l, ident, &err);
-        for (int i = 0; i < 4 && r == 0; i++)
+        ni = r == 0 ? 4 : 0;
+        if (r == 0)
+                r = proxy_env(l, ident, &ni, &session_env, &err);
+        for (size_t i = 0; i < ni && r == 0; i++)
                 extra[ne++] = ident[i];
-        j->env = r == 0 ? env_from_json(l->env_json, extra) : NULL;
-        for (int i = 0; i < 4; i++)
+        j->env = r == 0 ? env_from_json(session_env, extra) : NULL;
+        if (session_env != l->env_json)
+                free(session_env);
+        for (size_t i = 0; i < 8; i++)
                 free(ident[i]);
         if (!j->env && r == 0)
                 ns_err(&err, ENOMEM, "out of memory");

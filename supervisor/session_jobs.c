@@ -413,6 +413,10 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 ss.binds[nb++] = (sbx_bind){ cfg->agents_dir, SV_AGENTS_MOUNT };
         ss.spec = (sbx_create_spec){ .ro_binds = ss.binds, .n_ro_binds = nb, .connects = ss.connects };
         limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects);
+        /* The model-API proxy (modelproxy.h), for agents that talk to a model: the one way their
+         * key-less requests get a key.  (sandboxd takes NS_CONNECTS_MAX ports.) */
+        if (cfg->model_proxy_port && ss.spec.n_connects < NS_CONNECTS_MAX)
+                ss.connects[ss.spec.n_connects++] = cfg->model_proxy_port;
         r = worktree_create_with(cfg->workspace_root, j->sid, j->mirror_path, j->base_sha, sandbox_start_begin, &ss,
                                  &paths, &j->err);
         t1 = now_ms();
