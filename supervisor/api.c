@@ -560,6 +560,13 @@ static const sv_route routes[] = {
         { "POST", "/api/v1/sessions/{id}/resume", r_resume },
         { "POST", "/api/v1/sessions/{id}/complete", r_complete },
         { "POST", "/api/v1/sessions/{id}/archive", sv_api_session_archive },
+        /* api_secrets.c: values are write-only */
+        { "GET", "/api/v1/secrets", sv_api_secrets_list },
+        { "PUT", "/api/v1/secrets/{name}", sv_api_secret_put },
+        { "DELETE", "/api/v1/secrets/{name}", sv_api_secret_delete },
+        { "GET", "/api/v1/repos/{repo_id}/secrets", sv_api_secrets_list },
+        { "PUT", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_put },
+        { "DELETE", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_delete },
 };
 
 const sv_route *sv_api_routes(size_t *n) {
@@ -576,8 +583,10 @@ static bool route_match(const char *pattern, const char *path, sv_route_args *a)
                 pattern++, path++;
                 size_t pl = strcspn(pattern, "/"), sl = strcspn(path, "/");
                 if (pattern[0] == '{') {
-                        char *dst = !strncmp(pattern, "{prompt_id}", pl) || !strncmp(pattern, "{preview_id}", pl) ? a->sub : a->id;
-                        if (sl == 0 || sl >= sizeof a->id)
+                        char *dst = !strncmp(pattern, "{prompt_id}", pl) || !strncmp(pattern, "{preview_id}", pl) ? a->sub
+                                    : !strncmp(pattern, "{name}", pl)                                             ? a->name
+                                                                                                                  : a->id;
+                        if (sl == 0 || sl >= (dst == a->name ? sizeof a->name : sizeof a->id))
                                 return false;
                         memcpy(dst, path, sl);
                         dst[sl] = '\0';

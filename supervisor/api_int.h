@@ -22,6 +22,7 @@ static inline void sv_api_json_deletep(cJSON **j) {
 typedef struct sv_route_args {
         char id[SV_ID_LEN + 1];
         char sub[SV_ID_LEN + 1];
+        char name[65]; /* {name}: a secret's name (checked by the handler) */
 } sv_route_args;
 
 typedef struct sv_route {
@@ -61,3 +62,8 @@ void sv_api_cache_free(sv_server *s);
 /* api_meta.c */
 void sv_api_metrics(sv_req *r, const sv_route_args *a);
 void sv_api_openapi(sv_req *r, const sv_route_args *a);
+
+/* api_secrets.c: the vault's routes; {repo_id} present = that repository's scope. */
+void sv_api_secrets_list(sv_req *r, const sv_route_args *a);
+void sv_api_secret_put(sv_req *r, const sv_route_args *a);
+void sv_api_secret_delete(sv_req *r, const sv_route_args *a);

@@ -47,3 +47,7 @@ typedef enum cli_follow {
  * completed.  Returns 0 or -errno (client_http_request's errors). */
 int cli_events_print(client_http *c, const char *sid, long long after, cli_follow follow, bool json, bool *turn_failed,
                      ns_error *err);
+
+/* `nightshift secret set NAME [--repo R] | ls [--repo R] [--json] | rm NAME [--repo R]` (cli_secret.c):
+ * the vault through the server's API; `set` reads the value from stdin. */
+int cli_secret(int argc, char **argv);

@@ -12,6 +12,8 @@
 #include "common/conffile.h"
 #include "common/log.h"
 #include "db.h"
+#include "identity.h"
+#include "vault.h"
 
 static int set_str(char **dst, const char *val, ns_error *err) {
         char *s = strdup(val);
@@ -61,13 +63,17 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .log_level = NS_LOG_INFO,
                 .rate_limit = 50,
                 .preview_port = 8788,
+                .model_proxy = true,
         };
         if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
             !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
             !(c->sandboxd_socket = strdup("/run/nightshift/sandboxd.sock")) ||
             !(c->agents_dir = strdup("/var/lib/nightshift/agents")) ||
             !(c->git_name_template = strdup("nightshift %s")) ||
-            !(c->git_email_template = strdup("%s@nightshift.invalid")) || !(c->preview_addr = strdup("127.0.0.1"))) {
+            !(c->git_email_template = strdup("%s@nightshift.invalid")) || !(c->preview_addr = strdup("127.0.0.1")) ||
+            !(c->model_upstream_anthropic = strdup("https://api.anthropic.com")) ||
+            !(c->model_upstream_openai = strdup("https://api.openai.com")) ||
+            !(c->model_key_anthropic = strdup("ANTHROPIC_API_KEY")) || !(c->model_key_openai = strdup("OPENAI_API_KEY"))) {
                 sv_config_clear(c);
                 return ns_err(err, ENOMEM, "out of memory");
         }
@@ -85,14 +91,19 @@ void sv_config_clear(sv_config *c) {
         free(c->git_email_template);
         free(c->preview_addr);
         free(c->preview_domain);
+        free(c->model_upstream_anthropic);
+        free(c->model_upstream_openai);
+        free(c->model_key_anthropic);
+        free(c->model_key_openai);
         *c = (sv_config){ 0 };
 }
 
 /* A template must contain exactly one "%s" and no other conversion: it goes through snprintf. */
 static int set_template(char **dst, const char *key, const char *val, ns_error *err) {
-        const char *p = strchr(val, '%');
-        if (!p || p[1] != 's' || strchr(p + 2, '%') || strlen(val) > 200 || strpbrk(val, "\n<>"))
-                return ns_err(err, EINVAL, "--%s must contain '%%s' once and no other '%%' (≤ 200 bytes)", key);
+        if (!sv_identity_template_ok(val))
+                return ns_err(err, EINVAL,
+                              "--%s: {session}, {agent} or one '%%s', no other '%%', no newline, <, >, \", \\ (≤ 200 bytes)",
+                              key);
         return set_str(dst, val, err);
 }
 
@@ -228,6 +239,23 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 c->rate_limit = d;
                 return 0;
         }
+        if (!strcmp(key, "model-proxy")) {
+                if (strcmp(val, "true") && strcmp(val, "false"))
+                        return ns_err(err, EINVAL, "--model-proxy must be true or false");
+                c->model_proxy = !strcmp(val, "true");
+                return 0;
+        }
+        if (!strcmp(key, "model-upstream-anthropic") || !strcmp(key, "model-upstream-openai")) {
+                if ((strncmp(val, "http://", 7) && strncmp(val, "https://", 8)) || strlen(val) > 512 ||
+                    strpbrk(val, " \r\n?#") || val[strlen(val) - 1] == '/')
+                        return ns_err(err, EINVAL, "--%s must be an http(s) base URL without a trailing '/'", key);
+                return set_str(key[15] == 'a' ? &c->model_upstream_anthropic : &c->model_upstream_openai, val, err);
+        }
+        if (!strcmp(key, "model-key-anthropic") || !strcmp(key, "model-key-openai")) {
+                if (!sv_secret_name_valid(val))
+                        return ns_err(err, EINVAL, "--%s must be a secret name", key);
+                return set_str(key[10] == 'a' ? &c->model_key_anthropic : &c->model_key_openai, val, err);
+        }
         if (!strcmp(key, "debug")) {
                 c->log_level = NS_LOG_DEBUG;
                 return 0;
@@ -251,7 +279,9 @@ static void usage(void) {
               "         [--layers-max-age DAYS] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
               "         [--allow-remote true|false] [--rate-limit N] [--preview-listen ADDR:PORT]\n"
-              "         [--preview-domain DOMAIN] [--auto-publish true|false] [--web-dir DIR] [--debug]\n",
+              "         [--preview-domain DOMAIN] [--auto-publish true|false] [--web-dir DIR] [--debug]\n"
+              "         [--model-proxy true|false] [--model-upstream-anthropic URL] [--model-upstream-openai URL]\n"
+              "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n",
               stdout);
 }
 
@@ -286,6 +316,9 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "preview-listen", required_argument, NULL, 0 }, { "preview-domain", required_argument, NULL, 0 },
                 { "auto-publish", required_argument, NULL, 0 },
                 { "web-dir", required_argument, NULL, 0 },
+                { "model-proxy", required_argument, NULL, 0 }, { "model-upstream-anthropic", required_argument, NULL, 0 },
+                { "model-upstream-openai", required_argument, NULL, 0 }, { "model-key-anthropic", required_argument, NULL, 0 },
+                { "model-key-openai", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

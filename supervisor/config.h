@@ -45,6 +45,12 @@ typedef struct sv_config {
         char *preview_domain;    /* NULL: previews at <id>.localhost; else <id>.preview.<domain> (https) */
         bool auto_publish;       /* publish every new listening port of a session's sandbox */
         char *web_dir;           /* serve the dashboard from here; NULL = the embedded files */
+        /* The model-API proxy (modelproxy.c): upstream base URLs, the vault secrets holding the
+         * real keys, and the port it was bound to (set at start; 0 = not running). */
+        bool model_proxy;
+        char *model_upstream_anthropic, *model_upstream_openai;
+        char *model_key_anthropic, *model_key_openai;
+        int model_proxy_port;
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

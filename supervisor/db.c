@@ -110,6 +110,18 @@ static const char *const migrations[] = {
         "  expires_at INTEGER NOT NULL"
         ") STRICT;"
         "CREATE INDEX web_sessions_by_token ON web_sessions(token_id);",
+        /* 3 (vault.c): secrets, sealed with XChaCha20-Poly1305 (nonce + ciphertext and tag), global
+         * (repo_id NULL) or per repository (gone with it); one name per scope. */
+        "CREATE TABLE secrets ("
+        "  repo_id TEXT REFERENCES repos(id) ON DELETE CASCADE,"
+        "  name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),"
+        "  nonce BLOB NOT NULL CHECK (length(nonce) = 24),"
+        "  sealed BLOB NOT NULL,"
+        "  size INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL"
+        ") STRICT;"
+        "CREATE UNIQUE INDEX secrets_by_scope_name ON secrets(coalesce(repo_id, ''), name);",
 };
 
 int db_schema_latest(void) {

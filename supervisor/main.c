@@ -5,6 +5,7 @@
  *   nightshift ls|show|logs|prompt|stop|pause|resume|diff ...   the other client commands (cli_cmds.c)
  *   nightshift token create|ls|revoke API tokens, on the data dir directly (cli_token.c)
  *   nightshift layers ls|rm|gc      the layer store, through sandboxd (cli_layers.c)
+ *   nightshift secret set|ls|rm       the secrets vault, through the server (cli_secret.c)
  *   nightshift version */
 #include <signal.h>
 #include <stdio.h>
@@ -21,7 +22,9 @@
 #include "http.h"
 #include "sdnotify.h"
 #include "preview.h"
+#include "modelproxy.h"
 #include "serve.h"
+#include "vault.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
 
@@ -82,6 +85,8 @@ static int serve(int argc, char **argv) {
         git_up = true;
         if (!(db_path = sv_config_db_path(&s.cfg)) || db_open(db_path, &s.db, &err) < 0)
                 goto out;
+        if (sv_secrets_start(&s, &err) < 0)
+                goto out;
         if (ns_loop_new(&s.loop, &err) < 0)
                 goto out;
         sigset_t mask;
@@ -94,6 +99,9 @@ static int serve(int argc, char **argv) {
                 goto out;
         }
         if (!(sigw = ns_loop_add(s.loop, sfd, EPOLLIN, on_signal, &s, &err)))
+                goto out;
+        /* Before the workers: they read the proxy's port from the config. */
+        if (s.cfg.model_proxy && sv_modelproxy_start(&s.cfg, db_path, s.vault, &s.proxy, &err) < 0)
                 goto out;
         if (sv_workq_new(s.loop, &s.cfg, db_path, s.cfg.workers, &s.wq, &err) < 0)
                 goto out;
@@ -136,6 +144,8 @@ out:
         if (s.loop)
                 ns_loop_remove(s.loop, sigw);
         ns_loop_free(s.loop);
+        sv_modelproxy_stop(s.proxy);
+        sv_secrets_stop(&s);
         db_close(s.db);
         if (git_up)
                 gitx_shutdown();
@@ -155,6 +165,7 @@ static void usage(FILE *f) {
               "       nightshift prompt ID TEXT|-        queue a follow-up prompt\n"
               "       nightshift stop ID [--force] | pause ID | resume ID\n"
               "       nightshift diff ID                 its changes against its base\n"
+              "       nightshift secret set NAME [--repo R] | ls | rm NAME   the vault (value from stdin)\n"
               "       nightshift version\n"
               "Each command takes --help; the client commands take --server URL, --token-file FILE and,\n"
               "where they print data, --json.\n",
@@ -174,6 +185,8 @@ int main(int argc, char **argv) {
                 return cli_token(argc - 1, argv + 1);
         if (!strcmp(argv[1], "layers"))
                 return cli_layers(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "secret"))
+                return cli_secret(argc - 1, argv + 1);
         if (cli_session_command_exists(argv[1]))
                 return cli_session_command(argc - 1, argv + 1);
         if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

@@ -39,6 +39,9 @@ typedef struct sv_server {
         uint64_t last_tick_ms;
         char *mirrors_dir;
         struct sv_previews *previews; /* the preview proxy and its previews (preview.c) */
+        struct sv_vault *vault;       /* secrets (vault.h) */
+        struct sv_redactor *redact;   /* their forms, replaced in everything stored (redact.h) */
+        struct sv_modelproxy *proxy;  /* the model-API proxy (modelproxy.h), NULL when off */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */

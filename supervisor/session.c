@@ -15,6 +15,7 @@
  * Follow-ups of sessions that already have a sandbox go first, then queued sessions, oldest
  * first (FIFO). */
 #include <fcntl.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,11 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "identity.h"
+#include "modelproxy.h"
+#include "redact.h"
 #include "session_int.h"
+#include "vault.h"
 #include "ws.h"
 
 static void job_done(sv_job *job);
@@ -46,9 +51,12 @@ sv_sjob *sv_sjob_new(sv_server *s, sv_job_kind kind, sv_live *l) {
         return j;
 }
 
+/* Wiped before release: an exec's environment holds resolved secrets. */
 static void strv_free(char **v) {
-        for (char **p = v; p && *p; p++)
+        for (char **p = v; p && *p; p++) {
+                explicit_bzero(*p, strlen(*p));
                 free(*p);
+        }
         free(v);
 }
 
@@ -72,6 +80,8 @@ void sv_sjob_free(sv_sjob *j) {
         free(j->setup_output);
         free(j->workspace);
         free(j->gitdir);
+        free(j->git_name);
+        free(j->git_email);
         free(j->commit_event);
         if (j->stream_fd >= 0)
                 close(j->stream_fd);
@@ -149,6 +159,8 @@ static void live_free(sv_live *l) {
         free(l->limits_json);
         free(l->prompt_text);
         free(l->end_reason);
+        free(l->git_name);
+        free(l->git_email);
         free(l);
 }
 
@@ -182,6 +194,7 @@ static sv_live *live_new(sv_server *s, const db_session *row, ns_error *err) {
         l->stream_fd = -1;
         l->proc = -1;
         snprintf(l->id, sizeof l->id, "%s", row->id);
+        snprintf(l->repo_id, sizeof l->repo_id, "%s", row->repo_id);
         snprintf(l->sandbox, sizeof l->sandbox, "%s", row->sandbox_id ? row->sandbox_id : "");
         l->mirror_path = TAKE_PTR(repo.mirror_path);
         db_repo_clear(&repo);
@@ -208,6 +221,29 @@ static sv_live *live_new(sv_server *s, const db_session *row, ns_error *err) {
 
 /* ---- events -------------------------------------------------------------------------------- */
 
+/* Event data as it may be stored and broadcast: a malloc'd copy of `json` with every vault
+ * secret's forms replaced (redact.h).  Every event passes here (ev_emit, emit_now) before
+ * db_events_append_batch: events are what the API, WebSocket and transcript serve.  The adapter
+ * hands over whole events (a line, a message), so a value is caught when an event holds it
+ * whole; one split across two output chunks that became two events is not (redact.h). */
+static char *redacted_json(sv_server *s, const char *json) {
+        char *out = NULL;
+        int r = s->redact ? sv_redact_json(s->redact, json, &out) : 0;
+        if (r == -EINVAL && sv_redact_text(s->redact, json, strlen(json), &out, NULL) > 0)
+                return out; /* not JSON (the store refuses it anyway): redacted as text */
+        if (r > 0)
+                return out;
+        return r == -ENOMEM ? NULL : strdup(json);
+}
+
+/* A free-text field stored with the session (state reasons): redacted, malloc'd. */
+static char *redacted_text(sv_server *s, const char *text) {
+        char *out = NULL;
+        if (text && s->redact && sv_redact_text(s->redact, text, strlen(text), &out, NULL) > 0)
+                return out;
+        return text ? strdup(text) : NULL;
+}
+
 static int ev_emit(void *ctx, const char *type, const char *json) {
         sv_live *l = ctx;
         if (l->n_batch == l->cap_batch) {
@@ -222,7 +258,7 @@ static int ev_emit(void *ctx, const char *type, const char *json) {
                 l->batch_owned = no;
                 l->cap_batch = cap;
         }
-        char *t = strdup(type), *d = strdup(json ? json : "{}");
+        char *t = strdup(type), *d = redacted_json(l->srv, json ? json : "{}");
         if (!t || !d) {
                 free(t);
                 free(d);
@@ -268,8 +304,9 @@ static int batch_flush(sv_live *l, bool mark, ns_error *err) {
 
 /* One event now (runner-made: errors, setup output, commits). */
 static void emit_now(sv_live *l, const char *type, cJSON *data) {
-        _cleanup_free_ char *json = data ? cJSON_PrintUnformatted(data) : NULL;
+        _cleanup_free_ char *raw = data ? cJSON_PrintUnformatted(data) : NULL;
         cJSON_Delete(data);
+        _cleanup_free_ char *json = raw ? redacted_json(l->srv, raw) : NULL;
         ns_error err;
         if (db_event_append(l->srv->db, l->id, type, json ? json : "{}", NULL, NULL, &err) < 0)
                 log_warn("session %s: event %s: %s", l->id, type, err.msg);
@@ -285,8 +322,9 @@ static void emit_error(sv_live *l, const char *message) {
 
 /* ---- state --------------------------------------------------------------------------------- */
 
-static int set_state(sv_live *l, sv_state to, const char *reason) {
+static int set_state(sv_live *l, sv_state to, const char *why) {
         ns_error err;
+        _cleanup_free_ char *reason = redacted_text(l->srv, why); /* may quote setup output */
         int r = db_session_set_state(l->srv->db, l->id, to, reason, -1, NULL, NULL, &err);
         if (r < 0) {
                 log_warn("session %s: %s → %s: %s", l->id, sv_state_name(l->state), sv_state_name(to), err.msg);
@@ -355,6 +393,124 @@ static char **env_from_json(const char *json, char **extra) {
         return v;
 }
 
+/* The session's identity as GIT_AUTHOR_* / GIT_COMMITTER_* (4 malloc'd strings into v), from
+ * what provisioning wrote into its git config, or the server's templates after a restart. */
+static int identity_env(sv_live *l, char *v[4], ns_error *err) {
+        _cleanup_free_ char *name = NULL, *email = NULL;
+        int r = 0;
+        if (l->git_name && l->git_email) {
+                name = strdup(l->git_name);
+                email = strdup(l->git_email);
+        } else if ((r = sv_identity_expand(l->srv->cfg.git_name_template, l->id, l->ad->name, &name, err)) < 0 ||
+                   (r = sv_identity_expand(l->srv->cfg.git_email_template, l->id, l->ad->name, &email, err)) < 0) {
+                return r;
+        }
+        if (!name || !email || asprintf(&v[0], "GIT_AUTHOR_NAME=%s", name) < 0 ||
+            asprintf(&v[1], "GIT_AUTHOR_EMAIL=%s", email) < 0 || asprintf(&v[2], "GIT_COMMITTER_NAME=%s", name) < 0 ||
+            asprintf(&v[3], "GIT_COMMITTER_EMAIL=%s", email) < 0)
+                return ns_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+/* The model-API proxy's env for this session (modelproxy.h): for each provider whose key the
+ * vault holds (for the session's repository), its base URL through the connector and the
+ * session's placeholder key, appended to v (n entries so far, room for 4 more).  The session's
+ * own env entries of those names are dropped from *env_json: the proxy wins, so a real key set
+ * by hand never reaches the agent either. */
+static int proxy_env(sv_live *l, char **v, size_t *n, char **env_json, ns_error *err) {
+        sv_server *s = l->srv;
+        if (!s->proxy || !s->cfg.model_proxy_port)
+                return 0;
+        static const struct {
+                const char *base_var, *key_var, *path;
+                size_t key_off;
+        } prov[] = {
+                { "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "/anthropic", offsetof(sv_config, model_key_anthropic) },
+                { "OPENAI_BASE_URL", "OPENAI_API_KEY", "/openai/v1", offsetof(sv_config, model_key_openai) },
+        };
+        cJSON *o = NULL;
+        for (size_t i = 0; i < ARRAY_SIZE(prov); i++) {
+                const char *key_name = *(char *const *) ((const char *) &s->cfg + prov[i].key_off);
+                sv_secret sec = { 0 };
+                int r = sv_vault_get(s->vault, s->db, l->repo_id, key_name, &sec, err);
+                sv_secret_clear(&sec);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                char tok[SV_PROXY_TOKEN_MAX];
+                sv_modelproxy_token(s->proxy, l->id, tok);
+                if (asprintf(&v[(*n)++], "%s=http://127.0.0.1:%d%s", prov[i].base_var, s->cfg.model_proxy_port,
+                             prov[i].path) < 0 ||
+                    asprintf(&v[(*n)++], "%s=%s", prov[i].key_var, tok) < 0)
+                        return ns_err(err, ENOMEM, "out of memory");
+                if (!o && *env_json)
+                        o = cJSON_Parse(*env_json);
+                cJSON_DeleteItemFromObjectCaseSensitive(o, prov[i].base_var);
+                cJSON_DeleteItemFromObjectCaseSensitive(o, prov[i].key_var);
+        }
+        if (o) {
+                char *j = cJSON_PrintUnformatted(o);
+                cJSON_Delete(o);
+                if (!j)
+                        return ns_err(err, ENOMEM, "out of memory");
+                *env_json = j;
+        }
+        return 0;
+}
+
+/* Replace each ${secret:NAME} in the values of env (NAME=VALUE strings, in place) by the vault's
+ * value for the session's repository.  Only here, as the exec request is made: the stored env
+ * keeps the reference, never the value. */
+static int resolve_secret_refs(sv_live *l, char **env, ns_error *err) {
+        static const char open_tag[] = "${secret:";
+        for (char **p = env; p && *p; p++) {
+                if (!strstr(*p, open_tag))
+                        continue;
+                if (!l->srv->vault)
+                        return ns_err(err, ENOENT, "the environment references a secret but the vault is not open");
+                char *out = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&out, &len);
+                if (!f)
+                        return ns_err(err, ENOMEM, "out of memory");
+                int r = 0;
+                const char *s = *p;
+                for (const char *at; r == 0 && (at = strstr(s, open_tag));) {
+                        fwrite(s, 1, (size_t) (at - s), f);
+                        const char *name = at + sizeof open_tag - 1, *close = strchr(name, '}');
+                        char nm[SV_SECRET_NAME_MAX + 1];
+                        size_t nl = close ? (size_t) (close - name) : 0;
+                        if (!close || nl > SV_SECRET_NAME_MAX) {
+                                r = ns_err(err, EINVAL, "environment: an unterminated or over-long ${secret:...}");
+                                break;
+                        }
+                        memcpy(nm, name, nl);
+                        nm[nl] = '\0';
+                        sv_secret sec = { 0 };
+                        if (!sv_secret_name_valid(nm))
+                                r = ns_err(err, EINVAL, "environment: '%s' is not a secret name", nm);
+                        else if ((r = sv_vault_get(l->srv->vault, l->srv->db, l->repo_id, nm, &sec, err)) == 0)
+                                fwrite(sec.value, 1, sec.len, f);
+                        sv_secret_clear(&sec);
+                        s = close + 1;
+                }
+                if (r == 0)
+                        fputs(s, f);
+                if (fclose(f) != 0 && r == 0)
+                        r = ns_err(err, ENOMEM, "out of memory");
+                if (r < 0) {
+                        explicit_bzero(out, len);
+                        free(out);
+                        return r;
+                }
+                explicit_bzero(*p, strlen(*p));
+                free(*p);
+                *p = out;
+        }
+        return 0;
+}
+
 static void start_turn(sv_live *l) {
         sv_server *s = l->srv;
         ns_error err;
@@ -384,7 +540,34 @@ static void start_turn(sv_live *l) {
                 return fail(l, "out of memory");
         }
         j->argv = TAKE_PTR(cmd.argv);
-        j->env = env_from_json(l->env_json, cmd.env);
+        /* The turn's env: the adapter's, the session identity's, then the session's own. */
+        char *extra[72] = { 0 };
+        size_t ne = 0;
+        for (char **e = cmd.env; e && *e && ne < 59; e++)
+                extra[ne++] = *e;
+        char *ident[8] = { 0 };
+        size_t ni = 0;
+        char *session_env = l->env_json;
+        r = identity_env(l, ident, &err);
+        ni = r == 0 ? 4 : 0;
+        if (r == 0)
+                r = proxy_env(l, ident, &ni, &session_env, &err);
+        for (size_t i = 0; i < ni && r == 0; i++)
+                extra[ne++] = ident[i];
+        j->env = r == 0 ? env_from_json(session_env, extra) : NULL;
+        if (session_env != l->env_json)
+                free(session_env);
+        for (size_t i = 0; i < 8; i++)
+                free(ident[i]);
+        if (!j->env && r == 0)
+                ns_err(&err, ENOMEM, "out of memory");
+        if (!j->env || resolve_secret_refs(l, j->env, &err) < 0) {
+                agent_cmd_clear(&cmd);
+                sv_sjob_free(j);
+                db_prompt_mark(s->db, l->prompt_id, DB_PROMPT_CANCELLED, NULL);
+                release_slot(l);
+                return fail(l, err.msg);
+        }
         j->stdin_data = TAKE_PTR(cmd.stdin_data);
         j->stdin_len = cmd.stdin_len;
         agent_cmd_clear(&cmd);
@@ -425,19 +608,9 @@ static void start_commit(sv_live *l) {
         sv_sjob *j = sv_sjob_new(s, JOB_COMMIT, l);
         if (!j)
                 return fail(l, "out of memory");
-        _cleanup_free_ char *name = NULL, *email = NULL;
         char *ident[6] = { 0 };
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-        /* The templates were checked to hold one %s and nothing else (config.c). */
-        if (asprintf(&name, s->cfg.git_name_template, l->id) < 0 || asprintf(&email, s->cfg.git_email_template, l->id) < 0)
-                name = email = NULL;
-#pragma GCC diagnostic pop
-        if (name && email && asprintf(&ident[0], "GIT_AUTHOR_NAME=%s", name) >= 0 &&
-            asprintf(&ident[1], "GIT_AUTHOR_EMAIL=%s", email) >= 0 &&
-            asprintf(&ident[2], "GIT_COMMITTER_NAME=%s", name) >= 0 &&
-            asprintf(&ident[3], "GIT_COMMITTER_EMAIL=%s", email) >= 0 &&
-            (!l->interrupted || (ident[4] = strdup("NS_KILL_LEFTOVERS=1"))))
+        ns_error ierr;
+        if (identity_env(l, ident, &ierr) == 0 && (!l->interrupted || (ident[4] = strdup("NS_KILL_LEFTOVERS=1"))))
                 j->env = env_from_json(NULL, ident);
         for (int i = 0; i < 5; i++)
                 free(ident[i]);
@@ -544,6 +717,7 @@ static void start_provision(sv_server *s, const db_session *row) {
                 sv_sjob_free(j);
                 return fail(l, "out of memory");
         }
+        j->agent_name = l->ad->name;
         l->holds_slot = true;
         s->slots_used++;
         l->phase = PH_PROVISION;
@@ -591,6 +765,10 @@ static void provision_done(sv_sjob *j) {
                 return fail(l, j->err.msg);
         }
         snprintf(l->sandbox, sizeof l->sandbox, "%s", j->sandbox);
+        free(l->git_name);
+        free(l->git_email);
+        l->git_name = TAKE_PTR(j->git_name);
+        l->git_email = TAKE_PTR(j->git_email);
         if (db_session_set_sandbox(s->db, l->id, l->sandbox, j->workspace, j->gitdir, &err) < 0) {
                 release_slot(l);
                 return fail(l, err.msg);
@@ -601,6 +779,13 @@ static void provision_done(sv_sjob *j) {
                 for (char **p = j->env; o && *p; p++) {
                         char *eq = strchr(*p, '=');
                         *eq = '\0';
+                        /* The repository's own file is not trusted to pull secrets: an agent's
+                         * commit may change it, and the next session would print them. */
+                        if (strstr(eq + 1, "${secret:")) {
+                                emit_error(l, "ignored an env entry of .nightshift/config that references a secret "
+                                              "(only a session's own env may)");
+                                continue;
+                        }
                         if (!cJSON_GetObjectItemCaseSensitive(o, *p))
                                 cJSON_AddStringToObject(o, *p, eq + 1);
                 }

@@ -26,6 +26,8 @@ struct sv_live {
         char id[SV_ID_LEN + 1];
         char sandbox[NS_ID_MAX + 1];
         char *mirror_path, *branch, *base_sha, *last_commit, *agent_ref, *model, *env_json, *limits_json;
+        char repo_id[SV_ID_LEN + 1]; /* the scope of its secrets */
+        char *git_name, *git_email;  /* its commit identity (identity.h); NULL after a restart: the server's */
         const agent_adapter *ad;
         bool once;
         sv_state state;
@@ -101,6 +103,8 @@ typedef struct sv_sjob {
         char setup_layer[48]; /* the setup layer the sandbox stacks, "" for none */
         bool setup_warm;      /* that layer was there already: setup did not run */
         char *workspace, *gitdir;
+        const char *agent_name;        /* JOB_PROVISION: for the identity (a static adapter name) */
+        char *git_name, *git_email;    /* JOB_PROVISION: the session's identity, expanded */
         char *commit_event;  /* JOB_COMMIT: the `commit` event data, NULL when nothing new */
         char new_tip[41];
         /* API completion */

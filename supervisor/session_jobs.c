@@ -20,6 +20,7 @@
 #include "ids.h"
 #include "import.h"
 #include "mirror.h"
+#include "identity.h"
 #include "session_int.h"
 #include "layers.h"
 #include "setup_layer.h"
@@ -236,6 +237,7 @@ typedef struct repo_settings {
         size_t n_cache_dirs;
         char *base; /* `base`: a layer in sandboxd's layers dir instead of the host layer, or NULL */
         setup_key_inputs key;
+        char *git_name, *git_email; /* identity templates (identity.h), NULL = the server's */
 } repo_settings;
 
 static void repo_settings_clear(repo_settings *rs) {
@@ -249,6 +251,8 @@ static void repo_settings_clear(repo_settings *rs) {
                 free(rs->overlays[i]);
         }
         free(rs->base);
+        free(rs->git_name);
+        free(rs->git_email);
         *rs = (repo_settings){ 0 };
 }
 
@@ -340,6 +344,14 @@ static int parse_repo_config(repo_settings *rs, const char *text, size_t len, ns
                         free(rs->base);
                         rs->base = NULL;
                         if (strcmp(val, "host") && !(rs->base = strdup(val)))
+                                return ns_err(err, ENOMEM, "out of memory");
+                } else if (!strcmp(line, "git_name") || !strcmp(line, "git_email")) {
+                        char **dst = line[4] == 'n' ? &rs->git_name : &rs->git_email;
+                        if (!sv_identity_template_ok(val))
+                                return ns_err(err, EINVAL, ".nightshift/config:%d: %s is not a valid identity template",
+                                              lineno, line);
+                        free(*dst);
+                        if (!(*dst = strdup(val)))
                                 return ns_err(err, ENOMEM, "out of memory");
                 } else if (!strcmp(line, "push") || !strcmp(line, "pr")) {
                         /* Read by later features (pushes); accepted here. */
@@ -594,6 +606,10 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 ss.binds[nb++] = (sbx_bind){ cfg->agents_dir, SV_AGENTS_MOUNT };
         ss.spec = (sbx_create_spec){ .ro_binds = ss.binds, .n_ro_binds = nb, .connects = ss.connects };
         limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects);
+        /* The model-API proxy (modelproxy.h), for agents that talk to a model: the one way their
+         * key-less requests get a key.  (sandboxd takes NS_CONNECTS_MAX ports.) */
+        if (cfg->model_proxy_port && ss.spec.n_connects < NS_CONNECTS_MAX)
+                ss.connects[ss.spec.n_connects++] = cfg->model_proxy_port;
         /* Warm start: a layer left by an earlier run of this very setup (same key) replaces it. */
         char layer[SETUP_LAYER_NAME_MAX + 1] = "";
         const char *stack[2];
@@ -632,6 +648,13 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         }
         free(ss.tree);
         if (r < 0)
+                goto out;
+        /* The session's identity, in its own git config before anything of the session runs. */
+        if ((r = sv_identity_expand(rs.git_name ? rs.git_name : cfg->git_name_template, j->sid, j->agent_name,
+                                    &j->git_name, &j->err)) < 0 ||
+            (r = sv_identity_expand(rs.git_email ? rs.git_email : cfg->git_email_template, j->sid, j->agent_name,
+                                    &j->git_email, &j->err)) < 0 ||
+            (r = worktree_set_identity(paths.tree, j->git_name, j->git_email, &j->err)) < 0)
                 goto out;
         j->workspace = TAKE_PTR(paths.tree);
         j->gitdir = TAKE_PTR(paths.gitdir);

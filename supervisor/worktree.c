@@ -186,3 +186,23 @@ int worktree_remove(const char *workspace_root, const char *session_id, ns_error
                 return ns_err_wrap(err, "remove working tree of %s", session_id);
         return 0;
 }
+
+int worktree_set_identity(const char *tree, const char *name, const char *email, ns_error *err) {
+        if (strpbrk(name, "\n\"\\") || strpbrk(email, "\n\"\\"))
+                return ns_err(err, EINVAL, "an identity may not hold a newline, quote or backslash");
+        _cleanup_close_ int treefd = open(tree, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (treefd < 0)
+                return ns_err_sys(err, errno, "open %s", tree);
+        _cleanup_close_ int fd = openat(treefd, ".git/config", O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "open %s/.git/config", tree);
+        _cleanup_free_ char *text = NULL;
+        int n = asprintf(&text, "[user]\n\tname = \"%s\"\n\temail = \"%s\"\n", name, email);
+        if (n < 0) {
+                text = NULL;
+                return ns_err(err, ENOMEM, "out of memory");
+        }
+        if (write(fd, text, (size_t) n) != n)
+                return ns_err_sys(err, errno, "write %s/.git/config", tree);
+        return 0;
+}

@@ -40,6 +40,11 @@ int worktree_create_with(const char *workspace_root, const char *session_id, con
                          const char *base_sha, void (*on_dir)(void *ctx, const char *tree), void *ctx,
                          worktree_paths *out, ns_error *err);
 
+/* Append the session's commit identity ([user] name, email) to the .git/config of the tree just
+ * made by worktree_create: only then, before any process of the session ran, is the file still
+ * ours.  `name` and `email` must be valid identities (identity.h: no quote, backslash, newline). */
+int worktree_set_identity(const char *tree, const char *name, const char *email, ns_error *err);
+
 /* Delete session `session_id`'s working tree (tree and .git) beneath `workspace_root` by
  * descriptor, never following a symlink the agent planted (fsutil.h).  Absent is success. */
 int worktree_remove(const char *workspace_root, const char *session_id, ns_error *err);
