@@ -15,6 +15,7 @@ if [ ! -d "$TOOLS/node_modules/playwright-core" ] || ! command -v node >/dev/nul
 fi
 sv_setup --stop-grace 2 --workers 4 --max-concurrent 1
 make_repo "$NS_TMP/src/app"
+make_repo "$NS_TMP/src/app2"   # added from the form
 
 # --- over HTTP, before any browser ---------------------------------------------------------------
 hdr=$(curl -s -D - -o /dev/null "$SV_URL/")
@@ -42,7 +43,7 @@ expect_eq "a repository to work on (201)" 201 "${r%% *}"
 
 # --- the browser ---------------------------------------------------------------------------------
 mkdir -p /tmp/nightshift-screenshots
-out=$(NS_TOOLS="$TOOLS" NS_URL="$SV_URL/" NS_TOKEN="$SV_TOKEN" CHROMIUM="$CHROMIUM" \
+out=$(NS_TOOLS="$TOOLS" NS_URL="$SV_URL/" NS_TOKEN="$SV_TOKEN" NS_REPO2="$NS_TMP/src/app2" CHROMIUM="$CHROMIUM" \
   SHOTS=/tmp/nightshift-screenshots timeout 240 node "$NS_SRC/tests/browser/dashboard.test.mjs" 2>&1)
 rc=$?
 while IFS= read -r line; do
