@@ -148,7 +148,6 @@ static void capture_headers(struct lws *wsi, sv_req *r) {
         copy_header(wsi, r, WSI_TOKEN_HTTP_AUTHORIZATION, NULL, r->authorization, sizeof r->authorization);
         copy_header(wsi, r, WSI_TOKEN_ORIGIN, NULL, r->origin, sizeof r->origin);
         copy_header(wsi, r, WSI_TOKEN_HOST, NULL, r->host, sizeof r->host);
-        copy_header(wsi, r, WSI_TOKEN_HTTP_IF_NONE_MATCH, NULL, r->if_none_match, sizeof r->if_none_match);
         r->csrf_header = copy_header(wsi, r, 0, "x-nightshift-csrf:", small, sizeof small) && !strcmp(small, "1");
         r->forwarded_https = copy_header(wsi, r, 0, "x-forwarded-proto:", small, sizeof small) && !strcmp(small, "https");
         size_t cl = sizeof r->session_cookie;
@@ -240,6 +239,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 }
                 /* The dashboard's files need no login (they hold no data): served before auth. */
                 if (sv_web_wants(r)) {
+                        /* (read here only: an odd If-None-Match must not make an API call a 431) */
+                        copy_header(wsi, r, WSI_TOKEN_HTTP_IF_NONE_MATCH, NULL, r->if_none_match, sizeof r->if_none_match);
                         sv_web_serve(s->http->web, r);
                         return 0;
                 }

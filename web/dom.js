@@ -34,10 +34,10 @@ export function clear(el) {
   return el;
 }
 
+// One formatter for every timestamp: toLocaleString builds a new one per call (slow in a long list).
+const TIME_FMT = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 export function fmtTime(ms) {
-  if (!ms) return '';
-  const d = new Date(ms);
-  return d.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  return ms ? TIME_FMT.format(ms) : '';
 }
 
 export function ago(ms) {

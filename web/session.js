@@ -94,18 +94,20 @@ export class SessionView {
   }
 
   async loadEvents() {
-    // A small first page paints at once; the rest follows in larger pages, appended as they come.
-    let after = 0, limit = 200;
+    // A small first page paints at once; the rest is read in large pages and placed in one go.
+    let after = 0, limit = 60;
+    const rest = [];
     for (;;) {
       const page = await api.get(`sessions/${this.id}/events?after=${after}&limit=${limit}`);
       if (this.dead) return;
       const batch = [];
       for (const ev of page.events) this.onEvent(ev, false, batch);
-      this.vlist.push(batch, after === 0);
+      if (after === 0) this.vlist.push(batch, true); else rest.push(...batch);
       if (page.events.length < limit) break;
       after = page.events[page.events.length - 1].seq;
       limit = 1000;
     }
+    this.vlist.push(rest);
   }
 
   async loadPrompts() {

@@ -23,16 +23,18 @@ export class VList {
     scroller.appendChild(this.inner);
     this.frame = 0;
     this.onScroll = () => {
-      const atEnd = scroller.scrollTop + scroller.clientHeight >= scroller.scrollHeight - 8;
-      this.follow = atEnd;
+      // The end from our own total height: no layout forced in the scroll handler.
+      this.follow = scroller.scrollTop + this.viewH >= this.offsets[this.items.length] - 8;
       this.schedule();
     };
     scroller.addEventListener('scroll', this.onScroll, { passive: true });
     // A new width re-flows every row: all heights are measured again.
     this.width = scroller.clientWidth;
+    this.viewH = scroller.clientHeight;
     this.measured = new WeakMap(); // item → height, kept across replace()
     this.ro = new ResizeObserver(() => {
       const w = scroller.clientWidth;
+      this.viewH = scroller.clientHeight;
       if (w !== this.width && this.width) {
         this.width = w;
         this.heights.fill(-1);
@@ -112,7 +114,10 @@ export class VList {
       this.offsets[i + 1] = this.offsets[i] + hgt;
     }
     this.dirtyFrom = n;
-    this.inner.style.height = `${this.offsets[n]}px`;
+    if (this.innerH !== this.offsets[n]) {
+      this.innerH = this.offsets[n];
+      this.inner.style.height = `${this.innerH}px`;
+    }
   }
 
   indexAt(y) {
@@ -125,44 +130,58 @@ export class VList {
   }
 
   render() {
-    const follow = this.follow;
+    const sc = this.scroller;
+    const n = () => this.items.length;
+    this.layout();
+    if (this.follow) sc.scrollTop = this.offsets[n()];
+    let top = sc.scrollTop; // the one read that may lay out
+    const vh = sc.clientHeight;
     for (let pass = 0; pass < 3; pass++) {
-      this.layout();
-      if (follow) this.scroller.scrollTop = this.scroller.scrollHeight;
-      const top = this.scroller.scrollTop - this.overscan;
-      const bottom = this.scroller.scrollTop + this.scroller.clientHeight + this.overscan;
-      const first = this.indexAt(Math.max(0, top));
+      const from = Math.max(0, top - this.overscan), to = top + vh + this.overscan;
       const keep = new Set();
       const fresh = [];
-      for (let i = first; i < this.items.length && this.offsets[i] < bottom; i++) {
+      for (let i = this.indexAt(from); i < n() && this.offsets[i] < to; i++) {
         keep.add(i);
         let node = this.nodes.get(i);
         if (!node) {
-          node = this.renderRow(this.items[i], i);
-          node.classList.add('vl-row');
+          // A wrapper of our own: the row's own margins and borders stay inside what we measure.
+          node = document.createElement('div');
+          node.className = 'vl-row';
+          node.appendChild(this.renderRow(this.items[i], i));
           node.dataset.index = String(i);
+          node._y = -1;
           this.nodes.set(i, node);
           this.inner.appendChild(node);
-          fresh.push(i);
         }
-        node.style.transform = `translateY(${this.offsets[i]}px)`;
+        if (this.heights[i] < 0) fresh.push(i);
+        if (node._y !== this.offsets[i]) { node._y = this.offsets[i]; node.style.transform = `translateY(${node._y}px)`; }
       }
       for (const [i, node] of this.nodes) {
         if (!keep.has(i)) { node.remove(); this.nodes.delete(i); }
       }
-      // Measure what has no height yet (reads after all writes: one layout).
+      if (!fresh.length) break;
+      // Measure the new rows (one layout for all of them), then place again with true heights,
+      // keeping the first visible row where it was (unless following the end).
+      const anchor = this.indexAt(top), anchorDelta = this.offsets[anchor] - top;
       let changed = false;
-      for (const i of keep) {
-        if (this.heights[i] >= 0) continue;
+      for (const i of fresh) {
         const hgt = this.nodes.get(i).offsetHeight;
         this.heights[i] = hgt;
         if (hgt > 0) this.measured.set(this.items[i], hgt);
         if (hgt !== this.estimate) { changed = true; this.dirtyFrom = Math.min(this.dirtyFrom, i); }
       }
       if (!changed) break;
+      this.layout();
+      if (this.follow) {
+        sc.scrollTop = this.offsets[n()];
+        top = sc.scrollTop;
+      } else {
+        const want = Math.max(0, this.offsets[anchor] - anchorDelta);
+        if (Math.abs(want - top) >= 1) { sc.scrollTop = want; top = want; }
+      }
     }
-    this.layout();
-    for (const [i, node] of this.nodes) node.style.transform = `translateY(${this.offsets[i]}px)`;
-    if (follow) this.scroller.scrollTop = this.scroller.scrollHeight;
+    for (const [i, node] of this.nodes) {
+      if (node._y !== this.offsets[i]) { node._y = this.offsets[i]; node.style.transform = `translateY(${node._y}px)`; }
+    }
   }
 }

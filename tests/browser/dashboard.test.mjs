@@ -290,6 +290,27 @@ await step('hostile output', async () => {
   t.ok(dialogs.filter((d) => !d.startsWith('confirm')).length === 0, 'no dialog fired', dialogs.join('; '));
 });
 
+// --- a repository added from the form; the repository filter --------------------------------
+await step('add a repository from the form', async () => {
+  await page.goto(`${URL0}#/new`);
+  await page.waitForSelector('#f-prompt');
+  await page.selectOption('#f-repo', '+');
+  await page.fill('#f-repo-url', process.env.NS_REPO2);
+  await page.fill('#f-repo-name', 'app2');
+  await page.selectOption('#f-agent', 'command');
+  await page.check('#f-once');
+  await page.fill('#f-prompt', 'echo from-app2');
+  const resp = page.waitForResponse((r) => r.url().endsWith('/api/v1/sessions') && r.request().method() === 'POST', { timeout: 60000 });
+  await page.click('form.new-session button[type=submit]');
+  const s = await (await resp).json();
+  await page.waitForSelector(`.card[data-id="${s.id}"]`, { timeout: 10000 });
+  t.ok((await page.$eval(`.card[data-id="${s.id}"] .repo`, (e) => e.textContent)) === 'app2', 'a repository added in the form is registered and used');
+  await page.selectOption('#filter-repo', { label: 'app2' });
+  const ids = await page.$$eval('.card', (els) => els.map((e) => e.dataset.id));
+  t.ok(ids.length === 1 && ids[0] === s.id, 'the repository filter shows only its sessions', ids.join(','));
+  await page.selectOption('#filter-repo', '');
+});
+
 // --- search and filter -------------------------------------------------------------------------
 await step('search', async () => {
   await page.goto(`${URL0}#/`);
@@ -300,7 +321,7 @@ await step('search', async () => {
   t.ok(n === 1, 'search filters the cards by title/prompt (/ focuses it)', n);
   await page.fill('#search', '');
   const repoOpts = await page.$$eval('#filter-repo option', (els) => els.map((e) => e.textContent));
-  t.ok(repoOpts.includes('app'), 'the repository filter lists the repositories', repoOpts.join(','));
+  t.ok(repoOpts.includes('app') && repoOpts.includes('app2'), 'the repository filter lists the repositories', repoOpts.join(','));
 });
 
 // --- logout ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ if [ ! -d "$TOOLS/node_modules/playwright-core" ] || ! command -v node >/dev/nul
 fi
 sv_setup --stop-grace 2 --workers 4 --max-concurrent 1
 make_repo "$NS_TMP/src/app"
+make_repo "$NS_TMP/src/app2"   # added from the form
 
 # --- over HTTP, before any browser ---------------------------------------------------------------
 hdr=$(curl -s -D - -o /dev/null "$SV_URL/")
@@ -33,6 +34,8 @@ expect_eq "the manifest has its type" "application/manifest+json" \
 etag=$(curl -s -D - -o /dev/null "$SV_URL/app.js" | tr -d '\r' | sed -n 's/^etag: //Ip')
 expect_eq "an unchanged file revalidates to 304 (ETag)" 304 \
   "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$SV_URL/app.js")"
+expect_eq "a long If-None-Match changes nothing for the API (healthz 200, not 431)" 200 \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: \"$(head -c 300 /dev/zero | tr '\0' x)\"" "$SV_URL/api/v1/healthz")"
 expect_eq "an unknown file is 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "$SV_URL/nope.js")"
 expect_eq "no path escapes the file set" 404 "$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "$SV_URL/../../etc/passwd")"
 expect_eq "the API still refuses without a login" 401 "$(curl -s -o /dev/null -w '%{http_code}' "$SV_URL/api/v1/sessions")"
@@ -42,7 +45,7 @@ expect_eq "a repository to work on (201)" 201 "${r%% *}"
 
 # --- the browser ---------------------------------------------------------------------------------
 mkdir -p /tmp/nightshift-screenshots
-out=$(NS_TOOLS="$TOOLS" NS_URL="$SV_URL/" NS_TOKEN="$SV_TOKEN" CHROMIUM="$CHROMIUM" \
+out=$(NS_TOOLS="$TOOLS" NS_URL="$SV_URL/" NS_TOKEN="$SV_TOKEN" NS_REPO2="$NS_TMP/src/app2" CHROMIUM="$CHROMIUM" \
   SHOTS=/tmp/nightshift-screenshots timeout 240 node "$NS_SRC/tests/browser/dashboard.test.mjs" 2>&1)
 rc=$?
 while IFS= read -r line; do
