@@ -12,6 +12,7 @@
 #include "common/conffile.h"
 #include "common/log.h"
 #include "db.h"
+#include "egress.h"
 
 static int set_str(char **dst, const char *val, ns_error *err) {
         char *s = strdup(val);
@@ -78,6 +79,8 @@ void sv_config_clear(sv_config *c) {
         free(c->agents_dir);
         free(c->git_name_template);
         free(c->git_email_template);
+        free(c->egress_allow);
+        free(c->egress_hosts);
         *c = (sv_config){ 0 };
 }
 
@@ -114,6 +117,20 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 return set_abs_path(&c->sandboxd_socket, key, val, err);
         if (!strcmp(key, "agents-dir"))
                 return set_abs_path(&c->agents_dir, key, val, err);
+        if (!strcmp(key, "egress-hosts"))
+                return set_abs_path(&c->egress_hosts, key, val, err);
+        if (!strcmp(key, "egress-allow")) {
+                /* Checked entry by entry, as a session's own list is. */
+                _cleanup_free_ char *copy = strdup(val);
+                if (!copy)
+                        return ns_err(err, ENOMEM, "out of memory");
+                char *save = NULL;
+                for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                        if ((r = sv_egress_entry_check(t, err)) < 0)
+                                return r;
+                free(c->egress_allow);
+                return (c->egress_allow = strdup(val)) ? 0 : ns_err(err, ENOMEM, "out of memory");
+        }
         if (!strcmp(key, "max-concurrent")) {
                 if ((r = parse_i64(key, val, 1, 4096, &v, err)) < 0)
                         return r;
@@ -199,7 +216,8 @@ static void usage(void) {
               "         [--max-concurrent N] [--workers N] [--idle-timeout SEC] [--max-runtime SEC]\n"
               "         [--setup-timeout SEC] [--stop-grace SEC] [--memory BYTES] [--pids N] [--cpus N]\n"
               "         [--connect PORT]... [--keep-events true|false] [--git-name TPL] [--git-email TPL]\n"
-              "         [--allow-remote true|false] [--rate-limit N] [--debug]\n",
+              "         [--allow-remote true|false] [--rate-limit N] [--egress-allow LIST] [--egress-hosts FILE]\n"
+              "         [--debug]\n",
               stdout);
 }
 
@@ -228,6 +246,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "cpus", required_argument, NULL, 0 },       { "connect", required_argument, NULL, 0 },
                 { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
                 { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
+                { "egress-allow", required_argument, NULL, 0 }, { "egress-hosts", required_argument, NULL, 0 },
                 { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };

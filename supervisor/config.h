@@ -37,6 +37,8 @@ typedef struct sv_config {
         int log_level;
         bool allow_remote;       /* listen beyond loopback */
         double rate_limit;       /* API requests per second per token; 0 = no limit */
+        char *egress_allow;      /* network "proxy": the default allow-list, comma-separated */
+        char *egress_hosts;      /* a static host map file for the egress proxy (tests), or NULL */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

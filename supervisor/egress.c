@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <http_parser.h>
 
 #include "common/cleanup.h"
@@ -140,6 +141,25 @@ static int parse_entry(const char *entry, struct allow_entry *out, ns_error *err
 
 int sv_egress_entry_check(const char *entry, ns_error *err) {
         return parse_entry(entry, NULL, err);
+}
+
+int sv_egress_list_json(const cJSON *list, bool proxy, char **out, ns_error *err) {
+        *out = NULL;
+        if (!list)
+                return 0;
+        if (!proxy)
+                return ns_err(err, EINVAL, "'egress' needs network \"proxy\"");
+        if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) > SV_EGRESS_MAX_ENTRIES)
+                return ns_err(err, EINVAL, "'egress' must be an array of at most %d host names", SV_EGRESS_MAX_ENTRIES);
+        const cJSON *it;
+        int r;
+        cJSON_ArrayForEach(it, list) {
+                if (!cJSON_IsString(it))
+                        return ns_err(err, EINVAL, "'egress' entries must be strings");
+                if ((r = parse_entry(it->valuestring, NULL, err)) < 0)
+                        return r;
+        }
+        return (*out = cJSON_PrintUnformatted(list)) ? 0 : ns_err(err, ENOMEM, "out of memory");
 }
 
 bool sv_egress_allowed(const sv_egress_proxy *p, const char *host, uint16_t port) {
@@ -684,7 +704,16 @@ int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow,
         p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t sl = sizeof sa;
-        if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(p->lfd, 128) < 0 ||
+        /* The port a sandbox's connector already points at (after a restart), when still free. */
+        if (p->lfd >= 0 && *port_out > 0 && *port_out <= 65535) {
+                sa.sin_port = htons((uint16_t) *port_out);
+                if (bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+                        close(p->lfd);
+                        p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                        sa.sin_port = 0;
+                }
+        }
+        if (p->lfd < 0 || (sa.sin_port == 0 && bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0) || listen(p->lfd, 128) < 0 ||
             getsockname(p->lfd, (struct sockaddr *) &sa, &sl) < 0) {
                 r = ns_err_sys(err, errno, "egress proxy listener");
                 goto fail;

@@ -19,6 +19,7 @@
 #include "gitx.h"
 #include "http.h"
 #include "sdnotify.h"
+#include "egress.h"
 #include "serve.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
@@ -131,6 +132,7 @@ out:
         if (git_up)
                 gitx_shutdown();
         free(s.mirrors_dir);
+        sv_egress_hosts_free(s.egress_hosts);
         sv_config_clear(&s.cfg);
         return rc;
 }

@@ -15,6 +15,8 @@ typedef struct sbx_bind {
         const char *src, *dst;
 } sbx_bind;
 
+#define SBX_PROXY_PORT 3128
+
 typedef struct sbx_create_spec {
         const char *workspace; /* absolute, beneath sandboxd's --workspace-root */
         int64_t memory;        /* 0 = daemon default */
@@ -25,6 +27,7 @@ typedef struct sbx_create_spec {
         const int *connects; /* host loopback ports, appearing at the same port inside */
         size_t n_connects;
         const char *net;     /* sandboxd's net mode; NULL = "none" */
+        int proxy_port;      /* the session's egress proxy on host loopback, 0 = none: inside at SBX_PROXY_PORT */
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */

@@ -37,6 +37,7 @@ typedef struct sv_server {
         bool quitting;
         uint64_t last_tick_ms;
         char *mirrors_dir;
+        struct sv_egress_hosts *egress_hosts; /* --egress-hosts, loaded at the first proxy session */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */
@@ -53,6 +54,8 @@ typedef struct sv_new_session {
         int64_t memory, pids;
         double cpus;
         bool net_private; /* network "private": a veth pair guarded by sandboxd's rules */
+        bool net_proxy;   /* network "proxy": outbound HTTP(S) only through the egress proxy */
+        char *egress_json; /* its allow-list (a JSON array of checked entries), or NULL = the default */
 } sv_new_session;
 void sv_new_session_clear(sv_new_session *n);
 
