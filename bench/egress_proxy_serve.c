@@ -34,10 +34,11 @@ int main(int argc, char **argv) {
                 return 1;
         }
         int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-        ns_loop_add(loop, sfd, EPOLLIN, on_signal, NULL, &err);
+        ns_watch *sw = ns_loop_add(loop, sfd, EPOLLIN, on_signal, NULL, &err);
         printf("%d\n", port);
         fflush(stdout);
         ns_loop_run(loop, NULL, NULL, NULL);
+        ns_loop_remove(loop, sw);
         sv_egress_proxy_free(p);
         sv_egress_hosts_free(hosts);
         ns_loop_free(loop);

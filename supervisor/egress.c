@@ -222,7 +222,7 @@ int sv_egress_hosts_load(const char *path, sv_egress_hosts **out, ns_error *err)
                 }
                 for (char *c = name; *c; c++)
                         *c = (char) tolower((unsigned char) *c);
-                snprintf(e.name, sizeof e.name, "%s", name);
+                snprintf(e.name, sizeof e.name, "%.253s", name);
                 struct host_entry *ne = realloc(h->e, (h->n + 1) * sizeof *ne);
                 if (!ne) {
                         sv_egress_hosts_free(h);
