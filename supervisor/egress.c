@@ -26,6 +26,9 @@
 #define HEAD_MAX 8192
 #define BUF_SIZE 65536
 #define HOST_MAX 253
+/* Bounds per proxy (per session): what one sandbox can make the supervisor hold. */
+#define CONNS_MAX 256      /* ~136 KiB each */
+#define RESOLVING_MAX 16   /* name lookups in flight, each a short-lived thread */
 
 struct allow_entry {
         char name[HOST_MAX + 1]; /* lower case; for a suffix entry, without the "*." */
@@ -75,6 +78,7 @@ struct sv_egress_proxy {
         sv_egress_report_fn report;
         void *report_data;
         struct conn *conns;
+        int n_conns, n_resolving;
 };
 
 /* ---- names and the allow-list ---------------------------------------------------------------- */
@@ -292,8 +296,11 @@ static void conn_free(struct conn *c) {
                 close(c->cfd);
         if (c->sfd >= 0)
                 close(c->sfd);
-        if (c->dns_fd >= 0)
+        if (c->dns_fd >= 0) {
                 close(c->dns_fd);
+                p->n_resolving--;
+        }
+        p->n_conns--;
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -496,6 +503,7 @@ static void on_dns(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *da
         c->dw = NULL;
         close(c->dns_fd);
         c->dns_fd = -1;
+        c->p->n_resolving--;
         if (n != (ssize_t) sizeof a || a.rc == ENOENT)
                 return reply_error(c, 502, "Bad Gateway", "the name does not resolve");
         if (a.rc == EACCES)
@@ -507,6 +515,8 @@ static void resolve(struct conn *c) {
         const struct host_entry *h = hosts_find(c->p->hosts, c->host);
         if (h)
                 return start_connect(c, (const struct sockaddr *) &h->addr, h->len);
+        if (c->p->n_resolving >= RESOLVING_MAX)
+                return reply_error(c, 503, "Service Unavailable", "too many name lookups at once");
         int sp[2];
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
                 return reply_error(c, 502, "Bad Gateway", "cannot resolve");
@@ -528,6 +538,7 @@ static void resolve(struct conn *c) {
         }
         pthread_attr_destroy(&at);
         c->dns_fd = sp[0];
+        c->p->n_resolving++;
         c->st = ST_RESOLVING;
         set_watch(c, false, 0);
         ns_error e;
@@ -665,6 +676,10 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (cfd < 0)
                         return;
+                if (p->n_conns >= CONNS_MAX) {
+                        close(cfd);
+                        continue;
+                }
                 struct conn *c = malloc(sizeof *c);
                 if (!c) {
                         close(cfd);
@@ -675,6 +690,7 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 c->cfd = cfd;
                 c->sfd = c->dns_fd = -1;
                 c->st = ST_HEAD;
+                p->n_conns++;
                 c->next = p->conns;
                 if (p->conns)
                         p->conns->prev = c;
