@@ -386,13 +386,14 @@ int net_attach(struct net_ctx *n, int netns_fd, enum net_mode mode, struct net_l
         if ((r = add_addr(n->sock, host_if, slot_addr(n, slot, 1), err)) < 0 || (r = set_up(host_io, name, err)) < 0 ||
             (r = set_up(inner_io, NET_INNER_NAME, err)) < 0)
                 goto fail;
-        struct rtnl_link *il = NULL;
-        if ((nr = rtnl_link_get_kernel(inner, 0, NET_INNER_NAME, &il)) < 0) {
-                r = ns_err(err, EIO, "find %s in the sandbox: %s", NET_INNER_NAME, nl_geterror(nr));
+        /* The inner end's index, asked of a socket that lives in the sandbox's namespace. */
+        struct ifreq ifr = { 0 };
+        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", NET_INNER_NAME);
+        if (ioctl(inner_io, SIOCGIFINDEX, &ifr) < 0) {
+                r = ns_err_sys(err, errno, "find %s in the sandbox", NET_INNER_NAME);
                 goto fail;
         }
-        int in_if = rtnl_link_get_ifindex(il);
-        rtnl_link_put(il);
+        int in_if = ifr.ifr_ifindex;
         if ((r = add_addr(inner, in_if, slot_addr(n, slot, 2), err)) < 0 ||
             (r = add_default_route(inner, in_if, slot_addr(n, slot, 1), err)) < 0)
                 goto fail;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/cleanup.h"
+#include "egress.h"
 #include "api_int.h"
 #include "preview.h"
 #include "auth.h"
@@ -140,7 +141,7 @@ static void sessions_post(sv_req *r, bool task_alias) {
         if (!j)
                 return;
         static const char *const keys[] = { "repo",    "base",  "agent",  "prompt", "model", "title",
-                                            "once",    "network", "limits", "env",   "connect", NULL };
+                                            "once",    "network", "limits", "env",   "connect", "egress", NULL };
         static const char *const task_keys[] = { "repository", "prompt", "branch", "model", NULL };
         ns_error e;
         sv_new_session *q = calloc(1, sizeof *q);
@@ -170,9 +171,12 @@ static void sessions_post(sv_req *r, bool task_alias) {
                         rc = jv_bool(j, "once", false, &q->once, &e);
                 if (rc >= 0)
                         rc = jv_str(j, "network", false, 16, NULL, &net, &e);
-                if (rc >= 0 && net && strcmp(net, "none") && strcmp(net, "private"))
-                        rc = ns_err(&e, EINVAL, "network '%s' is not available (\"none\" or \"private\")", net);
+                if (rc >= 0 && net && strcmp(net, "none") && strcmp(net, "private") && strcmp(net, "proxy"))
+                        rc = ns_err(&e, EINVAL, "network '%s' is not available (\"none\", \"private\" or \"proxy\")", net);
                 q->net_private = rc >= 0 && net && !strcmp(net, "private");
+                q->net_proxy = rc >= 0 && net && !strcmp(net, "proxy");
+                if (rc >= 0)
+                        rc = sv_egress_list_json(cJSON_GetObjectItemCaseSensitive(j, "egress"), q->net_proxy, &q->egress_json, &e);
                 const cJSON *lim = cJSON_GetObjectItemCaseSensitive(j, "limits");
                 if (rc >= 0 && lim) {
                         static const char *const lk[] = { "memory", "pids", "cpus", NULL };

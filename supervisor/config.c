@@ -14,6 +14,7 @@
 #include "db.h"
 #include "identity.h"
 #include "vault.h"
+#include "egress.h"
 
 static int set_str(char **dst, const char *val, ns_error *err) {
         char *s = strdup(val);
@@ -95,6 +96,8 @@ void sv_config_clear(sv_config *c) {
         free(c->model_upstream_openai);
         free(c->model_key_anthropic);
         free(c->model_key_openai);
+        free(c->egress_allow);
+        free(c->egress_hosts);
         *c = (sv_config){ 0 };
 }
 
@@ -165,6 +168,20 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 return set_abs_path(&c->agents_dir, key, val, err);
         if (!strcmp(key, "web-dir"))
                 return set_abs_path(&c->web_dir, key, val, err);
+        if (!strcmp(key, "egress-hosts"))
+                return set_abs_path(&c->egress_hosts, key, val, err);
+        if (!strcmp(key, "egress-allow")) {
+                /* Checked entry by entry, as a session's own list is. */
+                _cleanup_free_ char *copy = strdup(val);
+                if (!copy)
+                        return ns_err(err, ENOMEM, "out of memory");
+                char *save = NULL;
+                for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                        if ((r = sv_egress_entry_check(t, err)) < 0)
+                                return r;
+                free(c->egress_allow);
+                return (c->egress_allow = strdup(val)) ? 0 : ns_err(err, ENOMEM, "out of memory");
+        }
         if (!strcmp(key, "max-concurrent")) {
                 if ((r = parse_i64(key, val, 1, 4096, &v, err)) < 0)
                         return r;
@@ -281,7 +298,8 @@ static void usage(void) {
               "         [--allow-remote true|false] [--rate-limit N] [--preview-listen ADDR:PORT]\n"
               "         [--preview-domain DOMAIN] [--auto-publish true|false] [--web-dir DIR] [--debug]\n"
               "         [--model-proxy true|false] [--model-upstream-anthropic URL] [--model-upstream-openai URL]\n"
-              "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n",
+              "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n"
+              "         [--egress-allow LIST] [--egress-hosts FILE]\n",
               stdout);
 }
 
@@ -310,6 +328,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "cpus", required_argument, NULL, 0 },       { "connect", required_argument, NULL, 0 },
                 { "keep-events", required_argument, NULL, 0 }, { "git-name", required_argument, NULL, 0 },
                 { "git-email", required_argument, NULL, 0 },  { "debug", no_argument, NULL, 0 },
+                { "egress-allow", required_argument, NULL, 0 }, { "egress-hosts", required_argument, NULL, 0 },
                 { "allow-remote", required_argument, NULL, 0 }, { "rate-limit", required_argument, NULL, 0 },
                 { "setup-layers", required_argument, NULL, 0 }, { "layers-max-bytes", required_argument, NULL, 0 },
                 { "layers-max-age", required_argument, NULL, 0 },

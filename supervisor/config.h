@@ -51,6 +51,8 @@ typedef struct sv_config {
         char *model_upstream_anthropic, *model_upstream_openai;
         char *model_key_anthropic, *model_key_openai;
         int model_proxy_port;
+        char *egress_allow;      /* network "proxy": the default allow-list, comma-separated */
+        char *egress_hosts;      /* a static host map file for the egress proxy (tests), or NULL */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <http_parser.h>
 
 #include "common/cleanup.h"
@@ -25,6 +26,9 @@
 #define HEAD_MAX 8192
 #define BUF_SIZE 65536
 #define HOST_MAX 253
+/* Bounds per proxy (per session): what one sandbox can make the supervisor hold. */
+#define CONNS_MAX 256      /* ~136 KiB each */
+#define RESOLVING_MAX 16   /* name lookups in flight, each a short-lived thread */
 
 struct allow_entry {
         char name[HOST_MAX + 1]; /* lower case; for a suffix entry, without the "*." */
@@ -74,6 +78,7 @@ struct sv_egress_proxy {
         sv_egress_report_fn report;
         void *report_data;
         struct conn *conns;
+        int n_conns, n_resolving;
 };
 
 /* ---- names and the allow-list ---------------------------------------------------------------- */
@@ -142,6 +147,25 @@ int sv_egress_entry_check(const char *entry, ns_error *err) {
         return parse_entry(entry, NULL, err);
 }
 
+int sv_egress_list_json(const cJSON *list, bool proxy, char **out, ns_error *err) {
+        *out = NULL;
+        if (!list)
+                return 0;
+        if (!proxy)
+                return ns_err(err, EINVAL, "'egress' needs network \"proxy\"");
+        if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) > SV_EGRESS_MAX_ENTRIES)
+                return ns_err(err, EINVAL, "'egress' must be an array of at most %d host names", SV_EGRESS_MAX_ENTRIES);
+        const cJSON *it;
+        int r;
+        cJSON_ArrayForEach(it, list) {
+                if (!cJSON_IsString(it))
+                        return ns_err(err, EINVAL, "'egress' entries must be strings");
+                if ((r = parse_entry(it->valuestring, NULL, err)) < 0)
+                        return r;
+        }
+        return (*out = cJSON_PrintUnformatted(list)) ? 0 : ns_err(err, ENOMEM, "out of memory");
+}
+
 bool sv_egress_allowed(const sv_egress_proxy *p, const char *host, uint16_t port) {
         char h[HOST_MAX + 1];
         size_t n = strlen(host);
@@ -202,7 +226,7 @@ int sv_egress_hosts_load(const char *path, sv_egress_hosts **out, ns_error *err)
                 }
                 for (char *c = name; *c; c++)
                         *c = (char) tolower((unsigned char) *c);
-                snprintf(e.name, sizeof e.name, "%s", name);
+                snprintf(e.name, sizeof e.name, "%.253s", name);
                 struct host_entry *ne = realloc(h->e, (h->n + 1) * sizeof *ne);
                 if (!ne) {
                         sv_egress_hosts_free(h);
@@ -272,8 +296,11 @@ static void conn_free(struct conn *c) {
                 close(c->cfd);
         if (c->sfd >= 0)
                 close(c->sfd);
-        if (c->dns_fd >= 0)
+        if (c->dns_fd >= 0) {
                 close(c->dns_fd);
+                p->n_resolving--;
+        }
+        p->n_conns--;
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -476,6 +503,7 @@ static void on_dns(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *da
         c->dw = NULL;
         close(c->dns_fd);
         c->dns_fd = -1;
+        c->p->n_resolving--;
         if (n != (ssize_t) sizeof a || a.rc == ENOENT)
                 return reply_error(c, 502, "Bad Gateway", "the name does not resolve");
         if (a.rc == EACCES)
@@ -487,6 +515,8 @@ static void resolve(struct conn *c) {
         const struct host_entry *h = hosts_find(c->p->hosts, c->host);
         if (h)
                 return start_connect(c, (const struct sockaddr *) &h->addr, h->len);
+        if (c->p->n_resolving >= RESOLVING_MAX)
+                return reply_error(c, 503, "Service Unavailable", "too many name lookups at once");
         int sp[2];
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
                 return reply_error(c, 502, "Bad Gateway", "cannot resolve");
@@ -508,6 +538,7 @@ static void resolve(struct conn *c) {
         }
         pthread_attr_destroy(&at);
         c->dns_fd = sp[0];
+        c->p->n_resolving++;
         c->st = ST_RESOLVING;
         set_watch(c, false, 0);
         ns_error e;
@@ -645,6 +676,10 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (cfd < 0)
                         return;
+                if (p->n_conns >= CONNS_MAX) {
+                        close(cfd);
+                        continue;
+                }
                 struct conn *c = malloc(sizeof *c);
                 if (!c) {
                         close(cfd);
@@ -655,6 +690,7 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 c->cfd = cfd;
                 c->sfd = c->dns_fd = -1;
                 c->st = ST_HEAD;
+                p->n_conns++;
                 c->next = p->conns;
                 if (p->conns)
                         p->conns->prev = c;
@@ -684,7 +720,16 @@ int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow,
         p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t sl = sizeof sa;
-        if (p->lfd < 0 || bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(p->lfd, 128) < 0 ||
+        /* The port a sandbox's connector already points at (after a restart), when still free. */
+        if (p->lfd >= 0 && *port_out > 0 && *port_out <= 65535) {
+                sa.sin_port = htons((uint16_t) *port_out);
+                if (bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+                        close(p->lfd);
+                        p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                        sa.sin_port = 0;
+                }
+        }
+        if (p->lfd < 0 || (sa.sin_port == 0 && bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0) || listen(p->lfd, 128) < 0 ||
             getsockname(p->lfd, (struct sockaddr *) &sa, &sl) < 0) {
                 r = ns_err_sys(err, errno, "egress proxy listener");
                 goto fail;

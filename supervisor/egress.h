@@ -20,6 +20,12 @@
  * message naming the entry. */
 int sv_egress_entry_check(const char *entry, ns_error *err);
 
+/* The create body's `egress` (may be NULL) for a session of network "proxy" (`proxy`): an array of
+ * at most SV_EGRESS_MAX_ENTRIES checked entries, as JSON text into *out (NULL when absent).  -EINVAL
+ * with a message for a bad entry, a non-array, or a list given without network "proxy". */
+typedef struct cJSON cJSON;
+int sv_egress_list_json(const cJSON *list, bool proxy, char **out, ns_error *err);
+
 /* A static host map (tests): lines "name address" (IPv4 or IPv6 literal), '#' comments.  Names in
  * it resolve to its address, without DNS and without the private-address refusal. */
 typedef struct sv_egress_hosts sv_egress_hosts;
@@ -38,7 +44,9 @@ typedef void (*sv_egress_report_fn)(void *data, const sv_egress_record *rec);
 
 typedef struct sv_egress_proxy sv_egress_proxy;
 
-/* Listen on 127.0.0.1 (an ephemeral port, into *port_out) for one session.  `allow` are entries
+/* Listen on 127.0.0.1 for one session: on *port_out when it is > 0 and free (a restarted
+ * supervisor keeps the port the sandbox's connector points at), else on an ephemeral port; the
+ * port goes into *port_out.  `allow` are entries
  * checked by sv_egress_entry_check (copied); `hosts` (may be NULL) is borrowed and must outlive the
  * proxy.  `report` is called on the loop thread for every connection. */
 int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,

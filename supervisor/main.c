@@ -23,6 +23,7 @@
 #include "sdnotify.h"
 #include "preview.h"
 #include "modelproxy.h"
+#include "egress.h"
 #include "serve.h"
 #include "vault.h"
 
@@ -150,6 +151,7 @@ out:
         if (git_up)
                 gitx_shutdown();
         free(s.mirrors_dir);
+        sv_egress_hosts_free(s.egress_hosts);
         sv_config_clear(&s.cfg);
         return rc;
 }

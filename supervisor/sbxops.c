@@ -97,8 +97,14 @@ int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX 
                 if (!a)
                         return ns_err(err, ENOMEM, "out of memory");
         }
-        if (spec->n_connects) {
+        if (spec->n_connects || spec->proxy_port) {
                 cJSON *a = cJSON_AddArrayToObject(req, "connect");
+                if (spec->proxy_port) {
+                        cJSON *o = cJSON_CreateObject();
+                        if (!a || !o || !cJSON_AddItemToArray(a, o) || !cJSON_AddNumberToObject(o, "port", SBX_PROXY_PORT) ||
+                            !cJSON_AddNumberToObject(o, "host_port", spec->proxy_port))
+                                return ns_err(err, ENOMEM, "out of memory");
+                }
                 for (size_t i = 0; a && i < spec->n_connects; i++) {
                         cJSON *o = cJSON_CreateObject();
                         if (!o || !cJSON_AddItemToArray(a, o) ||

@@ -15,6 +15,8 @@ typedef struct sbx_bind {
         const char *src, *dst;
 } sbx_bind;
 
+#define SBX_PROXY_PORT 3128
+
 typedef struct sbx_create_spec {
         const char *workspace; /* absolute, beneath sandboxd's --workspace-root */
         int64_t memory;        /* 0 = daemon default */
@@ -29,6 +31,7 @@ typedef struct sbx_create_spec {
         const char *const *overlays; /* dirs beneath /workspace/ seen copy-on-write (they must exist) */
         size_t n_overlays;
         const char *net;     /* sandboxd's net mode; NULL = "none" */
+        int proxy_port;      /* the session's egress proxy on host loopback, 0 = none: inside at SBX_PROXY_PORT */
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */

@@ -42,6 +42,7 @@ typedef struct sv_server {
         struct sv_vault *vault;       /* secrets (vault.h) */
         struct sv_redactor *redact;   /* their forms, replaced in everything stored (redact.h) */
         struct sv_modelproxy *proxy;  /* the model-API proxy (modelproxy.h), NULL when off */
+        struct sv_egress_hosts *egress_hosts; /* --egress-hosts, loaded at the first proxy session */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */
@@ -58,6 +59,8 @@ typedef struct sv_new_session {
         int64_t memory, pids;
         double cpus;
         bool net_private; /* network "private": a veth pair guarded by sandboxd's rules */
+        bool net_proxy;   /* network "proxy": outbound HTTP(S) only through the egress proxy */
+        char *egress_json; /* its allow-list (a JSON array of checked entries), or NULL = the default */
 } sv_new_session;
 void sv_new_session_clear(sv_new_session *n);
 

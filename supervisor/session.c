@@ -27,6 +27,7 @@
 #include "identity.h"
 #include "modelproxy.h"
 #include "redact.h"
+#include "egress.h"
 #include "session_int.h"
 #include "vault.h"
 #include "ws.h"
@@ -98,6 +99,7 @@ void sv_new_session_clear(sv_new_session *n) {
         free(n->model);
         free(n->title);
         free(n->env_json);
+        free(n->egress_json);
         *n = (sv_new_session){ 0 };
 }
 
@@ -145,6 +147,8 @@ static void stream_close(sv_live *l) {
 }
 
 static void live_free(sv_live *l) {
+        sv_egress_proxy_free(l->egress); /* reports its open connections: before anything goes */
+        l->egress = NULL;
         stream_close(l);
         batch_clear(l);
         free(l->batch);
@@ -177,6 +181,64 @@ static void live_remove(sv_server *s, sv_live *l) {
 
 static char *dup_or_null(const char *s) {
         return s ? strdup(s) : NULL;
+}
+
+static void emit_now(sv_live *l, const char *type, cJSON *data);
+
+/* Each connection through a session's egress proxy, allowed or denied: an `egress` event. */
+static void egress_report(void *data, const sv_egress_record *rec) {
+        sv_live *l = data;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "host", rec->host);
+        cJSON_AddNumberToObject(o, "port", rec->port);
+        cJSON_AddNumberToObject(o, "bytes_up", (double) rec->bytes_up);
+        cJSON_AddNumberToObject(o, "bytes_down", (double) rec->bytes_down);
+        cJSON_AddStringToObject(o, "verdict", rec->allowed ? "allow" : "deny");
+        if (rec->reason)
+                cJSON_AddStringToObject(o, "reason", rec->reason);
+        emit_now(l, "egress", o);
+}
+
+/* network "proxy": the session's own proxy listener on the loop, its allow-list from the session
+ * (or the configured default), its port recorded in limits_json ("proxy_port") for the sandbox's
+ * connector, so that a restarted supervisor binds the same port again. */
+static int egress_start(sv_live *l, ns_error *err) {
+        sv_server *s = l->srv;
+        cJSON *o = l->limits_json ? cJSON_Parse(l->limits_json) : NULL;
+        const cJSON *net = cJSON_GetObjectItemCaseSensitive(o, "net");
+        if (!cJSON_IsString(net) || strcmp(net->valuestring, "proxy")) {
+                cJSON_Delete(o);
+                return 0;
+        }
+        const char *allow[SV_EGRESS_MAX_ENTRIES];
+        size_t n = 0;
+        _cleanup_free_ char *dflt = s->cfg.egress_allow ? strdup(s->cfg.egress_allow) : NULL;
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "egress"), *it;
+        if (cJSON_IsArray(list)) {
+                cJSON_ArrayForEach(it, list) if (cJSON_IsString(it) && n < SV_EGRESS_MAX_ENTRIES) allow[n++] = it->valuestring;
+        } else if (dflt) {
+                char *save = NULL;
+                for (char *t = strtok_r(dflt, ",", &save); t && n < SV_EGRESS_MAX_ENTRIES; t = strtok_r(NULL, ",", &save))
+                        allow[n++] = t;
+        }
+        int r = 0;
+        if (s->cfg.egress_hosts && !s->egress_hosts)
+                r = sv_egress_hosts_load(s->cfg.egress_hosts, &s->egress_hosts, err);
+        const cJSON *pp = cJSON_GetObjectItemCaseSensitive(o, "proxy_port");
+        l->egress_port = cJSON_IsNumber(pp) ? (int) pp->valuedouble : 0;
+        if (r == 0)
+                r = sv_egress_proxy_new(s->loop, allow, n, s->egress_hosts, egress_report, l, &l->egress, &l->egress_port, err);
+        char *json = NULL;
+        if (r == 0) {
+                cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_port");
+                cJSON_AddNumberToObject(o, "proxy_port", l->egress_port);
+                if ((json = cJSON_PrintUnformatted(o))) {
+                        free(l->limits_json);
+                        l->limits_json = json;
+                }
+        }
+        cJSON_Delete(o);
+        return r;
 }
 
 /* A live record from the session row (and its repository's mirror). */
@@ -212,6 +274,10 @@ static sv_live *live_new(sv_server *s, const db_session *row, ns_error *err) {
         if (!l->branch || !l->base_sha || !l->ad) {
                 live_free(l);
                 ns_err(err, EINVAL, "session %s is incomplete (branch, base or agent)", row->id);
+                return NULL;
+        }
+        if (egress_start(l, err) < 0) {
+                live_free(l);
                 return NULL;
         }
         l->next = s->live;
@@ -511,6 +577,24 @@ static int resolve_secret_refs(sv_live *l, char **env, ns_error *err) {
         return 0;
 }
 
+/* network "proxy": every process of the session's finds the proxy through the usual variables. */
+static char **env_add_proxy(char **env) {
+        static const char *const add[] = { "HTTP_PROXY=http://127.0.0.1:3128", "HTTPS_PROXY=http://127.0.0.1:3128",
+                                           "http_proxy=http://127.0.0.1:3128", "https_proxy=http://127.0.0.1:3128",
+                                           "NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1" };
+        size_t n = 0;
+        while (env && env[n])
+                n++;
+        char **v = env ? realloc(env, (n + ARRAY_SIZE(add) + 1) * sizeof *v) : NULL;
+        if (!v)
+                return env;
+        for (size_t i = 0; i < ARRAY_SIZE(add); i++)
+                if ((v[n] = strdup(add[i])))
+                        n++;
+        v[n] = NULL;
+        return v;
+}
+
 static void start_turn(sv_live *l) {
         sv_server *s = l->srv;
         ns_error err;
@@ -568,6 +652,8 @@ static void start_turn(sv_live *l) {
                 release_slot(l);
                 return fail(l, err.msg);
         }
+        if (l->egress)
+                j->env = env_add_proxy(j->env);
         j->stdin_data = TAKE_PTR(cmd.stdin_data);
         j->stdin_len = cmd.stdin_len;
         agent_cmd_clear(&cmd);

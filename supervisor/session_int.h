@@ -53,6 +53,8 @@ struct sv_live {
         sv_state end_state; /* where teardown leads */
         char *end_reason;
         uint64_t kill_deadline_ms; /* after an interrupt or stop: force at this time (0 = none) */
+        struct sv_egress_proxy *egress; /* network "proxy": the session's own proxy listener */
+        int egress_port;
         uint64_t idle_since_ms;
         uint64_t started_ms;
         sv_state paused_from;

@@ -54,6 +54,11 @@ static char *limits_json_for(const sv_new_session *q) {
                 cJSON_AddNumberToObject(o, "cpus", q->cpus);
         if (q->net_private)
                 cJSON_AddStringToObject(o, "net", "private");
+        if (q->net_proxy) {
+                cJSON_AddStringToObject(o, "net", "proxy");
+                if (q->egress_json)
+                        cJSON_AddItemToObject(o, "egress", cJSON_Parse(q->egress_json));
+        }
         if (q->n_connects) {
                 cJSON *a = cJSON_AddArrayToObject(o, "connect");
                 for (int i = 0; a && i < q->n_connects; i++)
@@ -117,7 +122,7 @@ static void run_new_session(sv_sjob *j, sv_worker *w) {
                                 r == -ENOENT || r == -EINVAL ? "base_not_found" : "internal", r);
 
         _cleanup_free_ char *limits = limits_json_for(q);
-        _cleanup_free_ char *network = strdup(q->net_private ? "private" : "none");
+        _cleanup_free_ char *network = strdup(q->net_private ? "private" : q->net_proxy ? "proxy" : "none");
         if (!network)
                 return api_fail(j, 500, "internal", ns_err(&j->err, ENOMEM, "out of memory"));
         db_session s = { 0 };
@@ -442,6 +447,11 @@ static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_s
                         spec->cpus = v->valuedouble;
                 if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, "net")) && !strcmp(v->valuestring, "private"))
                         spec->net = "private";
+                /* network "proxy": the session's egress proxy appears inside at 127.0.0.1:3128; the
+                 * sandbox has no other way out (net "none": no link, no route). */
+                if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "proxy_port")) && v->valuedouble >= 1 &&
+                    v->valuedouble <= 65535)
+                        spec->proxy_port = (int) v->valuedouble;
                 const cJSON *it;
                 cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o, "connect")) {
                         if (cJSON_IsNumber(it) && n < 2 * SV_MAX_CONNECTS)

@@ -56,11 +56,13 @@ sb() { as_user "$SANDBOX" --socket "$NS_SOCK" "$@"; }
 # sb_root ARGS...: the CLI as root (allowed too)
 sb_root() { "$SANDBOX" --socket "$NS_SOCK" "$@"; }
 
+# --net-pool none: no nftables table in the host's namespace from the tests; test_net_private
+# runs its daemon in a namespace of its own and turns private networking back on.
 start_daemon() {
   rm -f "$NS_SOCK"   # a killed daemon leaves its socket behind
   "$SANDBOXD" --socket "$NS_SOCK" --socket-group "$TEST_GID" --state-dir "$NS_TMP/state" \
     --upper-dir "$NS_TMP/upper" --workspace-root "$NS_TMP/ws" --allow-user "$TEST_USER" --allow-user 0 \
-    --ro-root "$NS_TMP/ro" --max-memory 8G --max-pids 100000 "$@" 2>>"$NS_TMP/sandboxd.log" &
+    --ro-root "$NS_TMP/ro" --max-memory 8G --max-pids 100000 --net-pool none "$@" 2>>"$NS_TMP/sandboxd.log" &
   NS_DAEMON_PID=$!
   for _ in $(seq 1 200); do
     [ -S "$NS_SOCK" ] && "$SANDBOX" --socket "$NS_SOCK" version >/dev/null 2>&1 && return 0

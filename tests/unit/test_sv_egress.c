@@ -161,7 +161,7 @@ int main(void) {
         int qp[2];
         if (pipe2(qp, O_CLOEXEC) < 0)
                 return 1;
-        ns_loop_add(loop, qp[0], EPOLLIN, on_quit, NULL, &err);
+        ns_watch *qw = ns_loop_add(loop, qp[0], EPOLLIN, on_quit, NULL, &err);
         struct client c = { .proxy_port = pport, .origin_port = oport, .quit_fd = qp[1] };
         pthread_t t;
         pthread_create(&t, NULL, client_main, &c);
@@ -177,6 +177,7 @@ int main(void) {
         ok(!strcmp(c.out[6], "hello through the proxy\n"), "a wildcard entry on its port is fetched (got '%s')", c.out[6]);
 
         sv_egress_proxy_free(p);
+        ns_loop_remove(loop, qw);
         int allowed_big = 0, denied = 0;
         for (int i = 0; i < n_recs; i++) {
                 if (recs[i].allowed && !strcmp(recs[i].host, "allowed.test") && recs[i].port == oport && recs[i].bytes_down > 24 &&

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# network "proxy": a `command` session runs curl inside its sandbox; an allowed name reaches a test
+# server on loopback through the session's egress proxy (a static host map stands in for DNS), a
+# denied name gets 403 and an `egress` event with verdict deny, a direct connection fails; bad
+# allow-list entries are refused with 400.
+. "$(dirname "$0")/sv_lib.sh"
+EG=$(mktemp -d /tmp/ns-egress.XXXXXX); chmod 755 "$EG"
+echo "hello through the proxy" > "$EG/hello.txt"
+printf 'allowed.test 127.0.0.1\ndenied.test 127.0.0.1\n' > "$EG/hosts"; chmod 644 "$EG/hosts" "$EG/hello.txt"
+OP=$(free_port)
+$PY -m http.server "$OP" --bind 127.0.0.1 --directory "$EG" >/dev/null 2>&1 & ORIGIN=$!
+sv_setup --egress-hosts "$EG/hosts" --egress-allow default.test
+trap 'kill $ORIGIN 2>/dev/null; rm -rf "$EG"; sv_stop; sv_log_tail; ns_cleanup' EXIT
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$OP/" && break; sleep 0.1; done
+make_repo "$NS_TMP/src/app"
+r=$(api POST /api/v1/repos "{\"path\":\"$NS_TMP/src/app\"}")
+repo=$(jget "$(printf '%s' "$r" | cut -d' ' -f2-)" 'd["id"]')
+
+# --- bad input ---------------------------------------------------------------------------------
+for bad in '"not a host"' '"1.2.3.4"' '"a..b"' '"x.com:70000"' '"*."' '7'; do
+  r=$(api POST /api/v1/sessions "{\"repo\":\"$repo\",\"prompt\":\"true\",\"network\":\"proxy\",\"egress\":[$bad]}")
+  expect_match "egress entry $bad is refused with 400" '^400 .*egress' "$r"
+done
+r=$(api POST /api/v1/sessions "{\"repo\":\"$repo\",\"prompt\":\"true\",\"egress\":[\"allowed.test\"]}")
+expect_match "an egress list without network proxy is refused" '^400 .*needs network' "$r"
+r=$(api POST /api/v1/sessions "{\"repo\":\"$repo\",\"prompt\":\"true\",\"network\":\"bogus\"}")
+expect_match "an unknown network is refused" '^400 .*network' "$r"
+expect_eq "and no session was made" 0 "$(jget "$(api GET /api/v1/sessions | cut -d' ' -f2-)" 'len(d["sessions"])')"
+
+# --- a proxy session ---------------------------------------------------------------------------------
+script="curl -s -m 5 http://allowed.test:$OP/hello.txt
+curl -s -m 5 -o /dev/null -w 'denied:%{http_code}\n' http://denied.test:$OP/hello.txt
+curl -s -m 5 -p -o /dev/null -w 'tunnel:%{http_code}\n' http://allowed.test:$OP/hello.txt
+curl -s -m 3 --noproxy '*' http://127.0.0.1:$OP/hello.txt || echo direct-loopback-failed
+curl -s -m 3 --noproxy '*' http://192.0.2.1:$OP/ || echo direct-remote-failed
+echo proxy-env:\$HTTP_PROXY"
+body=$($PY -c 'import json,sys; print(json.dumps({"repo":sys.argv[1],"prompt":sys.argv[2],"once":True,
+  "network":"proxy","egress":["allowed.test"]}))' "$repo" "$script")
+r=$(api POST /api/v1/sessions "$body")
+expect_match "a proxy session is created" '^201 ' "$r"
+sid=$(jget "$(printf '%s' "$r" | cut -d' ' -f2-)" 'd["id"]')
+expect_eq "it completes" completed "$(wait_state "$sid" completed failed stopped)"
+out=$(output_of "$sid")
+note "output: $(printf '%s' "$out" | tr '\n' '|')"
+expect_match "an allowed name reaches the test server through the proxy" 'hello through the proxy' "$out"
+expect_match "a denied name gets 403" 'denied:403' "$out"
+expect_match "CONNECT to an allowed name tunnels" 'tunnel:200' "$out"
+expect_match "a direct connection to the server bypassing the proxy fails" 'direct-loopback-failed' "$out"
+expect_match "a direct connection anywhere else fails" 'direct-remote-failed' "$out"
+expect_match "processes get HTTP_PROXY" 'proxy-env:http://127.0.0.1:3128' "$out"
+ev=$(events "$sid" | grep '"type": "egress"')
+expect_match "the denied attempt is an egress event with verdict deny" '"host": "denied.test".*"verdict": "deny"' "$ev"
+expect_eq "the allowed fetches are egress events with bytes each way" 2 "$(printf '%s\n' "$ev" | $PY -c 'import json,sys
+print(sum(1 for l in sys.stdin if l.strip() and (lambda d: d["verdict"]=="allow" and d["host"]=="allowed.test"
+      and d["bytes_up"]>0 and d["bytes_down"]>20)(json.loads(l)["data"])))')"
+expect_eq "the session reports network proxy" proxy "$(jget "$(api GET "/api/v1/sessions/$sid" | cut -d' ' -f2-)" 'd["network"]')"
+tap_done
