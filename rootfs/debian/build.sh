@@ -41,9 +41,23 @@ fi
 
 TMP=$LAYERS_DIR/.build-$NAME
 rm -rf "$TMP"
-trap 'rm -rf "$TMP"' EXIT
-debootstrap --variant=minbase --include="$(echo "$pkgs" | tr ' ' ,)" "$SUITE" "$TMP" "$MIRROR" >&2 ||
-  die "debootstrap failed (see above)"
+cleanup() {
+  umount "$TMP/proc" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+# debootstrap lays down minbase only; apt, inside, resolves the package list (debootstrap's own
+# --include handles neither alternatives nor configuration order well: npm fails to configure).
+debootstrap --variant=minbase "$SUITE" "$TMP" "$MIRROR" >&2 || die "debootstrap failed (see above)"
+printf 'deb %s %s main\n' "$MIRROR" "$SUITE" > "$TMP/etc/apt/sources.list"
+# No service may start inside the build.
+printf '#!/bin/sh\nexit 101\n' > "$TMP/usr/sbin/policy-rc.d"; chmod 755 "$TMP/usr/sbin/policy-rc.d"
+mount -t proc proc "$TMP/proc"
+# shellcheck disable=SC2086  # the package list, split on purpose
+chroot "$TMP" env DEBIAN_FRONTEND=noninteractive LC_ALL=C sh -c \
+  "apt-get update -q && apt-get install -y -q --no-install-recommends $pkgs" >&2 || die "apt-get install failed (see above)"
+umount "$TMP/proc"
+rm -f "$TMP/usr/sbin/policy-rc.d"
 
 # The agent: uid and gid 1000, as in the host layer.
 chroot "$TMP" groupadd --gid 1000 agent
