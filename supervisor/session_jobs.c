@@ -292,7 +292,8 @@ static int parse_repo_config(repo_settings *rs, const char *text, size_t len, ns
                         free(*dst);
                         if (!(*dst = strdup(val)))
                                 return ns_err(err, ENOMEM, "out of memory");
-                } else if (!strcmp(line, "lockfiles") || !strcmp(line, "push") || !strcmp(line, "pr")) {
+                } else if (!strcmp(line, "lockfiles") || !strcmp(line, "push") || !strcmp(line, "pr") ||
+                           !strcmp(line, "protected_paths")) {
                         /* Read by later features (warm starts, pushes); accepted here. */
                 } else {
                         return ns_err(err, EINVAL, ".nightshift/config:%d: unknown key '%s'", lineno, line);
