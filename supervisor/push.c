@@ -13,7 +13,6 @@
  * Anthropic sk-ant-…, a PEM private key), or touches a path the repository protects
  * (.nightshift/config: protected_paths = .github/workflows/, ...). */
 #include <git2.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,19 +68,49 @@ static void set_event(push_job *j, const char *type, cJSON *o) {
 
 /* ---- the gate ---------------------------------------------------------------------------------- */
 
+/* Well-known key shapes, matched by hand (no regex engine: glibc's and the PCRE2 POSIX wrapper
+ * that libgit2 pulls in disagree about regcomp/regfree).  Each returns true on a match at p. */
+static bool run_of(const char *p, const char *end, size_t min, const char *set) {
+        size_t n = 0;
+        while (p + n < end && p[n] && strchr(set, p[n]))
+                n++;
+        return n >= min;
+}
+#define UPPER_DIGITS "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+#define ALNUM UPPER_DIGITS "abcdefghijklmnopqrstuvwxyz"
+static bool is_aws(const char *p, const char *end) {
+        return end - p >= 20 && (!strncmp(p, "AKIA", 4) || !strncmp(p, "ASIA", 4) || !strncmp(p, "A3T", 3)) &&
+               run_of(p + 4, end, 16, UPPER_DIGITS);
+}
+static bool is_github(const char *p, const char *end) {
+        if (end - p >= 40 && p[0] == 'g' && p[1] == 'h' && strchr("pousr", p[2]) && p[2] && p[3] == '_')
+                return run_of(p + 4, end, 36, ALNUM);
+        return end - p >= 33 && !strncmp(p, "github_pat_", 11) && run_of(p + 11, end, 22, ALNUM "_");
+}
+static bool is_anthropic(const char *p, const char *end) {
+        return end - p >= 27 && !strncmp(p, "sk-ant-", 7) && run_of(p + 7, end, 20, ALNUM "_-");
+}
+static bool is_pem_key(const char *p, const char *end) {
+        if (end - p < 27 || strncmp(p, "-----BEGIN ", 11))
+                return false;
+        for (const char *q = p + 11; q < end && q < p + 64 && *q != '\n'; q++)
+                if (end - q >= 16 && !strncmp(q, "PRIVATE KEY-----", 16))
+                        return true;
+        return false;
+}
 static const struct {
-        const char *name, *re;
+        const char *name;
+        bool (*match)(const char *p, const char *end);
 } key_patterns[] = {
-        { "an AWS access key id", "(A3T[A-Z0-9]|AKIA|ASIA)[A-Z0-9]{16}" },
-        { "a GitHub token", "(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,}" },
-        { "an Anthropic API key", "sk-ant-[A-Za-z0-9_-]{20,}" },
-        { "a private key", "-----BEGIN ([A-Z0-9]+ )?PRIVATE KEY-----" },
+        { "an AWS access key id", is_aws },
+        { "a GitHub token", is_github },
+        { "an Anthropic API key", is_anthropic },
+        { "a private key", is_pem_key },
 };
 
 typedef struct gate {
         push_job *j;
         git_repository *repo;
-        regex_t re[ARRAY_SIZE(key_patterns)];
         char **protected_paths;
         size_t n_protected;
         char why[512];
@@ -98,20 +127,13 @@ static bool gate_text(gate *g, const char *data, size_t len, const char *where) 
                 snprintf(g->why, sizeof g->why, "%s holds the value of vault secret %s", where, name);
                 return true;
         }
-        /* regexec needs a NUL-terminated text: a copy (blobs may hold NULs; those end the scan of
-         * that blob's copy, so binary files are scanned up to their first NUL byte). */
-        char *copy = strndup(data, len);
-        if (!copy) {
-                snprintf(g->why, sizeof g->why, "out of memory while scanning %s", where);
-                return true;
-        }
-        for (size_t i = 0; i < ARRAY_SIZE(key_patterns); i++)
-                if (regexec(&g->re[i], copy, 0, NULL, 0) == 0) {
-                        snprintf(g->why, sizeof g->why, "%s holds what looks like %s", where, key_patterns[i].name);
-                        free(copy);
-                        return true;
-                }
-        free(copy);
+        const char *end = data + len;
+        for (const char *p = data; p < end; p++)
+                for (size_t i = 0; i < ARRAY_SIZE(key_patterns); i++)
+                        if (key_patterns[i].match(p, end)) {
+                                snprintf(g->why, sizeof g->why, "%s holds what looks like %s", where, key_patterns[i].name);
+                                return true;
+                        }
         return false;
 }
 
@@ -173,9 +195,6 @@ static void load_protected(gate *g, const git_oid *base) {
 
 /* 0: the push may go; 1: refused (g->why); <0: error. */
 static int run_gate(gate *g, const git_oid *base, const git_oid *tip) {
-        for (size_t i = 0; i < ARRAY_SIZE(key_patterns); i++)
-                if (regcomp(&g->re[i], key_patterns[i].re, REG_EXTENDED | REG_NOSUB) != 0)
-                        return ns_err(&g->j->err, EINVAL, "pattern %zu does not compile", i);
         load_protected(g, base);
         _cleanup_(git_revwalk_freep) git_revwalk *w = NULL;
         int r = git_revwalk_new(&w, g->repo);
@@ -226,8 +245,6 @@ static int run_gate(gate *g, const git_oid *base, const git_oid *tip) {
 }
 
 static void gate_clear(gate *g) {
-        for (size_t i = 0; i < ARRAY_SIZE(key_patterns); i++)
-                regfree(&g->re[i]);
         for (size_t i = 0; i < g->n_protected; i++)
                 free(g->protected_paths[i]);
         free(g->protected_paths);
