@@ -329,7 +329,12 @@ static void run_push(sv_job *job, sv_worker *w) {
                 return;
         }
         _cleanup_(git_remote_freep) git_remote *remote = NULL;
-        if ((r = git_remote_create_anonymous(&remote, repo, j->url)) < 0) {
+        /* As mirror.c: the URL verbatim (no insteadOf rewriting), which also avoids libgit2 1.5's
+         * leak of pcre2 match data while scanning the config for insteadOf. */
+        git_remote_create_options co = GIT_REMOTE_CREATE_OPTIONS_INIT;
+        co.repository = repo;
+        co.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+        if ((r = git_remote_create_with_opts(&remote, j->url, &co)) < 0) {
                 gitx_err(&j->err, r, "remote %s", j->url);
                 j->status = 400, j->code = "bad_remote";
                 return;
