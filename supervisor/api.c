@@ -571,6 +571,7 @@ static const sv_route routes[] = {
         { "GET", "/api/v1/repos/{repo_id}/secrets", sv_api_secrets_list },
         { "PUT", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_put },
         { "DELETE", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_delete },
+        { "POST", "/api/v1/sessions/{id}/push", sv_api_session_push }, /* push.c */
 };
 
 const sv_route *sv_api_routes(size_t *n) {

@@ -67,3 +67,6 @@ void sv_api_openapi(sv_req *r, const sv_route_args *a);
 void sv_api_secrets_list(sv_req *r, const sv_route_args *a);
 void sv_api_secret_put(sv_req *r, const sv_route_args *a);
 void sv_api_secret_delete(sv_req *r, const sv_route_args *a);
+
+/* push.c: push the session's branch from the mirror, after the pre-push gate. */
+void sv_api_session_push(sv_req *r, const sv_route_args *a);

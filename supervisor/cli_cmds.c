@@ -340,6 +340,20 @@ static int cmd_diff(client_http *c, const cmd_args *a, ns_error *err) {
         return 0;
 }
 
+static int cmd_push(client_http *c, const cmd_args *a, ns_error *err) {
+        _cleanup_(client_reply_clear) client_reply reply = { 0 };
+        int r = session_request(c, "POST", a->pos[0], "push", NULL, &reply, err);
+        if (r < 0)
+                return r;
+        if (a->json)
+                print_body(&reply);
+        else
+                printf("pushed %s (%s) to %s\n", str_of(reply.json, "branch") ? str_of(reply.json, "branch") : "?",
+                       str_of(reply.json, "sha") ? str_of(reply.json, "sha") : "?",
+                       str_of(reply.json, "remote") ? str_of(reply.json, "remote") : "?");
+        return 0;
+}
+
 /* ---- the table and the driver -------------------------------------------------------------- */
 
 static const session_command commands[] = {
@@ -385,6 +399,12 @@ static const session_command commands[] = {
           "usage: nightshift diff ID [--json]\n"
           "The unified diff of the session's branch against its base.\n",
           cmd_diff },
+        { "push", OPT_JSON, 1,
+          "usage: nightshift push ID [--json]\n"
+          "Push the session's branch (nightshift/ID) from the server's mirror to the repository, with\n"
+          "the vault's GIT_TOKEN or GIT_SSH_KEY.  Refused when its new commits hold a secret, a key\n"
+          "or touch a protected path; never forced.\n",
+          cmd_push },
 };
 
 static const session_command *command_named(const char *name) {

@@ -156,6 +156,11 @@ static void capture_headers(struct lws *wsi, sv_req *r) {
 }
 
 static void dispatch(sv_req *r) {
+        /* Once: lws also reports a body completion for a POST without a body, which was
+         * dispatched already; a handler still working on a worker must not get it twice. */
+        if (r->dispatched)
+                return;
+        r->dispatched = true;
         if (r->body_too_large)
                 return sv_req_reply_error(r, 413, "too_large", "request body larger than %d bytes", SV_HTTP_BODY_MAX);
         /* Why: a preview's origin must never serve the API or the dashboard (its pages would share
@@ -263,7 +268,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 char *nb = realloc(r->body, r->body_len + len + 1);
                 if (!nb)
                         return -1;
-                memcpy(nb + r->body_len, in, len);
+                if (len)
+                        memcpy(nb + r->body_len, in, len);
                 r->body_len += len;
                 nb[r->body_len] = '\0';
                 r->body = nb;

@@ -29,6 +29,7 @@ typedef struct sv_req {
         size_t body_len;
         bool body_too_large;
         bool answered;
+        bool dispatched;    /* handed to the router (once) */
         /* What auth.c decides on, copied bounded from the request's headers (an over-long value is
          * left empty and flagged, never cut). */
         char authorization[128];

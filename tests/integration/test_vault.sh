@@ -139,7 +139,9 @@ chmod 644 "$K"
 : > "$NS_TMP/nightshift.log.2"
 setpriv --reuid="$TEST_UID" --regid="$TEST_GID" --clear-groups -- "$NIGHTSHIFT" serve --listen 127.0.0.1:0 \
   --data-dir "$SV_DATA" --workspace-root "$SV_WS" --sandboxd-socket "$NS_SOCK" 2>"$NS_TMP/nightshift.log.2" &
-p=$!; sleep 1; kill -0 $p 2>/dev/null && { kill $p; wait $p 2>/dev/null; }
+p=$!
+for _ in $(seq 1 100); do kill -0 $p 2>/dev/null || break; sleep 0.1; done
+kill -0 $p 2>/dev/null && kill $p; wait $p 2>/dev/null
 expect_match "a key file readable by others is refused at start" 'vault.key is readable or writable by others' \
   "$(cat "$NS_TMP/nightshift.log.2")"
 chmod 600 "$K"
