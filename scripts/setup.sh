@@ -10,7 +10,7 @@ cmake --install build --prefix /usr/local >/dev/null
 # The supervisor runs as its own unprivileged user; sandboxd lets only that user (and root) in,
 # takes working trees beneath the workspace root, and may bind the mirrors and the agent CLIs.
 id -u nightshift >/dev/null 2>&1 || useradd --system --home-dir /var/lib/nightshift --shell /usr/sbin/nologin nightshift
-install -d -m 0755 /var/lib/nightshift /var/lib/nightshift/agents /etc/nightshift
+install -d -m 0755 /var/lib/nightshift /var/lib/nightshift/agents /var/lib/nightshift/layers /etc/nightshift
 install -d -m 0750 -o nightshift -g nightshift /var/lib/nightshift/workspaces
 install -d -m 0700 -o nightshift -g nightshift /var/lib/nightshift/data
 # The example configurations (also installed under /usr/local/share/doc/nightshift/examples).
