@@ -337,14 +337,19 @@ export class SessionView {
   }
 
   async loadPreviews() {
+    const seq = (this.previewsSeq = (this.previewsSeq || 0) + 1); // only the latest answer is shown
     try {
       const r = await api.get(`sessions/${this.id}/previews`);
-      if (this.dead) return;
+      if (this.dead || seq !== this.previewsSeq) return;
       if (!ACTIVE.has(this.session?.state)) { clear(this.previewsEl); return; } // ended meanwhile
       const list = Array.isArray(r.previews) ? r.previews : [];
       const links = list.map((p) => this.previewLink(p)).filter(Boolean);
+      // A redraw keeps the keyboard focus on the same preview; a port just published takes it.
+      const focused = this.previewsEl.contains(document.activeElement) ? document.activeElement.dataset.preview : null;
       fill(this.previewsEl, ...links);
-    } catch { clear(this.previewsEl); }
+      const want = links.find((a) => a.dataset.preview === (this.focusPreview || focused));
+      if (want) { want.focus(); this.focusPreview = null; }
+    } catch { if (seq === this.previewsSeq) clear(this.previewsEl); }
   }
 
   /** The link of preview p, or null when its URL is not an http(s) URL of another origin. */
@@ -393,10 +398,12 @@ export class SessionView {
     }
     try {
       const r = await api.post(`sessions/${this.id}/previews`, { port });
-      if (r && typeof r.id === 'string' && otherOrigin(r.url)) this.previewLinks.set(r.id, r.url);
+      if (r && typeof r.id === 'string' && otherOrigin(r.url)) {
+        this.previewLinks.set(r.id, r.url);
+        this.focusPreview = r.id;
+      }
       this.portInput.value = '';
       await this.loadPreviews();
-      this.previewsEl.querySelector(`a[data-preview="${CSS.escape(String(r?.id ?? ''))}"]`)?.focus();
     } catch (e) {
       this.publishErr.textContent = `publish: ${e.message}`;
     }

@@ -73,8 +73,10 @@ async function createFromForm(prompt, { once = false } = {}) {
 
 // Every card's columns are recorded every 20 ms from login on (the board updates in place).
 const columnsSeen = (id) => page.evaluate((id) => (window.__cols?.[id] || []).join('>'), id);
+// (Once the recorder runs, it has to have seen the column too: its 20 ms tick may come later.)
 const waitColumn = (id, col, timeout = 60000) => page.waitForFunction(([id, col]) =>
-  document.querySelector(`.card[data-id="${id}"]`)?.closest('[data-column]')?.dataset.column === col, [id, col], { timeout, polling: 50 });
+  document.querySelector(`.card[data-id="${id}"]`)?.closest('[data-column]')?.dataset.column === col &&
+  (!window.__cols || (window.__cols[id] || []).at(-1) === col), [id, col], { timeout, polling: 50 });
 
 // --- without login ---------------------------------------------------------------------------
 const first = await page.goto(URL0);
@@ -306,6 +308,10 @@ await step('preview', async () => {
   t.ok(ev.includes('port 8000 published') && ev.includes(u.origin) && !ev.includes('token'), 'the preview event is in the timeline (without the token)', ev);
   await page.waitForTimeout(200);
   await shot('session-preview-desktop');
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(200);
+  await shot('session-preview-phone');
+  await page.setViewportSize(DESKTOP);
 
   // Click it: a new page on the preview origin, served from inside the sandbox.
   const sent = [];
