@@ -1,5 +1,6 @@
-// The session view: a sticky header (state, stats, actions, downloads, previews), the live
-// timeline (virtualised), the diff, and the follow-up box with the queued prompts.
+// The session view: a sticky header (state, stats, actions, downloads, previews and a form to
+// publish a port as one), the live timeline (virtualised), the diff, and the follow-up box with
+// the queued prompts.
 
 import { h, clear, fill, fmtBytes } from './dom.js';
 import * as api from './api.js';
@@ -40,14 +41,22 @@ export class SessionView {
     this.titleEl = h('h1', { class: 'title' }, this.id);
     this.metaEl = h('div', { class: 'meta' });
     this.statsEl = h('div', { class: 'stats', 'aria-label': 'Resource use' });
-    this.previewsEl = h('div', { class: 'previews' });
+    this.previewsEl = h('div', { class: 'previews', 'aria-label': 'Previews' });
+    // Publish a port of the sandbox as a preview (its own origin, served by the preview proxy).
+    this.portInput = h('input', { id: 'preview-port', type: 'number', inputmode: 'numeric', placeholder: '5173', autocomplete: 'off' });
+    this.publishErr = h('span', { class: 'publish-error', role: 'alert' });
+    this.publishEl = h('form', { class: 'publish', 'aria-label': 'Publish a port as a preview', hidden: true,
+      onsubmit: (e) => { e.preventDefault(); this.publish(); } },
+      h('label', { for: 'preview-port' }, 'Port'), this.portInput,
+      h('button', { type: 'submit', class: 'small', 'data-action': 'publish' }, 'Publish'), this.publishErr);
+    this.previewLinks = new Map(); // preview id → the one-time link from our own POST, not yet opened
     this.actionsEl = h('div', { class: 'actions', role: 'toolbar', 'aria-label': 'Session actions' });
     this.tabTimeline = h('button', { class: 'tab', role: 'tab', 'aria-selected': 'true', id: 'tab-timeline', onclick: () => this.showTab('timeline') }, 'Timeline');
     this.tabDiff = h('button', { class: 'tab', role: 'tab', 'aria-selected': 'false', id: 'tab-diff', onclick: () => this.showTab('diff') }, 'Diff');
     const header = h('header', { class: 'session-head' },
       h('div', { class: 'row1' }, h('a', { class: 'back', href: '#/', 'aria-label': 'Back to the board' }, '←'), this.titleEl, this.stateEl),
       this.metaEl,
-      h('div', { class: 'row2' }, this.statsEl, this.previewsEl),
+      h('div', { class: 'row2' }, this.statsEl, this.previewsEl, this.publishEl),
       this.actionsEl,
       h('div', { class: 'tabs', role: 'tablist' }, this.tabTimeline, this.tabDiff,
         h('span', { class: 'spacer' }),
@@ -163,6 +172,7 @@ export class SessionView {
         if (d.to === 'idle' || d.to === 'running') this.loadPreviews();
       }
     }
+    if (ev.type === 'preview' && live) this.loadPreviews();
     if (ev.type === 'question') this.showQuestion(d.text);
     if (ev.type === 'commit' && live && this.session) {
       this.session.last_commit = d.sha;
@@ -211,7 +221,8 @@ export class SessionView {
     this.input.disabled = !open;
     this.sendBtn.disabled = !open;
     this.input.placeholder = open ? (st === 'waiting' ? 'Reply to the agent… (Ctrl+Enter)' : 'Send a follow-up… (Ctrl+Enter)') : `The session is ${st}.`;
-    if (!open) clear(this.statsEl);
+    if (!open) { clear(this.statsEl); clear(this.previewsEl); }
+    this.publishEl.hidden = !open || st === 'queued' || st === 'paused';
   }
 
   async action(name, body) {
@@ -326,18 +337,83 @@ export class SessionView {
   }
 
   async loadPreviews() {
+    const seq = (this.previewsSeq = (this.previewsSeq || 0) + 1); // only the latest answer is shown
     try {
       const r = await api.get(`sessions/${this.id}/previews`);
+      if (this.dead || seq !== this.previewsSeq) return;
+      if (!ACTIVE.has(this.session?.state)) { clear(this.previewsEl); return; } // ended meanwhile
       const list = Array.isArray(r.previews) ? r.previews : [];
-      // A preview is served from its own origin (never the dashboard's): the URL the API gives,
-      // opened in a new browsing context without a referrer or an opener.
-      const links = list.map((p) => {
-        const href = typeof p.url === 'string' ? p.url : '';
-        let ok = false;
-        try { const u = new URL(href); ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.origin !== location.origin; } catch { ok = false; }
-        return ok ? h('a', { class: 'btn small preview', href, target: '_blank', rel: 'noopener noreferrer' }, `Preview${p.port ? ` :${p.port}` : ''}`) : null;
-      }).filter(Boolean);
+      const links = list.map((p) => this.previewLink(p)).filter(Boolean);
+      // A redraw keeps the keyboard focus on the same preview; a port just published takes it.
+      const focused = this.previewsEl.contains(document.activeElement) ? document.activeElement.dataset.preview : null;
       fill(this.previewsEl, ...links);
-    } catch { clear(this.previewsEl); }
+      const want = links.find((a) => a.dataset.preview === (this.focusPreview || focused));
+      if (want) { want.focus(); this.focusPreview = null; }
+    } catch { if (seq === this.previewsSeq) clear(this.previewsEl); }
   }
+
+  /** The link of preview p, or null when its URL is not an http(s) URL of another origin. */
+  previewLink(p) {
+    // A preview is served from its own origin (never the dashboard's), opened in a new browsing
+    // context without a referrer or an opener.  The URL the list gives needs the preview's own
+    // cookie; the one-time link a POST answers sets it (on the preview's origin, not here).
+    const fresh = this.previewLinks.get(p.id);
+    const href = fresh || (typeof p.url === 'string' ? p.url : '');
+    if (!otherOrigin(href)) return null;
+    const port = Number.isInteger(p.port) ? p.port : null;
+    const a = h('a', { class: 'btn small preview', href, target: '_blank', rel: 'noopener noreferrer', dataset: { preview: String(p.id ?? '') },
+      title: `Open the preview of port ${port ?? '?'} (its own site)` }, `Preview${port ? ` :${port}` : ''}`);
+    a.addEventListener('click', (e) => {
+      if (this.previewLinks.has(p.id)) { // our link, unused: the browser follows it
+        this.previewLinks.delete(p.id);
+        setTimeout(() => { if (otherOrigin(p.url)) a.href = p.url; }, 0);
+        return;
+      }
+      if (!port || e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+      // No link of ours: ask for a fresh one (the earlier one stops working) and open that.
+      e.preventDefault();
+      this.openFresh(port);
+    });
+    return a;
+  }
+
+  async openFresh(port) {
+    try {
+      const r = await api.post(`sessions/${this.id}/previews`, { port });
+      if (!otherOrigin(r?.url)) throw new Error('the server gave no preview link');
+      window.open(r.url, '_blank', 'noopener,noreferrer');
+    } catch (e) {
+      this.publishErr.textContent = `preview: ${e.message}`;
+    }
+  }
+
+  async publish() {
+    const port = Number(this.portInput.value);
+    this.publishErr.textContent = '';
+    // The range is the server's to check (its answer is shown); only a non-number stops here.
+    if (this.portInput.value.trim() === '' || !Number.isInteger(port)) {
+      this.publishErr.textContent = 'Enter the port the dev server listens on in the sandbox.';
+      this.portInput.focus();
+      return;
+    }
+    try {
+      const r = await api.post(`sessions/${this.id}/previews`, { port });
+      if (r && typeof r.id === 'string' && otherOrigin(r.url)) {
+        this.previewLinks.set(r.id, r.url);
+        this.focusPreview = r.id;
+      }
+      this.portInput.value = '';
+      await this.loadPreviews();
+    } catch (e) {
+      this.publishErr.textContent = `publish: ${e.message}`;
+    }
+  }
+}
+
+/** Whether url is an http(s) URL on an origin other than the dashboard's. */
+function otherOrigin(url) {
+  try {
+    const u = new URL(String(url ?? ''));
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin !== location.origin;
+  } catch { return false; }
 }

@@ -84,9 +84,15 @@ export function renderItem(it, onToggle) {
     case 'usage':
       return h('div', { class: 'tl tl-status' }, `usage: ${d.input_tokens ?? '?'} in, ${d.output_tokens ?? '?'} out`,
         typeof d.cost_usd === 'number' ? `, $${d.cost_usd.toFixed(4)}` : '');
+    case 'preview': {
+      // {id, port, url (the site, never the token), origin, automatic, action: published|unpublished}
+      const on = d.action !== 'unpublished';
+      return h('div', { class: 'tl tl-status tl-preview' }, h('span', { class: `tag ${on ? 'good' : ''}` }, 'preview'), ' ',
+        `port ${str(d.port)} ${on ? 'published' : 'unpublished'}${d.automatic ? ' (automatically)' : ''}`,
+        d.origin ? [' on ', h('code', null, str(d.origin))] : null, ' ', time(ev.ts));
+    }
     case 'push':
     case 'pr':
-    case 'preview':
     default:
       return h('div', { class: 'tl tl-status' }, h('span', { class: 'tag' }, str(ev.type)), ' ', brief(d, 300), ' ', time(ev.ts));
   }

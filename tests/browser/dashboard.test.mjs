@@ -73,8 +73,10 @@ async function createFromForm(prompt, { once = false } = {}) {
 
 // Every card's columns are recorded every 20 ms from login on (the board updates in place).
 const columnsSeen = (id) => page.evaluate((id) => (window.__cols?.[id] || []).join('>'), id);
+// (Once the recorder runs, it has to have seen the column too: its 20 ms tick may come later.)
 const waitColumn = (id, col, timeout = 60000) => page.waitForFunction(([id, col]) =>
-  document.querySelector(`.card[data-id="${id}"]`)?.closest('[data-column]')?.dataset.column === col, [id, col], { timeout, polling: 50 });
+  document.querySelector(`.card[data-id="${id}"]`)?.closest('[data-column]')?.dataset.column === col &&
+  (!window.__cols || (window.__cols[id] || []).at(-1) === col), [id, col], { timeout, polling: 50 });
 
 // --- without login ---------------------------------------------------------------------------
 const first = await page.goto(URL0);
@@ -268,6 +270,86 @@ await step('pause and resume', async () => {
   await page.waitForSelector('.board', { timeout: 10000 });
   const g = await api('GET', `sessions/${id}`);
   t.ok(g.status === 404 || JSON.parse(g.body).state === 'archived', 'Delete (confirmed) removes it and returns to the board', g.body.slice(0, 100));
+});
+
+// --- a preview: a dev server inside the sandbox, published from the UI, opened on its own origin ---
+await step('preview', async () => {
+  // The dev server (tests/helpers/ws_echo.py, committed in the repository) answers "hello 8000" and
+  // GET /headers with the request's head; the turn says when it listens and keeps it running.
+  const id = await createFromForm('python3 ws_echo.py serve 8000 --bind 127.0.0.1 & ' +
+    'until python3 ws_echo.py echo ws://127.0.0.1:8000/ws up >/dev/null 2>&1; do sleep 0.2; done; echo dev-server-up; wait');
+  await page.click(`.card[data-id="${id}"]`);
+  await waitText('.timeline', 'dev-server-up', 60000);
+  await waitState(['running']);
+  await page.waitForSelector('form.publish:not([hidden]) #preview-port', { timeout: 5000 });
+  t.ok((await page.$eval('label[for="preview-port"]', (e) => e.textContent)) === 'Port', 'the port field has its label');
+  // A port the server refuses: its answer is shown as text, nothing is published.
+  await page.fill('#preview-port', '70000');
+  await page.click('button[data-action="publish"]');
+  await waitText('.publish-error', 'publish:', 10000);
+  t.ok((await page.$$('.previews a')).length === 0, 'a refused port shows the error as text and publishes nothing',
+    await page.$eval('.publish-error', (e) => e.textContent));
+  // Port 8000, from the keyboard.
+  await page.fill('#preview-port', '8000');
+  const posted = page.waitForResponse((r) => /\/previews$/.test(r.url()) && r.request().method() === 'POST');
+  await page.press('#preview-port', 'Enter');
+  const preq = (await posted).request();
+  t.ok(preq.headers()['x-nightshift-csrf'] === '1', 'Publish posts the port with the CSRF header', JSON.stringify(preq.postData()));
+  await page.waitForSelector('.previews a.preview', { timeout: 10000 });
+  const link = await page.$eval('.previews a.preview', (a) => ({ href: a.href, text: a.textContent, target: a.target, rel: a.rel, focused: document.activeElement === a }));
+  const u = new URL(link.href);
+  const dash = new URL(URL0);
+  t.ok(/^p-[a-z2-7]{12}\.localhost$/.test(u.hostname) && u.origin !== dash.origin && u.pathname === '/__nightshift/auth',
+    "the preview link is its one-time link on the preview's own origin (<preview-id>.localhost:<port>)", link.href.replace(/token=.*/, 'token=…'));
+  t.ok(link.text === 'Preview :8000' && link.target === '_blank' && /noopener/.test(link.rel) && /noreferrer/.test(link.rel) && link.focused,
+    'it says its port, opens a new context without opener or referrer, and takes the focus', JSON.stringify({ ...link, href: undefined }));
+  await page.waitForSelector('.tl-preview', { timeout: 10000 });
+  const ev = await page.$eval('.tl-preview', (e) => e.textContent);
+  t.ok(ev.includes('port 8000 published') && ev.includes(u.origin) && !ev.includes('token'), 'the preview event is in the timeline (without the token)', ev);
+  await page.waitForTimeout(200);
+  await shot('session-preview-desktop');
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(200);
+  await shot('session-preview-phone');
+  await page.setViewportSize(DESKTOP);
+
+  // Click it: a new page on the preview origin, served from inside the sandbox.
+  const sent = [];
+  const onReq = (r) => { if (new URL(r.url()).origin === u.origin) sent.push(r); };
+  context.on('request', onReq);
+  const [popup] = await Promise.all([context.waitForEvent('page'), page.click('.previews a.preview')]);
+  await popup.waitForLoadState('load');
+  await popup.waitForFunction(() => document.body && document.body.innerText.includes('hello 8000'), null, { timeout: 15000 });
+  const pu = new URL(popup.url());
+  t.ok(pu.origin === u.origin && pu.pathname === '/', 'the link opens the page served from inside the sandbox, on the preview origin', popup.url());
+  t.ok(pu.origin !== dash.origin, "not on the dashboard's origin", `${pu.origin} vs ${dash.origin}`);
+  t.ok((await popup.evaluate(() => window.opener)) === null, 'the preview has no opener (no handle on the dashboard)');
+  const pc = (await context.cookies(u.origin)).map((c) => `${c.name}@${c.domain}${c.httpOnly ? ' HttpOnly' : ''}`);
+  t.ok(pc.some((c) => /^nightshift_preview@p-.*HttpOnly$/.test(c)) && !pc.some((c) => c.startsWith('nightshift_session')),
+    "the preview's own HttpOnly cookie is set for its origin; the dashboard's is not sent there", pc.join(', '));
+  await popup.goto(`${u.origin}/headers`);
+  const head = JSON.parse(await popup.evaluate(() => document.body.innerText));
+  const hv = (n) => head.headers.filter(([k]) => k.toLowerCase() === n).map(([, v]) => v).join(';');
+  t.ok(hv('host') === 'localhost:8000', 'the dev server inside sees Host localhost:8000', hv('host'));
+  t.ok(!hv('cookie').includes('nightshift_session') && !hv('cookie').includes('nightshift_preview'),
+    "neither the dashboard's cookie nor the preview's reaches the dev server", hv('cookie'));
+  context.off('request', onReq);
+  const heads = await Promise.all(sent.map((r) => r.allHeaders()));
+  t.ok(heads.length >= 3 && heads.every((hd) => !String(hd.cookie || '').includes('nightshift_session')),
+    "the browser sends the dashboard's cookie to no request on the preview origin", heads.map((hd) => hd.cookie || '-').join(' | '));
+  await popup.close();
+
+  // After a reload the page has no one-time link: clicking asks for a fresh one and opens that.
+  await page.reload();
+  await page.waitForSelector('.previews a.preview', { timeout: 10000 });
+  const [popup2] = await Promise.all([context.waitForEvent('page'), page.click('.previews a.preview')]);
+  await popup2.waitForFunction(() => document.body && document.body.innerText.includes('hello 8000'), null, { timeout: 15000 });
+  t.ok(new URL(popup2.url()).origin === u.origin, 'after a reload the link still opens the preview (a fresh link)', popup2.url());
+  await popup2.close();
+  await page.click('button[data-action="force-stop"]');
+  await waitState(['stopped'], 20000);
+  await page.waitForFunction(() => !document.querySelector('.previews a'), null, { timeout: 10000 });
+  t.ok(await page.$eval('form.publish', (f) => f.hidden), 'a stopped session has no preview links and no publish form');
 });
 
 // --- hostile output ----------------------------------------------------------------------------

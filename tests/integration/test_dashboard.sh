@@ -2,8 +2,8 @@
 # The browser dashboard end to end: Debian's chromium, headless, driven by playwright-core
 # (tests/browser/dashboard.test.mjs) against a real `nightshift serve` and sandboxd with the
 # `command` agent: the board live over the WebSocket, the new-session form, the session view
-# (output, commit, follow-ups, queued prompts, diff, stop, pause/resume, end), hostile agent
-# output rendered as text, login/logout, the CSP.  Screenshots go to /tmp/nightshift-screenshots/.
+# (output, commit, follow-ups, queued prompts, diff, stop, pause/resume, end, a port published as
+# a preview and opened on its own origin), hostile agent output rendered as text, login/logout, the CSP.  Screenshots go to /tmp/nightshift-screenshots/.
 . "$(dirname "$0")/sv_lib.sh"
 TOOLS=${NS_TEST_TOOLS:-/var/lib/nightshift/test-tools}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || true)}
@@ -16,6 +16,11 @@ fi
 sv_setup --stop-grace 2 --workers 4 --max-concurrent 1
 make_repo "$NS_TMP/src/app"
 make_repo "$NS_TMP/src/app2"   # added from the form
+# The preview's dev server (a session runs it in its sandbox; the browser opens it on its own origin).
+cp "$NS_SRC/tests/helpers/ws_echo.py" "$NS_TMP/src/app/"
+chown "$TEST_UID:$TEST_GID" "$NS_TMP/src/app/ws_echo.py"
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t add ws_echo.py
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t commit -q -m dev-server
 
 # --- over HTTP, before any browser ---------------------------------------------------------------
 hdr=$(curl -s -D - -o /dev/null "$SV_URL/")
