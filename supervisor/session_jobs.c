@@ -143,11 +143,9 @@ static void run_new_session(sv_sjob *j, sv_worker *w) {
             (r = db_commit(w->db, &j->err)) < 0) {
                 db_rollback(w->db);
                 free(s.branch); /* filled in by db_session_insert */
-                free(s.network);
                 return api_fail(j, r == -E2BIG || r == -EINVAL ? 400 : 500, r == -E2BIG ? "too_large" : "invalid", r);
         }
         free(s.branch);
-        free(s.network);
         snprintf(j->sid, sizeof j->sid, "%s", s.id);
         db_session row = { 0 };
         if ((r = db_session_get(w->db, s.id, &row, &j->err)) < 0)
