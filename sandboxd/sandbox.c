@@ -647,16 +647,23 @@ static int check_ready(const struct ictl_hdr *h, const char *msg, ns_error *err)
         return 0;
 }
 
+/* init's network namespace, opened (its pidfd keeps init from being another process meanwhile:
+ * this runs before init is reaped). */
+static int open_netns(const struct sbx_sandbox *s, ns_error *err) {
+        char nspath[64];
+        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
+        int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        return netns < 0 ? ns_err_sys(err, errno, "open %s", nspath) : netns;
+}
+
 /* The request's veth pair (net "private" or "nat"), made in init's network namespace. */
 static int add_net(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
         enum net_mode mode = NET_NONE;
         if (net_mode_parse(req->net, &mode) < 0 || mode == NET_NONE)
                 return 0;
-        char nspath[64];
-        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
-        _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int netns = open_netns(s, err);
         if (netns < 0)
-                return ns_err_sys(err, errno, "open %s", nspath);
+                return netns;
         return net_attach(s->d->net, netns, mode, &s->net, err);
 }
 
@@ -664,11 +671,9 @@ static int add_net(struct sbx_sandbox *s, const struct ns_create_req *req, ns_er
 static int add_connects(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
         if (req->n_connects == 0)
                 return 0;
-        char nspath[64];
-        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
-        _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int netns = open_netns(s, err);
         if (netns < 0)
-                return ns_err_sys(err, errno, "open %s", nspath);
+                return netns;
         for (size_t i = 0; i < req->n_connects; i++) {
                 int r = ports_connect_add(s->d->ports, s->id, netns, req->connects[i].port, req->connects[i].host_port, err);
                 if (r < 0)
@@ -1602,9 +1607,7 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
                 return r;
         }
         cg_oom_kills(d->cg, s->id, &s->oom_seen, NULL);
-        char nspath[64];
-        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
-        int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        int netns = open_netns(s, NULL);
         size_t n = s->n_connects;
         s->n_connects = 0;
         for (size_t i = 0; i < n && netns >= 0; i++)
