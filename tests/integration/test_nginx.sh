@@ -28,11 +28,15 @@ mkdir -p "$NGX/tmp"
 WGROUP=$(id -gn nobody)
 chown "nobody:$WGROUP" "$NGX/tmp"
 NGX_PORT=$(free_port)
+# The supervisor's preview proxy (sv_lib.sh lets it pick a port; its start-up line names it).
+PV_PORT=$(sed -n 's/.*previews on .*listening on 127\.0\.0\.1:\([0-9]*\)).*/\1/p' "$NS_TMP/nightshift.log" | tail -n1)
 sed -e "s#^\([[:space:]]*\)listen 80;#\1listen 127.0.0.1:$NGX_PORT;#" \
-    -e "s#^\([[:space:]]*\)server_name .*;#\1server_name 127.0.0.1;#" \
-    -e "s#^\([[:space:]]*proxy_pass http://127\.0\.0\.1:\)8787/;#\1$SV_PORT/;#" "$EXAMPLE" > "$NGX/site.conf"
-expect_eq "the example differs from the config used only in listen, server_name and the upstream port" \
-  "listen 127.0.0.1:$NGX_PORT;|server_name 127.0.0.1;|proxy_pass http://127.0.0.1:$SV_PORT/;" \
+    -e "s#^\([[:space:]]*\)server_name agents\.example\.com;#\1server_name 127.0.0.1;#" \
+    -e "s#^\([[:space:]]*\)server_name \*\.preview\.example\.com;#\1server_name *.preview.localhost;#" \
+    -e "s#^\([[:space:]]*proxy_pass http://127\.0\.0\.1:\)8787/;#\1$SV_PORT/;#" \
+    -e "s#^\([[:space:]]*proxy_pass http://127\.0\.0\.1:\)8788;#\1$PV_PORT;#" "$EXAMPLE" > "$NGX/site.conf"
+expect_eq "the example differs from the config used only in listen, server_name and the upstream ports" \
+  "listen 127.0.0.1:$NGX_PORT;|server_name 127.0.0.1;|proxy_pass http://127.0.0.1:$SV_PORT/;|listen 127.0.0.1:$NGX_PORT;|server_name *.preview.localhost;|proxy_pass http://127.0.0.1:$PV_PORT;" \
   "$(diff "$EXAMPLE" "$NGX/site.conf" | sed -n 's/^> *//p' | tr '\n' '|' | sed 's/|$//')"
 cat > "$NGX/nginx.conf" <<EOF
 # tests/integration/test_nginx.sh: everything beneath $NGX, nothing of /etc/nginx.
@@ -67,6 +71,10 @@ if curl -sf "$PROXY/nightshift/api/v1/healthz" >/dev/null; then
 else
   not_ok "nginx serves on 127.0.0.1:$NGX_PORT"; sed 's/^/#   /' "$NGX/error.log"
 fi
+# The preview wildcard site: its Host reaches the preview proxy unchanged (its own answer for a
+# preview it does not know), never the dashboard.
+out=$(curl -s -H 'Host: p-aaaaaaaaaaaa.preview.localhost' "http://127.0.0.1:$NGX_PORT/")
+expect_match "a preview site's request goes through nginx to the preview proxy, Host intact" "this is the preview proxy|no such preview" "$out"
 WORKERS=$(pgrep -P "$NGX_PID" | tr '\n' ' ')
 
 # From here on the helpers (api, wait_state, events) talk to nightshift through the proxy.
