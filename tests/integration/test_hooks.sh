@@ -5,7 +5,6 @@
 . "$(dirname "$0")/sv_lib.sh"
 DATA=$(cd "$(dirname "$0")" && pwd)/data/github-webhooks
 sv_setup --hook-agent command --hook-ci-repos octo-repo
-note "tmp $NS_TMP"
 make_repo "$NS_TMP/src/Hello-World"
 make_repo "$NS_TMP/src/octo-repo"
 as_user git -C "$NS_TMP/src/octo-repo" branch master
