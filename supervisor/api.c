@@ -8,6 +8,7 @@
 #include "common/cleanup.h"
 #include "egress.h"
 #include "api_int.h"
+#include "hooks.h"
 #include "preview.h"
 #include "auth.h"
 #include "common/jsonv.h"
@@ -572,6 +573,9 @@ static const sv_route routes[] = {
         { "PUT", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_put },
         { "DELETE", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_delete },
         { "POST", "/api/v1/sessions/{id}/push", sv_api_session_push }, /* push.c */
+        /* hooks.c: no token; each verifies its sender's signature (auth.c lets exactly these in) */
+        { "POST", "/api/v1/hooks/github", sv_api_hook_github },
+        { "POST", "/api/v1/hooks/slack", sv_api_hook_slack },
 };
 
 const sv_route *sv_api_routes(size_t *n) {

@@ -1,6 +1,6 @@
 /* nightshift supervisor — who may use the API.
  *
- * Every route but GET /api/v1/healthz and POST /api/v1/login needs a bearer token
+ * Every route but GET /api/v1/healthz, POST /api/v1/login and the hooks (hooks.h: signed instead) needs a bearer token
  * (`Authorization: Bearer nst_…`), on loopback too, or the browser's login cookie.  Tokens are 32
  * random bytes; only their SHA-256 is stored (db.h), so the value is shown once, at creation.  A
  * browser exchanges a token for a login session (POST /api/v1/login): an HttpOnly, SameSite=Strict

@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,9 @@ int sv_config_init(sv_config *c, ns_error *err) {
             !(c->git_email_template = strdup("%s@nightshift.invalid")) || !(c->preview_addr = strdup("127.0.0.1")) ||
             !(c->model_upstream_anthropic = strdup("https://api.anthropic.com")) ||
             !(c->model_upstream_openai = strdup("https://api.openai.com")) ||
-            !(c->model_key_anthropic = strdup("ANTHROPIC_API_KEY")) || !(c->model_key_openai = strdup("OPENAI_API_KEY"))) {
+            !(c->model_key_anthropic = strdup("ANTHROPIC_API_KEY")) || !(c->model_key_openai = strdup("OPENAI_API_KEY")) ||
+            !(c->hook_command_prefix = strdup("/nightshift")) ||
+            !(c->hook_associations = strdup("OWNER,MEMBER,COLLABORATOR")) || !(c->hook_agent = strdup("claude"))) {
                 sv_config_clear(c);
                 return ns_err(err, ENOMEM, "out of memory");
         }
@@ -98,6 +101,11 @@ void sv_config_clear(sv_config *c) {
         free(c->model_key_openai);
         free(c->egress_allow);
         free(c->egress_hosts);
+        free(c->hook_command_prefix);
+        free(c->hook_associations);
+        free(c->hook_agent);
+        free(c->hook_ci_repos);
+        free(c->public_url);
         *c = (sv_config){ 0 };
 }
 
@@ -181,6 +189,23 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                                 return r;
                 free(c->egress_allow);
                 return (c->egress_allow = strdup(val)) ? 0 : ns_err(err, ENOMEM, "out of memory");
+        }
+        /* Plain strings (hooks.c checks them where it uses them). */
+        static const struct { const char *key; size_t off; } strs[] = {
+                { "hook-command-prefix", offsetof(sv_config, hook_command_prefix) },
+                { "hook-associations", offsetof(sv_config, hook_associations) },
+                { "hook-agent", offsetof(sv_config, hook_agent) },
+                { "hook-ci-repos", offsetof(sv_config, hook_ci_repos) },
+                { "public-url", offsetof(sv_config, public_url) },
+        };
+        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+                if (strcmp(key, strs[i].key))
+                        continue;
+                if (!val[0] || strlen(val) > 1024)
+                        return ns_err(err, EINVAL, "--%s: 1..1024 characters", key);
+                char **slot = (char **) ((char *) c + strs[i].off);
+                free(*slot);
+                return (*slot = strdup(val)) ? 0 : ns_err(err, ENOMEM, "out of memory");
         }
         if (!strcmp(key, "max-concurrent")) {
                 if ((r = parse_i64(key, val, 1, 4096, &v, err)) < 0)
@@ -299,7 +324,9 @@ static void usage(void) {
               "         [--preview-domain DOMAIN] [--auto-publish true|false] [--web-dir DIR] [--debug]\n"
               "         [--model-proxy true|false] [--model-upstream-anthropic URL] [--model-upstream-openai URL]\n"
               "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n"
-              "         [--egress-allow LIST] [--egress-hosts FILE]\n",
+              "         [--egress-allow LIST] [--egress-hosts FILE]\n"
+              "         [--hook-command-prefix P] [--hook-associations LIST] [--hook-agent A]\n"
+              "         [--hook-ci-repos LIST] [--public-url URL]\n",
               stdout);
 }
 
@@ -338,6 +365,9 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "model-proxy", required_argument, NULL, 0 }, { "model-upstream-anthropic", required_argument, NULL, 0 },
                 { "model-upstream-openai", required_argument, NULL, 0 }, { "model-key-anthropic", required_argument, NULL, 0 },
                 { "model-key-openai", required_argument, NULL, 0 },
+                { "hook-command-prefix", required_argument, NULL, 0 }, { "hook-associations", required_argument, NULL, 0 },
+                { "hook-agent", required_argument, NULL, 0 }, { "hook-ci-repos", required_argument, NULL, 0 },
+                { "public-url", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

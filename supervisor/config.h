@@ -53,6 +53,12 @@ typedef struct sv_config {
         int model_proxy_port;
         char *egress_allow;      /* network "proxy": the default allow-list, comma-separated */
         char *egress_hosts;      /* a static host map file for the egress proxy (tests), or NULL */
+        /* triggers (hooks.h) */
+        char *hook_command_prefix; /* a GitHub comment that starts with this starts a session: "/nightshift" */
+        char *hook_associations;   /* comma list of GitHub author_association values allowed to trigger */
+        char *hook_agent;          /* the agent hook-started sessions run: "claude" */
+        char *hook_ci_repos;       /* comma list of repository names that opt in to fix-CI sessions, or NULL */
+        char *public_url;          /* the dashboard's address for links sent out, or NULL (the request's Host) */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

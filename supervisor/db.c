@@ -122,6 +122,26 @@ static const char *const migrations[] = {
         "  updated_at INTEGER NOT NULL"
         ") STRICT;"
         "CREATE UNIQUE INDEX secrets_by_scope_name ON secrets(coalesce(repo_id, ''), name);",
+        /* 4 (hooks.c, notify.c): the triggers' delivery ids seen (a replay is refused), and the
+         * outgoing notifications' delivery log. */
+        "CREATE TABLE hook_deliveries ("
+        "  source TEXT NOT NULL,"
+        "  delivery TEXT NOT NULL CHECK (length(delivery) BETWEEN 1 AND 80),"
+        "  received_at INTEGER NOT NULL,"
+        "  PRIMARY KEY (source, delivery)"
+        ") STRICT;"
+        "CREATE TABLE notifications ("
+        "  id INTEGER PRIMARY KEY,"
+        "  session_id TEXT NOT NULL,"
+        "  event TEXT NOT NULL,"
+        "  url TEXT NOT NULL,"
+        "  status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),"
+        "  attempts INTEGER NOT NULL DEFAULT 0,"
+        "  last_code INTEGER,"
+        "  last_error TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  finished_at INTEGER"
+        ") STRICT;",
 };
 
 int db_schema_latest(void) {

@@ -150,6 +150,14 @@ static void capture_headers(struct lws *wsi, sv_req *r) {
         copy_header(wsi, r, WSI_TOKEN_HOST, NULL, r->host, sizeof r->host);
         r->csrf_header = copy_header(wsi, r, 0, "x-nightshift-csrf:", small, sizeof small) && !strcmp(small, "1");
         r->forwarded_https = copy_header(wsi, r, 0, "x-forwarded-proto:", small, sizeof small) && !strcmp(small, "https");
+        if (!strcmp(r->path, "/api/v1/hooks/github")) {
+                copy_header(wsi, r, 0, "x-hub-signature-256:", r->hook_signature, sizeof r->hook_signature);
+                copy_header(wsi, r, 0, "x-github-delivery:", r->hook_delivery, sizeof r->hook_delivery);
+                copy_header(wsi, r, 0, "x-github-event:", r->hook_event, sizeof r->hook_event);
+        } else if (!strcmp(r->path, "/api/v1/hooks/slack")) {
+                copy_header(wsi, r, 0, "x-slack-signature:", r->hook_signature, sizeof r->hook_signature);
+                copy_header(wsi, r, 0, "x-slack-request-timestamp:", r->hook_timestamp, sizeof r->hook_timestamp);
+        }
         size_t cl = sizeof r->session_cookie;
         if (lws_http_cookie_get(wsi, SV_COOKIE_NAME, r->session_cookie, &cl) != 0)
                 r->session_cookie[0] = '\0';

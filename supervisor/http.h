@@ -40,6 +40,12 @@ typedef struct sv_req {
         bool csrf_header;       /* X-Nightshift-CSRF: 1 */
         bool forwarded_https;   /* X-Forwarded-Proto: https (a reverse proxy ends TLS) */
         char token_id[16];      /* the authenticated token's id; empty for the open routes */
+        /* the hooks' own headers (hooks.h), read only for /api/v1/hooks/...: a signature, a
+         * delivery id, an event name, a timestamp */
+        char hook_signature[160];
+        char hook_delivery[80];
+        char hook_event[64];
+        char hook_timestamp[24];
         /* the response */
         int status;
         char *resp;

@@ -142,7 +142,7 @@ static void run_new_session(sv_sjob *j, sv_worker *w) {
             (r = db_prompt_enqueue(w->db, s.id, q->prompt, NULL, NULL, &j->err)) < 0 ||
             (r = db_commit(w->db, &j->err)) < 0) {
                 db_rollback(w->db);
-                free(s.branch); /* filled in by db_session_insert */
+                free(s.branch); /* filled in by db_session_insert (network: freed by its cleanup) */
                 return api_fail(j, r == -E2BIG || r == -EINVAL ? 400 : 500, r == -E2BIG ? "too_large" : "invalid", r);
         }
         free(s.branch);
