@@ -412,7 +412,8 @@ cJSON *layer_list(int layers_dirfd, size_t max, ns_error *err) {
                         goto oom;
                 n++;
         }
-        qsort(names, n, sizeof *names, cmp_str);
+        if (n)
+                qsort(names, n, sizeof *names, cmp_str);
         cJSON *arr = cJSON_CreateArray();
         for (size_t i = 0; arr && i < n && i < max; i++) {
                 cJSON *o = read_meta(layers_dirfd, names[i]);

@@ -95,6 +95,8 @@ except Exception: pass'); do
 
 ns_cleanup() {
   if [ -n "${NS_DAEMON_PID:-}" ]; then destroy_all; stop_daemon; fi
+  # The daemon's log outlives the temp tree, for a look after a failure.
+  [ -n "${NS_TMP:-}" ] && cp "$NS_TMP/sandboxd.log" "/tmp/sandboxd-$(basename "$0" .sh).log" 2>/dev/null
   [ -n "${NS_TMP:-}" ] && [ -d "$NS_TMP" ] && rm -rf "$NS_TMP"
 }
 
