@@ -142,6 +142,16 @@ static const struct bad bad_cases[] = {
         {"{" V "\"op\":\"create\",\"layers\":[\"@host\"]}", EINVAL, "field 'layers' is only \"@host\"", 7},
         {"{" V "\"op\":\"create\",\"layers\":[\"a\",\"@host\"]}", EINVAL, "layer name '@host' is not valid", 7},
         {"{" V "\"op\":\"create\",\"layers\":[\"@host\",\"a\",\"@host\"]}", EINVAL, "layer name '@host'", 7},
+        /* create: overlays (dirs beneath /workspace/ seen copy-on-write). */
+        {"{" V "\"op\":\"create\",\"overlays\":[\"/workspace/a\"]}", EINVAL, "field 'overlays' needs a workspace", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/etc\"]}", EINVAL, "must be a clean path beneath /workspace/", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace\"]}", EINVAL, "beneath /workspace/", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace/../etc\"]}", EINVAL, "beneath /workspace/", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace/a\",\"/workspace/a/b\"]}", EINVAL, "overlaps another overlay", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace/a/b\",\"/workspace/a\"]}", EINVAL, "overlaps another overlay", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace/a\",\"/workspace/a\"]}", EINVAL, "overlaps another overlay", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace/a\",\"/workspace/b\",\"/workspace/c\",\"/workspace/d\",\"/workspace/e\"]}", E2BIG, "field 'overlays' has more than 4 items", 7},
+        {"{" V "\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[7]}", EINVAL, "must hold only strings", 7},
         /* snapshot, layers, layer_remove. */
         {"{" V "\"op\":\"snapshot\",\"sandbox\":\"abc\"}", EINVAL, "field 'layer' is required", 7},
         {"{" V "\"op\":\"snapshot\",\"layer\":\"x\"}", EINVAL, "field 'sandbox' is required", 7},
@@ -410,6 +420,11 @@ static void test_good(void) {
         r = parse("{\"v\":1,\"id\":9,\"op\":\"snapshot\",\"sandbox\":\"a\",\"layer\":\"deps-1.2_x\"}", &req, &err);
         ok(r == 0 && req.op == NS_OP_SNAPSHOT && !strcmp(req.sandbox, "a") && !strcmp(req.u.layer, "deps-1.2_x"),
            "snapshot");
+        ns_request_done(&req);
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"create\",\"workspace\":\"/w\",\"overlays\":[\"/workspace/node_modules\","
+                  "\"/workspace/.venv\",\"/workspace/ab\",\"/workspace/a\"]}", &req, &err);
+        ok(r == 0 && req.u.create.n_overlays == 4 && !strcmp(req.u.create.overlays[1], "/workspace/.venv"),
+           "create with overlays (a prefix that is not a parent is no overlap)");
         ns_request_done(&req);
         r = parse("{\"v\":1,\"id\":9,\"op\":\"create\",\"layers\":[\"@host\",\"a\",\"b\"]}", &req, &err);
         ok(r == 0 && req.u.create.n_layers == 3 && !strcmp(req.u.create.layers[0], "@host"), "create over @host");
