@@ -25,14 +25,17 @@ static void check_create(const struct ns_create_req *c) {
         if (c->layers) {
                 CHECK(c->n_layers >= 1 && c->n_layers <= NS_LAYERS_MAX);
                 check_strv(c->layers, c->n_layers);
-                for (size_t i = 0; i < c->n_layers; i++)
+                for (size_t i = 0; i < c->n_layers; i++) {
                         CHECK(strcmp(c->layers[i], ".") && strcmp(c->layers[i], "..") && !strchr(c->layers[i], '/'));
+                        /* "@host" (the host layer) may only come first */
+                        CHECK(c->layers[i][0] != '@' || (i == 0 && strcmp(c->layers[i], "@host") == 0));
+                }
         }
         CHECK(c->memory == 0 || (c->memory >= (4ULL << 20) && c->memory <= (1ULL << 40)));
         CHECK(c->pids <= 1000000);
         CHECK(c->cpu_millis == 0 || (c->cpu_millis >= 10 && c->cpu_millis <= 1024000));
         CHECK(c->disk == 0 || (c->disk >= (16ULL << 20) && c->disk <= (16ULL << 40)));
-        CHECK(c->net && strcmp(c->net, "none") == 0);
+        CHECK(c->net && (!strcmp(c->net, "none") || !strcmp(c->net, "private") || !strcmp(c->net, "nat")));
         CHECK(c->n_ro_binds <= NS_RO_BINDS_MAX && c->n_connects <= NS_CONNECTS_MAX);
         for (size_t i = 0; i < c->n_ro_binds; i++) {
                 CHECK(ns_path_is_clean(c->ro_binds[i].src, false) && ns_path_is_clean(c->ro_binds[i].dst, false));
@@ -40,6 +43,27 @@ static void check_create(const struct ns_create_req *c) {
         }
         for (size_t i = 0; i < c->n_connects; i++)
                 CHECK(c->connects[i].port >= 1 && c->connects[i].host_port >= 1);
+        CHECK(c->n_publishes <= NS_PUBLISH_MAX);
+        for (size_t i = 0; i < c->n_publishes; i++) {
+                CHECK(c->publishes[i].port >= 1);
+                for (size_t k = 0; k < i; k++)
+                        CHECK(c->publishes[k].port != c->publishes[i].port);
+        }
+        if (c->overlays) {
+                CHECK(c->workspace && c->n_overlays <= NS_OVERLAYS_MAX);
+                check_strv(c->overlays, c->n_overlays);
+                for (size_t i = 0; i < c->n_overlays; i++)
+                        CHECK(strncmp(c->overlays[i], "/workspace/", 11) == 0 && c->overlays[i][11] &&
+                              ns_path_is_clean(c->overlays[i], false));
+        }
+}
+
+/* A layer name as layer.h promises it: [a-z0-9][a-z0-9._-]{0,63} */
+static void check_layer_name(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+        CHECK(n >= 1 && n <= 64 && ((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9')));
+        for (size_t i = 1; i < n; i++)
+                CHECK((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i]));
 }
 
 static void check_exec(const struct ns_exec_req *e) {
@@ -82,9 +106,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 case NS_OP_CONNECT:
                         CHECK(req.sandbox && req.u.connect.port >= 1 && req.u.connect.host_port >= 1);
                         break;
-                case NS_OP_VERSION:
-                case NS_OP_LIST:
+                case NS_OP_SNAPSHOT:
+                        CHECK(req.sandbox);
+                        check_layer_name(req.u.layer);
+                        break;
+                case NS_OP_LAYER_REMOVE:
                         CHECK(!req.sandbox);
+                        check_layer_name(req.u.layer);
+                        break;
+                case NS_OP_PUBLISH:
+                case NS_OP_UNPUBLISH:
+                        CHECK(req.sandbox && req.u.publish.port >= 1);
+                        break;
+                case NS_OP_VERSION:
+                case NS_OP_LAYERS:
+                        CHECK(!req.sandbox);
+                        break;
+                case NS_OP_LIST: /* "after" is the sandbox slot, and optional */
                         break;
                 default:
                         CHECK(req.sandbox);
