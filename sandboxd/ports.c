@@ -15,7 +15,7 @@
 
 #include "common/cleanup.h"
 
-#define PORTS_BUF 65536            /* bytes in flight per direction of a connection */
+#define PORTS_BUF 65536            /* bytes in flight per direction of a connection (a pipe's default size) */
 #define PORTS_BURST 16             /* buffers moved per direction per wakeup, for fairness */
 #define PORTS_ACCEPT_BURST 64
 #define PORTS_BACKLOG 128
@@ -25,10 +25,12 @@ typedef struct ports_sandbox ports_sandbox;
 typedef struct ports_listener ports_listener;
 typedef struct ports_conn ports_conn;
 
-/* One direction of a connection: bytes read from end `i` waiting to be written to end `1 - i`. */
+/* One direction of a connection: bytes read from end `i` waiting to be written to end `1 - i`.
+ * They move by splice(2) through a pipe, so the payload is never copied into this process: on
+ * loopback the pages go from one socket's receive queue to the other's send queue. */
 struct ports_dir {
-        char *buf;      /* allocated while data moves, freed when the source runs dry */
-        size_t len, off;
+        int pipe[2];    /* made when data first moves, closed when the direction ends */
+        size_t pending; /* bytes in the pipe, read from the source and not yet written */
         bool eof;       /* the source said EOF */
         bool shut;      /* and the destination got shutdown(SHUT_WR) */
 };
@@ -90,6 +92,14 @@ static bool conn_redial(ports_conn *c, int e);
 
 /* ---- connections ------------------------------------------------------------------------ */
 
+static void dir_close_pipe(struct ports_dir *d) {
+        for (int k = 0; k < 2; k++)
+                if (d->pipe[k] >= 0) {
+                        close(d->pipe[k]);
+                        d->pipe[k] = -1;
+                }
+}
+
 static void conn_free(ports_conn *c, bool reset) {
         ports_sandbox *sb = c->sb;
         for (int i = 0; i < 2; i++) {
@@ -103,8 +113,9 @@ static void conn_free(ports_conn *c, bool reset) {
                         (void) setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
                 }
                 close(c->fd[i]);
-                free(c->d[i].buf);
         }
+        for (int i = 0; i < 2; i++)
+                dir_close_pipe(&c->d[i]);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -120,23 +131,22 @@ static void conn_free(ports_conn *c, bool reset) {
  * direction keeps flowing. */
 static void dir_finish(ports_conn *c, int i) {
         struct ports_dir *d = &c->d[i];
-        if (d->eof && !d->shut && d->off == d->len) {
+        if (d->eof && !d->shut && d->pending == 0) {
                 (void) shutdown(c->fd[1 - i], SHUT_WR);
                 d->shut = true;
-                free(d->buf);
-                d->buf = NULL;
+                dir_close_pipe(d);
         }
 }
 
-/* Move what can be moved in direction i, at most PORTS_BURST buffers.  Whatever state it stops
+/* Move what can be moved in direction i, at most PORTS_BURST pipefuls.  Whatever state it stops
  * in, conn_update asks for exactly the event that lets it go on.  Returns 0, or -errno when the
  * connection is broken. */
 static int dir_pump(ports_conn *c, int i) {
         struct ports_dir *d = &c->d[i];
         int src = c->fd[i], dst = c->fd[1 - i];
         for (int burst = 0; burst < PORTS_BURST && !d->shut; burst++) {
-                if (d->off < d->len) {
-                        ssize_t n = send(dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (d->pending > 0) {
+                        ssize_t n = splice(d->pipe[0], NULL, dst, NULL, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                         if (n < 0) {
                                 if (errno == EINTR)
                                         continue;
@@ -144,28 +154,24 @@ static int dir_pump(ports_conn *c, int i) {
                                         break;
                                 return -errno;
                         }
-                        d->off += (size_t) n;
-                        if (d->off == d->len)
-                                d->off = d->len = 0;
+                        d->pending -= (size_t) n;
                         continue;
                 }
                 if (d->eof)
                         break;
-                if (!d->buf && !(d->buf = malloc(PORTS_BUF)))
-                        return -ENOMEM;
-                ssize_t n = recv(src, d->buf, PORTS_BUF, MSG_DONTWAIT);
-                if (n > 0) {
-                        d->len = (size_t) n;
-                        d->off = 0;
-                } else if (n == 0) {
-                        d->eof = true;
-                } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                        free(d->buf); /* idle: hold no buffer */
-                        d->buf = NULL;
-                        break;
-                } else if (errno != EINTR) {
+                if (d->pipe[0] < 0 && pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+                        d->pipe[0] = d->pipe[1] = -1;
                         return -errno;
                 }
+                ssize_t n = splice(src, NULL, d->pipe[1], NULL, PORTS_BUF, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n > 0)
+                        d->pending = (size_t) n;
+                else if (n == 0)
+                        d->eof = true;
+                else if (errno == EAGAIN || errno == EWOULDBLOCK)
+                        break;
+                else if (errno != EINTR)
+                        return -errno;
         }
         dir_finish(c, i);
         return 0;
@@ -206,9 +212,9 @@ static void conn_update(ports_conn *c) {
         ns_loop *loop = c->sb->p->loop;
         for (int k = 0; k < 2; k++) {
                 uint32_t want = 0;
-                if (!c->connecting && !c->d[k].eof && c->d[k].len == 0)
+                if (!c->connecting && !c->d[k].eof && c->d[k].pending == 0)
                         want |= EPOLLIN;
-                if (c->d[1 - k].off < c->d[1 - k].len || (k == 1 && c->connecting))
+                if (c->d[1 - k].pending > 0 || (k == 1 && c->connecting))
                         want |= EPOLLOUT;
                 if (want == 0) {
                         ns_loop_remove(loop, c->w[k]);
@@ -292,8 +298,10 @@ static void conn_start(ports_listener *l, int accepted_fd) {
         c->l = l;
         c->fd[0] = accepted_fd;
         c->fd[1] = -1;
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 2; i++) {
                 c->end[i] = (struct ports_end){ .c = c, .i = i };
+                c->d[i].pipe[0] = c->d[i].pipe[1] = -1;
+        }
         c->next = sb->conns;
         if (sb->conns)
                 sb->conns->prev = c;
