@@ -582,6 +582,32 @@ static int grow(void **v, size_t *cap, size_t n, size_t sz) {
         return 0;
 }
 
+/* Defines `static int NAME(db *d, sqlite3_stmt *st, TYPE **out, size_t *n, ns_error *err)`: steps
+ * `st` to its end, converting each row with FROM_ROW into a growing array that FREE releases on
+ * failure. */
+#define DEFINE_COLLECT(NAME, TYPE, FROM_ROW, FREE, WHAT)                                          \
+        static int NAME(db *d, sqlite3_stmt *st, TYPE **out, size_t *n, ns_error *err) {          \
+                TYPE *v = NULL;                                                                   \
+                size_t cap = 0, cnt = 0;                                                          \
+                int rc;                                                                           \
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {                                   \
+                        if (grow((void **) &v, &cap, cnt, sizeof *v) < 0 || FROM_ROW(st, &v[cnt]) < 0) { \
+                                FREE(v, cnt);                                                     \
+                                return ns_err(err, ENOMEM, "out of memory");                      \
+                        }                                                                         \
+                        cnt++;                                                                    \
+                }                                                                                 \
+                if (rc != SQLITE_DONE) {                                                          \
+                        FREE(v, cnt);                                                             \
+                        return db_sql_err(d, rc, err, WHAT);                                      \
+                }                                                                                 \
+                *out = v;                                                                         \
+                *n = cnt;                                                                         \
+                return 0;                                                                         \
+        }
+
+DEFINE_COLLECT(collect_repos, db_repo, repo_from_row, db_repos_free, "list repos")
+
 int db_repo_list(db *d, db_repo **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
@@ -589,23 +615,7 @@ int db_repo_list(db *d, db_repo **out, size_t *n, ns_error *err) {
         int r = db_stmt_prepare(d, "SELECT " REPO_COLS " FROM repos ORDER BY created_at, id", &st, err);
         if (r < 0)
                 return r;
-        db_repo *v = NULL;
-        size_t cap = 0, cnt = 0;
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (grow((void **) &v, &cap, cnt, sizeof *v) < 0 || repo_from_row(st, &v[cnt]) < 0) {
-                        db_repos_free(v, cnt);
-                        return ns_err(err, ENOMEM, "out of memory");
-                }
-                cnt++;
-        }
-        if (rc != SQLITE_DONE) {
-                db_repos_free(v, cnt);
-                return db_sql_err(d, rc, err, "list repos");
-        }
-        *out = v;
-        *n = cnt;
-        return 0;
+        return collect_repos(d, st, out, n, err);
 }
 
 /* UPDATE that must hit exactly one row (else -ENOENT "<what> '<key>' not found"). */
@@ -1290,6 +1300,8 @@ int db_prompt_cancel(db *d, int64_t id, ns_error *err) {
         return db_tx_end(d, &t, r, err);
 }
 
+DEFINE_COLLECT(collect_prompts, db_prompt, prompt_from_row, db_prompts_free, "list prompts")
+
 int db_prompt_list(db *d, const char *sid, db_prompt **out, size_t *n, ns_error *err) {
         *out = NULL;
         *n = 0;
@@ -1298,23 +1310,7 @@ int db_prompt_list(db *d, const char *sid, db_prompt **out, size_t *n, ns_error 
         if (r < 0)
                 return r;
         db_bind_text(st, 1, sid);
-        db_prompt *v = NULL;
-        size_t cap = 0, cnt = 0;
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (grow((void **) &v, &cap, cnt, sizeof *v) < 0 || prompt_from_row(st, &v[cnt]) < 0) {
-                        db_prompts_free(v, cnt);
-                        return ns_err(err, ENOMEM, "out of memory");
-                }
-                cnt++;
-        }
-        if (rc != SQLITE_DONE) {
-                db_prompts_free(v, cnt);
-                return db_sql_err(d, rc, err, "list prompts");
-        }
-        *out = v;
-        *n = cnt;
-        return 0;
+        return collect_prompts(d, st, out, n, err);
 }
 
 /* ---- artifacts and settings ------------------------------------------------------------- */

@@ -187,6 +187,29 @@ static int open_row(const sv_vault *v, const char *repo_id, const char *name, co
         return 0;
 }
 
+/* One row of `secrets` as sv_vault_put writes it: ?1 repo, ?2 name, ?3 nonce, ?4 sealed, ?5 size,
+ * ?6 time. */
+struct sealed_row {
+        const char *repo_id, *name;
+        const unsigned char *nonce, *sealed;
+        int sealed_len;
+        int64_t size, now;
+};
+
+static int sealed_row_write(db *d, const struct sealed_row *row, const char *sql, const char *what, ns_error *err) {
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(d, sql, &st, err);
+        if (r < 0)
+                return r;
+        db_bind_text(st, 1, row->repo_id);
+        db_bind_text(st, 2, row->name);
+        sqlite3_bind_blob(st, 3, row->nonce, NONCE_LEN, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, row->sealed, row->sealed_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, row->size);
+        sqlite3_bind_int64(st, 6, row->now);
+        return db_stmt_run(d, st, err, what);
+}
+
 int sv_vault_put(sv_vault *v, db *d, const char *repo_id, const char *name, const char *value, size_t len,
                  bool *created, ns_error *err) {
         if (!sv_secret_name_valid(name))
@@ -209,41 +232,20 @@ int sv_vault_put(sv_vault *v, db *d, const char *repo_id, const char *name, cons
         if (r < 0)
                 return r;
         int64_t now = db_now_ms();
-        {
-                _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
-                r = db_stmt_prepare(d,
-                                    "UPDATE secrets SET nonce = ?3, sealed = ?4, size = ?5, updated_at = ?6 "
-                                    "WHERE coalesce(repo_id, '') = coalesce(?1, '') AND name = ?2",
-                                    &st, err);
-                if (r >= 0) {
-                        db_bind_text(st, 1, repo_id);
-                        db_bind_text(st, 2, name);
-                        sqlite3_bind_blob(st, 3, nonce, sizeof nonce, SQLITE_STATIC);
-                        sqlite3_bind_blob(st, 4, sealed, (int) sl, SQLITE_STATIC);
-                        sqlite3_bind_int64(st, 5, (int64_t) len);
-                        sqlite3_bind_int64(st, 6, now);
-                        r = db_stmt_run(d, st, err, "update secret");
-                }
-        }
+        const struct sealed_row row = { repo_id, name, nonce, sealed, (int) sl, (int64_t) len, now };
+        r = sealed_row_write(d, &row,
+                             "UPDATE secrets SET nonce = ?3, sealed = ?4, size = ?5, updated_at = ?6 "
+                             "WHERE coalesce(repo_id, '') = coalesce(?1, '') AND name = ?2",
+                             "update secret", err);
         bool inserted = false;
         if (r >= 0 && sqlite3_changes(d->conn) == 0) {
-                _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
-                r = db_stmt_prepare(d,
-                                    "INSERT INTO secrets (repo_id, name, nonce, sealed, size, created_at, updated_at) "
-                                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                                    &st, err);
-                if (r >= 0) {
-                        db_bind_text(st, 1, repo_id);
-                        db_bind_text(st, 2, name);
-                        sqlite3_bind_blob(st, 3, nonce, sizeof nonce, SQLITE_STATIC);
-                        sqlite3_bind_blob(st, 4, sealed, (int) sl, SQLITE_STATIC);
-                        sqlite3_bind_int64(st, 5, (int64_t) len);
-                        sqlite3_bind_int64(st, 6, now);
-                        r = db_stmt_run(d, st, err, "insert secret");
-                        if (r == -EEXIST || r == -EINVAL)
-                                r = ns_err(err, ENOENT, "no repository %s", repo_id ? repo_id : "");
-                        inserted = r >= 0;
-                }
+                r = sealed_row_write(d, &row,
+                                     "INSERT INTO secrets (repo_id, name, nonce, sealed, size, created_at, updated_at) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                                     "insert secret", err);
+                if (r == -EEXIST || r == -EINVAL)
+                        r = ns_err(err, ENOENT, "no repository %s", repo_id ? repo_id : "");
+                inserted = r >= 0;
         }
         if (created)
                 *created = inserted;

@@ -19,7 +19,7 @@ __attribute__((format(printf, 2, 3))) static void ok(int cond, const char *fmt, 
         fflush(stdout);
 }
 
-static int tap_done(void) {
+static inline int tap_done(void) {
         printf("1..%d\n", tap_num);
         return tap_failed ? 1 : 0;
 }

@@ -21,25 +21,13 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/caps.h"
+#include "tap.h"
 
 #define HOST_BASE 1700000000u
 /* Docker's default set, written out independently of caps.c: CHOWN DAC_OVERRIDE FOWNER FSETID
  * KILL SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT AUDIT_WRITE SETFCAP. */
 #define DOCKER_MASK UINT64_C(0x00000000a00405fb)
 
-static int test_no, failures;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++test_no);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        fflush(stdout);
-        failures += !cond;
-}
 
 struct status {
         int rc[3];             /* results of up to three caps_enter_identity calls */
@@ -262,7 +250,7 @@ int main(void) {
         ok(r == 0 && l.rc == 0 && l.nofile.rlim_cur == 4096 && l.nofile.rlim_max == 4096,
            "caps_set_rlimits: never raises: 4096/4096 from a hard limit of 4096 (%llu/%llu)",
            (unsigned long long) l.nofile.rlim_cur, (unsigned long long) l.nofile.rlim_max);
-        if (test_no != 24)
-                printf("# planned 24 tests, ran %d\n", test_no);
-        return failures || test_no != 24 ? 1 : 0;
+        if (tap_num != 24)
+                printf("# planned 24 tests, ran %d\n", tap_num);
+        return tap_failed || tap_num != 24 ? 1 : 0;
 }

@@ -26,23 +26,11 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/cgroup.h"
+#include "tap.h"
 
-static int test_no, failures;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++test_no);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        fflush(stdout);
-        failures += !cond;
-}
 
 static void skip(const char *why) {
-        printf("ok %d # SKIP %s\n", ++test_no, why);
+        printf("ok %d # SKIP %s\n", ++tap_num, why);
         fflush(stdout);
 }
 
@@ -731,5 +719,5 @@ int main(void) {
                 find_leftovers(root, ".", prefix, 0, true);
         close(root);
         ok(left == 0, "nothing named nightshift* of ours remains under /sys/fs/cgroup");
-        return failures ? 1 : 0;
+        return tap_failed ? 1 : 0;
 }

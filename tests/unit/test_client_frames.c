@@ -16,20 +16,7 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/client.h"
-
-static int n_test, n_fail;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++n_test);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        if (!cond)
-                n_fail++;
-}
+#include "tap.h"
 
 /* ---- The fake daemon (a child process) ---------------------------------------------------------- */
 
@@ -382,6 +369,5 @@ int main(void) {
         test_call();
         test_frames();
         test_cli();
-        printf("1..%d\n", n_test);
-        return n_fail ? 1 : 0;
+        return tap_done();
 }

@@ -20,20 +20,8 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/fsdel.h"
+#include "tap.h"
 
-static int test_no, failures;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++test_no);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        fflush(stdout);
-        failures += !cond;
-}
 
 static void diag_err(const char *what, int r, const ns_error *e) {
         if (r < 0)
@@ -206,7 +194,7 @@ static void test_mount_points(int base) {
         char path[64];
         snprintf(path, sizeof path, "/proc/self/fd/%d/mnt", a);
         if (mount("tmpfs", path, "tmpfs", 0, "size=1m") < 0) {
-                printf("ok %d # SKIP mount tmpfs: %s\n", ++test_no, strerror(errno));
+                printf("ok %d # SKIP mount tmpfs: %s\n", ++tap_num, strerror(errno));
                 return;
         }
         {
@@ -330,7 +318,7 @@ int main(void) {
         if (own_mntns)
                 test_mount_points(base);
         else
-                printf("ok %d # SKIP no private mount namespace\n", ++test_no);
+                printf("ok %d # SKIP no private mount namespace\n", ++tap_num);
         test_trash(base);
         test_unprivileged(base);
 
@@ -339,6 +327,5 @@ int main(void) {
         close(base);
         int rr = rmdir(base_path);
         ok(rr == 0, "temp dir empty at the end%s%s", rr ? ": " : "", rr ? strerror(errno) : "");
-        printf("1..%d\n", test_no);
-        return failures ? 1 : 0;
+        return tap_done();
 }

@@ -14,20 +14,8 @@
 #include "common/cleanup.h"
 #include "sandboxd/fsdel.h"
 #include "sandboxd/hostlayer.h"
+#include "tap.h"
 
-static int test_no, failures;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++test_no);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        fflush(stdout);
-        failures += !cond;
-}
 
 static bool lstat_at(int dirfd, const char *path, struct stat *st) {
         return fstatat(dirfd, path, st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -293,6 +281,5 @@ int main(void) {
         ok(fsdel_tree_at(state, "host-layer", &e) == 0, "layer removed");
         close(state);
         ok(rmdir(dir) == 0, "temp dir empty at the end");
-        printf("1..%d\n", test_no);
-        return failures ? 1 : 0;
+        return tap_done();
 }

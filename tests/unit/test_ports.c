@@ -33,6 +33,7 @@
 #include "common/cleanup.h"
 #include "common/loop.h"
 #include "sandboxd/ports.h"
+#include "tap.h"
 
 #define SB "t1"
 #define AGENT_PORT 8081          /* taken inside by the "agent" before the forward */
@@ -40,19 +41,6 @@
 #define BULK_BYTES (10u << 20)
 #define CONCURRENT 100
 
-static int test_no, failures;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++test_no);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        fflush(stdout);
-        failures += !cond;
-}
 
 static int count_fds(void) {
         _cleanup_closedir_ DIR *d = opendir("/proc/self/fd");
@@ -558,6 +546,5 @@ int main(void) {
         waitpid(holder, &status, 0);
         ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "namespace holder ended");
         ok(count_fds() == fds_before, "no descriptor left (%d)", fds_before);
-        printf("1..%d\n", test_no);
-        return failures ? 1 : 0;
+        return tap_done();
 }

@@ -7,20 +7,7 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/request.h"
-
-static int n_test, n_fail;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++n_test);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        if (!cond)
-                n_fail++;
-}
+#include "tap.h"
 
 #define V "\"v\":1,\"id\":7,"
 
@@ -495,6 +482,5 @@ int main(void) {
         test_raw();
         test_good();
         test_helpers();
-        printf("1..%d\n", n_test);
-        return n_fail ? 1 : 0;
+        return tap_done();
 }

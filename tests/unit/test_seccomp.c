@@ -35,6 +35,7 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/seccomp.h"
+#include "tap.h"
 
 #define X32_BIT 0x40000000
 #define RET_ALLOW SECCOMP_RET_ALLOW
@@ -43,25 +44,12 @@
 
 extern char **environ;
 
-static int test_no, failures;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        printf("%sok %d - ", cond ? "" : "not ", ++test_no);
-        vprintf(fmt, ap);
-        printf("\n");
-        va_end(ap);
-        fflush(stdout);
-        failures += !cond;
-}
 
 static void skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void skip(const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
-        printf("ok %d # SKIP ", ++test_no);
+        printf("ok %d # SKIP ", ++tap_num);
         vprintf(fmt, ap);
         printf("\n");
         va_end(ap);
@@ -477,7 +465,7 @@ int main(void) {
            describe(with, b1, sizeof b1));
 
         sc_filter_free(&f);
-        if (test_no != (int) (N_FIXED + n_probes))
-                printf("# planned %zu tests, ran %d\n", N_FIXED + n_probes, test_no);
-        return failures || test_no != (int) (N_FIXED + n_probes) ? 1 : 0;
+        if (tap_num != (int) (N_FIXED + n_probes))
+                printf("# planned %zu tests, ran %d\n", N_FIXED + n_probes, tap_num);
+        return tap_failed || tap_num != (int) (N_FIXED + n_probes) ? 1 : 0;
 }
