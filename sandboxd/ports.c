@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -464,20 +465,24 @@ void ports_free(ports_ctx *p) {
         free(p);
 }
 
-/* Checks shared by both directions: a valid id and a descriptor of a sandbox's network
- * namespace that is not the daemon's own. */
-static int check_target(ports_ctx *p, const char *sandbox_id, int netns_fd, ns_error *err) {
-        if (!sandbox_id || !ns_id_is_valid(sandbox_id))
-                return ns_err(err, EINVAL, "bad sandbox id");
+/* A descriptor of a sandbox's network namespace that is not the daemon's own. */
+static int check_netns(ports_ctx *p, int netns_fd, ns_error *err) {
         struct stat st;
         if (netns_fd < 0 || fstat(netns_fd, &st) < 0)
                 return ns_err(err, EINVAL, "bad network namespace descriptor");
         /* Why: a sandbox sharing the daemon's namespace would get a listener on the host's own
-         * loopback, reachable by every local user, and a publish would forward the host's own
-         * ports; forwards only ever go into a sandbox. */
+         * loopback, reachable by every local user, and a publish (or a dial) would reach the
+         * host's own ports; forwards only ever go into a sandbox. */
         if (st.st_dev == p->self_ns_st.st_dev && st.st_ino == p->self_ns_st.st_ino)
                 return ns_err(err, EINVAL, "the sandbox shares the daemon's network namespace");
         return 0;
+}
+
+/* Checks shared by both directions: a valid id and check_netns. */
+static int check_target(ports_ctx *p, const char *sandbox_id, int netns_fd, ns_error *err) {
+        if (!sandbox_id || !ns_id_is_valid(sandbox_id))
+                return ns_err(err, EINVAL, "bad sandbox id");
+        return check_netns(p, netns_fd, err);
 }
 
 static size_t count_kind(const ports_sandbox *sb, bool publish) {
@@ -601,6 +606,39 @@ static int publish_listen(ports_ctx *p, uint16_t port, ns_error *err) {
         if (listen(fd, PORTS_BACKLOG) < 0)
                 return ns_err_sys(err, errno, "listen on %s:%u", a, (unsigned) port);
         return TAKE_FD(fd);
+}
+
+/* One non-blocking connect from inside the namespace; -ECONNREFUSED when the refusal is already
+ * known (on loopback a closed port answers with a reset before connect() returns to us). */
+static int dial_once(ports_ctx *p, int netns_fd, bool v6, uint16_t port, ns_error *err) {
+        _cleanup_close_ int fd = socket_in_netns(p, netns_fd, v6 ? AF_INET6 : AF_INET, err);
+        if (fd < 0)
+                return fd;
+        int one = 1;
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+        int r = v6 ? connect(fd, (struct sockaddr *) &sa6, sizeof sa6) : connect(fd, (struct sockaddr *) &sa, sizeof sa);
+        if (r < 0 && errno != EINPROGRESS)
+                return ns_err_sys(err, errno, "connect to port %u inside the sandbox", (unsigned) port);
+        struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (r < 0 && poll(&pfd, 1, 0) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr)
+                return ns_err(err, soerr, "connect to port %u inside the sandbox: %s", (unsigned) port, strerror(soerr));
+        return TAKE_FD(fd);
+}
+
+int ports_dial(ports_ctx *p, int netns_fd, uint16_t port, ns_error *err) {
+        int r = check_netns(p, netns_fd, err);
+        if (r < 0)
+                return r;
+        if (port == 0)
+                return ns_err(err, EINVAL, "port 0");
+        r = dial_once(p, netns_fd, false, port, err);
+        if (r == -ECONNREFUSED)
+                r = dial_once(p, netns_fd, true, port, err);
+        return r;
 }
 
 int ports_publish_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,

@@ -51,6 +51,15 @@ void ports_free(ports_ctx *p);
 int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
                       ns_error *err);
 
+/* A TCP socket made inside the network namespace `netns_fd` (not consumed) and connecting to
+ * `port` on its loopback: 127.0.0.1, or [::1] when 127.0.0.1 refuses at once (dev servers that
+ * resolve "localhost" to ::1 listen there only).  Non-blocking: the connect may still be in
+ * progress, and its outcome is the caller's to read (SO_ERROR).  For the supervisor's preview
+ * proxy, which then speaks to the sandbox's server without a relay in between.  Returns the fd,
+ * or -errno: EINVAL (not a network namespace, or the daemon's own), ECONNREFUSED (nothing
+ * listens on either address), or the failing call's. */
+int ports_dial(ports_ctx *p, int netns_fd, uint16_t port, ns_error *err);
+
 /* Close the sandbox's listeners and live connections (connections get a reset).  Unknown ids are
  * ignored; idempotent. */
 void ports_sandbox_remove(ports_ctx *p, const char *sandbox_id);

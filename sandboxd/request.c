@@ -35,6 +35,7 @@ static const char *const op_names[NS_OP__COUNT] = {
         [NS_OP_CONNECT] = "connect", [NS_OP_DESTROY] = "destroy", [NS_OP_LIST] = "list",
         [NS_OP_SNAPSHOT] = "snapshot", [NS_OP_LAYERS] = "layers", [NS_OP_LAYER_REMOVE] = "layer_remove",
         [NS_OP_PUBLISH] = "publish", [NS_OP_UNPUBLISH] = "unpublish", [NS_OP_LISTENING] = "listening",
+        [NS_OP_DIAL] = "dial",
 };
 
 /* Allowed members per op; every list starts with the envelope. */
@@ -64,6 +65,7 @@ static const char *const *const op_keys[NS_OP__COUNT] = {
         [NS_OP_CONNECT] = keys_connect, [NS_OP_DESTROY] = keys_sandbox, [NS_OP_LIST] = keys_list,
         [NS_OP_SNAPSHOT] = keys_snapshot, [NS_OP_LAYERS] = keys_bare,   [NS_OP_LAYER_REMOVE] = keys_layer,
         [NS_OP_PUBLISH] = keys_connect, [NS_OP_UNPUBLISH] = keys_unpublish, [NS_OP_LISTENING] = keys_sandbox,
+        [NS_OP_DIAL] = keys_unpublish,
 };
 
 const char *ns_op_name(enum ns_op op) {
@@ -556,6 +558,7 @@ static int parse_op(const cJSON *j, struct ns_request *req, ns_error *err) {
                         return r;
                 return get_port(j, "host_port", false, 0, &req->u.publish.host_port, err);
         case NS_OP_UNPUBLISH:
+        case NS_OP_DIAL:
                 return get_port(j, "port", true, 0, &req->u.publish.port, err);
         case NS_OP_LISTENING:
                 return 0;

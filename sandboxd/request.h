@@ -32,6 +32,7 @@ enum ns_op {
         NS_OP_PUBLISH,
         NS_OP_UNPUBLISH,
         NS_OP_LISTENING,
+        NS_OP_DIAL,
         NS_OP__COUNT
 };
 
@@ -97,7 +98,7 @@ struct ns_request {
                 struct { uint64_t proc; } wait;
                 struct ns_connect connect;
                 const char *layer; /* snapshot, layer_remove: a valid layer name */
-                struct ns_publish publish; /* publish; unpublish: port only */
+                struct ns_publish publish; /* publish; unpublish and dial: port only */
         } u;
 };
 

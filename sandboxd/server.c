@@ -305,6 +305,26 @@ static int op_unpublish(struct sbx_client *c, struct ns_request *r, ns_error *er
         return 0;
 }
 
+/* A socket connecting to `port` on the sandbox's loopback, handed to the client: the preview
+ * proxy's upstream without a relay in between.  It reaches nothing a publish of that port would
+ * not, and it is made inside the sandbox's own namespace (ports_dial refuses the daemon's). */
+static int op_dial(struct sbx_client *c, struct ns_request *r, ns_error *err) {
+        struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
+        if (!s)
+                return -err->code;
+        _cleanup_close_ int proc = sandbox_proc_dir(s, err);
+        if (proc < 0)
+                return proc;
+        _cleanup_close_ int netns = openat(proc, "ns/net", O_RDONLY | O_CLOEXEC);
+        if (netns < 0)
+                return ns_err_sys(err, errno, "open the sandbox's network namespace");
+        _cleanup_close_ int fd = ports_dial(c->d->ports, netns, r->u.publish.port, err);
+        if (fd < 0)
+                return fd;
+        server_reply(c, r->id, NULL, fd); /* sends a copy of fd */
+        return 0;
+}
+
 /* The TCP ports listening inside the sandbox, but for sandboxd's own connector listeners. */
 static int op_listening(struct sbx_client *c, struct ns_request *r, ns_error *err) {
         struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
@@ -417,6 +437,7 @@ static int (*const handlers[NS_OP__COUNT])(struct sbx_client *, struct ns_reques
         [NS_OP_CONNECT] = op_connect, [NS_OP_DESTROY] = op_destroy, [NS_OP_LIST] = op_list,
         [NS_OP_SNAPSHOT] = op_snapshot, [NS_OP_LAYERS] = op_layers,   [NS_OP_LAYER_REMOVE] = op_layer_remove,
         [NS_OP_PUBLISH] = op_publish, [NS_OP_UNPUBLISH] = op_unpublish, [NS_OP_LISTENING] = op_listening,
+        [NS_OP_DIAL] = op_dial,
 };
 
 static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {

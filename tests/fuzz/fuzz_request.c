@@ -116,6 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         break;
                 case NS_OP_PUBLISH:
                 case NS_OP_UNPUBLISH:
+                case NS_OP_DIAL:
                         CHECK(req.sandbox && req.u.publish.port >= 1);
                         break;
                 case NS_OP_VERSION:

@@ -95,6 +95,51 @@ expect_match "create with a taken host port fails" "already in use" "$rc $out"
 expect_eq "and leaves no sandbox behind" "$n_before" "$(sb ls --json | grep -o '"id"' | wc -l)"
 kill $HOLDER 2>/dev/null; wait $HOLDER 2>/dev/null; HOLDER=
 
+# ---- dial: a socket connected inside the sandbox, handed over the protocol ----------------------
+dial_out=$(as_user $PY - "$NS_SOCK" "$id" <<'EOF'
+import json, socket, sys
+path, sid = sys.argv[1], sys.argv[2]
+def call(req):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(path)
+    s.send(json.dumps(dict(req, v=1, id=1)).encode())
+    msg, fds, _, _ = socket.recv_fds(s, 65536, 4)
+    s.close()
+    return json.loads(msg), fds
+def get(fd, host):
+    c = socket.socket(fileno=fd)
+    c.settimeout(10)
+    c.sendall(b"GET / HTTP/1.0\r\nHost: " + host + b"\r\n\r\n")
+    data = b""
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        data += b
+    c.close()
+    return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
+out = []
+rep, fds = call({"op": "dial", "sandbox": sid, "port": 5173})          # 127.0.0.1 only inside
+out.append("5173:" + (get(fds[0], b"localhost:5173") if rep.get("ok") and len(fds) == 1 else repr(rep)))
+rep, fds = call({"op": "dial", "sandbox": sid, "port": 5174})          # [::1] only inside
+if rep.get("ok") and len(fds) == 1:
+    c = socket.socket(fileno=fds[0]); out.append("5174:" + str(c.family == socket.AF_INET6)); c.close()
+else:
+    out.append("5174:" + repr(rep))
+rep, fds = call({"op": "dial", "sandbox": sid, "port": 9})              # nothing listens
+out.append("9:" + str(rep.get("ok")) + ":" + str(len(fds)) + ":" + str("refused" in json.dumps(rep).lower()))
+rep, fds = call({"op": "dial", "sandbox": sid, "port": 0})
+out.append("0:" + str(rep.get("ok")) + ":" + str(len(fds)))
+rep, fds = call({"op": "dial", "sandbox": "nosuchsandbox", "port": 80})
+out.append("x:" + str(rep.get("ok")) + ":" + str(len(fds)))
+print(" ".join(out))
+EOF
+)
+pick() { echo "$dial_out" | tr ' ' '\n' | grep -E "^($1):" | tr '\n' ' ' | sed 's/ $//'; }
+expect_eq "dial hands over a socket connected to 127.0.0.1:PORT inside (a server on 127.0.0.1 only)" "5173:hello-5173" "$(pick 5173)"
+expect_eq "dial falls back to [::1] inside when 127.0.0.1 refuses" "5174:True" "$(pick 5174)"
+expect_eq "dial to a port nothing listens on is refused, with no fd" "9:False:0:True" "$(pick 9)"
+expect_eq "dial of port 0 and of an unknown sandbox are errors, with no fd" "0:False:0 x:False:0" "$(pick '0|x')"
+
 # ---- a restarted daemon publishes again on the same host ports ----------------------------------
 stop_daemon
 if get -o /dev/null "http://127.0.0.1:$HP8000/"; then not_ok "a stopped daemon's listeners are closed"; else ok "a stopped daemon's listeners are closed"; fi
