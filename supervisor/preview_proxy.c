@@ -8,6 +8,7 @@
  * as bytes.  Everything is non-blocking on the loop thread. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,8 +21,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
+#include "api_int.h"
 #include "common/log.h"
 #include "preview_int.h"
+#include "sandboxd/client.h"
+#include "workq.h"
 
 #define PV_HEAD_MAX 16384       /* a request head (request line + headers), bytes */
 #define PV_HEADERS_MAX 100
@@ -43,14 +48,28 @@ struct pv_end {
         int i;
 };
 
+/* Asking sandboxd, on a worker, for a socket connected inside the preview's sandbox (op dial).
+ * The connection may be freed first: it then clears `conn`, and the answer is thrown away. */
+typedef struct pv_dial {
+        sv_job base;
+        pv_conn *conn;
+        char sandbox[NS_ID_MAX + 1];
+        int port;
+        int fd, rc;
+        ns_error err;
+} pv_dial;
+
 struct pv_conn {
         struct sv_previews *pv;
+        pv_dial *dial;          /* the upstream being dialled, until its answer is in */
         pv_conn *prev, *next;
         int fd[2];              /* 0: the browser; 1: upstream (-1 until the first forwarded request) */
         ns_watch *w[2];
         uint32_t mask[2];
         struct pv_end end[2];
         pv_buf out[2];          /* out[i]: bytes waiting to be written to fd[i] */
+        int pipe[2];            /* upstream → browser by splice(2); -1 until the first response */
+        size_t piped;           /* bytes in the pipe: they go to fd[0] before out[0]'s */
         bool eof[2];            /* fd[i] said EOF */
         bool shut[2];           /* fd[i] got shutdown(SHUT_WR) */
         bool connecting;
@@ -115,10 +134,20 @@ static size_t buf_pending(const pv_buf *b) {
         return b->len - b->off;
 }
 
+/* Everything waiting to be written to fd[i]: for the browser, the pipe's bytes and then out[0]'s. */
+static size_t pending_to(const pv_conn *c, int i) {
+        return buf_pending(&c->out[i]) + (i == 0 ? c->piped : 0);
+}
+
 /* ---- connections -------------------------------------------------------------------------- */
 
 static void conn_free(pv_conn *c) {
         struct sv_previews *pv = c->pv;
+        if (c->dial)
+                c->dial->conn = NULL;
+        for (int i = 0; i < 2; i++)
+                if (c->pipe[i] >= 0)
+                        close(c->pipe[i]);
         for (int i = 0; i < 2; i++) {
                 ns_loop_remove(pv->srv->loop, c->w[i]);
                 if (c->fd[i] >= 0)
@@ -289,20 +318,66 @@ bool pv_host_preview(const sv_config *cfg, const char *host, size_t len, char id
         return sv_id_valid(id, 'p');
 }
 
-static int upstream_connect(pv_conn *c, const sv_preview *p) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return -errno;
-        int one = 1;
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) p->host_port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        c->fd[1] = fd;
-        if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
-                if (errno != EINPROGRESS)
-                        return -errno;
-                c->connecting = true;
+static void dial_run(sv_job *base, sv_worker *w) {
+        pv_dial *j = (pv_dial *) base;
+        ns_client *sbx;
+        if ((j->rc = sv_worker_sandboxd(w, &sbx, &j->err)) < 0)
+                return;
+        _cleanup_json_ cJSON *req = cJSON_CreateObject();
+        if (!req || !cJSON_AddStringToObject(req, "op", "dial") || !cJSON_AddStringToObject(req, "sandbox", j->sandbox) ||
+            !cJSON_AddNumberToObject(req, "port", j->port)) {
+                j->rc = ns_err(&j->err, ENOMEM, "out of memory");
+                return;
         }
+        cJSON *reply = NULL;
+        int fds[1];
+        size_t n_fds = 1;
+        j->rc = ns_client_call(sbx, req, NULL, 0, &reply, fds, &n_fds, &j->err);
+        cJSON_Delete(reply);
+        if (j->rc == 0 && n_fds == 1)
+                j->fd = fds[0];
+        else if (j->rc == 0)
+                j->rc = ns_err(&j->err, EPROTO, "sandboxd: dial answered without a socket");
+        if (j->rc == -ECONNRESET || j->rc == -EPIPE || j->rc == -EPROTO || j->rc == -ENOTCONN)
+                sv_worker_sandboxd_reset(w, -j->rc);
+}
+
+static void dial_done(sv_job *base) {
+        pv_dial *j = (pv_dial *) base;
+        pv_conn *c = j->conn;
+        if (!c) { /* the browser went away meanwhile */
+                if (j->fd >= 0)
+                        close(j->fd);
+                free(j);
+                return;
+        }
+        c->dial = NULL;
+        if (j->rc < 0) {
+                log_debug("preview %s: dial port %d: %s", c->preview, j->port, j->err.msg);
+                c->connecting = false;
+                c->out[1].off = c->out[1].len = 0;
+                answer(c, 502, "Bad Gateway", NULL, "the preview's server cannot be reached\n");
+        } else {
+                c->fd[1] = j->fd; /* still connecting: on_io reads the outcome at EPOLLOUT */
+        }
+        free(j);
+        conn_update(c);
+}
+
+/* Ask for the upstream connection; requests forwarded meanwhile wait in out[1]. */
+static int upstream_connect(pv_conn *c, const sv_preview *p) {
+        pv_dial *j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        j->base.run = dial_run;
+        j->base.done = dial_done;
+        j->conn = c;
+        j->fd = -1;
+        j->port = p->port;
+        snprintf(j->sandbox, sizeof j->sandbox, "%s", p->sandbox);
+        c->dial = j;
+        c->connecting = true;
+        sv_workq_submit(c->pv->srv->wq, &j->base);
         return 0;
 }
 
@@ -432,7 +507,7 @@ static int on_headers_complete(http_parser *hp) {
                 answer(c, 502, "Bad Gateway", NULL, "the session's sandbox is gone\n");
                 return 0;
         }
-        if (c->fd[1] < 0) {
+        if (c->fd[1] < 0 && !c->dial) {
                 int r = upstream_connect(c, p);
                 if (r < 0) {
                         answer(c, 502, "Bad Gateway", NULL, "the preview's server cannot be reached\n");
@@ -520,6 +595,15 @@ static void from_browser(pv_conn *c, const char *data, size_t n) {
 /* Write what is pending to fd[i].  Returns 0 or -errno. */
 static int flush_to(pv_conn *c, int i) {
         pv_buf *b = &c->out[i];
+        while (i == 0 && c->piped) {
+                ssize_t n = splice(c->pipe[0], NULL, c->fd[0], NULL, c->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+                }
+                c->piped -= (size_t) n;
+        }
         while (buf_pending(b)) {
                 ssize_t n = send(c->fd[i], b->d + b->off, buf_pending(b), MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n < 0) {
@@ -539,9 +623,39 @@ static int flush_to(pv_conn *c, int i) {
         return 0;
 }
 
+/* Upstream → browser while nothing of the proxy's own waits for the browser: response bytes are
+ * relayed unparsed, so they move by splice(2) through a pipe, never copied into this process.  A
+ * pipeful at a time: read again only once it is written.  Returns 0 or -errno. */
+static int splice_upstream(pv_conn *c) {
+        for (int burst = 0; burst < 16; burst++) {
+                if (c->piped) {
+                        int r = flush_to(c, 0);
+                        if (r < 0 || c->piped)
+                                return r;
+                }
+                if (c->pipe[0] < 0 && pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+                        c->pipe[0] = c->pipe[1] = -1;
+                        return -errno;
+                }
+                ssize_t n = splice(c->fd[1], NULL, c->pipe[1], NULL, PV_READ, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n > 0) {
+                        c->piped = (size_t) n;
+                        c->got_upstream = true;
+                } else if (n == 0) {
+                        c->eof[1] = true;
+                        return 0;
+                } else if (errno != EINTR) {
+                        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+                }
+        }
+        return 0;
+}
+
 /* Read from fd[i] until it runs dry, a few buffers at most (fewer wakeups for bulk transfers),
  * or until enough waits to be written.  Returns 0, or -errno when the connection is broken. */
 static int read_from(pv_conn *c, int i) {
+        if (i == 1 && !buf_pending(&c->out[0]))
+                return splice_upstream(c);
         char buf[PV_READ];
         for (int burst = 0; burst < 4 && !c->eof[i] && !(i == 0 && c->closing) &&
                             buf_pending(&c->out[1 - i]) < PV_PENDING_MAX;
@@ -613,7 +727,7 @@ static void conn_update(pv_conn *c) {
                         return;
                 }
         /* A local answer written: done.  EOFs: passed on once everything before them is out. */
-        if (c->closing && !buf_pending(&c->out[0])) {
+        if (c->closing && !pending_to(c, 0)) {
                 conn_free(c);
                 return;
         }
@@ -621,7 +735,7 @@ static void conn_update(pv_conn *c) {
                 (void) shutdown(c->fd[1], SHUT_WR);
                 c->shut[1] = true;
         }
-        if ((c->eof[1] || (c->eof[0] && c->fd[1] < 0)) && !c->shut[0] && !buf_pending(&c->out[0])) {
+        if ((c->eof[1] || (c->eof[0] && c->fd[1] < 0 && !c->dial)) && !c->shut[0] && !pending_to(c, 0)) {
                 (void) shutdown(c->fd[0], SHUT_WR);
                 c->shut[0] = true;
         }
@@ -633,10 +747,11 @@ static void conn_update(pv_conn *c) {
                 if (c->fd[i] < 0)
                         continue;
                 uint32_t want = 0;
-                bool reading_other_ok = buf_pending(&c->out[1 - i]) < PV_PENDING_MAX;
+                /* upstream: a pipeful at a time (see splice_upstream) */
+                bool reading_other_ok = pending_to(c, 1 - i) < PV_PENDING_MAX && !(i == 1 && c->piped);
                 if (!c->eof[i] && reading_other_ok && !(i == 0 && c->closing) && !(i == 1 && c->connecting))
                         want |= EPOLLIN;
-                if (buf_pending(&c->out[i]) || (i == 1 && c->connecting))
+                if (pending_to(c, i) || (i == 1 && c->connecting))
                         want |= EPOLLOUT;
                 if (want == 0) {
                         ns_loop_remove(loop, c->w[i]);
@@ -671,6 +786,7 @@ void pv_on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *dat
                 c->pv = pv;
                 c->fd[0] = cfd;
                 c->fd[1] = -1;
+                c->pipe[0] = c->pipe[1] = -1;
                 for (int i = 0; i < 2; i++)
                         c->end[i] = (struct pv_end){ .c = c, .i = i };
                 http_parser_init(&c->hp, HTTP_REQUEST);
