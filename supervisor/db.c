@@ -142,6 +142,18 @@ static const char *const migrations[] = {
         "  created_at INTEGER NOT NULL,"
         "  finished_at INTEGER"
         ") STRICT;",
+        /* 5 (preview.c): previews outlive a restart of the supervisor, as their sandboxes and
+         * sandboxd's publishes do; only the token's hash is kept. */
+        "CREATE TABLE previews ("
+        "  id TEXT PRIMARY KEY,"
+        "  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        "  sandbox TEXT NOT NULL,"
+        "  port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),"
+        "  host_port INTEGER NOT NULL,"
+        "  token_hash BLOB NOT NULL,"
+        "  automatic INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL"
+        ") STRICT;",
 };
 
 int db_schema_latest(void) {

@@ -12,6 +12,7 @@
 #include "common/cleanup.h"
 #include "common/jsonv.h"
 #include "common/log.h"
+#include "db_int.h"
 #include "preview_int.h"
 #include "sandboxd/client.h"
 #include "state.h"
@@ -97,6 +98,77 @@ static void emit(struct sv_previews *pv, const sv_preview *p, const char *action
                 sv_ws_notify(pv->srv);
 }
 
+/* ---- the table `previews`: the registry as it was, for the next start ------------------------ */
+
+static void store(struct sv_previews *pv, const sv_preview *p) {
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        ns_error err;
+        int r = db_stmt_prepare(pv->srv->db,
+                                "INSERT OR REPLACE INTO previews (id, session_id, sandbox, port, host_port, token_hash, "
+                                "automatic, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                &st, &err);
+        if (r == 0) {
+                db_bind_text(st, 1, p->id);
+                db_bind_text(st, 2, p->sid);
+                db_bind_text(st, 3, p->sandbox);
+                sqlite3_bind_int(st, 4, p->port);
+                sqlite3_bind_int(st, 5, p->host_port);
+                sqlite3_bind_blob(st, 6, p->token_hash, PV_HASH_LEN, SQLITE_STATIC);
+                sqlite3_bind_int(st, 7, p->automatic);
+                sqlite3_bind_int64(st, 8, p->created_ms);
+                r = db_stmt_run(pv->srv->db, st, &err, "store preview");
+        }
+        if (r < 0)
+                log_warn("preview %s: %s (it will not outlive a restart)", p->id, err.msg);
+}
+
+static void unstore(struct sv_previews *pv, const sv_preview *p) {
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        ns_error err;
+        int r = db_stmt_prepare(pv->srv->db, "DELETE FROM previews WHERE id = ?1", &st, &err);
+        if (r == 0) {
+                db_bind_text(st, 1, p->id);
+                r = db_stmt_run(pv->srv->db, st, &err, "delete preview");
+        }
+        if (r < 0)
+                log_warn("preview %s: %s", p->id, err.msg);
+}
+
+/* The previews of the last run.  Each is checked against its session's sandbox by the first
+ * tick, like any other: one whose sandbox is gone is removed then. */
+static int load(struct sv_previews *pv, ns_error *err) {
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
+        int r = db_stmt_prepare(pv->srv->db,
+                                "SELECT id, session_id, sandbox, port, host_port, token_hash, automatic, created_at "
+                                "FROM previews ORDER BY created_at",
+                                &st, err);
+        if (r < 0)
+                return r;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && pv->n < PV_TOTAL_MAX) {
+                const char *id = (const char *) sqlite3_column_text(st, 0), *sid = (const char *) sqlite3_column_text(st, 1),
+                           *sandbox = (const char *) sqlite3_column_text(st, 2);
+                if (!id || !sid || !sandbox || !sv_id_valid(id, 'p') || strlen(sid) > SV_ID_LEN ||
+                    strlen(sandbox) > NS_ID_MAX || sqlite3_column_bytes(st, 5) != PV_HASH_LEN)
+                        continue;
+                sv_preview *p = calloc(1, sizeof *p);
+                if (!p)
+                        return ns_err(err, ENOMEM, "out of memory");
+                snprintf(p->id, sizeof p->id, "%s", id);
+                snprintf(p->sid, sizeof p->sid, "%s", sid);
+                snprintf(p->sandbox, sizeof p->sandbox, "%s", sandbox);
+                p->port = sqlite3_column_int(st, 3);
+                p->host_port = sqlite3_column_int(st, 4);
+                memcpy(p->token_hash, sqlite3_column_blob(st, 5), PV_HASH_LEN);
+                p->automatic = sqlite3_column_int(st, 6);
+                p->created_ms = sqlite3_column_int64(st, 7);
+                p->next = pv->list;
+                pv->list = p;
+                pv->n++;
+        }
+        return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_sql_err(pv->srv->db, rc, err, "load previews");
+}
+
 static sv_preview *preview_add(struct sv_previews *pv, const char *sid, const char *sandbox, int port, int host_port,
                                bool automatic) {
         sv_preview *p = calloc(1, sizeof *p);
@@ -116,6 +188,7 @@ static sv_preview *preview_add(struct sv_previews *pv, const char *sid, const ch
         p->next = pv->list;
         pv->list = p;
         pv->n++;
+        store(pv, p);
         emit(pv, p, "published");
         return p;
 }
@@ -128,6 +201,7 @@ static void preview_remove(struct sv_previews *pv, sv_preview *p, bool event) {
                         break;
                 }
         pv->n--;
+        unstore(pv, p);
         if (event)
                 emit(pv, p, "unpublished");
         free(p);
@@ -303,6 +377,7 @@ static void job_done(sv_job *base) {
                 }
                 char token[PV_TOKEN_HEX + 1];
                 new_token(p, token); /* a new link: the earlier one stops working */
+                store(pv, p);
                 sv_req_reply_json(j->req, fresh ? 201 : 200, preview_json(pv, p, token));
                 sodium_memzero(token, sizeof token);
                 break;
@@ -433,6 +508,15 @@ bool sv_preview_host(const sv_server *s, const char *host) {
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
+static void list_free(struct sv_previews *pv) {
+        while (pv->list) {
+                sv_preview *p = pv->list;
+                pv->list = p->next;
+                free(p);
+        }
+        pv->n = 0;
+}
+
 int sv_preview_start(sv_server *s, int *port_out, ns_error *err) {
         if (sodium_init() < 0)
                 return ns_err(err, EIO, "libsodium did not initialise");
@@ -446,21 +530,29 @@ int sv_preview_start(sv_server *s, int *port_out, ns_error *err) {
         if (!pv)
                 return ns_err(err, ENOMEM, "out of memory");
         pv->srv = s;
+        int r = load(pv, err);
+        if (r < 0) {
+                list_free(pv);
+                free(pv);
+                return r;
+        }
         int one = 1;
         socklen_t sl = sizeof sa;
         pv->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (pv->listen_fd < 0 || setsockopt(pv->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
             bind(pv->listen_fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(pv->listen_fd, 512) < 0 ||
             getsockname(pv->listen_fd, (struct sockaddr *) &sa, &sl) < 0) {
-                int r = ns_err_sys(err, errno, "preview listener %s:%d", s->cfg.preview_addr, s->cfg.preview_port);
+                r = ns_err_sys(err, errno, "preview listener %s:%d", s->cfg.preview_addr, s->cfg.preview_port);
                 if (pv->listen_fd >= 0)
                         close(pv->listen_fd);
+                list_free(pv);
                 free(pv);
                 return r;
         }
         pv->port = ntohs(sa.sin_port);
         if (!(pv->listen_w = ns_loop_add(s->loop, pv->listen_fd, EPOLLIN, pv_on_accept, pv, err))) {
                 close(pv->listen_fd);
+                list_free(pv);
                 free(pv);
                 return -err->code;
         }
@@ -474,11 +566,7 @@ void sv_preview_stop(sv_server *s) {
         if (!pv)
                 return;
         pv_conns_close(pv, NULL);
-        while (pv->list) {
-                sv_preview *p = pv->list;
-                pv->list = p->next;
-                free(p);
-        }
+        list_free(pv);
         ns_loop_remove(s->loop, pv->listen_w);
         close(pv->listen_fd);
         free(pv);
@@ -514,12 +602,7 @@ void sv_preview_tick(sv_server *s) {
                 job_free(j);
                 return;
         }
-        j->known = calloc(pv->n + 1, sizeof *j->known);
-        if (!j->known) {
-                job_free(j);
-                return;
-        }
-        j->known = realloc(j->known, (pv->n + 64 + 1) * sizeof *j->known);
+        j->known = calloc(pv->n + 64 + 1, sizeof *j->known);
         if (!j->known) {
                 job_free(j);
                 return;

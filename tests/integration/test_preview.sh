@@ -103,6 +103,18 @@ ev=$(events "$sid" | grep '"type": "preview"')
 expect_match "publishing shows as a preview event" "\"action\": \"published\".*\"port\": 5173|\"port\": 5173.*\"action\": \"published\"" "$ev"
 expect_eq "events never carry the token" "" "$(printf '%s' "$ev" | grep -o 'token=[0-9a-f]*')"
 
+# --- a restart of the supervisor keeps the previews (their sandboxes and publishes live on) ---------
+sv_stop
+sv_start
+PP=$(sed -n 's/.*previews on .*listening on 127\.0\.0\.1:\([0-9]*\)).*/\1/p' "$NS_TMP/nightshift.log" | tail -n1)
+HOST="$pid.localhost:$PP"
+C=(curl -s --max-time 5 --resolve "$pid.localhost:$PP:127.0.0.1")
+ORIGIN="http://$HOST"
+expect_eq "after a restart of the supervisor the preview serves, with the same cookie" "hello 5173" \
+  "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
+expect_eq "and is listed as before" "5173" \
+  "$(jget "$(api GET "/api/v1/sessions/$sid/previews" | cut -d' ' -f2-)" '" ".join(str(p["port"]) for p in d["previews"] if p["id"]=="'"$pid"'")')"
+
 # --- bad input, delete ------------------------------------------------------------------------------
 expect_match "port 0 is refused" "^400 " "$(api POST "/api/v1/sessions/$sid/previews" '{"port":0}')"
 expect_match "port 70000 is refused" "^400 " "$(api POST "/api/v1/sessions/$sid/previews" '{"port":70000}')"
