@@ -457,7 +457,9 @@ int main(void) {
                 }
                 double dt = now_s() - t0;
                 ok(fails == 0, "20,000 events in batches of %d: %.3f s = %.0f events/s", BATCH, dt, TOTAL / dt);
-                ok(dt < 1.0, "at least 20,000 events/s persisted");
+                /* A figure, not a check: a timed assertion fails on a loaded machine or under the
+                 * sanitizers (bench/session-events.sh measures persistence against its target). */
+                printf("# persisted %.0f events/s\n", TOTAL / dt);
                 db_close(d);
                 d = NULL;
                 r = db_open(path, &d, &err);
