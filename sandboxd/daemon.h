@@ -133,6 +133,7 @@ struct sbx_daemon {
         int listen_fd;
         ns_watch *w_listen;
         int sig_fd;
+        ns_watch *sig_w;
         struct sbx_sandbox *sandboxes;
         size_t n_sandboxes;
         struct sbx_sandbox *pool;  /* warm pool: ready and still building (pool.c) */

@@ -315,8 +315,10 @@ static void daemon_free(struct sbx_daemon *d) {
         net_free(d->net);
         if (d->cg)
                 cg_manager_free(d->cg);
-        if (d->loop)
+        if (d->loop) {
+                ns_loop_remove(d->loop, d->sig_w);
                 ns_loop_free(d->loop);
+        }
         sc_filter_free(&d->filter);
         free(d->slots);
         struct sbx_config *c = &d->cfg;
@@ -452,7 +454,10 @@ int main(int argc, char **argv) {
                 log_error("%s", err.msg);
                 goto out;
         }
-        ns_loop_add(d.loop, d.sig_fd, EPOLLIN, on_signal, &d, NULL);
+        if (!(d.sig_w = ns_loop_add(d.loop, d.sig_fd, EPOLLIN, on_signal, &d, &err))) {
+                log_error("%s", err.msg);
+                goto out;
+        }
         sandbox_adopt_all(&d);
         net_sweep(d.net);
         log_notice("nightshift-sandboxd %s listening on %s; %s", NS_VERSION, c->socket_path, cg_manager_describe(d.cg));
