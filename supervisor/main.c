@@ -23,6 +23,7 @@
 #include "sdnotify.h"
 #include "preview.h"
 #include "modelproxy.h"
+#include "notify.h"
 #include "egress.h"
 #include "serve.h"
 #include "vault.h"
@@ -54,6 +55,7 @@ static void tick(sv_server *s) {
         s->last_tick_ms = ns_now_ms();
         sv_runner_tick(s);
         sv_preview_tick(s);
+        sv_notify_tick(s);
 }
 
 static int serve(int argc, char **argv) {
@@ -87,6 +89,8 @@ static int serve(int argc, char **argv) {
         if (!(db_path = sv_config_db_path(&s.cfg)) || db_open(db_path, &s.db, &err) < 0)
                 goto out;
         if (sv_secrets_start(&s, &err) < 0)
+                goto out;
+        if (sv_notify_start(&s, &err) < 0) /* libcurl's global state: before any thread */
                 goto out;
         if (ns_loop_new(&s.loop, &err) < 0)
                 goto out;
@@ -146,6 +150,7 @@ out:
                 ns_loop_remove(s.loop, sigw);
         ns_loop_free(s.loop);
         sv_modelproxy_stop(s.proxy);
+        sv_notify_stop(&s);
         sv_secrets_stop(&s);
         db_close(s.db);
         if (git_up)

@@ -29,6 +29,7 @@
 #include "redact.h"
 #include "egress.h"
 #include "session_int.h"
+#include "notify.h"
 #include "vault.h"
 #include "ws.h"
 
@@ -400,6 +401,7 @@ static int set_state(sv_live *l, sv_state to, const char *why) {
         if (to == SV_IDLE || to == SV_WAITING)
                 l->idle_since_ms = ns_now_ms();
         sv_ws_notify(l->srv);
+        sv_notify_session(l->srv, l->id, to); /* completed, failed, waiting: the operator's webhooks */
         return 0;
 }
 
