@@ -6,6 +6,7 @@
  *   nightshift token create|ls|revoke API tokens, on the data dir directly (cli_token.c)
  *   nightshift layers ls|rm|gc      the layer store, through sandboxd (cli_layers.c)
  *   nightshift secret set|ls|rm       the secrets vault, through the server (cli_secret.c)
+ *   nightshift notify add|ls|rm|log   notification webhooks, through the server (cli_notify.c)
  *   nightshift version */
 #include <signal.h>
 #include <stdio.h>
@@ -173,6 +174,7 @@ static void usage(FILE *f) {
               "       nightshift stop ID [--force] | pause ID | resume ID\n"
               "       nightshift diff ID                 its changes against its base\n"
               "       nightshift secret set NAME [--repo R] | ls | rm NAME   the vault (value from stdin)\n"
+              "       nightshift notify add URL [--format json|slack] | ls | rm ID | log   notification webhooks\n"
               "       nightshift version\n"
               "Each command takes --help; the client commands take --server URL, --token-file FILE and,\n"
               "where they print data, --json.\n",
@@ -194,6 +196,8 @@ int main(int argc, char **argv) {
                 return cli_layers(argc - 1, argv + 1);
         if (!strcmp(argv[1], "secret"))
                 return cli_secret(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "notify"))
+                return cli_notify(argc - 1, argv + 1);
         if (cli_session_command_exists(argv[1]))
                 return cli_session_command(argc - 1, argv + 1);
         if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

@@ -161,4 +161,15 @@ expect_eq "after the restart it was resumed: succeeded after 3 attempts" "succee
   "$(deliveries "$rsid" '" ".join(str(x[k]) for x in ds if x["url"].endswith("/flaky2") for k in ("status","attempts"))')"
 expect_eq "the receiver saw it answered once with success" 1 "$(recv 'sum(x["path"]=="/flaky2" and x["code"]==200 for x in rs)')"
 expect_eq "bad query on the log: 400" 400 "$(api GET '/api/v1/notifications/deliveries?limit=0' | cut -d' ' -f1)"
+
+# --- the CLI ----------------------------------------------------------------------------------------
+ns() { as_user "$NIGHTSHIFT" "$@" --server "$SV_URL"; }
+out=$(ns notify add ftp://127.0.0.1/x 2>&1); rc=$?
+expect_eq "notify add with a bad URL fails" "1 yes" "$rc $(case $out in *"http or https"*) echo yes ;; *) echo "no: $out" ;; esac)"
+cid=$(ns notify add "$R/cli" --format slack --events failed,waiting --repo app)
+expect_match "notify add prints the new endpoint's id" '^n-[a-z2-7]{12}$' "$cid"
+expect_match "notify ls lists it" "$cid +slack +failed,waiting +r-" "$(ns notify ls)"
+expect_match "notify log shows the session's deliveries" "$sid +completed +succeeded +3 +200" "$(ns notify log --session "$sid")"
+expect_eq "notify rm removes it" "removed $cid" "$(ns notify rm "$cid")"
+expect_eq "notify rm of an unknown id fails" 1 "$(ns notify rm "$cid" >/dev/null 2>&1; echo $?)"
 tap_done
