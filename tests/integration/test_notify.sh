@@ -5,6 +5,9 @@
 # delivery recorded as succeeded after 3 attempts; a 404 fails at once; a delivery pending when
 # the server is killed is resumed by the next start; no secret value is in any payload.
 . "$(dirname "$0")/sv_lib.sh"
+# `waiting` needs an agent that asks: the real claude CLI against the scripted model server.
+AGENTS_DIR=${NS_AGENTS_DIR:-/var/lib/nightshift/agents}
+[ -x "$AGENTS_DIR/bin/claude" ] && export NS_DAEMON_ARGS="--ro-root $AGENTS_DIR" SV_AGENTS_DIR=$AGENTS_DIR
 sv_setup --hook-agent command --notify-max-attempts 4 --notify-timeout 3 --notify-backoff-max 4 \
   --public-url http://dash.example:1234/
 make_repo "$NS_TMP/src/app"
@@ -139,6 +142,31 @@ expect_eq "one delivery: Slack, event failed, succeeded" "1 failed succeeded" \
   "$(deliveries "$fsid" 'str(len(ds))+" "+ds[0]["event"]+" "+ds[0]["status"]')"
 expect_match "the Slack text says failed" "\\($fsid, app\\) is \\*failed\\*" \
   "$(jget "$(recv '[x for x in rs if x["path"]=="/slack"][-1]["body"]')" 'd["text"]')"
+
+# --- an agent that asks a question: waiting ------------------------------------------------------
+if [ -n "${SV_AGENTS_DIR:-}" ]; then
+  $PY "$NS_SRC/tests/helpers/model_server.py" --port 0 --log "$NS_TMP/model.jsonl" >"$NS_TMP/ms.out" 2>"$NS_TMP/ms.err" &
+  MS_PID=$!
+  trap 'kill $RECV_PID $MS_PID 2>/dev/null; sv_stop; sv_log_tail; ns_cleanup' EXIT
+  MPORT=
+  for _ in $(seq 1 100); do MPORT=$(head -n1 "$NS_TMP/ms.out" 2>/dev/null); [ -n "$MPORT" ] && break; sleep 0.05; done
+  r=$(api POST /api/v1/notifications/endpoints "{\"url\":\"$R/wait\",\"events\":[\"waiting\"]}")
+  expect_eq "a JSON endpoint for questions" 201 "${r%% *}"
+  env_json="{\"ANTHROPIC_BASE_URL\":\"http://127.0.0.1:$MPORT\",\"ANTHROPIC_API_KEY\":\"placeholder\"}"
+  r=$(api POST /api/v1/sessions "{\"repo\":\"app\",\"agent\":\"claude\",\"prompt\":\"ask\",\"env\":$env_json,\"connect\":[$MPORT],\"limits\":{\"memory\":4294967296,\"pids\":2048}}")
+  wsid=$(jget "${r#* }" 'd["id"]')
+  expect_eq "a claude session whose model asks a question: waiting" waiting "$(WAIT_S=120 wait_state "$wsid" waiting idle failed)"
+  wait_deliveries "$wsid" 1 || not_ok "its delivery finished in time"
+  expect_eq "one delivery: waiting, succeeded at once" "1 waiting succeeded 1" \
+    "$(deliveries "$wsid" '" ".join([str(len(ds)), ds[0]["event"], ds[0]["status"], str(ds[0]["attempts"])])')"
+  W=$(recv '[x for x in rs if x["path"]=="/wait"][-1]')
+  expect_eq "the receiver got session.waiting for it, signed" "session.waiting $wsid waiting True" \
+    "$(jget "$W" '" ".join([json.loads(d["body"])["event"], json.loads(d["body"])["session_id"], json.loads(d["body"])["state"], str(d["sig_ok"])])')"
+  api POST "/api/v1/sessions/$wsid/stop" >/dev/null
+  wait_state "$wsid" stopped completed failed >/dev/null
+else
+  skip "waiting: the claude CLI is not installed (rootfs/agents/install.sh)"
+fi
 
 # --- a pending delivery survives a restart ---------------------------------------------------------
 api DELETE "/api/v1/notifications/endpoints/$EP_JSON" >/dev/null
