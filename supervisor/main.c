@@ -145,6 +145,7 @@ out:
         sv_preview_stop(&s);
         if (s.loop)
                 sv_http_stop(&s);
+        sv_notify_quiesce(&s);
         sv_workq_free(s.wq);
         sv_runner_free(&s);
         if (s.loop)

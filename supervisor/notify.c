@@ -2,6 +2,7 @@
 #include "notify.h"
 
 #include <curl/curl.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +27,13 @@ struct sv_notifier {
         int64_t inflight[NOTIFY_INFLIGHT]; /* delivery ids on a worker; 0 = free slot */
         uint64_t next_poll_ms, next_prune_ms;
         bool curl_up;
+        atomic_bool quitting; /* read by workers: an attempt in flight gives up (it stays pending) */
 };
 
 struct notify_job {
         sv_job base;
         sv_server *srv;
+        atomic_bool *quitting; /* the notifier's (it outlives the workers) */
         int64_t id;
         char *url, *payload;
         bool slack;
@@ -226,6 +229,11 @@ static size_t discard_body(char *p, size_t size, size_t n, void *ud) {
         return size * n;
 }
 
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+        (void) dt, (void) dn, (void) ut, (void) un;
+        return atomic_load((atomic_bool *) ud) ? 1 : 0;
+}
+
 static void curl_slist_freep(struct curl_slist **l) {
         curl_slist_free_all(*l);
 }
@@ -263,7 +271,15 @@ static void job_run(sv_job *job, sv_worker *w) {
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard_body);
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE, 1L << 20);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, j->quitting);
         CURLcode rc = curl_easy_perform(h);
+        if (rc == CURLE_ABORTED_BY_CALLBACK) {
+                j->ran = false; /* cut short by a shutdown: not an attempt, the next start makes it */
+                curl_easy_cleanup(h);
+                return;
+        }
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &j->code);
         if (rc != CURLE_OK)
                 snprintf(j->error, sizeof j->error, "%s", curl_easy_strerror(rc));
@@ -425,6 +441,7 @@ static void dispatch_due(sv_server *s) {
                                 continue;
                         }
                 }
+                j->quitting = &n->quitting;
                 j->base.run = job_run;
                 j->base.done = job_done;
                 n->inflight[slot] = id;
@@ -472,6 +489,11 @@ int sv_notify_start(sv_server *s, ns_error *err) {
         n->curl_up = true;
         s->notify = n;
         return 0;
+}
+
+void sv_notify_quiesce(sv_server *s) {
+        if (s->notify)
+                atomic_store(&s->notify->quitting, true);
 }
 
 void sv_notify_stop(sv_server *s) {

@@ -42,6 +42,9 @@ typedef struct sv_notifier sv_notifier;
  * hook deliveries past their replay window. */
 int sv_notify_start(sv_server *s, ns_error *err);
 void sv_notify_stop(sv_server *s);
+/* At shutdown, before the workers are stopped: attempts in flight give up at once and stay
+ * pending (no attempt counted) for the next start. */
+void sv_notify_quiesce(sv_server *s);
 
 /* Session `sid` has just entered state `to`: queue its notifications (completed, failed, waiting;
  * other states are ignored).  Loop thread.  Failures are logged, never returned: a notification

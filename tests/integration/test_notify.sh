@@ -18,7 +18,7 @@ LEAK='leaky-value-9f8e7d6c5b4a'
 # --- the receiver: every request into recv.jsonl; /flaky* answer 500 twice, then 200; /gone 404 -
 RECV_PORT=$(free_port)
 cat > "$NS_TMP/recv.py" <<'EOF'
-import hashlib, hmac, http.server, json, sys, threading
+import hashlib, hmac, http.server, json, sys, threading, time
 port, log, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
 seen, lock = {}, threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
@@ -29,6 +29,9 @@ class H(http.server.BaseHTTPRequestHandler):
         good = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
         with lock:
             n = seen[self.path] = seen.get(self.path, 0) + 1
+        if self.path == "/slow" and n == 1:  # the first one hangs (the server is stopped meanwhile)
+            open(log + ".slow", "w").close(); time.sleep(20)
+        with lock:
             code = 404 if self.path == "/gone" else 500 if self.path.startswith("/flaky") and n <= 2 else 200
             with open(log, "a") as f:
                 f.write(json.dumps({"path": self.path, "code": code, "body": body.decode("latin-1"),
@@ -167,6 +170,23 @@ if [ -n "${SV_AGENTS_DIR:-}" ]; then
 else
   skip "waiting: the claude CLI is not installed (rootfs/agents/install.sh)"
 fi
+
+# --- a shutdown does not wait for a hanging receiver; the attempt cut short is made after the restart
+r=$(api POST /api/v1/notifications/endpoints "{\"url\":\"$R/slow\",\"events\":[\"completed\"]}")
+EP_SLOW=$(jget "${r#* }" 'd["id"]')
+r=$(api POST /api/v1/sessions '{"repo":"app","agent":"command","once":true,"prompt":"true"}')
+ssid=$(jget "${r#* }" 'd["id"]')
+expect_eq "a session completes" completed "$(wait_state "$ssid" completed failed)"
+for _ in $(seq 1 200); do [ -e "$NS_TMP/recv.jsonl.slow" ] && break; sleep 0.05; done
+t0=$(date +%s%N); sv_stop; t1=$(date +%s%N)
+expect_eq "while a receiver hangs, the server stops at once (< 2 s)" yes "$([ $(( (t1 - t0) / 1000000 )) -lt 2000 ] && echo yes || echo "no: $(( (t1 - t0) / 1000000 )) ms")"
+expect_eq "the attempt cut short is not counted: pending, 0 attempts" "pending|0" \
+  "$(dbq "SELECT status, attempts FROM notifications WHERE session_id = '$ssid' AND url LIKE '%/slow'")"
+sv_start || not_ok "the server restarts"
+wait_deliveries "$ssid" 3 || not_ok "its deliveries finished after the restart"
+expect_eq "after the restart it is delivered: succeeded, 1 attempt" "succeeded 1" \
+  "$(deliveries "$ssid" '" ".join(str(x[k]) for x in ds if x["url"].endswith("/slow") for k in ("status","attempts"))')"
+api DELETE "/api/v1/notifications/endpoints/$EP_SLOW" >/dev/null
 
 # --- a pending delivery survives a restart ---------------------------------------------------------
 api DELETE "/api/v1/notifications/endpoints/$EP_JSON" >/dev/null
