@@ -72,6 +72,10 @@ bool sv_notify_url_ok(const char *url, ns_error *err) {
                 return ns_err(err, EINVAL, "url: not an absolute URL with a host"), false;
         if (strcmp(scheme, "http") && strcmp(scheme, "https"))
                 return ns_err(err, EINVAL, "url: http or https only"), false;
+        /* libcurl reads "https:///x" as host "x": what is written must be what is meant. */
+        const char *sep = strstr(url, "://");
+        if (!sep || sep[3] == '/')
+                return ns_err(err, EINVAL, "url: not an absolute URL with a host"), false;
         if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK)
                 return ns_err(err, EINVAL, "url: no user info (put credentials in the vault, not in a URL)"), false;
         return true;
