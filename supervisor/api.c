@@ -9,6 +9,7 @@
 #include "egress.h"
 #include "api_int.h"
 #include "hooks.h"
+#include "notify.h"
 #include "preview.h"
 #include "auth.h"
 #include "common/jsonv.h"
@@ -576,6 +577,14 @@ static const sv_route routes[] = {
         /* hooks.c: no token; each verifies its sender's signature (auth.c lets exactly these in) */
         { "POST", "/api/v1/hooks/github", sv_api_hook_github },
         { "POST", "/api/v1/hooks/slack", sv_api_hook_slack },
+        { "POST", "/api/v1/hooks/linear", sv_api_hook_linear }, /* hooks_linear.c */
+        /* a token of scope "hook" may call this one route (auth.c): POST /api/v1/sessions' body and answer */
+        { "POST", SV_HOOK_GENERIC_PATH, r_sessions_post },
+        /* api_notify.c: outgoing notifications */
+        { "GET", "/api/v1/notifications/endpoints", sv_api_notify_endpoints_get },
+        { "POST", "/api/v1/notifications/endpoints", sv_api_notify_endpoint_post },
+        { "DELETE", "/api/v1/notifications/endpoints/{endpoint_id}", sv_api_notify_endpoint_delete },
+        { "GET", "/api/v1/notifications/deliveries", sv_api_notify_deliveries },
 };
 
 const sv_route *sv_api_routes(size_t *n) {

@@ -150,7 +150,13 @@ static int decide(sv_server *s, sv_req *r, bool websocket, struct verdict *v) {
                 return deny(v, 500, "internal", "the token store failed");
         char token_id[SV_ID_LEN + 1];
         snprintf(token_id, sizeof token_id, "%s", tok.id);
+        bool hook_only = !strcmp(tok.scope, "hook");
         db_token_clear(&tok);
+        /* Why: a hook token is handed to a third party (a CI system, a chat bot) to start
+         * sessions; it must not read sessions, secrets or events, nor log a browser in.  It is
+         * good for exactly one route, as a bearer header. */
+        if (hook_only && (websocket || by_cookie || strcmp(r->method, "POST") || strcmp(r->path, SV_HOOK_GENERIC_PATH)))
+                return deny(v, 403, "forbidden", "a hook token may only POST " SV_HOOK_GENERIC_PATH);
         /* A cookie rides along with any request the browser makes, including ones another site
          * triggers: state changes need proof that our own page sent them. */
         if (by_cookie && websocket && !origin_matches(r))
@@ -219,6 +225,10 @@ void sv_auth_login(sv_server *s, sv_req *r) {
         cJSON_Delete(j);
         db_token tok = { 0 };
         int rc = ok ? db_token_by_hash(s->db, h, &tok, &e) : -ENOENT;
+        if (rc == 0 && !strcmp(tok.scope, "hook")) {
+                db_token_clear(&tok);
+                return sv_req_reply_error(r, 403, "forbidden", "a hook token cannot log in");
+        }
         if (rc == -ENOENT)
                 return sv_req_reply_error(r, 401, "unauthorized", "unknown or revoked token");
         if (rc < 0)

@@ -7,7 +7,9 @@
  * cookie whose hash is stored, tied to the token.  A request authenticated by that cookie and
  * changing state must also carry `X-Nightshift-CSRF: 1` (a header no cross-site form can send and
  * no cross-origin script may without a CORS grant, which this server never gives) and, when it
- * has an Origin, one naming this server.  Requests per token are rate-limited (token bucket). */
+ * has an Origin, one naming this server.  Requests per token are rate-limited (token bucket).
+ * A token of scope "hook" (nightshift token create NAME --scope hook) is good for one thing only:
+ * POST /api/v1/hooks/generic with a bearer header (403 elsewhere, no login, no event stream). */
 #pragma once
 
 #include <stdbool.h>

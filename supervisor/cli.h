@@ -51,3 +51,6 @@ int cli_events_print(client_http *c, const char *sid, long long after, cli_follo
 /* `nightshift secret set NAME [--repo R] | ls [--repo R] [--json] | rm NAME [--repo R]` (cli_secret.c):
  * the vault through the server's API; `set` reads the value from stdin. */
 int cli_secret(int argc, char **argv);
+/* `nightshift notify add URL [...] | ls | rm ID | log [--session ID]` (cli_notify.c): notification
+ * endpoints and their delivery log, through the server. */
+int cli_notify(int argc, char **argv);

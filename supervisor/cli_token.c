@@ -22,7 +22,8 @@
 #define DEFAULT_CONFIG "/etc/nightshift/nightshift.conf"
 
 static const char usage_text[] =
-        "usage: nightshift token create NAME [--json]   make a token and print it (shown only this once)\n"
+        "usage: nightshift token create NAME [--json] [--scope api|hook]   make a token and print it (shown only\n"
+        "                                               this once); a hook token can only POST /api/v1/hooks/generic\n"
         "       nightshift token ls [--json]            list tokens (never their values)\n"
         "       nightshift token revoke NAME|ID         revoke a token and end its browser logins\n"
         "options: --config FILE (default " DEFAULT_CONFIG " when present), --data-dir DIR\n";
@@ -80,6 +81,7 @@ static int do_ls(db *d, bool json) {
                         else
                                 cJSON_AddNullToObject(o, "last_used_at");
                         cJSON_AddBoolToObject(o, "revoked", v[i].revoked_at != 0);
+                        cJSON_AddStringToObject(o, "scope", v[i].scope);
                         cJSON_AddItemToArray(a, o);
                 }
                 char *s = cJSON_Print(a);
@@ -94,14 +96,14 @@ static int do_ls(db *d, bool json) {
                         print_time(v[i].created_at);
                         putchar(' ');
                         print_time(v[i].last_used_at);
-                        printf(" %s\n", v[i].revoked_at ? "revoked" : "active");
+                        printf(" %s%s\n", v[i].revoked_at ? "revoked" : "active", strcmp(v[i].scope, "hook") ? "" : " (hook only)");
                 }
         }
         db_tokens_free(v, n);
         return 0;
 }
 
-static int do_create(db *d, const char *name, bool json) {
+static int do_create(db *d, const char *name, const char *scope, bool json) {
         size_t len = strlen(name);
         if (len == 0 || len > 64 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@") != len)
                 return fail("a token name is 1..64 of [A-Za-z0-9._@-], not '%s'", name);
@@ -111,12 +113,13 @@ static int do_create(db *d, const char *name, bool json) {
         if (sv_token_new(value, hash, &e) < 0)
                 return fail("%s", e.msg);
         db_token t = { 0 };
-        if (db_token_insert(d, name, hash, &t, &e) < 0) {
+        if (db_token_insert(d, name, scope, hash, &t, &e) < 0) {
                 sodium_memzero(value, sizeof value);
                 return fail("%s", e.msg);
         }
         if (json) {
-                printf("{\"id\": \"%s\", \"name\": \"%s\", \"token\": \"%s\"}\n", t.id, name, value);
+                printf("{\"id\": \"%s\", \"name\": \"%s\", \"scope\": \"%s\", \"token\": \"%s\"}\n", t.id, name, t.scope,
+                       value);
         } else {
                 puts(value);
                 fprintf(stderr, "token '%s' (%s) created; it is shown only now: keep it safe\n", name, t.id);
@@ -130,9 +133,9 @@ int cli_token(int argc, char **argv) {
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' }, { "data-dir", required_argument, NULL, 'd' },
                 { "json", no_argument, NULL, 'j' },         { "help", no_argument, NULL, 'h' },
-                { 0 },
+                { "scope", required_argument, NULL, 's' },  { 0 },
         };
-        const char *config = NULL, *data_dir = NULL;
+        const char *config = NULL, *data_dir = NULL, *scope = NULL;
         bool json = false;
         optind = 1;
         int ch;
@@ -142,6 +145,7 @@ int cli_token(int argc, char **argv) {
                 case 'c': config = optarg; break;
                 case 'd': data_dir = optarg; break;
                 case 'j': json = true; break;
+                case 's': scope = optarg; break;
                 case 'h': fputs(usage_text, stdout); return 0;
                 default: fputs(usage_text, stderr); return 2;
                 }
@@ -189,7 +193,7 @@ int cli_token(int argc, char **argv) {
                 goto out;
         }
         if (!strcmp(sub, "create"))
-                rc = do_create(d, arg, json);
+                rc = do_create(d, arg, scope, json);
         else if (!strcmp(sub, "ls") || !strcmp(sub, "list"))
                 rc = do_ls(d, json);
         else if (!strcmp(sub, "revoke"))

@@ -66,6 +66,9 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .rate_limit = 50,
                 .preview_port = 8788,
                 .model_proxy = true,
+                .notify_max_attempts = 6,
+                .notify_timeout_s = 10,
+                .notify_backoff_max_s = 300,
         };
         if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
             !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
@@ -77,7 +80,8 @@ int sv_config_init(sv_config *c, ns_error *err) {
             !(c->model_upstream_openai = strdup("https://api.openai.com")) ||
             !(c->model_key_anthropic = strdup("ANTHROPIC_API_KEY")) || !(c->model_key_openai = strdup("OPENAI_API_KEY")) ||
             !(c->hook_command_prefix = strdup("/nightshift")) ||
-            !(c->hook_associations = strdup("OWNER,MEMBER,COLLABORATOR")) || !(c->hook_agent = strdup("claude"))) {
+            !(c->hook_associations = strdup("OWNER,MEMBER,COLLABORATOR")) || !(c->hook_agent = strdup("claude")) ||
+            !(c->hook_linear_label = strdup("nightshift"))) {
                 sv_config_clear(c);
                 return ns_err(err, ENOMEM, "out of memory");
         }
@@ -106,6 +110,8 @@ void sv_config_clear(sv_config *c) {
         free(c->hook_agent);
         free(c->hook_ci_repos);
         free(c->public_url);
+        free(c->hook_linear_label);
+        free(c->hook_linear_teams);
         *c = (sv_config){ 0 };
 }
 
@@ -197,6 +203,8 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 { "hook-agent", offsetof(sv_config, hook_agent) },
                 { "hook-ci-repos", offsetof(sv_config, hook_ci_repos) },
                 { "public-url", offsetof(sv_config, public_url) },
+                { "hook-linear-label", offsetof(sv_config, hook_linear_label) },
+                { "hook-linear-teams", offsetof(sv_config, hook_linear_teams) },
         };
         for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
                 if (strcmp(key, strs[i].key))
@@ -298,6 +306,16 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                         return ns_err(err, EINVAL, "--%s must be a secret name", key);
                 return set_str(key[10] == 'a' ? &c->model_key_anthropic : &c->model_key_openai, val, err);
         }
+        if (!strcmp(key, "notify-max-attempts")) {
+                if ((r = parse_i64(key, val, 1, 100, &v, err)) < 0)
+                        return r;
+                c->notify_max_attempts = (int) v;
+                return 0;
+        }
+        if (!strcmp(key, "notify-timeout"))
+                return parse_i64(key, val, 1, 300, &c->notify_timeout_s, err);
+        if (!strcmp(key, "notify-backoff-max"))
+                return parse_i64(key, val, 1, 86400, &c->notify_backoff_max_s, err);
         if (!strcmp(key, "debug")) {
                 c->log_level = NS_LOG_DEBUG;
                 return 0;
@@ -326,7 +344,9 @@ static void usage(void) {
               "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n"
               "         [--egress-allow LIST] [--egress-hosts FILE]\n"
               "         [--hook-command-prefix P] [--hook-associations LIST] [--hook-agent A]\n"
-              "         [--hook-ci-repos LIST] [--public-url URL]\n",
+              "         [--hook-ci-repos LIST] [--public-url URL]\n"
+              "         [--hook-linear-label L] [--hook-linear-teams TEAM=REPO,...]\n"
+              "         [--notify-max-attempts N] [--notify-timeout SEC] [--notify-backoff-max SEC]\n",
               stdout);
 }
 
@@ -368,6 +388,9 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "hook-command-prefix", required_argument, NULL, 0 }, { "hook-associations", required_argument, NULL, 0 },
                 { "hook-agent", required_argument, NULL, 0 }, { "hook-ci-repos", required_argument, NULL, 0 },
                 { "public-url", required_argument, NULL, 0 },
+                { "hook-linear-label", required_argument, NULL, 0 }, { "hook-linear-teams", required_argument, NULL, 0 },
+                { "notify-max-attempts", required_argument, NULL, 0 }, { "notify-timeout", required_argument, NULL, 0 },
+                { "notify-backoff-max", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

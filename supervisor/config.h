@@ -59,6 +59,12 @@ typedef struct sv_config {
         char *hook_agent;          /* the agent hook-started sessions run: "claude" */
         char *hook_ci_repos;       /* comma list of repository names that opt in to fix-CI sessions, or NULL */
         char *public_url;          /* the dashboard's address for links sent out, or NULL (the request's Host) */
+        char *hook_linear_label;   /* a Linear issue with this label starts a session: "nightshift" */
+        char *hook_linear_teams;   /* comma list TEAM=REPO (team key or id → registered repository), or NULL */
+        /* outgoing notifications (notify.h) */
+        int notify_max_attempts;   /* deliveries tried at most this often: 6 */
+        int64_t notify_timeout_s;  /* one attempt's time limit: 10 */
+        int64_t notify_backoff_max_s; /* the wait between attempts doubles from 1 s up to this: 300 */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

@@ -142,7 +142,30 @@ static const char *const migrations[] = {
         "  created_at INTEGER NOT NULL,"
         "  finished_at INTEGER"
         ") STRICT;",
-        /* 5 (preview.c): previews outlive a restart of the supervisor, as their sandboxes and
+        /* 5 (notify.c, hooks_linear.c, auth.c): where notifications go (each endpoint's URL,
+         * format, events, optional repository and the vault secret that signs its JSON); the
+         * delivery log's retry state and payload (redacted before it is stored); the hook
+         * deliveries' age index for pruning; a token's scope ('hook': POST /api/v1/hooks/generic
+         * only). */
+        "CREATE TABLE notify_endpoints ("
+        "  id TEXT PRIMARY KEY,"
+        "  url TEXT NOT NULL CHECK (length(url) BETWEEN 8 AND 2048),"
+        "  format TEXT NOT NULL CHECK (format IN ('slack', 'json')),"
+        "  events TEXT NOT NULL,"
+        "  repo_id TEXT REFERENCES repos(id) ON DELETE CASCADE,"
+        "  secret TEXT,"
+        "  created_at INTEGER NOT NULL"
+        ") STRICT;"
+        "ALTER TABLE notifications ADD COLUMN endpoint_id TEXT;"
+        "ALTER TABLE notifications ADD COLUMN format TEXT NOT NULL DEFAULT 'json';"
+        "ALTER TABLE notifications ADD COLUMN secret TEXT;"
+        "ALTER TABLE notifications ADD COLUMN payload TEXT;"
+        "ALTER TABLE notifications ADD COLUMN next_at INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE notifications ADD COLUMN updated_at INTEGER;"
+        "CREATE INDEX notifications_due ON notifications(next_at) WHERE status = 'pending';"
+        "CREATE INDEX hook_deliveries_by_age ON hook_deliveries(received_at);"
+        "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'api' CHECK (scope IN ('api', 'hook'));",
+        /* 6 (preview.c): previews outlive a restart of the supervisor, as their sandboxes and
          * sandboxd's publishes do; only the token's hash is kept. */
         "CREATE TABLE previews ("
         "  id TEXT PRIMARY KEY,"
@@ -200,7 +223,7 @@ static const char *const stmt_sql[ST__COUNT] = {
         [ST_PROMPT_GET] = "SELECT " PROMPT_COLS " FROM prompts WHERE id = ?1",
         [ST_PROMPT_SET_STATE] = "UPDATE prompts SET state = ?2, updated_at = ?3 WHERE id = ?1",
         [ST_DATA_VERSION] = "PRAGMA data_version",
-        [ST_TOKEN_BY_HASH] = "SELECT id, name, created_at, last_used_at, revoked_at FROM tokens "
+        [ST_TOKEN_BY_HASH] = "SELECT id, name, created_at, last_used_at, revoked_at, scope FROM tokens "
                              "WHERE hash = ?1 AND revoked_at IS NULL",
         [ST_SESSION_LIST] = "SELECT " SESSION_COLS " FROM sessions WHERE (?1 IS NULL OR repo_id = ?1) "
                             "AND (?2 IS NULL OR (created_at, id) > (?3, ?2)) ORDER BY created_at, id",

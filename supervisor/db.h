@@ -254,12 +254,15 @@ typedef struct db_token {
         char id[SV_ID_LEN + 1];
         char *name;
         int64_t created_at, last_used_at, revoked_at; /* 0 = never */
+        char scope[8]; /* "api": every route; "hook": POST /api/v1/hooks/generic only (auth.c) */
 } db_token;
 void db_token_clear(db_token *t);
 void db_tokens_free(db_token *v, size_t n);
 
-/* Store a new token by the hash of its value; its id into t->id.  -EEXIST when `name` is taken. */
-int db_token_insert(db *d, const char *name, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out, ns_error *err);
+/* Store a new token by the hash of its value; its id into t->id.  `scope` "api" (NULL) or "hook".
+ * -EEXIST when `name` is taken, -EINVAL for another scope. */
+int db_token_insert(db *d, const char *name, const char *scope, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out,
+                    ns_error *err);
 
 /* The live (not revoked) token with this hash.  -ENOENT when there is none. */
 int db_token_by_hash(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out, ns_error *err);

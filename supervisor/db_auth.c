@@ -1,11 +1,12 @@
 /* nightshift supervisor — the store's tokens and login sessions (see db.h). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cleanup.h"
 #include "db_int.h"
 
-#define TOKEN_COLS "id, name, created_at, last_used_at, revoked_at"
+#define TOKEN_COLS "id, name, created_at, last_used_at, revoked_at, scope"
 
 void db_token_clear(db_token *t) {
         if (!t)
@@ -28,6 +29,8 @@ static int token_from_row(sqlite3_stmt *st, db_token *out) {
         out->created_at = sqlite3_column_int64(st, 2);
         out->last_used_at = sqlite3_column_int64(st, 3);
         out->revoked_at = sqlite3_column_int64(st, 4);
+        const unsigned char *scope = sqlite3_column_text(st, 5);
+        snprintf(out->scope, sizeof out->scope, "%s", scope ? (const char *) scope : "api");
         return 0;
 }
 
@@ -43,20 +46,27 @@ static int one_token(db *d, sqlite3_stmt *st, db_token *out, ns_error *err, cons
         return 0;
 }
 
-int db_token_insert(db *d, const char *name, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out, ns_error *err) {
+int db_token_insert(db *d, const char *name, const char *scope, const uint8_t hash[DB_TOKEN_HASH_LEN], db_token *out,
+                    ns_error *err) {
         db_token t = { 0 };
+        if (!scope)
+                scope = "api";
+        if (strcmp(scope, "api") && strcmp(scope, "hook"))
+                return ns_err(err, EINVAL, "a token's scope is 'api' or 'hook', not '%s'", scope);
+        snprintf(t.scope, sizeof t.scope, "%s", scope);
         int r = sv_id_new(SV_ID_PREFIX_TOKEN, t.id, err);
         if (r < 0)
                 return r;
         t.created_at = db_now_ms();
         _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
-        if ((r = db_stmt_prepare(d, "INSERT INTO tokens (id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)", &st,
+        if ((r = db_stmt_prepare(d, "INSERT INTO tokens (id, name, hash, created_at, scope) VALUES (?1, ?2, ?3, ?4, ?5)", &st,
                                  err)) < 0)
                 return r;
         db_bind_text(st, 1, t.id);
         db_bind_text(st, 2, name);
         sqlite3_bind_blob(st, 3, hash, DB_TOKEN_HASH_LEN, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, t.created_at);
+        db_bind_text(st, 5, t.scope);
         if ((r = db_stmt_run(d, st, err, "insert token")) < 0) {
                 if (r == -EEXIST)
                         return ns_err(err, EEXIST, "a token named '%s' exists already", name);
@@ -180,7 +190,7 @@ int db_websession_insert(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], const cha
 int db_websession_token(db *d, const uint8_t hash[DB_TOKEN_HASH_LEN], int64_t now_ms, db_token *out, ns_error *err) {
         _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
         int r = db_stmt_prepare(d,
-                                "SELECT t.id, t.name, t.created_at, t.last_used_at, t.revoked_at FROM web_sessions w "
+                                "SELECT t.id, t.name, t.created_at, t.last_used_at, t.revoked_at, t.scope FROM web_sessions w "
                                 "JOIN tokens t ON t.id = w.token_id "
                                 "WHERE w.hash = ?1 AND w.expires_at > ?2 AND t.revoked_at IS NULL",
                                 &st, err);

@@ -17,7 +17,8 @@
 #define SLACK_MAX_SKEW_S 300 /* Slack's own advice: older requests may be replays */
 
 bool sv_hook_route(const char *method, const char *path) {
-        return !strcmp(method, "POST") && (!strcmp(path, "/api/v1/hooks/github") || !strcmp(path, "/api/v1/hooks/slack"));
+        return !strcmp(method, "POST") && (!strcmp(path, "/api/v1/hooks/github") || !strcmp(path, "/api/v1/hooks/slack") ||
+                                           !strcmp(path, "/api/v1/hooks/linear"));
 }
 
 /* ---- verification ------------------------------------------------------------------------- */
@@ -382,4 +383,22 @@ void sv_api_hook_slack(sv_req *r, const sv_route_args *a) {
         char title[300];
         snprintf(title, sizeof title, "Slack: %.200s", prompt);
         start_session(r, true, p, NULL, title, prompt);
+}
+
+/* ---- shared with the other triggers (hooks_int.h) -------------------------------------------- */
+
+bool sv_hook_hmac_ok(const sv_secret *key, const char *const *parts, const size_t *lens, size_t n, const char *hex) {
+        return hmac_ok(key, parts, lens, n, hex);
+}
+int sv_hook_secret(sv_req *r, const char *name, sv_secret *out) {
+        return hook_secret(r, name, out);
+}
+int sv_hook_delivery_new(sv_req *r, const char *source, const char *id) {
+        return delivery_new(r, source, id);
+}
+void sv_hook_start_session(sv_req *r, const char *repo, const char *base, const char *title, const char *prompt) {
+        start_session(r, false, repo, base, title, prompt);
+}
+void sv_hook_ignored(sv_req *r, const char *why) {
+        ignored(r, why);
 }

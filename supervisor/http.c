@@ -154,6 +154,10 @@ static void capture_headers(struct lws *wsi, sv_req *r) {
                 copy_header(wsi, r, 0, "x-hub-signature-256:", r->hook_signature, sizeof r->hook_signature);
                 copy_header(wsi, r, 0, "x-github-delivery:", r->hook_delivery, sizeof r->hook_delivery);
                 copy_header(wsi, r, 0, "x-github-event:", r->hook_event, sizeof r->hook_event);
+        } else if (!strcmp(r->path, "/api/v1/hooks/linear")) {
+                copy_header(wsi, r, 0, "linear-signature:", r->hook_signature, sizeof r->hook_signature);
+                copy_header(wsi, r, 0, "linear-delivery:", r->hook_delivery, sizeof r->hook_delivery);
+                copy_header(wsi, r, 0, "linear-event:", r->hook_event, sizeof r->hook_event);
         } else if (!strcmp(r->path, "/api/v1/hooks/slack")) {
                 copy_header(wsi, r, 0, "x-slack-signature:", r->hook_signature, sizeof r->hook_signature);
                 copy_header(wsi, r, 0, "x-slack-request-timestamp:", r->hook_timestamp, sizeof r->hook_timestamp);

@@ -6,6 +6,7 @@
  *   nightshift token create|ls|revoke API tokens, on the data dir directly (cli_token.c)
  *   nightshift layers ls|rm|gc      the layer store, through sandboxd (cli_layers.c)
  *   nightshift secret set|ls|rm       the secrets vault, through the server (cli_secret.c)
+ *   nightshift notify add|ls|rm|log   notification webhooks, through the server (cli_notify.c)
  *   nightshift version */
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "sdnotify.h"
 #include "preview.h"
 #include "modelproxy.h"
+#include "notify.h"
 #include "egress.h"
 #include "serve.h"
 #include "vault.h"
@@ -54,6 +56,7 @@ static void tick(sv_server *s) {
         s->last_tick_ms = ns_now_ms();
         sv_runner_tick(s);
         sv_preview_tick(s);
+        sv_notify_tick(s);
 }
 
 static int serve(int argc, char **argv) {
@@ -87,6 +90,8 @@ static int serve(int argc, char **argv) {
         if (!(db_path = sv_config_db_path(&s.cfg)) || db_open(db_path, &s.db, &err) < 0)
                 goto out;
         if (sv_secrets_start(&s, &err) < 0)
+                goto out;
+        if (sv_notify_start(&s, &err) < 0) /* libcurl's global state: before any thread */
                 goto out;
         if (ns_loop_new(&s.loop, &err) < 0)
                 goto out;
@@ -140,12 +145,14 @@ out:
         sv_preview_stop(&s);
         if (s.loop)
                 sv_http_stop(&s);
+        sv_notify_quiesce(&s);
         sv_workq_free(s.wq);
         sv_runner_free(&s);
         if (s.loop)
                 ns_loop_remove(s.loop, sigw);
         ns_loop_free(s.loop);
         sv_modelproxy_stop(s.proxy);
+        sv_notify_stop(&s);
         sv_secrets_stop(&s);
         db_close(s.db);
         if (git_up)
@@ -168,6 +175,7 @@ static void usage(FILE *f) {
               "       nightshift stop ID [--force] | pause ID | resume ID\n"
               "       nightshift diff ID                 its changes against its base\n"
               "       nightshift secret set NAME [--repo R] | ls | rm NAME   the vault (value from stdin)\n"
+              "       nightshift notify add URL [--format json|slack] | ls | rm ID | log   notification webhooks\n"
               "       nightshift version\n"
               "Each command takes --help; the client commands take --server URL, --token-file FILE and,\n"
               "where they print data, --json.\n",
@@ -189,6 +197,8 @@ int main(int argc, char **argv) {
                 return cli_layers(argc - 1, argv + 1);
         if (!strcmp(argv[1], "secret"))
                 return cli_secret(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "notify"))
+                return cli_notify(argc - 1, argv + 1);
         if (cli_session_command_exists(argv[1]))
                 return cli_session_command(argc - 1, argv + 1);
         if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

@@ -29,6 +29,7 @@
 #include "redact.h"
 #include "egress.h"
 #include "session_int.h"
+#include "notify.h"
 #include "vault.h"
 #include "ws.h"
 
@@ -396,10 +397,13 @@ static int set_state(sv_live *l, sv_state to, const char *why) {
                 log_warn("session %s: %s → %s: %s", l->id, sv_state_name(l->state), sv_state_name(to), err.msg);
                 return r;
         }
+        bool resumed = l->state == SV_PAUSED;
         l->state = to;
         if (to == SV_IDLE || to == SV_WAITING)
                 l->idle_since_ms = ns_now_ms();
         sv_ws_notify(l->srv);
+        if (!resumed) /* completed, failed, waiting: the operator's webhooks (once, not again on a resume) */
+                sv_notify_session(l->srv, l->id, to);
         return 0;
 }
 
