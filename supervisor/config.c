@@ -106,6 +106,7 @@ void sv_config_clear(sv_config *c) {
         free(c->hook_agent);
         free(c->hook_ci_repos);
         free(c->public_url);
+        free(c->github_api_url);
         *c = (sv_config){ 0 };
 }
 
@@ -197,6 +198,7 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 { "hook-agent", offsetof(sv_config, hook_agent) },
                 { "hook-ci-repos", offsetof(sv_config, hook_ci_repos) },
                 { "public-url", offsetof(sv_config, public_url) },
+                { "github-api-url", offsetof(sv_config, github_api_url) },
         };
         for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
                 if (strcmp(key, strs[i].key))
@@ -326,7 +328,7 @@ static void usage(void) {
               "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n"
               "         [--egress-allow LIST] [--egress-hosts FILE]\n"
               "         [--hook-command-prefix P] [--hook-associations LIST] [--hook-agent A]\n"
-              "         [--hook-ci-repos LIST] [--public-url URL]\n",
+              "         [--hook-ci-repos LIST] [--public-url URL] [--github-api-url URL]\n",
               stdout);
 }
 
@@ -367,7 +369,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "model-key-openai", required_argument, NULL, 0 },
                 { "hook-command-prefix", required_argument, NULL, 0 }, { "hook-associations", required_argument, NULL, 0 },
                 { "hook-agent", required_argument, NULL, 0 }, { "hook-ci-repos", required_argument, NULL, 0 },
-                { "public-url", required_argument, NULL, 0 },
+                { "public-url", required_argument, NULL, 0 }, { "github-api-url", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

@@ -59,6 +59,7 @@ typedef struct sv_config {
         char *hook_agent;          /* the agent hook-started sessions run: "claude" */
         char *hook_ci_repos;       /* comma list of repository names that opt in to fix-CI sessions, or NULL */
         char *public_url;          /* the dashboard's address for links sent out, or NULL (the request's Host) */
+        char *github_api_url;      /* the GitHub REST API (pr.c), NULL = https://api.github.com */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */
