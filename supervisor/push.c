@@ -23,6 +23,7 @@
 #include "hostkey.h"
 #include "push.h"
 #include "redact.h"
+#include "repo_settings.h"
 #include "serve.h"
 #include "vault.h"
 #include "workq.h"
@@ -447,7 +448,13 @@ int sv_push_init(sv_push *j, sv_server *s, const char *sid, int *status, const c
                 j->mirror_path = TAKE_PTR(repo.mirror_path);
                 j->branch = strdup(row.branch);
                 j->base_sha = strdup(row.base_sha);
-                j->url = strdup(repo.url_or_path);
+                sv_repo_settings set = { 0 };
+                ns_error e2;
+                /* a push_url repository setting (the operator's) wins over the registered URL */
+                j->url = sv_repo_settings_get(s->db, row.repo_id, &set, &e2) == 0 && set.push_url
+                                 ? TAKE_PTR(set.push_url)
+                                 : strdup(repo.url_or_path);
+                sv_repo_settings_clear(&set);
                 if (!j->mirror_path || !j->branch || !j->base_sha || !j->url) {
                         sv_push_clear(j);
                         *status = 500, *code = "internal";

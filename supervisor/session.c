@@ -25,6 +25,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "identity.h"
+#include "pr.h"
 #include "modelproxy.h"
 #include "redact.h"
 #include "egress.h"
@@ -400,6 +401,8 @@ static int set_state(sv_live *l, sv_state to, const char *why) {
         if (to == SV_IDLE || to == SV_WAITING)
                 l->idle_since_ms = ns_now_ms();
         sv_ws_notify(l->srv);
+        if (to == SV_COMPLETED)
+                sv_pr_on_complete(l->srv, l->id); /* the repository's on_complete policy (pr.c) */
         return 0;
 }
 
