@@ -366,7 +366,10 @@ static pr_job *pr_job_new(sv_server *s, const char *sid, int *status, const char
         db_prompts_free(pv, pn);
         j->session_title = row.title ? strdup(row.title) : NULL;
         j->gh_repo = set->github_repo ? strdup(set->github_repo) : NULL;
-        j->pr_base = strdup(set->pr_base ? set->pr_base : row.base_ref ? row.base_ref : "main");
+        const char *base = set->pr_base ? set->pr_base : row.base_ref ? row.base_ref : "main";
+        if (!strncmp(base, "refs/heads/", 11))
+                base += 11;
+        j->pr_base = strdup(base);
         j->api_base = strdup(s->cfg.github_api_url ? s->cfg.github_api_url : SV_GH_API_DEFAULT);
         j->draft = set->pr_draft;
         j->base.run = run_pr;

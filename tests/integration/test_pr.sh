@@ -89,6 +89,14 @@ expect_eq "still one artifact" 1 "$(jget "$(api GET "/api/v1/sessions/$sid/artif
 out=$(CLI pr "$sid" 2>&1)
 expect_match "nightshift pr ID prints the link" "$url" "$out"
 
+# --- the body is redacted -------------------------------------------------------------------------
+printf 'pr-body-Secret-5521xq' | CLI secret set PRLEAK >/dev/null
+sid5=$(session 'echo five > five.txt')
+expect_eq "a title and body quoting a vault value: opened" 201 \
+  "$(api POST "/api/v1/sessions/$sid5/pr" '{"title":"fix pr-body-Secret-5521xq","body":"the key is pr-body-Secret-5521xq"}' | cut -d' ' -f1)"
+expect_eq "GitHub got [secret:PRLEAK] in both, never the value" "True True False" \
+  "$(last_req POST /repos/octo/remote/pulls '" ".join(map(str, ["[secret:PRLEAK]" in b["title"], "[secret:PRLEAK]" in b["body"], "pr-body-Secret-5521xq" in r["body"]]))')"
+
 # --- GitHub fails -----------------------------------------------------------------------------------
 sid2=$(session 'echo two > two.txt')
 r=$(api POST "/api/v1/sessions/$sid2/pr" '{"title":"FAIL500 please"}')
