@@ -281,9 +281,12 @@ static int on_certificate(git_cert *cert, int valid, const char *host, void *pay
         sv_push *j = cc->j;
         if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2)
                 return valid ? 0 : GIT_ECERTIFICATE; /* TLS: libgit2's own verification decides */
-        /* Why: libgit2 1.5 checks no known_hosts, so without a pin anyone on the path could
-         * impersonate the remote and receive the branch.  The operator pins the host key in the
-         * vault (GIT_SSH_KNOWN_HOSTS); without one the push is refused, never trusted on first use. */
+        /* Why: without a pin anyone on the path could impersonate the remote and receive the
+         * branch.  libgit2 1.5's `valid` only says whether the supervisor user's own
+         * ~/.ssh/known_hosts lists the key — not a decision the operator made for this
+         * repository, so it is ignored: the host key must match the vault's GIT_SSH_KNOWN_HOSTS
+         * (hostkey.h); without a pin the push is refused, never trusted on first use.  (libgit2
+         * 1.5.1 leaks its known_hosts handle, ~90 bytes, on each refusal: fixed upstream.) */
         char h[201];
         int port = 22;
         if (!sv_hostkey_url_target(j->url, h, sizeof h, &port))
