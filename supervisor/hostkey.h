@@ -1,9 +1,9 @@
 /* nightshift supervisor — pinning SSH host keys for pushes (push.c).
  *
  * libgit2 1.5 only looks at the supervisor user's ~/.ssh/known_hosts; the host key an SSH remote
- * shows is compared here with the operator's pins instead, the vault secret GIT_SSH_KNOWN_HOSTS (repository scope
- * first, then global).  Its lines are either OpenSSH known_hosts lines, as `ssh-keyscan -p PORT
- * HOST` prints them ("HOST[,HOST…] KEYTYPE BASE64" with HOST "name", "[name]:port" for a port
+ * shows is compared here with the operator's pins instead, the vault secret GIT_SSH_KNOWN_HOSTS
+ * (repository scope first, then global).  Its lines are either OpenSSH known_hosts lines, as
+ * `ssh-keyscan -p PORT HOST` prints them ("HOST[,HOST…] KEYTYPE BASE64" with HOST "name", "[name]:port" for a port
  * other than 22, or "*"; hashed "|1|" names are not supported), or a bare SHA256 fingerprint as
  * `ssh-keygen -lf` prints it ("SHA256:…", any host).  No pin at all refuses: never trust on first
  * use. */
