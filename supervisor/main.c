@@ -167,6 +167,7 @@ static void usage(FILE *f) {
               "       nightshift prompt ID TEXT|-        queue a follow-up prompt\n"
               "       nightshift stop ID [--force] | pause ID | resume ID\n"
               "       nightshift diff ID                 its changes against its base\n"
+              "       nightshift push ID | pr ID [--draft]  push its branch / and open its pull request\n"
               "       nightshift secret set NAME [--repo R] | ls | rm NAME   the vault (value from stdin)\n"
               "       nightshift version\n"
               "Each command takes --help; the client commands take --server URL, --token-file FILE and,\n"

@@ -119,6 +119,13 @@ expect_eq "the request: head nightshift/$sid3, not a draft" "nightshift/$sid3 Fa
 sid4=$(session 'true')
 sleep 1
 expect_eq "a session without commits opens none" "" "$(events "$sid4" | grep -E '"type": "(pr|push)"')"
+api PATCH "/api/v1/repos/$repo_id/settings" '{"on_complete":"push"}' >/dev/null
+n_pulls=$(grep -c '"path": "/repos/octo/remote/pulls"' "$GHLOG")
+sid6=$(session 'echo six > six.txt')
+for _ in $(seq 1 100); do events "$sid6" | grep -q '"type": "push"' && break; sleep 0.1; done
+expect_eq "on_complete=push: the branch is pushed" "$(git -C "$(mirror_of "$repo_id")" rev-parse "nightshift/$sid6")" \
+  "$(git -C "$B" rev-parse "refs/heads/nightshift/$sid6" 2>/dev/null)"
+expect_eq "and no pull request is opened" "$n_pulls" "$(grep -c '"path": "/repos/octo/remote/pulls"' "$GHLOG")"
 api PATCH "/api/v1/repos/$repo_id/settings" '{"on_complete":null}' >/dev/null
 
 # --- comment-back ------------------------------------------------------------------------------------
