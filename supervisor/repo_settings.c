@@ -25,6 +25,13 @@ void sv_repo_settings_clear(sv_repo_settings *s) {
         *s = (sv_repo_settings){ 0 };
 }
 
+void sv_repo_settings_forget(db *d, const char *repo_id) {
+        char key[64];
+        ns_error e;
+        key_of(key, sizeof key, repo_id);
+        db_setting_delete(d, key, &e);
+}
+
 static int dup_str(const cJSON *o, const char *k, char **out) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
         if (!cJSON_IsString(v))

@@ -28,6 +28,8 @@ typedef struct sv_repo_settings {
 /* The settings of repository `repo_id` (defaults when none are stored).  0 or -errno. */
 int sv_repo_settings_get(db *d, const char *repo_id, sv_repo_settings *out, ns_error *err);
 void sv_repo_settings_clear(sv_repo_settings *s);
+/* Drop the settings of a deleted repository (best effort: ids are never reused). */
+void sv_repo_settings_forget(db *d, const char *repo_id);
 
 /* GET and PATCH /api/v1/repos/{repo_id}/settings (a member null resets it). */
 void sv_api_repo_settings_get(sv_req *r, const sv_route_args *a);

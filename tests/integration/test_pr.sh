@@ -128,6 +128,13 @@ expect_eq "on_complete=push: the branch is pushed" "$(git -C "$(mirror_of "$repo
 expect_eq "and no pull request is opened" "$n_pulls" "$(grep -c '"path": "/repos/octo/remote/pulls"' "$GHLOG")"
 api PATCH "/api/v1/repos/$repo_id/settings" '{"on_complete":null}' >/dev/null
 
+# --- settings go with their repository ---------------------------------------------------------------
+make_repo "$NS_TMP/src/gone"
+gone=$(jget "$(api POST /api/v1/repos "{\"path\":\"$NS_TMP/src/gone\",\"name\":\"gone\"}" | cut -d' ' -f2-)" 'd["id"]')
+api PATCH "/api/v1/repos/$gone/settings" '{"on_complete":"push"}' >/dev/null
+expect_eq "a repository without sessions is deleted" 204 "$(api DELETE "/api/v1/repos/$gone" | cut -d' ' -f1)"
+expect_eq "and its settings with it" 0 "$($PY -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from settings where key=?",("repo:"+sys.argv[2],)).fetchone()[0])' "$SV_DATA/nightshift.db" "$gone")"
+
 # --- comment-back ------------------------------------------------------------------------------------
 GH_SECRET=gh-hook-secret-$RANDOM$RANDOM
 api PUT /api/v1/secrets/GITHUB_WEBHOOK_SECRET "{\"value\":\"$GH_SECRET\"}" >/dev/null
