@@ -120,8 +120,10 @@ static int take_str(const cJSON *j, const char *k, size_t max, const char *chars
 }
 
 void sv_api_repo_settings_patch(sv_req *r, const sv_route_args *a) {
+        if (!repo_exists(r, a->id))
+                return;
         _cleanup_json_ cJSON *j = sv_api_parse_body(r);
-        if (!j || !repo_exists(r, a->id))
+        if (!j)
                 return;
         static const char *const keys[] = { "on_complete", "pr_draft", "github_repo", "pr_base", "push_url", NULL };
         sv_repo_settings s;
