@@ -1,10 +1,19 @@
 /* Unit tests of supervisor/hostkey.c (SSH host key pins: URL targets, known_hosts lines and SHA256
- * fingerprints, host and port matching, other keys and types refused) and of github_api.c's
- * OWNER/NAME derivation from repository URLs. */
+ * fingerprints, host and port matching, other keys and types refused) and of github_api.c: OWNER/NAME
+ * derivation from repository URLs, an unreachable API and an oversized answer (a forked server on
+ * loopback) failing cleanly. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "supervisor/github_api.h"
 #include "supervisor/hostkey.h"
@@ -28,6 +37,40 @@ static git_cert_hostkey cert_of(const char *b64, unsigned char *raw, size_t cap)
 
 static int check(const char *pins, const char *host, int port, const git_cert_hostkey *c, char *why) {
         return sv_hostkey_check(pins, host, port, c, why, 300);
+}
+
+/* A socket on 127.0.0.1 (listening or not); its port into *port. */
+static int loopback(bool listening, int *port) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t l = sizeof a;
+        if (fd < 0 || bind(fd, (struct sockaddr *) &a, sizeof a) < 0 || getsockname(fd, (struct sockaddr *) &a, &l) < 0 ||
+            (listening && listen(fd, 4) < 0))
+                return -1;
+        *port = ntohs(a.sin_port);
+        return fd;
+}
+
+/* Answer one request with 200 and a body of `n` bytes, then exit. */
+static pid_t serve_big(int lfd, size_t n) {
+        pid_t pid = fork();
+        if (pid != 0)
+                return pid;
+        int c = accept(lfd, NULL, NULL);
+        char buf[4096];
+        ssize_t got = read(c, buf, sizeof buf);
+        (void) got;
+        int hl = snprintf(buf, sizeof buf, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", n);
+        if (write(c, buf, (size_t) hl) < 0)
+                _exit(1);
+        memset(buf, 'x', sizeof buf);
+        for (size_t sent = 0; sent < n;) {
+                ssize_t w = write(c, buf, n - sent < sizeof buf ? n - sent : sizeof buf);
+                if (w <= 0)
+                        break;
+                sent += (size_t) w;
+        }
+        _exit(0);
 }
 
 int main(void) {
@@ -87,5 +130,30 @@ int main(void) {
         ok(!sv_gh_repo_from_url("https://github.com/octo/app/tree/x", api, o, sizeof o), "more than OWNER/NAME: no");
         ok(!sv_gh_repo_from_url("https://github.com/octo/..", api, o, sizeof o), "'..': no");
         ok(!sv_gh_repo_from_url("/srv/app.git", api, o, sizeof o), "a path: no");
+
+        ns_error e;
+        sv_gh_resp resp;
+        char base[64];
+        int fd;
+        ok(sv_gh_global_init(&e) == 0, "libcurl initialises");
+        fd = loopback(false, &port);
+        snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+        ok(sv_gh_call(base, "GET", "/x", "t", NULL, &resp, &e) < 0 && resp.status == 0 && !resp.body,
+           "nothing listening: an error, no answer (%s)", e.msg);
+        close(fd);
+        fd = loopback(true, &port);
+        snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+        signal(SIGPIPE, SIG_IGN);
+        pid_t pid = serve_big(fd, 2 * 1024 * 1024);
+        int r = sv_gh_call(base, "GET", "/x", "t", NULL, &resp, &e);
+        ok(r == -EFBIG && !resp.body && strstr(e.msg, "1 MiB"), "a 2 MiB answer is cut off (%s)", e.msg);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pid = serve_big(fd, 1000);
+        r = sv_gh_call(base, "GET", "/x", "t", NULL, &resp, &e);
+        ok(r == 0 && resp.status == 200 && resp.len == 1000, "a small answer is read whole (%zu bytes)", resp.len);
+        sv_gh_resp_clear(&resp);
+        waitpid(pid, NULL, 0);
+        close(fd);
         return tap_done();
 }
