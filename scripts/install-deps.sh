@@ -6,7 +6,7 @@ build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libgit2-dev libsqlite3-dev
   libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev libcurl4-openssl-dev libhttp-parser-dev)
 run_pkgs=(git iproute2 e2fsprogs util-linux python3 ca-certificates curl procps nftables)
-test_pkgs=(bubblewrap hyperfine nginx-light wrk debootstrap chromium)
+test_pkgs=(bubblewrap hyperfine nginx-light wrk debootstrap chromium openssh-server)
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")
 [ "${1:-}" = "--with-tests" ] && want+=("${test_pkgs[@]}")
 missing=()
@@ -16,8 +16,16 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # openssh-server (test_push_ssh.sh starts its own sshd) would start a system sshd on port 22
+  # through invoke-rc.d: a temporary policy-rc.d forbids starting services during the install.
+  policy=/usr/sbin/policy-rc.d made_policy=0
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ "$made_policy" = 1 ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 # The agent CLIs (Claude Code, Codex, OpenCode) from the npm registry for the agent tests: node and

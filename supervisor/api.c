@@ -17,6 +17,7 @@
 #include "ids.h"
 #include "jsonw.h"
 #include "serve.h"
+#include "repo_settings.h"
 
 void sv_api_add_str_or_null(cJSON *o, const char *k, const char *v) {
         if (v)
@@ -574,6 +575,9 @@ static const sv_route routes[] = {
         { "PUT", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_put },
         { "DELETE", "/api/v1/repos/{repo_id}/secrets/{name}", sv_api_secret_delete },
         { "POST", "/api/v1/sessions/{id}/push", sv_api_session_push }, /* push.c */
+        { "POST", "/api/v1/sessions/{id}/pr", sv_api_session_pr },     /* pr.c */
+        { "GET", "/api/v1/repos/{repo_id}/settings", sv_api_repo_settings_get }, /* repo_settings.c */
+        { "PATCH", "/api/v1/repos/{repo_id}/settings", sv_api_repo_settings_patch },
         /* hooks.c: no token; each verifies its sender's signature (auth.c lets exactly these in) */
         { "POST", "/api/v1/hooks/github", sv_api_hook_github },
         { "POST", "/api/v1/hooks/slack", sv_api_hook_slack },

@@ -70,3 +70,5 @@ void sv_api_secret_delete(sv_req *r, const sv_route_args *a);
 
 /* push.c: push the session's branch from the mirror, after the pre-push gate. */
 void sv_api_session_push(sv_req *r, const sv_route_args *a);
+/* pr.c: push the branch and open (or find) its pull request on GitHub. */
+void sv_api_session_pr(sv_req *r, const sv_route_args *a);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api_int.h"
+#include "repo_settings.h"
 #include "common/jsonv.h"
 #include "fsutil.h"
 #include "gitx.h"
@@ -196,6 +197,7 @@ static void run_repo_delete(api_job *j, sv_worker *w) {
                 return (void) fail(j, 404, "not_found");
         if (r < 0)
                 return (void) fail(j, 500, "internal");
+        sv_repo_settings_forget(w->db, j->repo_id);
         /* The mirror is ours, named after the id: removed by descriptor beneath the mirrors dir. */
         _cleanup_close_ int mfd = fs_open_trusted_dir(j->mirrors_dir, &j->err);
         char name[SV_ID_LEN + 8];

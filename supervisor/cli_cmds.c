@@ -22,11 +22,12 @@ enum {
         OPT_STATE = 1 << 4,
         OPT_REPO = 1 << 5,
         OPT_LIMIT = 1 << 6,
+        OPT_DRAFT = 1 << 7,
 };
 
 typedef struct cmd_args {
         const char *server, *token_file;
-        bool json, follow, force;
+        bool json, follow, force, draft;
         const char *state, *repo;
         long limit;      /* 0: the server's default */
         long long after; /* logs: the seq to start after */
@@ -340,6 +341,24 @@ static int cmd_diff(client_http *c, const cmd_args *a, ns_error *err) {
         return 0;
 }
 
+static int cmd_pr(client_http *c, const cmd_args *a, ns_error *err) {
+        _cleanup_(client_reply_clear) client_reply reply = { 0 };
+        cJSON *body = cJSON_CreateObject();
+        if (!body)
+                return ns_err(err, ENOMEM, "out of memory");
+        cJSON_AddBoolToObject(body, "draft", a->draft);
+        int r = session_request(c, "POST", a->pos[0], "pr", body, &reply, err);
+        cJSON_Delete(body);
+        if (r < 0)
+                return r;
+        if (a->json)
+                print_body(&reply);
+        else
+                printf("%s %s\n", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply.json, "existing")) ? "pull request (already open):" : "opened pull request",
+                       str_of(reply.json, "url") ? str_of(reply.json, "url") : "?");
+        return 0;
+}
+
 static int cmd_push(client_http *c, const cmd_args *a, ns_error *err) {
         _cleanup_(client_reply_clear) client_reply reply = { 0 };
         int r = session_request(c, "POST", a->pos[0], "push", NULL, &reply, err);
@@ -405,6 +424,12 @@ static const session_command commands[] = {
           "the vault's GIT_TOKEN or GIT_SSH_KEY.  Refused when its new commits hold a secret, a key\n"
           "or touch a protected path; never forced.\n",
           cmd_push },
+        { "pr", OPT_JSON | OPT_DRAFT, 1,
+          "usage: nightshift pr ID [--draft] [--json]\n"
+          "Push the session's branch (as `push` does) and open its pull request on GitHub with the\n"
+          "vault's GITHUB_TOKEN; when one is open already, print that one.\n"
+          "  --draft            open it as a draft\n",
+          cmd_pr },
 };
 
 static const session_command *command_named(const char *name) {
@@ -439,13 +464,13 @@ static int parse_args(const session_command *cmd, int argc, char **argv, cmd_arg
                 { "after", required_argument, NULL, 'a' },   { "force", no_argument, NULL, 'F' },
                 { "state", required_argument, NULL, 's' },   { "repo", required_argument, NULL, 'r' },
                 { "limit", required_argument, NULL, 'l' },   { "help", no_argument, NULL, 'h' },
-                { 0 },
+                { "draft", no_argument, NULL, 'D' },         { 0 },
         };
         static const struct {
                 int ch;
                 unsigned bit;
         } bits[] = { { 'j', OPT_JSON }, { 'f', OPT_FOLLOW }, { 'a', OPT_AFTER }, { 'F', OPT_FORCE },
-                     { 's', OPT_STATE }, { 'r', OPT_REPO },  { 'l', OPT_LIMIT } };
+                     { 's', OPT_STATE }, { 'r', OPT_REPO },  { 'l', OPT_LIMIT }, { 'D', OPT_DRAFT } };
         *a = (cmd_args){ 0 };
         optind = 1;
         opterr = 0;
@@ -466,6 +491,7 @@ static int parse_args(const session_command *cmd, int argc, char **argv, cmd_arg
                 case 'j': a->json = true; break;
                 case 'f': a->follow = true; break;
                 case 'F': a->force = true; break;
+                case 'D': a->draft = true; break;
                 case 's': a->state = optarg; break;
                 case 'r': a->repo = optarg; break;
                 case 'a':

@@ -112,6 +112,7 @@ void sv_config_clear(sv_config *c) {
         free(c->public_url);
         free(c->hook_linear_label);
         free(c->hook_linear_teams);
+        free(c->github_api_url);
         *c = (sv_config){ 0 };
 }
 
@@ -205,6 +206,7 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 { "public-url", offsetof(sv_config, public_url) },
                 { "hook-linear-label", offsetof(sv_config, hook_linear_label) },
                 { "hook-linear-teams", offsetof(sv_config, hook_linear_teams) },
+                { "github-api-url", offsetof(sv_config, github_api_url) },
         };
         for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
                 if (strcmp(key, strs[i].key))
@@ -344,7 +346,7 @@ static void usage(void) {
               "         [--model-key-anthropic SECRET] [--model-key-openai SECRET]\n"
               "         [--egress-allow LIST] [--egress-hosts FILE]\n"
               "         [--hook-command-prefix P] [--hook-associations LIST] [--hook-agent A]\n"
-              "         [--hook-ci-repos LIST] [--public-url URL]\n"
+              "         [--hook-ci-repos LIST] [--public-url URL] [--github-api-url URL]\n"
               "         [--hook-linear-label L] [--hook-linear-teams TEAM=REPO,...]\n"
               "         [--notify-max-attempts N] [--notify-timeout SEC] [--notify-backoff-max SEC]\n",
               stdout);
@@ -391,6 +393,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "hook-linear-label", required_argument, NULL, 0 }, { "hook-linear-teams", required_argument, NULL, 0 },
                 { "notify-max-attempts", required_argument, NULL, 0 }, { "notify-timeout", required_argument, NULL, 0 },
                 { "notify-backoff-max", required_argument, NULL, 0 },
+                { "github-api-url", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

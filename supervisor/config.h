@@ -65,6 +65,7 @@ typedef struct sv_config {
         int notify_max_attempts;   /* deliveries tried at most this often: 6 */
         int64_t notify_timeout_s;  /* one attempt's time limit: 10 */
         int64_t notify_backoff_max_s; /* the wait between attempts doubles from 1 s up to this: 300 */
+        char *github_api_url;      /* the GitHub REST API (pr.c), NULL = https://api.github.com */
 } sv_config;
 
 /* Fill *c with the defaults (strings malloc'd). */

@@ -1,5 +1,6 @@
 /* nightshift supervisor — triggers: GitHub and Slack webhooks (see hooks.h). */
 #include "hooks.h"
+#include "pr.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -83,6 +84,8 @@ struct hook_start {
         sv_req *r;
         bool slack;       /* answer as a Slack message */
         char base[1100];  /* the dashboard's address, for the link */
+        int issue;        /* a GitHub issue/PR number to comment back on (pr.c), or 0 */
+        char repo_id[SV_ID_LEN + 1];
 };
 
 static void link_base(sv_req *r, char *buf, size_t cap) {
@@ -103,6 +106,8 @@ static void started(void *ctx, int status, cJSON *body, const char *code, const 
         char url[1200] = "";
         if (!code && cJSON_IsString(id))
                 snprintf(url, sizeof url, "%s/#/s/%s", h->base, id->valuestring);
+        if (url[0] && h->issue)
+                sv_pr_comment_started(r->srv, h->repo_id, h->issue, id->valuestring, url);
         if (h->slack) {
                 /* Slack shows a reply only with status 200: failures are messages too. */
                 char text[1400];
@@ -128,8 +133,8 @@ static void started(void *ctx, int status, cJSON *body, const char *code, const 
 
 /* Start a session of the configured agent on `repo` (id or name) from `base` (NULL: the default
  * branch) with `prompt`; the reply comes from started(). */
-static void start_session(sv_req *r, bool slack, const char *repo, const char *base, const char *title,
-                          const char *prompt) {
+static void start_session_ex(sv_req *r, bool slack, const char *repo, const char *base, const char *title,
+                             const char *prompt, int issue) {
         struct hook_start *h = calloc(1, sizeof *h);
         sv_new_session *q = calloc(1, sizeof *q);
         if (!h || !q || !(q->repo = strdup(repo)) || (base && !(q->base = strdup(base))) ||
@@ -144,8 +149,15 @@ static void start_session(sv_req *r, bool slack, const char *repo, const char *b
         q->once = true;
         h->r = r;
         h->slack = slack;
+        h->issue = issue;
+        snprintf(h->repo_id, sizeof h->repo_id, "%s", repo);
         link_base(r, h->base, sizeof h->base);
         sv_session_create(r->srv, q, started, h);
+}
+
+static void start_session(sv_req *r, bool slack, const char *repo, const char *base, const char *title,
+                          const char *prompt) {
+        start_session_ex(r, slack, repo, base, title, prompt, 0);
 }
 
 static void ignored(sv_req *r, const char *why) {
@@ -246,7 +258,7 @@ static void github_comment(sv_req *r, const cJSON *j) {
         _cleanup_free_ char *prompt = strndup(p, plen);
         if (!prompt)
                 return sv_req_reply_error(r, 500, "internal", "out of memory");
-        start_session(r, false, id, NULL, title, prompt);
+        start_session_ex(r, false, id, NULL, title, prompt, cJSON_IsNumber(num) ? num->valueint : 0);
 }
 
 static void github_workflow_run(sv_req *r, const cJSON *j) {

@@ -174,6 +174,7 @@ static void usage(FILE *f) {
               "       nightshift prompt ID TEXT|-        queue a follow-up prompt\n"
               "       nightshift stop ID [--force] | pause ID | resume ID\n"
               "       nightshift diff ID                 its changes against its base\n"
+              "       nightshift push ID | pr ID [--draft]  push its branch / and open its pull request\n"
               "       nightshift secret set NAME [--repo R] | ls | rm NAME   the vault (value from stdin)\n"
               "       nightshift notify add URL [--format json|slack] | ls | rm ID | log   notification webhooks\n"
               "       nightshift version\n"

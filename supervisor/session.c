@@ -25,6 +25,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "identity.h"
+#include "pr.h"
 #include "modelproxy.h"
 #include "redact.h"
 #include "egress.h"
@@ -404,6 +405,8 @@ static int set_state(sv_live *l, sv_state to, const char *why) {
         sv_ws_notify(l->srv);
         if (!resumed) /* completed, failed, waiting: the operator's webhooks (once, not again on a resume) */
                 sv_notify_session(l->srv, l->id, to);
+        if (to == SV_COMPLETED)
+                sv_pr_on_complete(l->srv, l->id); /* the repository's on_complete policy (pr.c) */
         return 0;
 }
 

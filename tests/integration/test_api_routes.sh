@@ -91,7 +91,8 @@ expect_eq "archive of an ended session" "200 archived" "${r%% *} $(jget "${r#* }
 note "$(date +%T) bodies"
 # Unknown ids, invalid and oversized bodies: for every route that takes them.
 declare -A body=([POST:/api/v1/repos]='{"nope":1}' [POST:/api/v1/sessions]='{"repo":1}' [POST:/api/v1/tasks]='{"x":1}'
-  [POST:/api/v1/sessions/ID/prompts]='{"text":5}' [POST:/api/v1/sessions/ID/stop]='{"force":"yes"}' [POST:/api/v1/login]='[]')
+  [POST:/api/v1/sessions/ID/prompts]='{"text":5}' [POST:/api/v1/sessions/ID/stop]='{"force":"yes"}' [POST:/api/v1/login]='[]'
+  [POST:/api/v1/sessions/ID/pr]='{"draft":"yes"}')
 bad=()
 for k in "${!body[@]}"; do
   m=${k%%:*}; p=${k#*:}; p=${p//ID/$s1}
@@ -118,7 +119,8 @@ for rt in "GET /api/v1/sessions/ID" "DELETE /api/v1/sessions/ID" "GET /api/v1/se
           "GET /api/v1/sessions/ID/previews" "POST /api/v1/sessions/ID/prompts" "DELETE /api/v1/sessions/ID/prompts/1" \
           "POST /api/v1/sessions/ID/interrupt" "POST /api/v1/sessions/ID/stop" "POST /api/v1/sessions/ID/pause" \
           "POST /api/v1/sessions/ID/resume" "POST /api/v1/sessions/ID/complete" "POST /api/v1/sessions/ID/archive" \
-          "DELETE /api/v1/repos/r-aaaaaaaaaaaa" "GET /api/v1/sessions/not-an-id"; do
+          "DELETE /api/v1/repos/r-aaaaaaaaaaaa" "GET /api/v1/sessions/not-an-id" "POST /api/v1/sessions/ID/pr" \
+          "GET /api/v1/repos/r-aaaaaaaaaaaa/settings" "PATCH /api/v1/repos/r-aaaaaaaaaaaa/settings"; do
   m=${rt%% *}; p=${rt#* }; p=${p//ID/$NOSID}
   b=; [ "$m" = POST ] && [[ "$p" = */prompts ]] && b='{"text":"x"}'
   c=$(api "$m" "$p" "$b")
