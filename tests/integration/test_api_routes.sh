@@ -52,8 +52,14 @@ expect_eq "state filter" "$s1" "$(jget "$(api GET "/api/v1/sessions?state=comple
 expect_eq "an unknown state is a 400" 400 "$(api GET "/api/v1/sessions?state=dreaming" | cut -d' ' -f1)"
 # The list is kept between identical requests while the database is unchanged: a change made in
 # between (a new session, a state change) shows in the next answer to the same request.
-l1=$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)
-l2=$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)
+# Nothing may change between the two: the sessions settle first (s2 may still be between its
+# turns, so a pair that straddles a change is taken again).
+wait_state "$s2" idle failed >/dev/null; wait_state "$s3" completed failed >/dev/null
+for _ in $(seq 20); do
+  l1=$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)
+  l2=$(api GET "/api/v1/sessions?limit=1000" | cut -d' ' -f2-)
+  [ "$l1" = "$l2" ] && break; sleep 0.3
+done
 expect_eq "the same request twice: the same answer" "$l1" "$l2"
 r=$(api POST /api/v1/sessions "{\"repo\":\"$repo\",\"prompt\":\"true\",\"once\":true,\"title\":\"late\"}")
 s4=$(jget "${r#* }" 'd["id"]')
