@@ -27,14 +27,23 @@ typedef struct ports_listener ports_listener;
 typedef struct ports_conn ports_conn;
 
 /* One direction of a connection: bytes read from end `i` waiting to be written to end `1 - i`.
- * They move by splice(2) through a pipe, so the payload is never copied into this process: on
- * loopback the pages go from one socket's receive queue to the other's send queue. */
+ * Requests and answers of a few KiB are copied through a buffer (recv + send: the cheapest for
+ * them); once reads fill the buffer (a bulk transfer) they move by splice(2) through a pipe
+ * instead, never copied into the daemon, until a read comes back small again.  A mode changes only
+ * while nothing waits in either. */
 struct ports_dir {
-        int pipe[2];    /* made when data first moves, closed when the direction ends */
-        size_t pending; /* bytes in the pipe, read from the source and not yet written */
+        char *buf;      /* copy mode: allocated while data moves, freed when the source runs dry */
+        size_t len, off;
+        int pipe[2];    /* bulk mode: made at the first bulk read, closed when the direction ends */
+        size_t piped;   /* bytes in the pipe */
+        bool bulk;
         bool eof;       /* the source said EOF */
         bool shut;      /* and the destination got shutdown(SHUT_WR) */
 };
+
+static size_t dir_pending(const struct ports_dir *d) {
+        return d->len - d->off + d->piped;
+}
 
 struct ports_end {
         ports_conn *c;
@@ -115,8 +124,10 @@ static void conn_free(ports_conn *c, bool reset) {
                 }
                 close(c->fd[i]);
         }
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 2; i++) {
                 dir_close_pipe(&c->d[i]);
+                free(c->d[i].buf);
+        }
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -132,48 +143,85 @@ static void conn_free(ports_conn *c, bool reset) {
  * direction keeps flowing. */
 static void dir_finish(ports_conn *c, int i) {
         struct ports_dir *d = &c->d[i];
-        if (d->eof && !d->shut && d->pending == 0) {
+        if (d->eof && !d->shut && dir_pending(d) == 0) {
                 (void) shutdown(c->fd[1 - i], SHUT_WR);
                 d->shut = true;
                 dir_close_pipe(d);
+                free(d->buf);
+                d->buf = NULL;
         }
 }
 
-/* Move what can be moved in direction i, at most PORTS_BURST pipefuls.  Whatever state it stops
- * in, conn_update asks for exactly the event that lets it go on.  Returns 0, or -errno when the
- * connection is broken. */
-static int dir_pump(ports_conn *c, int i) {
-        struct ports_dir *d = &c->d[i];
-        int src = c->fd[i], dst = c->fd[1 - i];
-        for (int burst = 0; burst < PORTS_BURST && !d->shut; burst++) {
-                if (d->pending > 0) {
-                        ssize_t n = splice(d->pipe[0], NULL, dst, NULL, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-                        if (n < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                                        break;
-                                return -errno;
-                        }
-                        d->pending -= (size_t) n;
-                        continue;
-                }
-                if (d->eof)
-                        break;
+/* Read once from the source into the buffer or, in bulk mode, the pipe.  Returns 1 when bytes
+ * came, 0 when the source is dry (or said EOF), or -errno. */
+static int dir_read(struct ports_dir *d, int src) {
+        ssize_t n;
+        if (d->bulk) {
                 if (d->pipe[0] < 0 && pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
                         d->pipe[0] = d->pipe[1] = -1;
                         return -errno;
                 }
-                ssize_t n = splice(src, NULL, d->pipe[1], NULL, PORTS_BUF, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-                if (n > 0)
-                        d->pending = (size_t) n;
-                else if (n == 0)
-                        d->eof = true;
-                else if (errno == EAGAIN || errno == EWOULDBLOCK)
-                        break;
-                else if (errno != EINTR)
-                        return -errno;
+                n = splice(src, NULL, d->pipe[1], NULL, PORTS_BUF, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                if (n > 0) {
+                        d->piped = (size_t) n;
+                        d->bulk = (size_t) n >= PORTS_BUF / 4;
+                }
+        } else {
+                if (!d->buf && !(d->buf = malloc(PORTS_BUF)))
+                        return -ENOMEM;
+                n = recv(src, d->buf, PORTS_BUF, MSG_DONTWAIT);
+                if (n > 0) {
+                        d->len = (size_t) n;
+                        d->off = 0;
+                        d->bulk = (size_t) n == PORTS_BUF;
+                } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                        free(d->buf); /* idle: hold no buffer */
+                        d->buf = NULL;
+                }
         }
+        if (n > 0)
+                return 1;
+        if (n == 0) {
+                d->eof = true;
+                return 0;
+        }
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+}
+
+/* Write what waits (pipe or buffer) to dst.  Returns 1 when all of it went, 0 when dst is full,
+ * or -errno. */
+static int dir_write(struct ports_dir *d, int dst) {
+        while (dir_pending(d)) {
+                ssize_t n = d->piped ? splice(d->pipe[0], NULL, dst, NULL, d->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                                     : send(dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+                }
+                if (d->piped)
+                        d->piped -= (size_t) n;
+                else if ((d->off += (size_t) n) == d->len)
+                        d->off = d->len = 0;
+        }
+        return 1;
+}
+
+/* Move what can be moved in direction i, at most PORTS_BURST reads.  Whatever state it stops in,
+ * conn_update asks for exactly the event that lets it go on.  Returns 0, or -errno when the
+ * connection is broken. */
+static int dir_pump(ports_conn *c, int i) {
+        struct ports_dir *d = &c->d[i];
+        int r = 1;
+        for (int burst = 0; burst < PORTS_BURST && !d->shut && r > 0; burst++) {
+                if ((r = dir_write(d, c->fd[1 - i])) <= 0 || d->eof)
+                        break;
+                r = dir_read(d, c->fd[i]);
+        }
+        if (r > 0) /* the burst's last read: its bytes go out now if they can */
+                r = dir_write(d, c->fd[1 - i]);
+        if (r < 0)
+                return r;
         dir_finish(c, i);
         return 0;
 }
@@ -213,9 +261,9 @@ static void conn_update(ports_conn *c) {
         ns_loop *loop = c->sb->p->loop;
         for (int k = 0; k < 2; k++) {
                 uint32_t want = 0;
-                if (!c->connecting && !c->d[k].eof && c->d[k].pending == 0)
+                if (!c->connecting && !c->d[k].eof && dir_pending(&c->d[k]) == 0)
                         want |= EPOLLIN;
-                if (c->d[1 - k].pending > 0 || (k == 1 && c->connecting))
+                if (dir_pending(&c->d[1 - k]) > 0 || (k == 1 && c->connecting))
                         want |= EPOLLOUT;
                 if (want == 0) {
                         ns_loop_remove(loop, c->w[k]);

@@ -70,6 +70,7 @@ struct pv_conn {
         pv_buf out[2];          /* out[i]: bytes waiting to be written to fd[i] */
         int pipe[2];            /* upstream → browser by splice(2); -1 until the first response */
         size_t piped;           /* bytes in the pipe: they go to fd[0] before out[0]'s */
+        bool bulk;              /* upstream's reads fill the buffer: splice instead of copying */
         bool eof[2];            /* fd[i] said EOF */
         bool shut[2];           /* fd[i] got shutdown(SHUT_WR) */
         bool connecting;
@@ -623,9 +624,10 @@ static int flush_to(pv_conn *c, int i) {
         return 0;
 }
 
-/* Upstream → browser while nothing of the proxy's own waits for the browser: response bytes are
- * relayed unparsed, so they move by splice(2) through a pipe, never copied into this process.  A
- * pipeful at a time: read again only once it is written.  Returns 0 or -errno. */
+/* Upstream → browser in bulk (reads that fill the buffer) while nothing of the proxy's own waits
+ * for the browser: response bytes are relayed unparsed, so they move by splice(2) through a pipe,
+ * never copied into this process; small answers are cheaper copied (read_from).  A pipeful at a
+ * time: read again only once it is written.  Returns 0 or -errno. */
 static int splice_upstream(pv_conn *c) {
         for (int burst = 0; burst < 16; burst++) {
                 if (c->piped) {
@@ -641,6 +643,10 @@ static int splice_upstream(pv_conn *c) {
                 if (n > 0) {
                         c->piped = (size_t) n;
                         c->got_upstream = true;
+                        if ((size_t) n < PV_READ / 4) { /* back to copying once this is out */
+                                c->bulk = false;
+                                return flush_to(c, 0);
+                        }
                 } else if (n == 0) {
                         c->eof[1] = true;
                         return 0;
@@ -654,7 +660,7 @@ static int splice_upstream(pv_conn *c) {
 /* Read from fd[i] until it runs dry, a few buffers at most (fewer wakeups for bulk transfers),
  * or until enough waits to be written.  Returns 0, or -errno when the connection is broken. */
 static int read_from(pv_conn *c, int i) {
-        if (i == 1 && !buf_pending(&c->out[0]))
+        if (i == 1 && c->bulk && !buf_pending(&c->out[0]))
                 return splice_upstream(c);
         char buf[PV_READ];
         for (int burst = 0; burst < 4 && !c->eof[i] && !(i == 0 && c->closing) &&
@@ -673,6 +679,10 @@ static int read_from(pv_conn *c, int i) {
                         c->got_upstream = true;
                         if (buf_add(&c->out[0], buf, (size_t) n) < 0)
                                 return -ENOMEM;
+                        if ((size_t) n == sizeof buf) { /* a bulk transfer: splice from the next read on */
+                                c->bulk = true;
+                                return 0;
+                        }
                 }
                 if ((size_t) n < sizeof buf)
                         return 0;

@@ -792,12 +792,20 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
 
 /* ---- scheduling ---------------------------------------------------------------------------- */
 
+/* A session that fails before it has a live record (nothing of it runs): the state, its event
+ * and the operator's notification, as set_state gives the others. */
+static void fail_unlived(sv_server *s, const char *sid, const char *why) {
+        if (db_session_set_state(s->db, sid, SV_FAILED, why, -1, NULL, NULL, NULL) == 0)
+                sv_notify_session(s, sid, SV_FAILED);
+        sv_ws_notify(s);
+}
+
 static void start_provision(sv_server *s, const db_session *row) {
         ns_error err;
         sv_live *l = live_new(s, row, &err);
         if (!l) {
                 log_warn("session %s: %s", row->id, err.msg);
-                db_session_set_state(s->db, row->id, SV_FAILED, err.msg, -1, NULL, NULL, NULL);
+                fail_unlived(s, row->id, err.msg);
                 return;
         }
         if (set_state(l, SV_PROVISIONING, "provisioning a sandbox") < 0) {
@@ -1305,8 +1313,7 @@ int sv_runner_start(sv_server *s, ns_error *err) {
                         /* Half-made: the sandbox (if any) is destroyed by the teardown. */
                         sv_live *l = live_new(s, row, err);
                         if (!l) {
-                                db_session_set_state(s->db, row->id, SV_FAILED, "supervisor restarted while provisioning",
-                                                     -1, NULL, NULL, NULL);
+                                fail_unlived(s, row->id, "supervisor restarted while provisioning");
                                 continue;
                         }
                         fail(l, "the supervisor restarted while the session was provisioning");
@@ -1314,7 +1321,7 @@ int sv_runner_start(sv_server *s, ns_error *err) {
                 }
                 sv_live *l = live_new(s, row, err);
                 if (!l) {
-                        db_session_set_state(s->db, row->id, SV_FAILED, err->msg, -1, NULL, NULL, NULL);
+                        fail_unlived(s, row->id, err->msg);
                         continue;
                 }
                 if (row->state == SV_PAUSED)
