@@ -206,6 +206,10 @@ void sandbox_adopt_all(struct sbx_daemon *d);
  * asked whether init still runs, so a reused pid is never read); -errno when init is gone. */
 int sandbox_proc_dir(const struct sbx_sandbox *s, ns_error *err);
 
+/* An fd of the sandbox's network namespace, opened through sandbox_proc_dir (so it is init's,
+ * never a reused pid's).  Returns the fd or -errno (ESRCH: init is gone). */
+int sandbox_netns(const struct sbx_sandbox *s, ns_error *err);
+
 /* Publish the sandbox's port `p->port` (host port `p->host_port`, 0 = any) and record it. */
 int sandbox_publish(struct sbx_sandbox *s, const struct ns_publish *p, struct ns_publish *out, ns_error *err);
 

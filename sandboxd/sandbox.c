@@ -696,15 +696,22 @@ int sandbox_proc_dir(const struct sbx_sandbox *s, ns_error *err) {
         return TAKE_FD(fd);
 }
 
-int sandbox_publish(struct sbx_sandbox *s, const struct ns_publish *p, struct ns_publish *out, ns_error *err) {
-        if (s->n_publishes >= NS_PUBLISH_MAX)
-                return ns_err(err, E2BIG, "at most %d published ports per sandbox", NS_PUBLISH_MAX);
+int sandbox_netns(const struct sbx_sandbox *s, ns_error *err) {
         _cleanup_close_ int proc = sandbox_proc_dir(s, err);
         if (proc < 0)
                 return proc;
-        _cleanup_close_ int netns = openat(proc, "ns/net", O_RDONLY | O_CLOEXEC);
+        int netns = openat(proc, "ns/net", O_RDONLY | O_CLOEXEC);
         if (netns < 0)
                 return ns_err_sys(err, errno, "open the sandbox's network namespace");
+        return netns;
+}
+
+int sandbox_publish(struct sbx_sandbox *s, const struct ns_publish *p, struct ns_publish *out, ns_error *err) {
+        if (s->n_publishes >= NS_PUBLISH_MAX)
+                return ns_err(err, E2BIG, "at most %d published ports per sandbox", NS_PUBLISH_MAX);
+        _cleanup_close_ int netns = sandbox_netns(s, err);
+        if (netns < 0)
+                return netns;
         uint16_t hp = 0;
         int r = ports_publish_add(s->d->ports, s->id, netns, p->port, p->host_port, &hp, err);
         if (r < 0)

@@ -251,11 +251,9 @@ static int op_connect(struct sbx_client *c, struct ns_request *r, ns_error *err)
                 return -err->code;
         if (s->n_connects >= NS_CONNECTS_MAX)
                 return ns_err(err, E2BIG, "at most %d connectors per sandbox", NS_CONNECTS_MAX);
-        char nspath[64];
-        snprintf(nspath, sizeof nspath, "/proc/%d/ns/net", (int) s->init_pid);
-        _cleanup_close_ int netns = open(nspath, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int netns = sandbox_netns(s, err);
         if (netns < 0)
-                return ns_err_sys(err, errno, "open the sandbox's network namespace");
+                return netns;
         int ret = ports_connect_add(c->d->ports, s->id, netns, r->u.connect.port, r->u.connect.host_port, err);
         if (ret < 0)
                 return ret;
@@ -312,12 +310,9 @@ static int op_dial(struct sbx_client *c, struct ns_request *r, ns_error *err) {
         struct sbx_sandbox *s = need_sandbox(c, r->sandbox, err);
         if (!s)
                 return -err->code;
-        _cleanup_close_ int proc = sandbox_proc_dir(s, err);
-        if (proc < 0)
-                return proc;
-        _cleanup_close_ int netns = openat(proc, "ns/net", O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int netns = sandbox_netns(s, err);
         if (netns < 0)
-                return ns_err_sys(err, errno, "open the sandbox's network namespace");
+                return netns;
         _cleanup_close_ int fd = ports_dial(c->d->ports, netns, r->u.publish.port, err);
         if (fd < 0)
                 return fd;
