@@ -435,3 +435,14 @@ char *sv_config_db_path(const sv_config *c) {
                 return NULL;
         return p;
 }
+
+bool sv_list_has(const char *list, const char *item) {
+        size_t il = strlen(item);
+        for (const char *p = list; p && *p;) {
+                size_t n = strcspn(p, ",");
+                if (n == il && !strncmp(p, item, n))
+                        return true;
+                p += n + (p[n] == ',');
+        }
+        return false;
+}

@@ -84,3 +84,7 @@ int sv_config_load_file(sv_config *c, const char *file, ns_error *err);
 
 /* The data dir's derived paths, malloc'd. */
 char *sv_config_db_path(const sv_config *c);
+
+/* True when the comma-separated `list` (a setting such as --hook-associations; NULL is empty)
+ * holds `item` exactly. */
+bool sv_list_has(const char *list, const char *item);

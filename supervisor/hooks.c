@@ -167,18 +167,6 @@ static void ignored(sv_req *r, const char *why) {
         sv_req_reply_json(r, 202, o);
 }
 
-/* True when the comma-separated `list` holds `item` exactly. */
-static bool list_has(const char *list, const char *item) {
-        size_t il = strlen(item);
-        for (const char *p = list; p && *p;) {
-                size_t n = strcspn(p, ",");
-                if (n == il && !strncmp(p, item, n))
-                        return true;
-                p += n + (p[n] == ',');
-        }
-        return false;
-}
-
 static const char *str_at(const cJSON *o, const char *a, const char *b) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
         if (b)
@@ -235,7 +223,7 @@ static void github_comment(sv_req *r, const cJSON *j) {
                 return ignored(r, "the comment does not start with the command prefix");
         /* Why: anyone can comment on a public repository; only the configured associations
          * (default OWNER, MEMBER, COLLABORATOR) may make us run an agent. */
-        if (!assoc || !list_has(c->hook_associations, assoc))
+        if (!assoc || !sv_list_has(c->hook_associations, assoc))
                 return ignored(r, "the comment's author may not trigger sessions");
         const char *p = body + pl;
         while (isspace((unsigned char) *p))
@@ -268,7 +256,7 @@ static void github_workflow_run(sv_req *r, const cJSON *j) {
         char id[SV_ID_LEN + 1], name[256];
         if (!find_repo(r, cJSON_GetObjectItemCaseSensitive(j, "repository"), id, name, sizeof name))
                 return ignored(r, "the repository is not registered");
-        if (!list_has(r->srv->cfg.hook_ci_repos, name))
+        if (!sv_list_has(r->srv->cfg.hook_ci_repos, name))
                 return ignored(r, "the repository has not opted in to fix-CI sessions (--hook-ci-repos)");
         const cJSON *run = cJSON_GetObjectItemCaseSensitive(j, "workflow_run");
         const char *head_full = str_at(run, "head_repository", "full_name"), *full = str_at(j, "repository", "full_name");

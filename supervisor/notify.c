@@ -98,17 +98,6 @@ static void slack_escape(const char *in, char *out, size_t cap) {
         out[o] = '\0';
 }
 
-static bool list_has(const char *list, const char *item) {
-        size_t il = strlen(item);
-        for (const char *p = list; p && *p;) {
-                size_t n = strcspn(p, ",");
-                if (n == il && !strncmp(p, item, n))
-                        return true;
-                p += n + (p[n] == ',');
-        }
-        return false;
-}
-
 /* The payload of `format` (malloc'd JSON text, not yet redacted). */
 static char *build_payload(sv_server *s, bool slack, const db_session *row, const char *repo_name, const char *event) {
         char base[1100];
@@ -208,7 +197,7 @@ void sv_notify_session(sv_server *s, const char *sid, sv_state to) {
                 int rc, queued = 0;
                 while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                         const char *events = (const char *) sqlite3_column_text(st, 3);
-                        if (!list_has(events, event))
+                        if (!sv_list_has(events, event))
                                 continue;
                         if (queue_one(s, &row, repo.name ? repo.name : row.repo_id, event, (const char *) sqlite3_column_text(st, 0),
                                       (const char *) sqlite3_column_text(st, 1), (const char *) sqlite3_column_text(st, 2),
