@@ -407,6 +407,27 @@ static int flush_bytes(int to, char *buf, size_t *off, size_t *len) {
         return 0;
 }
 
+/* Move what can move both ways now, a few buffers at most: a read is written out at once rather
+ * than one loop round later (and an EPOLLOUT registration in between).  Returns 0 or -1 when the
+ * connection is broken. */
+static int relay_pump(struct conn *c) {
+        for (int burst = 0; burst < 16; burst++) {
+                uint64_t before = c->bytes_up + c->bytes_down;
+                size_t sent = c->up_off + c->down_off;
+                if (!c->c_eof && move_bytes(c->cfd, c->up, &c->up_off, &c->up_len, &c->c_eof, &c->bytes_up) < 0)
+                        return -1;
+                if (flush_bytes(c->sfd, c->up, &c->up_off, &c->up_len) < 0)
+                        return -1;
+                if (!c->s_eof && move_bytes(c->sfd, c->down, &c->down_off, &c->down_len, &c->s_eof, &c->bytes_down) < 0)
+                        return -1;
+                if (flush_bytes(c->cfd, c->down, &c->down_off, &c->down_len) < 0)
+                        return -1;
+                if (c->bytes_up + c->bytes_down == before && c->up_off + c->down_off == sent)
+                        break;
+        }
+        return 0;
+}
+
 static void connected(struct conn *c) {
         c->st = ST_RELAY;
         if (c->is_connect) {
@@ -435,6 +456,8 @@ static void on_server(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         if ((events & EPOLLOUT) && flush_bytes(fd, c->up, &c->up_off, &c->up_len) < 0)
                 return conn_free(c);
         if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && c->up_len > c->up_off)
+                return conn_free(c);
+        if (c->st == ST_RELAY && relay_pump(c) < 0)
                 return conn_free(c);
         conn_update(c);
 }
@@ -666,6 +689,8 @@ static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         if ((events & EPOLLOUT) && flush_bytes(fd, c->down, &c->down_off, &c->down_len) < 0)
                 return conn_free(c);
         if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && c->down_len > c->down_off)
+                return conn_free(c);
+        if (c->st == ST_RELAY && relay_pump(c) < 0)
                 return conn_free(c);
         conn_update(c);
 }
