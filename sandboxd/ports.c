@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/relay.h"
 
-#define PORTS_BUF 65536            /* bytes in flight per direction of a connection (a pipe's default size) */
 #define PORTS_BURST 16             /* buffers moved per direction per wakeup, for fairness */
 #define PORTS_ACCEPT_BURST 64
 #define PORTS_BACKLOG 128
@@ -26,24 +26,12 @@ typedef struct ports_sandbox ports_sandbox;
 typedef struct ports_listener ports_listener;
 typedef struct ports_conn ports_conn;
 
-/* One direction of a connection: bytes read from end `i` waiting to be written to end `1 - i`.
- * Requests and answers of a few KiB are copied through a buffer (recv + send: the cheapest for
- * them); once reads fill the buffer (a bulk transfer) they move by splice(2) through a pipe
- * instead, never copied into the daemon, until a read comes back small again.  A mode changes only
- * while nothing waits in either. */
+/* One direction of a connection: bytes read from end `i` waiting to be written to end `1 - i`
+ * (common/relay.h: copied when small, spliced in bulk). */
 struct ports_dir {
-        char *buf;      /* copy mode: allocated while data moves, freed when the source runs dry */
-        size_t len, off;
-        int pipe[2];    /* bulk mode: made at the first bulk read, closed when the direction ends */
-        size_t piped;   /* bytes in the pipe */
-        bool bulk;
-        bool eof;       /* the source said EOF */
-        bool shut;      /* and the destination got shutdown(SHUT_WR) */
+        ns_relay_dir r;
+        bool shut;      /* the source said EOF and the destination got shutdown(SHUT_WR) */
 };
-
-static size_t dir_pending(const struct ports_dir *d) {
-        return d->len - d->off + d->piped;
-}
 
 struct ports_end {
         ports_conn *c;
@@ -102,14 +90,6 @@ static bool conn_redial(ports_conn *c, int e);
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-static void dir_close_pipe(struct ports_dir *d) {
-        for (int k = 0; k < 2; k++)
-                if (d->pipe[k] >= 0) {
-                        close(d->pipe[k]);
-                        d->pipe[k] = -1;
-                }
-}
-
 static void conn_free(ports_conn *c, bool reset) {
         ports_sandbox *sb = c->sb;
         for (int i = 0; i < 2; i++) {
@@ -124,10 +104,8 @@ static void conn_free(ports_conn *c, bool reset) {
                 }
                 close(c->fd[i]);
         }
-        for (int i = 0; i < 2; i++) {
-                dir_close_pipe(&c->d[i]);
-                free(c->d[i].buf);
-        }
+        for (int i = 0; i < 2; i++)
+                ns_relay_release(&c->d[i].r);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -143,68 +121,11 @@ static void conn_free(ports_conn *c, bool reset) {
  * direction keeps flowing. */
 static void dir_finish(ports_conn *c, int i) {
         struct ports_dir *d = &c->d[i];
-        if (d->eof && !d->shut && dir_pending(d) == 0) {
+        if (d->r.eof && !d->shut && ns_relay_pending(&d->r) == 0) {
                 (void) shutdown(c->fd[1 - i], SHUT_WR);
                 d->shut = true;
-                dir_close_pipe(d);
-                free(d->buf);
-                d->buf = NULL;
+                ns_relay_release(&d->r);
         }
-}
-
-/* Read once from the source into the buffer or, in bulk mode, the pipe.  Returns 1 when bytes
- * came, 0 when the source is dry (or said EOF), or -errno. */
-static int dir_read(struct ports_dir *d, int src) {
-        ssize_t n;
-        if (d->bulk) {
-                if (d->pipe[0] < 0 && pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-                        d->pipe[0] = d->pipe[1] = -1;
-                        return -errno;
-                }
-                n = splice(src, NULL, d->pipe[1], NULL, PORTS_BUF, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-                if (n > 0) {
-                        d->piped = (size_t) n;
-                        d->bulk = (size_t) n >= PORTS_BUF / 4;
-                }
-        } else {
-                if (!d->buf && !(d->buf = malloc(PORTS_BUF)))
-                        return -ENOMEM;
-                n = recv(src, d->buf, PORTS_BUF, MSG_DONTWAIT);
-                if (n > 0) {
-                        d->len = (size_t) n;
-                        d->off = 0;
-                        d->bulk = (size_t) n == PORTS_BUF;
-                } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                        free(d->buf); /* idle: hold no buffer */
-                        d->buf = NULL;
-                }
-        }
-        if (n > 0)
-                return 1;
-        if (n == 0) {
-                d->eof = true;
-                return 0;
-        }
-        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
-}
-
-/* Write what waits (pipe or buffer) to dst.  Returns 1 when all of it went, 0 when dst is full,
- * or -errno. */
-static int dir_write(struct ports_dir *d, int dst) {
-        while (dir_pending(d)) {
-                ssize_t n = d->piped ? splice(d->pipe[0], NULL, dst, NULL, d->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
-                                     : send(dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-                }
-                if (d->piped)
-                        d->piped -= (size_t) n;
-                else if ((d->off += (size_t) n) == d->len)
-                        d->off = d->len = 0;
-        }
-        return 1;
 }
 
 /* Move what can be moved in direction i, at most PORTS_BURST reads.  Whatever state it stops in,
@@ -214,12 +135,12 @@ static int dir_pump(ports_conn *c, int i) {
         struct ports_dir *d = &c->d[i];
         int r = 1;
         for (int burst = 0; burst < PORTS_BURST && !d->shut && r > 0; burst++) {
-                if ((r = dir_write(d, c->fd[1 - i])) <= 0 || d->eof)
+                if ((r = ns_relay_write(&d->r, c->fd[1 - i])) <= 0 || d->r.eof)
                         break;
-                r = dir_read(d, c->fd[i]);
+                r = ns_relay_read(&d->r, c->fd[i]);
         }
         if (r > 0) /* the burst's last read: its bytes go out now if they can */
-                r = dir_write(d, c->fd[1 - i]);
+                r = ns_relay_write(&d->r, c->fd[1 - i]);
         if (r < 0)
                 return r;
         dir_finish(c, i);
@@ -261,9 +182,9 @@ static void conn_update(ports_conn *c) {
         ns_loop *loop = c->sb->p->loop;
         for (int k = 0; k < 2; k++) {
                 uint32_t want = 0;
-                if (!c->connecting && !c->d[k].eof && dir_pending(&c->d[k]) == 0)
+                if (!c->connecting && !c->d[k].r.eof && ns_relay_pending(&c->d[k].r) == 0)
                         want |= EPOLLIN;
-                if (dir_pending(&c->d[1 - k]) > 0 || (k == 1 && c->connecting))
+                if (ns_relay_pending(&c->d[1 - k].r) > 0 || (k == 1 && c->connecting))
                         want |= EPOLLOUT;
                 if (want == 0) {
                         ns_loop_remove(loop, c->w[k]);
@@ -349,7 +270,7 @@ static void conn_start(ports_listener *l, int accepted_fd) {
         c->fd[1] = -1;
         for (int i = 0; i < 2; i++) {
                 c->end[i] = (struct ports_end){ .c = c, .i = i };
-                c->d[i].pipe[0] = c->d[i].pipe[1] = -1;
+                ns_relay_init(&c->d[i].r);
         }
         c->next = sb->conns;
         if (sb->conns)
