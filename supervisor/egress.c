@@ -22,12 +22,12 @@
 #include <http_parser.h>
 
 #include "common/cleanup.h"
+#include "common/relay.h"
 
 #define HEAD_MAX 8192
-#define BUF_SIZE 65536
 #define HOST_MAX 253
 /* Bounds per proxy (per session): what one sandbox can make the supervisor hold. */
-#define CONNS_MAX 256      /* ~136 KiB each */
+#define CONNS_MAX 256      /* ~9 KiB each, and up to 64 KiB per direction while bytes move */
 #define RESOLVING_MAX 16   /* name lookups in flight, each a short-lived thread */
 
 struct allow_entry {
@@ -58,14 +58,14 @@ struct conn {
         uint32_t cev, sev;
         char host[HOST_MAX + 1];
         uint16_t port;
-        bool is_connect, allowed, c_eof, s_eof, c_shut, s_shut;
+        bool is_connect, allowed, c_shut, s_shut;
         const char *reason;
         uint64_t bytes_up, bytes_down;
-        size_t head_len, up_off, up_len, down_off, down_len;
-        /* the buffers last: not zeroed at accept */
+        size_t head_len;
+        ns_relay_dir up;       /* client → server (common/relay.h) */
+        ns_relay_dir down;     /* server → client */
+        /* the head last: not zeroed at accept */
         char head[HEAD_MAX];
-        char up[BUF_SIZE];     /* client → server */
-        char down[BUF_SIZE];   /* server → client */
 };
 
 struct sv_egress_proxy {
@@ -307,6 +307,8 @@ static void conn_free(struct conn *c) {
                 p->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
+        ns_relay_release(&c->up);
+        ns_relay_release(&c->down);
         free(c);
 }
 
@@ -336,7 +338,7 @@ static int set_watch(struct conn *c, bool server, uint32_t ev) {
 
 /* After any progress: the right interest on both sockets, half-closes passed on, or the end. */
 static void conn_update(struct conn *c) {
-        bool up_pending = c->up_len > c->up_off, down_pending = c->down_len > c->down_off;
+        bool up_pending = ns_relay_pending(&c->up) > 0, down_pending = ns_relay_pending(&c->down) > 0;
         if (c->st == ST_REPLY) {
                 if (!down_pending)
                         return conn_free(c);
@@ -346,18 +348,18 @@ static void conn_update(struct conn *c) {
         }
         if (c->st != ST_RELAY)
                 return;
-        if (c->c_eof && !up_pending && !c->s_shut) {
+        if (c->up.eof && !up_pending && !c->s_shut) {
                 shutdown(c->sfd, SHUT_WR);
                 c->s_shut = true;
         }
-        if (c->s_eof && !down_pending && !c->c_shut) {
+        if (c->down.eof && !down_pending && !c->c_shut) {
                 shutdown(c->cfd, SHUT_WR);
                 c->c_shut = true;
         }
         if (c->c_shut && c->s_shut)
                 return conn_free(c);
-        uint32_t cev = (!c->c_eof && c->up_len < BUF_SIZE ? EPOLLIN : 0) | (down_pending ? EPOLLOUT : 0);
-        uint32_t sev = (!c->s_eof && c->down_len < BUF_SIZE ? EPOLLIN : 0) | (up_pending ? EPOLLOUT : 0);
+        uint32_t cev = (!c->up.eof && !up_pending ? EPOLLIN : 0) | (down_pending ? EPOLLOUT : 0);
+        uint32_t sev = (!c->down.eof && !down_pending ? EPOLLIN : 0) | (up_pending ? EPOLLOUT : 0);
         if (set_watch(c, false, cev) < 0 || set_watch(c, true, sev) < 0)
                 conn_free(c);
 }
@@ -365,46 +367,16 @@ static void conn_update(struct conn *c) {
 /* Answer the client with a short error and close once it is written. */
 static void reply_error(struct conn *c, int status, const char *text, const char *reason) {
         c->reason = reason;
-        int n = snprintf(c->down, sizeof c->down,
+        char buf[512];
+        int n = snprintf(buf, sizeof buf,
                          "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
                          status, text, strlen(reason) + 1, reason);
-        c->down_off = 0;
-        c->down_len = n > 0 ? (size_t) n : 0;
+        ns_relay_release(&c->down); /* nothing of the origin's goes before or after it */
+        if (n > 0 && (size_t) n < sizeof buf)
+                (void) ns_relay_put(&c->down, buf, (size_t) n);
         c->st = ST_REPLY;
         set_watch(c, true, 0);
         conn_update(c);
-}
-
-static int move_bytes(int from, char *buf, size_t *off, size_t *len, bool *eof, uint64_t *count) {
-        if (*off > 0 && *off == *len)
-                *off = *len = 0;
-        if (*off > 0 && *len == BUF_SIZE) {
-                memmove(buf, buf + *off, *len - *off);
-                *len -= *off;
-                *off = 0;
-        }
-        if (*len >= BUF_SIZE)
-                return 0;
-        ssize_t n = recv(from, buf + *len, BUF_SIZE - *len, 0);
-        if (n < 0)
-                return errno == EAGAIN || errno == EINTR ? 0 : -1;
-        if (n == 0)
-                *eof = true;
-        *len += (size_t) n;
-        *count += (uint64_t) n;
-        return 0;
-}
-
-static int flush_bytes(int to, char *buf, size_t *off, size_t *len) {
-        if (*len <= *off)
-                return 0;
-        ssize_t n = send(to, buf + *off, *len - *off, MSG_NOSIGNAL);
-        if (n < 0)
-                return errno == EAGAIN || errno == EINTR ? 0 : -1;
-        *off += (size_t) n;
-        if (*off == *len)
-                *off = *len = 0;
-        return 0;
 }
 
 /* Move what can move both ways now, a few buffers at most: a read is written out at once rather
@@ -412,17 +384,30 @@ static int flush_bytes(int to, char *buf, size_t *off, size_t *len) {
  * connection is broken. */
 static int relay_pump(struct conn *c) {
         for (int burst = 0; burst < 16; burst++) {
-                uint64_t before = c->bytes_up + c->bytes_down;
-                size_t sent = c->up_off + c->down_off;
-                if (!c->c_eof && move_bytes(c->cfd, c->up, &c->up_off, &c->up_len, &c->c_eof, &c->bytes_up) < 0)
-                        return -1;
-                if (flush_bytes(c->sfd, c->up, &c->up_off, &c->up_len) < 0)
-                        return -1;
-                if (!c->s_eof && move_bytes(c->sfd, c->down, &c->down_off, &c->down_len, &c->s_eof, &c->bytes_down) < 0)
-                        return -1;
-                if (flush_bytes(c->cfd, c->down, &c->down_off, &c->down_len) < 0)
-                        return -1;
-                if (c->bytes_up + c->bytes_down == before && c->up_off + c->down_off == sent)
+                bool moved = false;
+                struct { ns_relay_dir *d; int from, to; uint64_t *count; } dirs[2] = {
+                        { &c->up, c->cfd, c->sfd, &c->bytes_up }, { &c->down, c->sfd, c->cfd, &c->bytes_down } };
+                for (int k = 0; k < 2; k++) {
+                        ns_relay_dir *d = dirs[k].d;
+                        if (ns_relay_pending(d)) {
+                                int r = ns_relay_write(d, dirs[k].to);
+                                if (r < 0)
+                                        return -1;
+                                moved |= r > 0;
+                        }
+                        if (!d->eof && !ns_relay_pending(d)) {
+                                int r = ns_relay_read(d, dirs[k].from);
+                                if (r < 0)
+                                        return -1;
+                                if (r > 0) {
+                                        *dirs[k].count += ns_relay_pending(d);
+                                        moved = true;
+                                        if (ns_relay_write(d, dirs[k].to) < 0)
+                                                return -1;
+                                }
+                        }
+                }
+                if (!moved)
                         break;
         }
         return 0;
@@ -432,9 +417,7 @@ static void connected(struct conn *c) {
         c->st = ST_RELAY;
         if (c->is_connect) {
                 static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-                memcpy(c->down, ok, sizeof ok - 1);
-                c->down_off = 0;
-                c->down_len = sizeof ok - 1;
+                (void) ns_relay_put(&c->down, ok, sizeof ok - 1);
         }
         conn_update(c);
 }
@@ -450,14 +433,9 @@ static void on_server(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 }
                 return connected(c);
         }
-        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->s_eof &&
-            move_bytes(fd, c->down, &c->down_off, &c->down_len, &c->s_eof, &c->bytes_down) < 0)
-                return conn_free(c);
-        if ((events & EPOLLOUT) && flush_bytes(fd, c->up, &c->up_off, &c->up_len) < 0)
-                return conn_free(c);
-        if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && c->up_len > c->up_off)
-                return conn_free(c);
         if (c->st == ST_RELAY && relay_pump(c) < 0)
+                return conn_free(c);
+        if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && ns_relay_pending(&c->up))
                 return conn_free(c);
         conn_update(c);
 }
@@ -634,28 +612,30 @@ static void handle_head(struct conn *c, size_t end) {
                         path = h.url + u.field_data[UF_PATH].off;
                         plen = (size_t) (h.url + h.url_len - path); /* path, query and fragment as sent */
                 }
-                int n = snprintf(c->up, BUF_SIZE, "%s %.*s HTTP/%d.%d\r\n", http_method_str(hp.method), (int) plen, path,
+                char out[2 * HEAD_MAX];
+                int n = snprintf(out, sizeof out, "%s %.*s HTTP/%d.%d\r\n", http_method_str(hp.method), (int) plen, path,
                                  hp.http_major, hp.http_minor);
-                size_t len = n > 0 ? (size_t) n : 0;
+                size_t len = n > 0 && (size_t) n < sizeof out ? (size_t) n : 0;
                 const char *line = memchr(c->head, '\n', end) + 1;
                 while (line < c->head + end - 2) {
                         const char *nl = memchr(line, '\n', (size_t) (c->head + end - line));
                         size_t ln = (size_t) (nl - line + 1);
-                        if (!header_dropped(line, ln) && len + ln < BUF_SIZE) {
-                                memcpy(c->up + len, line, ln);
+                        if (!header_dropped(line, ln) && len + ln < sizeof out - 32) {
+                                memcpy(out + len, line, ln);
                                 len += ln;
                         }
                         line = nl + 1;
                 }
                 static const char tail[] = "Connection: close\r\n\r\n";
-                memcpy(c->up + len, tail, sizeof tail - 1);
+                memcpy(out + len, tail, sizeof tail - 1);
                 len += sizeof tail - 1;
-                c->up_len = len;
+                if (ns_relay_put(&c->up, out, len) < 0)
+                        return reply_error(c, 500, "Internal Server Error", "out of memory");
                 c->bytes_up = len; /* the head as sent to the origin */
         }
-        if (rest && c->up_len + rest <= BUF_SIZE) {
-                memcpy(c->up + c->up_len, c->head + end, rest);
-                c->up_len += rest;
+        if (rest) {
+                if (ns_relay_put(&c->up, c->head + end, rest) < 0)
+                        return reply_error(c, 500, "Internal Server Error", "out of memory");
                 c->bytes_up += rest;
         }
         resolve(c);
@@ -679,18 +659,13 @@ static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 return;
         }
         if (c->st == ST_REPLY) {
-                if (flush_bytes(fd, c->down, &c->down_off, &c->down_len) < 0)
+                if (ns_relay_write(&c->down, fd) < 0)
                         return conn_free(c);
                 return conn_update(c);
         }
-        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->c_eof &&
-            move_bytes(fd, c->up, &c->up_off, &c->up_len, &c->c_eof, &c->bytes_up) < 0)
-                return conn_free(c);
-        if ((events & EPOLLOUT) && flush_bytes(fd, c->down, &c->down_off, &c->down_len) < 0)
-                return conn_free(c);
-        if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && c->down_len > c->down_off)
-                return conn_free(c);
         if (c->st == ST_RELAY && relay_pump(c) < 0)
+                return conn_free(c);
+        if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && ns_relay_pending(&c->down))
                 return conn_free(c);
         conn_update(c);
 }
@@ -711,6 +686,8 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                         return;
                 }
                 memset(c, 0, offsetof(struct conn, head));
+                ns_relay_init(&c->up);
+                ns_relay_init(&c->down);
                 c->p = p;
                 c->cfd = cfd;
                 c->sfd = c->dns_fd = -1;
