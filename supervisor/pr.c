@@ -293,6 +293,18 @@ static void add_artifact(sv_server *s, pr_job *j) {
                 log_warn("session %s: storing the pull request artifact: %s", j->push.sid, e.msg);
 }
 
+/* The pull request as the `pr` event and the API's answer describe it. */
+static cJSON *pr_json(const pr_job *j) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "url", j->pr_url);
+        cJSON_AddNumberToObject(o, "number", (double) j->pr_number);
+        cJSON_AddStringToObject(o, "head", j->push.branch);
+        cJSON_AddStringToObject(o, "base", j->pr_base);
+        cJSON_AddBoolToObject(o, "draft", j->draft);
+        cJSON_AddBoolToObject(o, "existing", j->existing);
+        return o;
+}
+
 static void pr_done(sv_job *job) {
         pr_job *j = (pr_job *) job;
         sv_server *s = j->push.srv;
@@ -301,14 +313,7 @@ static void pr_done(sv_job *job) {
         sv_push_store_event(&j->push); /* the push's own result (push or error event) */
         if (j->pr_url) {
                 add_artifact(s, j);
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "url", j->pr_url);
-                cJSON_AddNumberToObject(o, "number", (double) j->pr_number);
-                cJSON_AddStringToObject(o, "head", j->push.branch);
-                cJSON_AddStringToObject(o, "base", j->pr_base);
-                cJSON_AddBoolToObject(o, "draft", j->draft);
-                cJSON_AddBoolToObject(o, "existing", j->existing);
-                store_event(s, j->push.sid, "pr", o);
+                store_event(s, j->push.sid, "pr", pr_json(j));
         } else if (j->code && j->pushed) { /* the push's failures have their event already */
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "message", j->err.msg);
@@ -319,14 +324,7 @@ static void pr_done(sv_job *job) {
                 if (j->code) {
                         sv_req_reply_error(j->req, j->status, j->code, "%s", j->err.msg[0] ? j->err.msg : j->code);
                 } else {
-                        cJSON *o = cJSON_CreateObject();
-                        cJSON_AddStringToObject(o, "url", j->pr_url);
-                        cJSON_AddNumberToObject(o, "number", (double) j->pr_number);
-                        cJSON_AddStringToObject(o, "head", j->push.branch);
-                        cJSON_AddStringToObject(o, "base", j->pr_base);
-                        cJSON_AddBoolToObject(o, "draft", j->draft);
-                        cJSON_AddBoolToObject(o, "existing", j->existing);
-                        sv_req_reply_json(j->req, j->status, o);
+                        sv_req_reply_json(j->req, j->status, pr_json(j));
                 }
         } else if (j->code) {
                 log_warn("session %s: on_complete: %s", j->push.sid, j->err.msg);
