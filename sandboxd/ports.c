@@ -138,6 +138,10 @@ static int dir_pump(ports_conn *c, int i) {
                 if ((r = ns_relay_write(&d->r, c->fd[1 - i])) <= 0 || d->r.eof)
                         break;
                 r = ns_relay_read(&d->r, c->fd[i]);
+                /* A short read drained the socket: write it and wait for the next readiness
+                 * rather than read again only to hear EAGAIN (level-triggered: nothing is lost). */
+                if (r > 0 && ns_relay_pending(&d->r) < NS_RELAY_CHUNK)
+                        break;
         }
         if (r > 0) /* the burst's last read: its bytes go out now if they can */
                 r = ns_relay_write(&d->r, c->fd[1 - i]);
@@ -163,9 +167,14 @@ static void on_conn(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
                 if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
                         return;
                 c->connecting = false;
+                events |= EPOLLIN | EPOLLOUT; /* both ways may move now */
         }
+        /* d[i] reads end i and writes end 1 - i: it can move when end i became readable or end
+         * 1 - i writable (an error or hang-up: both, to see it).  Pumping only those spares a
+         * read that would find nothing, a syscall per event. */
+        uint32_t any = EPOLLERR | EPOLLHUP;
         for (int i = 0; i < 2; i++)
-                if (dir_pump(c, i) < 0) {
+                if ((events & (any | (e->i == i ? EPOLLIN : EPOLLOUT))) && dir_pump(c, i) < 0) {
                         conn_free(c, true);
                         return;
                 }
