@@ -157,12 +157,12 @@ async function start() {
       list = api.listSessions();
     }
     const { sessions, lastEventId } = await list;
-    performance.mark('ns-sessions-loaded');
     for (const s of sessions) if (s.state !== 'archived' && !store.sessions.has(s.id)) store.sessions.set(s.id, s);
     store.loaded = true;
     stream?.close();
     stream = api.subscribe({ after_id: lastEventId }, onStreamEvent, setConn);
-    view?.update?.();
+    // The whole list at once: drawn now, not a frame later (update() waits for one).
+    if (view?.render) view.render(); else view?.update?.();
   } catch (e) {
     if (e.status !== 401) toast(`sessions: ${e.message}`, true);
   }
