@@ -323,6 +323,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 /* Nothing is expected from subscribers; anything large is refused, not buffered. */
                 ps->rx_len += len;
                 if (ps->rx_len + lws_remaining_packet_payload(wsi) > SV_WS_RX_MAX) {
+                        if (ps->ws) { /* after the events already written (ws.c), not cutting them off */
+                                sv_ws_client_close(ps->ws, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "too large");
+                                return 0;
+                        }
                         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) "too large", 9);
                         return -1;
                 }
