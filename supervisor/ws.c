@@ -44,6 +44,7 @@ struct sv_ws_hub {
         unsigned char *batch;   /* LWS_PRE + BATCH_BYTES: the frames of one write (sv_ws_client_writable) */
         lws_sorted_usec_list_t round_sul; /* a round put off to keep ROUND_GAP_US (sv_ws_notify) */
         bool round_pending;
+        struct lws_context *ctx; /* where round_sul is scheduled */
         uint64_t last_round_us; /* ns_now_us (monotonic) */
 };
 
@@ -64,7 +65,6 @@ struct sv_ws_client {
         enum lws_close_status close_code; /* closing: the code and reason the close frame gives */
         const char *close_reason;
         unsigned char *ctl;        /* a control message to send first (LWS_PRE headroom) */
-        size_t sent_bytes;         /* written so far (the per-wake-up budget) */
         size_t ctl_len;
 };
 
@@ -214,6 +214,10 @@ static void round_run(sv_ws_hub *h) {
 }
 
 static void round_now(sv_ws_hub *h) {
+        if (h->round_pending) { /* this round is that one */
+                lws_sul_schedule(h->ctx, 0, &h->round_sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
+                h->round_pending = false;
+        }
         h->last_round_us = ns_now_us();
         round_run(h);
 }
@@ -238,7 +242,8 @@ void sv_ws_notify(sv_server *s) {
                 return;
         }
         h->round_pending = true;
-        lws_sul_schedule(lws_get_context(h->clients->wsi), 0, &h->round_sul, on_round_timer,
+        h->ctx = lws_get_context(h->clients->wsi);
+        lws_sul_schedule(h->ctx, 0, &h->round_sul, on_round_timer,
                          (lws_usec_t) (h->last_round_us + ROUND_GAP_US - now));
 }
 
@@ -440,49 +445,48 @@ static int batch_write(sv_ws_client *c, struct batch *b) {
         return w < (int) len ? -1 : 0;
 }
 
-/* Send one message: into the batch when it fits, else (a message larger than a batch, or a full
- * batch) the batch goes first.  buf has LWS_PRE bytes of headroom in front of the message.
- * Returns -1 when the connection failed. */
+/* Send one message (buf has LWS_PRE bytes of headroom in front of it) into the batch; one larger
+ * than a batch goes alone, by its own write, when the batch is empty.  Returns 0 when it is sent,
+ * FULL when it must wait for the next wake-up (the batch goes first: one write per wake-up, since
+ * lws calls WRITEABLE only when it has sent all it held), -1 when the connection failed. */
+#define FULL 2
 static int send_text(sv_ws_client *c, struct batch *b, unsigned char *buf, size_t len) {
-        c->sent_bytes += len;
         if (batch_fits(b, len)) {
                 batch_add(b, buf + LWS_PRE, len);
                 return 0;
         }
-        if (batch_write(c, b) < 0)
-                return -1;
-        if (batch_fits(b, len)) {
-                batch_add(b, buf + LWS_PRE, len);
-                return 0;
-        }
+        if (b->len || b->n)
+                return FULL;
+        b->n = BATCH_MESSAGES; /* nothing more this wake-up */
         int w = lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
         return w < (int) len ? -1 : 0;
 }
 
 static int deliver(sv_ws_client *c, struct batch *b, const struct wev *e) {
-        if (send_text(c, b, e->buf, e->len) < 0)
-                return -1;
+        int r = send_text(c, b, e->buf, e->len);
+        if (r != 0)
+                return r;
         c->last_id = e->id;
         c->last_seq = e->seq;
         return 0;
 }
 
-/* One message, if any is due: 1 sent (more may follow), 0 nothing to send now, -1 close. */
+/* One message, if any is due: 1 sent (more may follow), 0 nothing to send now, FULL the batch is
+ * full (more is due), -1 close. */
 static int write_one(sv_ws_client *c, struct batch *b);
 
 int sv_ws_client_writable(sv_ws_client *c) {
-        /* Several messages per wake-up while the socket takes them, written at once (struct
-         * batch).  What the socket cannot take, lws keeps and sends before it calls us again, so
-         * a slow reader holds at most one batch beside its place in the window. */
+        /* Several messages per wake-up, written at once (struct batch).  What the socket cannot
+         * take, lws keeps and sends before it calls us again, so a slow reader holds at most one
+         * batch beside its place in the window. */
         struct batch b = { .buf = c->h->batch };
-        size_t before = c->sent_bytes;
         int r = 1;
-        for (int i = 0; i < BATCH_MESSAGES && c->sent_bytes - before < BATCH_BYTES && r > 0; i++)
+        for (int i = 0; r == 1 && b.n < BATCH_MESSAGES && i < 2 * BATCH_MESSAGES; i++)
                 r = write_one(c, &b);
         if (r < 0 || batch_write(c, &b) < 0)
                 return -1;
-        /* More may be due (the budget ran out), or the close follows what was just written. */
-        if (r > 0 || c->closing)
+        /* More is due (the batch filled), or the close follows what was just written. */
+        if (r != 0 || c->closing)
                 request_write(c);
         return 0;
 }
@@ -500,6 +504,8 @@ static int write_one(sv_ws_client *c, struct batch *b) {
         }
         if (c->ctl) {
                 int r = send_text(c, b, c->ctl, c->ctl_len);
+                if (r == FULL)
+                        return FULL;
                 free(c->ctl);
                 c->ctl = NULL;
                 if (r < 0)
@@ -513,8 +519,10 @@ static int write_one(sv_ws_client *c, struct batch *b) {
         }
         if (!c->live) {
                 if (c->i_replay < c->n_replay || replay_fill(c)) {
-                        if (deliver(c, b, &c->replay[c->i_replay++]) < 0)
-                                return -1;
+                        int r = deliver(c, b, &c->replay[c->i_replay]);
+                        if (r != 0)
+                                return r;
+                        c->i_replay++;
                         return 1;
                 }
                 /* Caught up with the database.  The window takes over if it reaches back to what the
@@ -535,12 +543,14 @@ static int write_one(sv_ws_client *c, struct batch *b) {
                 mark_lagged(c);
                 return 0;
         }
-        while (c->pos < h->end) {
-                const struct wev *e = &h->ring[c->pos++ % WINDOW_EVENTS];
+        for (; c->pos < h->end; c->pos++) {
+                const struct wev *e = &h->ring[c->pos % WINDOW_EVENTS];
                 if (!wants(c, e))
                         continue;
-                if (deliver(c, b, e) < 0)
-                        return -1;
+                int r = deliver(c, b, e);
+                if (r != 0)
+                        return r;
+                c->pos++;
                 return 1;
         }
         return 0;
