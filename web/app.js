@@ -144,6 +144,8 @@ async function start() {
   if (!onBoard) enter();
   try {
     store.repos = (await repos).repos;
+    // The board is drawn once, with its sessions (not empty first, then again: two layouts).
+    if (onBoard) await list.catch(() => {});
   } catch (e) {
     if (e.status === 401) showLogin();
     else fill(main, h('div', { class: 'empty' }, h('h1', null, 'nightshift is not answering'), h('p', null, e.message),
