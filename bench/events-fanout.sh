@@ -40,7 +40,7 @@ for p in "${pids[@]}"; do wait "$p"; done
 WAIT_S=60 wait_state "$sid" completed failed >/dev/null
 c1=$(cpu); t1=$EPOCHREALTIME
 srv_cpu=$($PY -c "print(f'{100*($c1-$c0)/$(getconf CLK_TCK)/($t1-$t0):.0f}')")
-echo "supervisor CPU over the run: $srv_cpu % of one core"
+echo "supervisor CPU over the run: $srv_cpu % of one core ($(( (c1 - c0) / $(getconf CLK_TCK) )) s; load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs)"
 total=$(events "$sid" | grep -c .)
 lines=$(output_of "$sid" | grep -c '^T ')
 $PY - "$total" "$N" "$lines" "$NS_TMP"/fan.* <<'PY'
@@ -66,6 +66,7 @@ print(f"{'events stored (the session)':<48} {total}")
 print(f"{'subscribers complete / in order':<48} {complete} / {in_order} of {clients} (event counts seen: {counts})")
 print(f"{'deliveries/s (events × subscribers, busy phase)':<48} {rate:,.0f} ({busy_events} agent-output events delivered in {secs:.1f} s; {deliveries} events in all)")
 print(f"{'latency agent print → client, p50 / p99 (ms)':<48} {p50:.1f} / {p99:.1f}  (worst client process)")
+print(f"{'client processes: CPU (user + system)':<48} {sum(r.get('cpu_s', 0) for r in res):.1f} s in {len(res)} processes")
 ok = lines == n and complete == clients and in_order == clients and counts == [total] and rate >= 100000 and p99 <= 20
 print("PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)

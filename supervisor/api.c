@@ -33,27 +33,66 @@ void sv_api_add_time(cJSON *o, const char *k, int64_t ms) {
                 cJSON_AddNullToObject(o, k);
 }
 
-void sv_session_write(jw *w, const db_session *s) {
+/* A session's fields in the order they are written; GET /sessions?fields= names a subset. */
+static const char *const session_fields[] = {
+        "id",      "repo",    "base",    "base_sha",    "branch",     "agent",      "state",      "state_reason", "title",
+        "once",    "model",   "network", "sandbox",     "last_commit", "created_at", "updated_at", "started_at",   "ended_at",
+};
+#define SESSION_FIELDS_ALL ((1u << ARRAY_SIZE(session_fields)) - 1)
+
+/* The fields of s that `mask` selects (bit i: session_fields[i]), as one JSON object. */
+static void session_write_fields(jw *w, const db_session *s, unsigned mask) {
         jw_obj_begin(w);
-        jw_kstr(w, "id", s->id);
-        jw_kstr(w, "repo", s->repo_id);
-        jw_kstr(w, "base", s->base_ref);
-        jw_kstr(w, "base_sha", s->base_sha);
-        jw_kstr(w, "branch", s->branch);
-        jw_kstr(w, "agent", s->agent);
-        jw_kstr(w, "state", sv_state_name(s->state));
-        jw_kstr(w, "state_reason", s->state_reason);
-        jw_kstr(w, "title", s->title);
-        jw_kbool(w, "once", s->once);
-        jw_kstr(w, "model", s->model);
-        jw_kstr(w, "network", s->network);
-        jw_kstr(w, "sandbox", s->sandbox_id);
-        jw_kstr(w, "last_commit", s->last_commit_sha);
-        jw_ktime(w, "created_at", s->created_at);
-        jw_ktime(w, "updated_at", s->updated_at);
-        jw_ktime(w, "started_at", s->started_at);
-        jw_ktime(w, "ended_at", s->ended_at);
+        unsigned i = 0;
+#define F(write) \
+        do { \
+                if (mask & (1u << i)) \
+                        write; \
+                i++; \
+        } while (0)
+        F(jw_kstr(w, "id", s->id));
+        F(jw_kstr(w, "repo", s->repo_id));
+        F(jw_kstr(w, "base", s->base_ref));
+        F(jw_kstr(w, "base_sha", s->base_sha));
+        F(jw_kstr(w, "branch", s->branch));
+        F(jw_kstr(w, "agent", s->agent));
+        F(jw_kstr(w, "state", sv_state_name(s->state)));
+        F(jw_kstr(w, "state_reason", s->state_reason));
+        F(jw_kstr(w, "title", s->title));
+        F(jw_kbool(w, "once", s->once));
+        F(jw_kstr(w, "model", s->model));
+        F(jw_kstr(w, "network", s->network));
+        F(jw_kstr(w, "sandbox", s->sandbox_id));
+        F(jw_kstr(w, "last_commit", s->last_commit_sha));
+        F(jw_ktime(w, "created_at", s->created_at));
+        F(jw_ktime(w, "updated_at", s->updated_at));
+        F(jw_ktime(w, "started_at", s->started_at));
+        F(jw_ktime(w, "ended_at", s->ended_at));
+#undef F
         jw_obj_end(w);
+}
+
+void sv_session_write(jw *w, const db_session *s) {
+        session_write_fields(w, s, SESSION_FIELDS_ALL);
+}
+
+/* `list` ("id,state,title"): the mask of the fields it names; -1 when it names one that is not a
+ * session's field, or is empty. */
+static long session_fields_mask(const char *list) {
+        unsigned mask = 0;
+        for (const char *p = list;;) {
+                size_t k = strcspn(p, ",");
+                size_t i = 0;
+                while (i < ARRAY_SIZE(session_fields) &&
+                       (strlen(session_fields[i]) != k || strncmp(session_fields[i], p, k)))
+                        i++;
+                if (i == ARRAY_SIZE(session_fields))
+                        return -1;
+                mask |= 1u << i;
+                if (!p[k])
+                        return (long) mask;
+                p += k + 1;
+        }
 }
 
 cJSON *sv_session_json(const db_session *s) {
@@ -307,8 +346,15 @@ static void sessions_get(sv_req *r) {
         db_generation_t gen = { -1, -1 };
         if (cached_list(r, &gen))
                 return;
-        char state[32], repo[64], limit[16];
+        char state[32], repo[64], limit[16], fields[256];
         db_session_filter f = { .limit = 100 };
+        unsigned mask = SESSION_FIELDS_ALL;
+        if (sv_req_query(r, "fields", fields, sizeof fields)) {
+                long m = session_fields_mask(fields);
+                if (m < 0)
+                        return sv_req_reply_error(r, 400, "invalid", "fields: a comma-separated list of a session's fields");
+                mask = (unsigned) m;
+        }
         if (sv_req_query(r, "state", state, sizeof state)) {
                 sv_state st;
                 if (sv_state_parse(state, &st) < 0)
@@ -335,6 +381,10 @@ static void sessions_get(sv_req *r) {
                 f.after_id = after_id;
                 f.after_created_at = t;
         }
+        /* One row more than the page: a next_cursor only when there is a next page (a client
+         * reading every page is not sent for an empty one). */
+        size_t page = f.limit;
+        f.limit = page + 1;
         db_session *v = NULL;
         size_t n = 0;
         ns_error e;
@@ -349,12 +399,13 @@ static void sessions_get(sv_req *r) {
         jw_obj_begin(&w);
         jw_key(&w, "sessions");
         jw_arr_begin(&w);
-        for (size_t i = 0; i < n; i++)
-                sv_session_write(&w, &v[i]);
+        size_t shown = n > page ? page : n;
+        for (size_t i = 0; i < shown; i++)
+                session_write_fields(&w, &v[i], mask);
         jw_arr_end(&w);
-        if (n == f.limit) {
+        if (n > page) {
                 char next[64];
-                snprintf(next, sizeof next, "%lld.%s", (long long) v[n - 1].created_at, v[n - 1].id);
+                snprintf(next, sizeof next, "%lld.%s", (long long) v[shown - 1].created_at, v[shown - 1].id);
                 jw_kstr(&w, "next_cursor", next);
         } else {
                 jw_kstr(&w, "next_cursor", NULL);

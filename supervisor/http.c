@@ -327,6 +327,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 /* Nothing is expected from subscribers; anything large is refused, not buffered. */
                 ps->rx_len += len;
                 if (ps->rx_len + lws_remaining_packet_payload(wsi) > SV_WS_RX_MAX) {
+                        if (ps->ws) { /* after the events already written (ws.c), not cutting them off */
+                                sv_ws_client_close(ps->ws, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "too large");
+                                return 0;
+                        }
                         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) "too large", 9);
                         return -1;
                 }
@@ -360,8 +364,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+#define SV_HTTP_TX_PACKET (256u * 1024)
+
 static const struct lws_protocols protocols[] = {
-        { "http", callback, sizeof(struct pss), SV_WS_RX_MAX, 0, NULL, 0 },
+        /* tx_packet_size: what one send(2) may carry; left 0, lws would cut every write to the
+         * 4 kB receive buffer and buffer the rest for as many more trips through the loop. */
+        { "http", callback, sizeof(struct pss), SV_WS_RX_MAX, 0, NULL, SV_HTTP_TX_PACKET },
         { NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 

@@ -27,6 +27,7 @@ struct web_file {
 struct sv_web {
         struct web_file f[WEB_FILES_MAX];
         size_t n;
+        char version[17]; /* of the whole set: the path segment of /v/VERSION/NAME (web.h) */
 };
 
 static const struct {
@@ -63,6 +64,13 @@ static const char *type_of(const char *name) {
         return NULL;
 }
 
+#define FNV_SEED 1469598103934665603ULL
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                h = (h ^ p[i]) * 1099511628211ULL;
+        return h;
+}
+
 static int add_file(sv_web *w, const char *name, const unsigned char *data, size_t len, bool owned, ns_error *err) {
         if (w->n == WEB_FILES_MAX)
                 return ns_err(err, E2BIG, "web: more than %d files", WEB_FILES_MAX);
@@ -73,10 +81,77 @@ static int add_file(sv_web *w, const char *name, const unsigned char *data, size
         f->owned = owned;
         f->type = type_of(name);
         /* FNV-1a of the content: the validator a browser revalidates with. */
-        uint64_t h = 1469598103934665603ULL;
-        for (size_t i = 0; i < len; i++)
-                h = (h ^ data[i]) * 1099511628211ULL;
-        snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long) h);
+        snprintf(f->etag, sizeof f->etag, "\"%016llx\"", (unsigned long long) fnv1a(FNV_SEED, data, len));
+        return 0;
+}
+
+static struct web_file *file_named(sv_web *w, const char *name) {
+        for (size_t i = 0; i < w->n; i++)
+                if (!strcmp(w->f[i].name, name))
+                        return &w->f[i];
+        return NULL;
+}
+
+/* Whether a file is served under /v/VERSION/ too: what a page loads (scripts, styles, images),
+ * not the page itself nor the manifest (whose start_url and scope are relative to it). */
+static bool versioned(const struct web_file *f) {
+        const char *dot = strrchr(f->name, '.');
+        return dot && (!strcmp(dot, ".js") || !strcmp(dot, ".mjs") || !strcmp(dot, ".css") || !strcmp(dot, ".svg") ||
+                       !strcmp(dot, ".png"));
+}
+
+/* The set's version (a hash of every file's name and content) and index.html as served: each
+ * src="NAME" / href="NAME" naming a versioned file of the set becomes "v/VERSION/NAME", so that
+ * the page's scripts, styles and images (and the modules they import, by relative URLs) come
+ * from URLs that change whenever any file does, and can be cached for good. */
+static int finish_set(sv_web *w, ns_error *err) {
+        uint64_t h = FNV_SEED;
+        for (size_t i = 0; i < w->n; i++) {
+                h = fnv1a(h, (const unsigned char *) w->f[i].name, strlen(w->f[i].name) + 1);
+                h = fnv1a(h, (const unsigned char *) w->f[i].etag, strlen(w->f[i].etag));
+        }
+        snprintf(w->version, sizeof w->version, "%016llx", (unsigned long long) h);
+        struct web_file *index = file_named(w, "index.html");
+        if (!index)
+                return 0;
+        const char *in = (const char *) index->data, *end = in + index->len;
+        size_t cap = index->len + 1, len = 0;
+        for (const char *p = in; p < end; p++) /* an upper bound: every quote prefixed */
+                if (*p == '"')
+                        cap += sizeof "v/0123456789abcdef/";
+        _cleanup_free_ char *out = malloc(cap);
+        if (!out)
+                return ns_err(err, ENOMEM, "out of memory");
+        for (const char *p = in; p < end;) {
+                const char *q = NULL;
+                if ((size_t) (end - p) > 5 && !memcmp(p, "src=\"", 5))
+                        q = p + 5;
+                else if ((size_t) (end - p) > 6 && !memcmp(p, "href=\"", 6))
+                        q = p + 6;
+                if (!q) {
+                        out[len++] = *p++;
+                        continue;
+                }
+                memcpy(out + len, p, (size_t) (q - p));
+                len += (size_t) (q - p);
+                p = q;
+                const char *close = memchr(q, '"', (size_t) (end - q));
+                char name[sizeof index->name];
+                if (close && (size_t) (close - q) < sizeof name) {
+                        memcpy(name, q, (size_t) (close - q));
+                        name[close - q] = '\0';
+                        const struct web_file *f = plain_name(name) ? file_named(w, name) : NULL;
+                        if (f && versioned(f))
+                                len += (size_t) snprintf(out + len, cap - len, "v/%s/", w->version);
+                }
+        }
+        if (index->owned)
+                free((void *) index->data);
+        index->data = (const unsigned char *) TAKE_PTR(out);
+        index->len = len;
+        index->owned = true;
+        snprintf(index->etag, sizeof index->etag, "\"%016llx\"",
+                 (unsigned long long) fnv1a(FNV_SEED, index->data, index->len));
         return 0;
 }
 
@@ -133,6 +208,8 @@ int sv_web_new(const char *dir, sv_web **out, ns_error *err) {
                         if (plain_name(sv_web_embedded_files[i].name) && type_of(sv_web_embedded_files[i].name))
                                 r = add_file(w, sv_web_embedded_files[i].name, sv_web_embedded_files[i].data,
                                              sv_web_embedded_files[i].len, false, err);
+        if (r == 0)
+                r = finish_set(w, err);
         if (r < 0) {
                 sv_web_free(w);
                 return r;
@@ -150,22 +227,49 @@ void sv_web_free(sv_web *w) {
         free(w);
 }
 
+/* The file `path` names, and whether it names it by the set's current version; NULL when none. */
+static const struct web_file *resolve(const sv_web *w, const char *path, bool *current) {
+        *current = false;
+        if (!w || path[0] != '/')
+                return NULL;
+        const char *name = path + 1;
+        bool under_v = false;
+        if (!strncmp(name, "v/", 2)) {
+                /* /v/VERSION/NAME: VERSION is 16 hex digits; another set's version (a page loaded
+                 * before an upgrade) still finds the file, only not as one to cache for good. */
+                const char *ver = name + 2;
+                size_t k = strspn(ver, "0123456789abcdef");
+                if (k != 16 || ver[16] != '/')
+                        return NULL;
+                *current = !memcmp(ver, w->version, 16);
+                name = ver + 17;
+                under_v = true;
+        }
+        if (!*name && !under_v)
+                name = "index.html";
+        if (!plain_name(name))
+                return NULL;
+        for (size_t i = 0; i < w->n; i++)
+                if (!strcmp(w->f[i].name, name))
+                        return under_v && !versioned(&w->f[i]) ? NULL : &w->f[i];
+        return NULL;
+}
+
 bool sv_web_find(const sv_web *w, const char *path, const unsigned char **data, size_t *len, const char **type,
                  const char **etag) {
-        const char *name = path[0] == '/' ? path + 1 : path;
-        if (!*name)
-                name = "index.html";
-        if (!w || !plain_name(name))
+        bool current;
+        const struct web_file *f = resolve(w, path, &current);
+        if (!f)
                 return false;
-        for (size_t i = 0; i < w->n; i++)
-                if (!strcmp(w->f[i].name, name)) {
-                        *data = w->f[i].data;
-                        *len = w->f[i].len;
-                        *type = w->f[i].type;
-                        *etag = w->f[i].etag;
-                        return true;
-                }
-        return false;
+        *data = f->data;
+        *len = f->len;
+        *type = f->type;
+        *etag = f->etag;
+        return true;
+}
+
+const char *sv_web_version(const sv_web *w) {
+        return w->version;
 }
 
 bool sv_web_wants(const sv_req *r) {
@@ -197,22 +301,23 @@ void sv_web_serve(const sv_web *w, sv_req *r) {
                  "connect-src 'self'%s; manifest-src 'self'; object-src 'none'; base-uri 'none'; "
                  "form-action 'self'; frame-ancestors 'none'",
                  ws);
-        const unsigned char *data;
-        size_t len;
-        const char *type, *etag;
-        if (!sv_web_find(w, r->path, &data, &len, &type, &etag)) {
+        bool current;
+        const struct web_file *f = resolve(w, r->path, &current);
+        if (!f) {
                 char *body = strdup("not found\n");
                 return sv_req_reply_raw(r, 404, "text/plain; charset=utf-8", body, body ? strlen(body) : 0);
         }
-        /* Revalidated on every load (no hashed names): an upgraded server's files show at once,
-         * an unchanged one costs a 304. */
-        r->cache_control = "no-cache";
-        snprintf(r->etag, sizeof r->etag, "%s", etag);
-        if (r->if_none_match[0] && !strcmp(r->if_none_match, etag))
-                return sv_req_reply_raw(r, 304, type, NULL, 0);
-        char *body = malloc(len ? len : 1);
+        /* A file named by the current version never changes under that name (any change makes a
+         * new version, and index.html names the new one): cached for good, no revalidation.
+         * Everything else (index.html, the plain names, another version's) is revalidated on
+         * every load: an upgraded server's files show at once, an unchanged one costs a 304. */
+        r->cache_control = current ? "public, max-age=31536000, immutable" : "no-cache";
+        snprintf(r->etag, sizeof r->etag, "%s", f->etag);
+        if (r->if_none_match[0] && !strcmp(r->if_none_match, f->etag))
+                return sv_req_reply_raw(r, 304, f->type, NULL, 0);
+        char *body = malloc(f->len ? f->len : 1);
         if (!body)
                 return sv_req_reply_error(r, 500, "internal", "out of memory");
-        memcpy(body, data, len);
-        sv_req_reply_raw(r, 200, type, body, len);
+        memcpy(body, f->data, f->len);
+        sv_req_reply_raw(r, 200, f->type, body, f->len);
 }

@@ -29,10 +29,17 @@ extern const size_t sv_web_embedded_count;
 int sv_web_new(const char *dir, sv_web **out, ns_error *err);
 void sv_web_free(sv_web *w);
 
-/* The file that request path `path` names ("/" is index.html): its bytes, length, Content-Type
- * and ETag; false when there is none (only plain names of the set are ever found). */
+/* The file that request path `path` names ("/" is index.html; "/v/VERSION/NAME" a script,
+ * style or image NAME, any 16-hex-digit VERSION): its bytes, length, Content-Type and ETag; false
+ * when there is none (only plain names of the set are ever found).  index.html is served with
+ * its src/href references to the set's scripts, styles and images rewritten to
+ * "v/<sv_web_version>/NAME": those URLs are cached by browsers for good (immutable), everything
+ * else is revalidated on every load. */
 bool sv_web_find(const sv_web *w, const char *path, const unsigned char **data, size_t *len, const char **type,
                  const char **etag);
+
+/* The set's version: 16 hex digits, a hash of every file's name and content. */
+const char *sv_web_version(const sv_web *w);
 
 /* Whether the request is the dashboard's rather than the API's: a GET of a path outside /api/
  * and /metrics. */

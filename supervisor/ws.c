@@ -9,6 +9,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "db.h"
 #include "http.h"
 #include "ids.h"
@@ -18,6 +19,9 @@
 #define WINDOW_BYTES (16u * 1024 * 1024) /* ... bounded in count and in bytes */
 #define REPLAY_BATCH 256               /* events read from the database per replay query */
 #define LAG_CLOSE_S 5                  /* a lagged client that cannot take the notice is closed */
+#define ROUND_GAP_US 4000             /* live rounds (load, wake subscribers) at most this often */
+#define BATCH_BYTES (64u * 1024)       /* frames written at once per wake-up of a client ... */
+#define BATCH_MESSAGES 256             /* ... at most this many */
 
 /* One event, serialised once, with the headroom lws_write needs in front of it.  Sent to every
  * subscriber from the same buffer: lws_write puts the same frame header there each time. */
@@ -37,6 +41,11 @@ struct sv_ws_hub {
         int64_t floor_id;       /* the window holds every event with floor_id < id <= head_id */
         sv_ws_client *clients;
         size_t n_clients;
+        unsigned char *batch;   /* LWS_PRE + BATCH_BYTES: the frames of one write (sv_ws_client_writable) */
+        lws_sorted_usec_list_t round_sul; /* a round put off to keep ROUND_GAP_US (sv_ws_notify) */
+        bool round_pending;
+        struct lws_context *ctx; /* where round_sul is scheduled */
+        uint64_t last_round_us; /* ns_now_us (monotonic) */
 };
 
 struct sv_ws_client {
@@ -53,8 +62,9 @@ struct sv_ws_client {
         bool replay_exhausted;     /* the last replay query came back short ... */
         int64_t replay_head;       /* ... when the hub had loaded up to this id */
         bool said_live, lagged, closing;
+        enum lws_close_status close_code; /* closing: the code and reason the close frame gives */
+        const char *close_reason;
         unsigned char *ctl;        /* a control message to send first (LWS_PRE headroom) */
-        size_t sent_bytes;         /* written so far (the per-wake-up budget) */
         size_t ctl_len;
 };
 
@@ -108,7 +118,9 @@ static void window_push(sv_ws_hub *h, struct wev *e) {
 
 int sv_ws_hub_new(sv_server *s, sv_ws_hub **out, ns_error *err) {
         sv_ws_hub *h = calloc(1, sizeof *h);
-        if (!h || !(h->ring = calloc(WINDOW_EVENTS, sizeof *h->ring))) {
+        if (!h || !(h->ring = calloc(WINDOW_EVENTS, sizeof *h->ring)) || !(h->batch = malloc(LWS_PRE + BATCH_BYTES))) {
+                if (h)
+                        free(h->ring);
                 free(h);
                 return ns_err(err, ENOMEM, "out of memory");
         }
@@ -129,6 +141,7 @@ void sv_ws_hub_free(sv_ws_hub *h) {
         while (h->end > h->start)
                 window_drop_oldest(h);
         free(h->ring);
+        free(h->batch);
         free(h);
 }
 
@@ -153,6 +166,8 @@ static void mark_lagged(sv_ws_client *c) {
         char msg[128];
         snprintf(msg, sizeof msg, "{\"control\":\"lagged\",\"resume_after\":%" PRId64 "}", c->all ? c->last_id : c->last_seq);
         set_control(c, msg);
+        c->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+        c->close_reason = "lagged";
         /* It may not read even this: the connection goes after LAG_CLOSE_S either way. */
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_REASON_BASE, LAG_CLOSE_S);
         request_write(c);
@@ -198,9 +213,38 @@ static void round_run(sv_ws_hub *h) {
         }
 }
 
+static void round_now(sv_ws_hub *h) {
+        if (h->round_pending) { /* this round is that one */
+                lws_sul_schedule(h->ctx, 0, &h->round_sul, NULL, LWS_SET_TIMER_USEC_CANCEL);
+                h->round_pending = false;
+        }
+        h->last_round_us = ns_now_us();
+        round_run(h);
+}
+
+static void on_round_timer(lws_sorted_usec_list_t *sul) {
+        sv_ws_hub *h = lws_container_of(sul, sv_ws_hub, round_sul);
+        h->round_pending = false;
+        round_now(h);
+}
+
 void sv_ws_notify(sv_server *s) {
-        if (s->ws && s->ws->n_clients)
-                round_run(s->ws);
+        sv_ws_hub *h = s->ws;
+        if (!h || !h->n_clients || h->round_pending)
+                return; /* (a pending round finds these events too) */
+        /* A busy session stores an event per line of output, a thousand a second and more.  A
+         * round per event woke every subscriber per event: a send(2) and a reader's wake-up per
+         * event per subscriber.  Rounds at most every ROUND_GAP_US batch what came meanwhile
+         * (one write per subscriber per round); a lone event still goes out at once. */
+        uint64_t now = ns_now_us();
+        if (now - h->last_round_us >= ROUND_GAP_US) {
+                round_now(h);
+                return;
+        }
+        h->round_pending = true;
+        h->ctx = lws_get_context(h->clients->wsi);
+        lws_sul_schedule(h->ctx, 0, &h->round_sul, on_round_timer,
+                         (lws_usec_t) (h->last_round_us + ROUND_GAP_US - now));
 }
 
 
@@ -211,7 +255,7 @@ size_t sv_ws_clients(const sv_server *s) {
 void sv_ws_tick(sv_server *s) {
         /* Events stored off the loop (a worker's state change) are found here at the latest. */
         if (s->ws)
-                round_run(s->ws);
+                round_now(s->ws);
 }
 
 static bool query_int(struct lws *wsi, const char *name, int64_t *out, bool *present) {
@@ -304,6 +348,18 @@ void sv_ws_client_free(sv_ws_client *c) {
         free(c);
 }
 
+void sv_ws_client_close(sv_ws_client *c, int code, const char *reason) {
+        if (c->closing)
+                return;
+        c->closing = true;
+        c->close_code = (enum lws_close_status) code;
+        c->close_reason = reason;
+        free(c->ctl);
+        c->ctl = NULL;
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_REASON_BASE, LAG_CLOSE_S);
+        request_write(c);
+}
+
 /* The next replay batch from the database; false when there is none left. */
 static bool replay_fill(sv_ws_client *c) {
         replay_clear(c);
@@ -335,50 +391,121 @@ static bool wants(const sv_ws_client *c, const struct wev *e) {
         return c->all ? e->id > c->last_id : (!strcmp(e->sid, c->sid) && e->seq > c->last_seq);
 }
 
-static int send_text(sv_ws_client *c, unsigned char *buf, size_t len) {
-        c->sent_bytes += len;
+/* The frames of one wake-up, written with one lws_write.  Why by hand: lws_write(TEXT) makes one
+ * frame and one send(2) per message; at a thousand events a second to hundreds of subscribers the
+ * syscalls (and the readers' wake-ups, one per message) were the cost.  A server's frames are
+ * unmasked and no extension is negotiated on this protocol, so a text frame is its header (RFC
+ * 6455 §5.2) and the payload; lws_write(RAW) sends the bytes as they are, and keeps what the socket
+ * does not take to send before the next WRITEABLE, as it does for a frame of its own. */
+struct batch {
+        unsigned char *buf; /* the hub's: LWS_PRE + BATCH_BYTES */
+        size_t len;
+        unsigned n;
+};
+
+static size_t frame_header(unsigned char *hdr, size_t len) {
+        hdr[0] = 0x81; /* FIN, text */
+        if (len < 126) {
+                hdr[1] = (unsigned char) len;
+                return 2;
+        }
+        if (len <= 0xffff) {
+                hdr[1] = 126;
+                hdr[2] = (unsigned char) (len >> 8);
+                hdr[3] = (unsigned char) len;
+                return 4;
+        }
+        hdr[1] = 127;
+        for (int i = 0; i < 8; i++)
+                hdr[2 + i] = (unsigned char) ((uint64_t) len >> (56 - 8 * i));
+        return 10;
+}
+
+/* Whether a message of `len` bytes fits in what is left of the batch. */
+static bool batch_fits(const struct batch *b, size_t len) {
+        return b->n < BATCH_MESSAGES && b->len + 10 + len <= BATCH_BYTES;
+}
+
+static void batch_add(struct batch *b, const unsigned char *msg, size_t len) {
+        unsigned char *at = b->buf + LWS_PRE + b->len;
+        size_t hl = frame_header(at, len);
+        memcpy(at + hl, msg, len);
+        b->len += hl + len;
+        b->n++;
+}
+
+/* Write what the batch holds; -1 when the connection failed. */
+static int batch_write(sv_ws_client *c, struct batch *b) {
+        if (!b->len)
+                return 0;
+        int w = lws_write(c->wsi, b->buf + LWS_PRE, b->len, LWS_WRITE_RAW);
+        size_t len = b->len;
+        b->len = 0;
+        b->n = 0;
+        return w < (int) len ? -1 : 0;
+}
+
+/* Send one message (buf has LWS_PRE bytes of headroom in front of it) into the batch; one larger
+ * than a batch goes alone, by its own write, when the batch is empty.  Returns 0 when it is sent,
+ * FULL when it must wait for the next wake-up (the batch goes first: one write per wake-up, since
+ * lws calls WRITEABLE only when it has sent all it held), -1 when the connection failed. */
+#define FULL 2
+static int send_text(sv_ws_client *c, struct batch *b, unsigned char *buf, size_t len) {
+        if (batch_fits(b, len)) {
+                batch_add(b, buf + LWS_PRE, len);
+                return 0;
+        }
+        if (b->len || b->n)
+                return FULL;
+        b->n = BATCH_MESSAGES; /* nothing more this wake-up */
         int w = lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
         return w < (int) len ? -1 : 0;
 }
 
-static int deliver(sv_ws_client *c, const struct wev *e) {
-        if (send_text(c, e->buf, e->len) < 0)
-                return -1;
+static int deliver(sv_ws_client *c, struct batch *b, const struct wev *e) {
+        int r = send_text(c, b, e->buf, e->len);
+        if (r != 0)
+                return r;
         c->last_id = e->id;
         c->last_seq = e->seq;
         return 0;
 }
 
-/* One message, if any is due: 1 sent (more may follow), 0 nothing to send now, -1 close. */
-static int write_one(sv_ws_client *c);
+/* One message, if any is due: 1 sent (more may follow), 0 nothing to send now, FULL the batch is
+ * full (more is due), -1 close. */
+static int write_one(sv_ws_client *c, struct batch *b);
 
 int sv_ws_client_writable(sv_ws_client *c) {
-        /* Several messages per wake-up while the socket takes them (libwebsockets' pattern for a
-         * fast reader): one syscall-bound round trip through the loop per message would cap a
-         * subscriber far below what its connection carries. */
-        size_t before = c->sent_bytes;
-        for (int i = 0; i < 64 && c->sent_bytes - before < 48 * 1024; i++) {
-                int r = write_one(c);
-                if (r <= 0)
-                        return r;
-                /* Asking the socket (a poll per message) costs as much as the send itself: ask
-                 * every 16 messages.  What it cannot take, lws keeps, and calls us again only when
-                 * that has gone out, so a slow reader holds at most one round's worth. */
-                if ((i & 15) == 15 && lws_send_pipe_choked(c->wsi))
-                        break;
-        }
-        request_write(c);
+        /* Several messages per wake-up, written at once (struct batch).  What the socket cannot
+         * take, lws keeps and sends before it calls us again, so a slow reader holds at most one
+         * batch beside its place in the window. */
+        struct batch b = { .buf = c->h->batch };
+        int r = 1;
+        for (int i = 0; r == 1 && b.n < BATCH_MESSAGES && i < 2 * BATCH_MESSAGES; i++)
+                r = write_one(c, &b);
+        if (r < 0 || batch_write(c, &b) < 0)
+                return -1;
+        /* More is due (the batch filled), or the close follows what was just written. */
+        if (r != 0 || c->closing)
+                request_write(c);
         return 0;
 }
 
-static int write_one(sv_ws_client *c) {
+static int write_one(sv_ws_client *c, struct batch *b) {
         sv_ws_hub *h = c->h;
         if (c->closing) {
-                lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *) "lagged", 6);
+                /* Whatever is batched goes out first (the lagged notice); the close on the next
+                 * wake-up, which comes once lws has sent all it holds: closing while it still
+                 * held some, lws would flush it and drop the connection without a close frame. */
+                if (b->len)
+                        return 0;
+                lws_close_reason(c->wsi, c->close_code, (unsigned char *) c->close_reason, strlen(c->close_reason));
                 return -1;
         }
         if (c->ctl) {
-                int r = send_text(c, c->ctl, c->ctl_len);
+                int r = send_text(c, b, c->ctl, c->ctl_len);
+                if (r == FULL)
+                        return FULL;
                 free(c->ctl);
                 c->ctl = NULL;
                 if (r < 0)
@@ -392,8 +519,10 @@ static int write_one(sv_ws_client *c) {
         }
         if (!c->live) {
                 if (c->i_replay < c->n_replay || replay_fill(c)) {
-                        if (deliver(c, &c->replay[c->i_replay++]) < 0)
-                                return -1;
+                        int r = deliver(c, b, &c->replay[c->i_replay]);
+                        if (r != 0)
+                                return r;
+                        c->i_replay++;
                         return 1;
                 }
                 /* Caught up with the database.  The window takes over if it reaches back to what the
@@ -414,12 +543,14 @@ static int write_one(sv_ws_client *c) {
                 mark_lagged(c);
                 return 0;
         }
-        while (c->pos < h->end) {
-                const struct wev *e = &h->ring[c->pos++ % WINDOW_EVENTS];
+        for (; c->pos < h->end; c->pos++) {
+                const struct wev *e = &h->ring[c->pos % WINDOW_EVENTS];
                 if (!wants(c, e))
                         continue;
-                if (deliver(c, e) < 0)
-                        return -1;
+                int r = deliver(c, b, e);
+                if (r != 0)
+                        return r;
+                c->pos++;
                 return 1;
         }
         return 0;

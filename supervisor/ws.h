@@ -46,5 +46,9 @@ size_t sv_ws_clients(const sv_server *s);
 sv_ws_client *sv_ws_client_new(sv_server *s, struct lws *wsi, ns_error *err);
 void sv_ws_client_free(sv_ws_client *c);
 
-/* The connection is writable: send the client's next message.  Returns -1 to close it. */
+/* Close the connection with `code` (an lws_close_status) and `reason` (a static string) once what was sent so far has
+ * gone out (the close frame after it), or after a few seconds if the client does not read. */
+void sv_ws_client_close(sv_ws_client *c, int code, const char *reason);
+
+/* The connection is writable: send the client's next messages.  Returns -1 to close it. */
 int sv_ws_client_writable(sv_ws_client *c);

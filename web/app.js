@@ -144,6 +144,8 @@ async function start() {
   if (!onBoard) enter();
   try {
     store.repos = (await repos).repos;
+    // The board is drawn once, with its sessions (not empty first, then again: two layouts).
+    if (onBoard) await list.catch(() => {});
   } catch (e) {
     if (e.status === 401) showLogin();
     else fill(main, h('div', { class: 'empty' }, h('h1', null, 'nightshift is not answering'), h('p', null, e.message),
@@ -157,12 +159,12 @@ async function start() {
       list = api.listSessions();
     }
     const { sessions, lastEventId } = await list;
-    performance.mark('ns-sessions-loaded');
     for (const s of sessions) if (s.state !== 'archived' && !store.sessions.has(s.id)) store.sessions.set(s.id, s);
     store.loaded = true;
     stream?.close();
     stream = api.subscribe({ after_id: lastEventId }, onStreamEvent, setConn);
-    view?.update?.();
+    // The whole list at once: drawn now, not a frame later (update() waits for one).
+    if (view?.render) view.render(); else view?.update?.();
   } catch (e) {
     if (e.status !== 401) toast(`sessions: ${e.message}`, true);
   }

@@ -47,6 +47,10 @@ cur=$(jget "$p1" 'd["next_cursor"]')
 p2=$(api GET "/api/v1/sessions?limit=2&cursor=$cur" | cut -d' ' -f2-)
 expect_eq "the next page has the rest" "$s3" "$(jget "$p2" '",".join(x["id"] for x in d["sessions"])')"
 expect_eq "... and says it is the last" None "$(jget "$p2" 'd["next_cursor"]')"
+p3=$(api GET "/api/v1/sessions?limit=3" | cut -d' ' -f2-)
+expect_eq "a page that ends the list exactly says it is the last" "3 None" "$(jget "$p3" 'str(len(d["sessions"])) + " " + str(d["next_cursor"])')"
+expect_eq "fields= lists only those fields" "id,state" "$(jget "$(api GET "/api/v1/sessions?limit=1&fields=id%2Cstate" | cut -d' ' -f2-)" '",".join(d["sessions"][0])')"
+expect_eq "a field that is not a session's is a 400" 400 "$(api GET "/api/v1/sessions?fields=id,token" | cut -d' ' -f1)"
 expect_eq "a cursor not from the server is a 400" 400 "$(api GET "/api/v1/sessions?cursor=zzz" | cut -d' ' -f1)"
 expect_eq "state filter" "$s1" "$(jget "$(api GET "/api/v1/sessions?state=completed&repo=$repo" | cut -d' ' -f2-)" '",".join(x["id"] for x in d["sessions"] if x["id"]!="'"$s3"'")')"
 expect_eq "an unknown state is a 400" 400 "$(api GET "/api/v1/sessions?state=dreaming" | cut -d' ' -f1)"

@@ -39,6 +39,11 @@ expect_eq "the manifest has its type" "application/manifest+json" \
 etag=$(curl -s -D - -o /dev/null "$SV_URL/app.js" | tr -d '\r' | sed -n 's/^etag: //Ip')
 expect_eq "an unchanged file revalidates to 304 (ETag)" 304 \
   "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "$SV_URL/app.js")"
+vapp=$(curl -s "$SV_URL/" | grep -o 'src="v/[0-9a-f]\{16\}/app.js"' | sed 's/^src="//; s/"$//')
+expect_match "the page loads its scripts from versioned URLs (v/VERSION/app.js)" '^v/[0-9a-f]{16}/app\.js$' "$vapp"
+expect_match "  ... cached for good (immutable), the page itself revalidated" 'immutable.*no-cache' \
+  "$(curl -s -D - -o /dev/null "$SV_URL/$vapp" | tr -d '\r' | sed -n 's/^cache-control: //Ip') $(curl -s -D - -o /dev/null "$SV_URL/" | tr -d '\r' | sed -n 's/^cache-control: //Ip')"
+expect_eq "  ... the same bytes as app.js" "$(curl -s "$SV_URL/app.js" | sha256sum)" "$(curl -s "$SV_URL/$vapp" | sha256sum)"
 expect_eq "a long If-None-Match changes nothing for the API (healthz 200, not 431)" 200 \
   "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: \"$(head -c 300 /dev/zero | tr '\0' x)\"" "$SV_URL/api/v1/healthz")"
 expect_eq "an unknown file is 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "$SV_URL/nope.js")"

@@ -105,5 +105,17 @@ while True:
 PY
 )
 expect_eq "a 10 kB client message closes the connection with 1009" 1009 "$out"
+
+# Events of tens of kB (an agent printing long lines: 32 kB chunks, up to ~200 kB of JSON with
+# escapes) reach a subscriber whole; lws cut every send to the 4 kB receive buffer before, and a
+# subscriber of such a session lost its connection at the first large event.
+r=$(api POST /api/v1/sessions "{\"repo\":\"$repo\",\"prompt\":\"head -c 2000000 /dev/zero | tr '\\\\0' x | fold -w 4000; head -c 200000 /dev/zero | tr '\\\\0' '\\\\001'\",\"once\":true}")
+sid4=$(jget "${r#* }" 'd["id"]')
+wait_state "$sid4" completed failed >/dev/null
+n4=$(events "$sid4" | grep -c .)
+wsc read "$WSURL?session=$sid4&after=0" --token "$SV_TOKEN" --events "$n4" --timeout 30 > "$NS_TMP/ws4"
+expect_eq "large events (up to $(events "$sid4" | awk '{ if (length($0) > m) m = length($0) } END { print m }') bytes) all reach a subscriber, in order" \
+  "$(events "$sid4" | $PY -c 'import json,sys; print([json.loads(l)["seq"] for l in sys.stdin])')" \
+  "$($PY -c 'import json,sys; print([json.loads(l)["seq"] for l in open(sys.argv[1]) if "\"seq\"" in l])' "$NS_TMP/ws4")"
 check "the server keeps serving" curl -sf "$SV_URL/api/v1/healthz"
 tap_done

@@ -51,6 +51,35 @@ int main(void) {
         sv_web_find(w, "/app.js", &d1, &n1, &t, &e1);
         sv_web_find(w, "/api.js", &d2, &n2, &t, &e2);
         ok(e1[0] == '"' && strcmp(e1, e2) != 0, "files have distinct quoted ETags");
+        /* Versioned URLs: index.html names the set's scripts, styles and images under
+         * v/VERSION/, which finds the same files; the page and the manifest are not there. */
+        const char *ver = sv_web_version(w);
+        ok(strlen(ver) == 16 && strspn(ver, "0123456789abcdef") == 16, "the set has a 16-hex-digit version");
+        const unsigned char *idx;
+        size_t nidx;
+        sv_web_find(w, "/", &idx, &nidx, &t, &e1);
+        char want[64];
+        snprintf(want, sizeof want, "src=\"v/%s/app.js\"", ver);
+        ok(memmem(idx, nidx, want, strlen(want)) != NULL, "index.html loads app.js from v/VERSION/");
+        snprintf(want, sizeof want, "href=\"v/%s/style.css\"", ver);
+        ok(memmem(idx, nidx, want, strlen(want)) != NULL, "... and style.css");
+        ok(memmem(idx, nidx, "href=\"manifest.webmanifest\"", 27) != NULL, "... but not the manifest (its start_url is relative)");
+        ok(memmem(idx, nidx, "src=\"app.js\"", 12) == NULL, "... and no plain name of a versioned file is left");
+        char vp[128];
+        snprintf(vp, sizeof vp, "/v/%s/app.js", ver);
+        ok(sv_web_find(w, vp, &d2, &n2, &t, &e2) && d2 == d1 && n2 == n1, "/v/VERSION/app.js is app.js");
+        ok(has(w, "/v/0000000000000000/dom.js", NULL), "another version's URL finds the file too (a page from before an upgrade)");
+        snprintf(vp, sizeof vp, "/v/%s/index.html", ver);
+        bool idx_v = has(w, vp, NULL);
+        snprintf(vp, sizeof vp, "/v/%s/manifest.webmanifest", ver);
+        bool man_v = has(w, vp, NULL);
+        snprintf(vp, sizeof vp, "/v/%s/", ver);
+        bool dir_v = has(w, vp, NULL);
+        ok(!idx_v && !man_v && !dir_v, "the page and the manifest are not served under v/");
+        ok(!has(w, "/v/abc/app.js", NULL) && !has(w, "/v/0000000000000000x/app.js", NULL) &&
+                   !has(w, "/v/0000000000000000/../app.js", NULL) && !has(w, "/v/0000000000000000/v/0000000000000000/app.js", NULL) &&
+                   !has(w, "/v/ABCDEF0000000000/app.js", NULL),
+           "only v/<16 lowercase hex digits>/<plain name> is a versioned URL");
         sv_web_free(w);
 
         char dir[] = "/tmp/ns-web-XXXXXX";
