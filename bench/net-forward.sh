@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Publish forward and preview proxy overhead, in one run:
-#   (a) a 1 GiB download (curl, sparse file served by python3 -m http.server) straight from a
-#       server on the host's loopback, through a sandboxd publish forward into a session's sandbox,
-#       and through the supervisor's preview proxy (which goes through that forward);
+# Publish forward and preview proxy overhead, in one run, against the dev servers of a session's
+# sandbox:
+#   (a) a 1 GiB download (curl, sparse file served by python3 -m http.server inside) straight
+#       from the server on the sandbox's loopback (curl in its network namespace), through a
+#       sandboxd publish forward, and through the supervisor's preview proxy (which speaks to the
+#       server on a socket sandboxd dials inside);
 #   (b) small HTTP requests on one kept-alive connection (wrk -c1, at least 10,000 requests; the
-#       same stdlib server, tests/helpers/ws_echo.py): mean latency of each path, and the added
+#       stdlib server tests/helpers/ws_echo.py inside): mean latency of each path, and the added
 #       microseconds per request over the direct path.
+# The same files from a server on the host are measured too and printed for reference.
 # Targets: forward and preview ≥ 80% of direct throughput; ≤ 50 µs added per request.
 #
 # Runs a private sandboxd and `nightshift serve` like the integration tests (sv_lib.sh) and
@@ -66,8 +69,17 @@ HE=$(printf '%s' "$URL5173" | sed -E 's|^http://([^/]+)/.*|\1|'); CE=$(signin "$
 PP=${HF##*:}
 
 # (a) 1 GiB: bytes per second, best of 2
-speed() { local best=0 s; for _ in 1 2; do s=$(curl -s -o /dev/null -w '%{speed_download}' "$@"); s=${s%.*}; [ "$s" -gt "$best" ] && best=$s; done; echo "$best"; }
-sd=$(speed "http://127.0.0.1:$DF/big.bin")
+speed() { local best=0 s; for _ in 1 2; do s=$(${WRAP:-} curl -s -o /dev/null -w '%{speed_download}' "$@"); s=${s%.*}; [ "$s" -gt "$best" ] && best=$s; done; echo "$best"; }
+# "Straight to the server on loopback": the same dev server in the sandbox, from a client in the
+# sandbox's network namespace (nsenter --net: the client is the host's curl, only its network
+# is the sandbox's), so that both sides of the ratio are the same server and the relay alone
+# differs.  The same files served from a host process are measured too, for reference.
+SRVPID=$(pgrep -f "python3 -m http.server 8000" | head -n1)
+ECHOPID=$(pgrep -f "ws_echo.py serve 5173" | head -n1)
+[ -n "$SRVPID" ] && [ -n "$ECHOPID" ] || { echo "net-forward: the servers in the sandbox are not found" >&2; exit 2; }
+INNS="nsenter --net=/proc/$SRVPID/ns/net"
+sd=$(WRAP=$INNS speed "http://127.0.0.1:8000/big.bin")
+sh=$(speed "http://127.0.0.1:$DF/big.bin")
 sf=$(speed "http://127.0.0.1:$FF/big.bin")
 sp=$(speed -H "Host: $HF" -H "Cookie: $CF" "http://127.0.0.1:$PP/big.bin")
 
@@ -81,7 +93,7 @@ lat() { # PID-to-charge URL-args... → "requests mean_us cpu_us_per_request"
   local pid=$1; shift
   local c0 c1 out
   c0=$(cpu_us "$pid")
-  out=$(wrk -t1 -c1 -d"${SECS}s" "$@" 2>/dev/null | $PY -c '
+  out=$(${WRAP:-} wrk -t1 -c1 -d"${SECS}s" "$@" 2>/dev/null | $PY -c '
 import re, sys
 t = sys.stdin.read()
 n = int(re.search(r"(\d+) requests in ([\d.]+)(ms|s)", t).group(1))
@@ -90,24 +102,27 @@ print(n, round(secs * 1e6 / n, 1))')
   c1=$(cpu_us "$pid")
   echo "$out $($PY -c "import sys; print(round(($c1-$c0)/int(sys.argv[1]),1))" "${out%% *}")"
 }
-read -r nd ld _ <<<"$(lat $$ "http://127.0.0.1:$DE/")"
+read -r nd ld _ <<<"$(WRAP="nsenter --net=/proc/$ECHOPID/ns/net" lat $$ "http://127.0.0.1:5173/")"
+read -r nh lh _ <<<"$(lat $$ "http://127.0.0.1:$DE/")"
 read -r nf lf cf <<<"$(lat "$SBXD" "http://127.0.0.1:$FE/")"
 read -r np lp cp <<<"$(lat "$SV_PID" -H "Host: $HE" -H "Cookie: $CE" "http://127.0.0.1:$PP/")"
 
-$PY - "$sd" "$sf" "$sp" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
+$PY - "$sd" "$sf" "$sp" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" "$sh" "$lh" <<'PY'
 import sys
 sd, sf, sp = (int(x) for x in sys.argv[1:4])
 nd, ld, nf, lf, np_, lp, cf, cp = (float(x) for x in sys.argv[4:12])
+sh, lh = int(sys.argv[13]), float(sys.argv[14])
 print(f"load average at the end: {sys.argv[12]} (on {__import__('os').cpu_count()} CPUs)")
+print(f"for reference, the same files from a server on the host: {sh/2**20:.0f} MiB/s; small requests {lh:.1f} us each")
 ok = True
 def line(name, v, target, good):
     global ok
     ok &= good
     print(f"{name:<44} {v:>14}   target {target:<12} {'PASS' if good else 'FAIL'}")
-print(f"1 GiB download: direct {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
+print(f"1 GiB download: direct (the server in the sandbox, on its loopback) {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
 line("forward throughput / direct", f"{100*sf/sd:.0f} %", ">= 80 %", sf >= 0.8 * sd)
 line("preview throughput / direct", f"{100*sp/sd:.0f} %", ">= 80 %", sp >= 0.8 * sd)
-print(f"small requests (keep-alive, 1 connection): direct {int(nd)} req, {ld:.1f} us each; "
+print(f"small requests (keep-alive, 1 connection): direct (in the sandbox's namespace) {int(nd)} req, {ld:.1f} us each; "
       f"forward {int(nf)} req, {lf:.1f} us each; preview {int(np_)} req, {lp:.1f} us each")
 print(f"CPU spent per request by the relay: sandboxd forward {cf:.1f} us, preview proxy (nightshift) {cp:.1f} us")
 line("forward: added per request", f"{lf-ld:.1f} us", "<= 50 us", lf - ld <= 50)

@@ -31,11 +31,17 @@ int ns_relay_read(ns_relay_dir *d, int src) {
         if (ns_relay_pending(d))
                 return 0;
         if (d->bulk) {
-                if (d->pipe[0] < 0 && pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-                        d->pipe[0] = d->pipe[1] = -1;
-                        return -errno;
+                if (d->pipe[0] < 0) {
+                        if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+                                d->pipe[0] = d->pipe[1] = -1;
+                                return -errno;
+                        }
+                        /* A larger pipe moves a bulk transfer in fewer calls; where the owner's
+                         * pipe allowance is spent, the default size does (the call just fails). */
+                        int sz = fcntl(d->pipe[1], F_SETPIPE_SZ, NS_RELAY_PIPE);
+                        d->pipe_size = sz > 0 ? (size_t) sz : NS_RELAY_CHUNK;
                 }
-                n = splice(src, NULL, d->pipe[1], NULL, NS_RELAY_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                n = splice(src, NULL, d->pipe[1], NULL, d->pipe_size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                 if (n > 0) {
                         d->piped = (size_t) n;
                         d->bulk = (size_t) n >= NS_RELAY_CHUNK / 4;

@@ -14,13 +14,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define NS_RELAY_CHUNK 65536 /* one read at most: the buffer's size and a pipe's default size */
+#define NS_RELAY_CHUNK 65536       /* one copying read at most: the buffer's size */
+#define NS_RELAY_PIPE (1024 * 1024) /* the pipe asked for in bulk mode (fs.pipe-max-size's default) */
 
 typedef struct ns_relay_dir {
         char *buf;      /* copy mode: [off, len) waits */
         size_t len, off;
         int pipe[2];    /* bulk mode: `piped` bytes wait in it; -1 until first needed */
         size_t piped;
+        size_t pipe_size; /* what one splice may move into it */
         bool bulk;
         bool eof;       /* the source said EOF */
 } ns_relay_dir;

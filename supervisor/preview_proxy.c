@@ -24,6 +24,7 @@
 #include "common/cleanup.h"
 #include "api_int.h"
 #include "common/log.h"
+#include "common/relay.h"
 #include "preview_int.h"
 #include "sandboxd/client.h"
 #include "workq.h"
@@ -70,6 +71,7 @@ struct pv_conn {
         pv_buf out[2];          /* out[i]: bytes waiting to be written to fd[i] */
         int pipe[2];            /* upstream → browser by splice(2); -1 until the first response */
         size_t piped;           /* bytes in the pipe: they go to fd[0] before out[0]'s */
+        size_t pipe_size;       /* what one splice may move into it */
         bool bulk;              /* upstream's reads fill the buffer: splice instead of copying */
         bool eof[2];            /* fd[i] said EOF */
         bool shut[2];           /* fd[i] got shutdown(SHUT_WR) */
@@ -635,11 +637,16 @@ static int splice_upstream(pv_conn *c) {
                         if (r < 0 || c->piped)
                                 return r;
                 }
-                if (c->pipe[0] < 0 && pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-                        c->pipe[0] = c->pipe[1] = -1;
-                        return -errno;
+                if (c->pipe[0] < 0) {
+                        if (pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+                                c->pipe[0] = c->pipe[1] = -1;
+                                return -errno;
+                        }
+                        /* fewer, larger moves; the default size where the allowance is spent */
+                        int sz = fcntl(c->pipe[1], F_SETPIPE_SZ, NS_RELAY_PIPE);
+                        c->pipe_size = sz > 0 ? (size_t) sz : PV_READ;
                 }
-                ssize_t n = splice(c->fd[1], NULL, c->pipe[1], NULL, PV_READ, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+                ssize_t n = splice(c->fd[1], NULL, c->pipe[1], NULL, c->pipe_size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
                 if (n > 0) {
                         c->piped = (size_t) n;
                         c->got_upstream = true;
