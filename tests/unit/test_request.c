@@ -208,6 +208,14 @@ static const struct bad bad_cases[] = {
         {"{" V "\"op\":\"unpublish\",\"sandbox\":\"abc\",\"port\":80,\"host_port\":8080}", EINVAL, "unknown field 'host_port'", 7},
         {"{" V "\"op\":\"unpublish\",\"sandbox\":\"abc\"}", EINVAL, "field 'port' is required", 7},
         {"{" V "\"op\":\"listening\",\"sandbox\":\"abc\",\"port\":80}", EINVAL, "unknown field 'port'", 7},
+        /* dial: a sandbox and a port, nothing else. */
+        {"{" V "\"op\":\"dial\",\"sandbox\":\"abc\"}", EINVAL, "field 'port' is required", 7},
+        {"{" V "\"op\":\"dial\",\"sandbox\":\"abc\",\"port\":0}", EINVAL, "field 'port' must be an integer in [1, 65535]", 7},
+        {"{" V "\"op\":\"dial\",\"sandbox\":\"abc\",\"port\":65536}", EINVAL, "field 'port' must be an integer in [1, 65535]", 7},
+        {"{" V "\"op\":\"dial\",\"sandbox\":\"abc\",\"port\":\"80\"}", EINVAL, "field 'port'", 7},
+        {"{" V "\"op\":\"dial\",\"port\":80}", EINVAL, "field 'sandbox' is required", 7},
+        {"{" V "\"op\":\"dial\",\"sandbox\":\"a/b\",\"port\":80}", EINVAL, "not a valid sandbox id", 7},
+        {"{" V "\"op\":\"dial\",\"sandbox\":\"abc\",\"port\":80,\"host\":\"10.0.0.1\"}", EINVAL, "unknown field 'host'", 7},
         {"{" V "\"op\":\"create\",\"publish\":[{\"port\":0}]}", EINVAL, "publish[0]: field 'port' must be an integer in [1, 65535]", 7},
         {"{" V "\"op\":\"create\",\"publish\":[{\"port\":80,\"host_port\":65536}]}", EINVAL, "publish[0]: field 'host_port'", 7},
         {"{" V "\"op\":\"create\",\"publish\":[{\"port\":80},{\"port\":80}]}", EINVAL, "publish[1]: port 80 or its host port is named twice", 7},
@@ -434,6 +442,9 @@ static void test_good(void) {
         ns_request_done(&req);
         r = parse("{\"v\":1,\"id\":9,\"op\":\"listening\",\"sandbox\":\"a\"}", &req, &err);
         ok(r == 0 && req.op == NS_OP_LISTENING && strcmp(req.sandbox, "a") == 0, "listening");
+        ns_request_done(&req);
+        r = parse("{\"v\":1,\"id\":9,\"op\":\"dial\",\"sandbox\":\"a\",\"port\":5173}", &req, &err);
+        ok(r == 0 && req.op == NS_OP_DIAL && strcmp(req.sandbox, "a") == 0 && req.u.publish.port == 5173, "dial");
         ns_request_done(&req);
 }
 
