@@ -355,7 +355,7 @@ static void dial_done(sv_job *base) {
                 return;
         }
         c->dial = NULL;
-        if (j->rc < 0) {
+        if (j->rc < 0 || j->fd < 0) { /* failed, or never run (the queue was stopped) */
                 log_debug("preview %s: dial port %d: %s", c->preview, j->port, j->err.msg);
                 c->connecting = false;
                 c->out[1].off = c->out[1].len = 0;
