@@ -129,6 +129,13 @@ void sv_api_bad(sv_req *r, const ns_error *e) {
         sv_req_reply_error(r, 400, "invalid", "%s", e->msg);
 }
 
+void sv_api_repo_lookup_failed(sv_req *r, int rc, const ns_error *e) {
+        if (rc == -ENOENT)
+                sv_req_reply_error(r, 404, "not_found", "no such repository");
+        else
+                sv_req_reply_error(r, 500, "internal", "%s", e->msg);
+}
+
 /* ---- repositories -------------------------------------------------------------------------- */
 
 static void repos_post(sv_req *r) {

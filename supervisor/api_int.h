@@ -43,6 +43,8 @@ void sv_api_reply_cb(void *ctx, int status, cJSON *body, const char *code, const
 cJSON *sv_api_parse_body(sv_req *r);
 /* Reply 400 with e's message. */
 void sv_api_bad(sv_req *r, const ns_error *e);
+/* Reply to a failed repository lookup (rc < 0): 404 "no such repository" for -ENOENT, else 500. */
+void sv_api_repo_lookup_failed(sv_req *r, int rc, const ns_error *e);
 
 /* api_session.c */
 void sv_api_session_log(sv_req *r, const sv_route_args *a);

@@ -116,8 +116,7 @@ static int endpoint_parse(sv_req *r, const cJSON *j, const char **url, const cha
                         snprintf(repo_id, SV_ID_LEN + 1, "%s", row.id);
                 db_repo_clear(&row);
                 if (rc < 0) {
-                        sv_req_reply_error(r, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal", "%s",
-                                           rc == -ENOENT ? "no such repository" : e.msg);
+                        sv_api_repo_lookup_failed(r, rc, &e);
                         return -1;
                 }
         }

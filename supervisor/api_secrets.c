@@ -62,8 +62,7 @@ static int scope_of(sv_req *r, const sv_route_args *a, const char **repo_id) {
         int rc = db_repo_get(r->srv->db, a->id, &row, &e);
         db_repo_clear(&row);
         if (rc < 0) {
-                sv_req_reply_error(r, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal", "%s",
-                                   rc == -ENOENT ? "no such repository" : e.msg);
+                sv_api_repo_lookup_failed(r, rc, &e);
                 return -1;
         }
         *repo_id = a->id;
