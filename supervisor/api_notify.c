@@ -170,17 +170,37 @@ void sv_api_notify_endpoint_post(sv_req *r, const sv_route_args *a) {
 void sv_api_notify_endpoint_delete(sv_req *r, const sv_route_args *a) {
         if (!sv_id_valid(a->id, ENDPOINT_ID_PREFIX))
                 return sv_req_reply_error(r, 404, "not_found", "no such endpoint");
+        db *d = r->srv->db;
         ns_error e;
-        _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
-        if (db_stmt_prepare(r->srv->db, "DELETE FROM notify_endpoints WHERE id = ?1", &st, &e) < 0)
+        if (db_begin(d, &e) < 0)
                 return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
-        db_bind_text(st, 1, a->id);
-        if (db_stmt_run(r->srv->db, st, &e, "delete a notification endpoint") < 0)
-                return sv_req_reply_error(r, 500, "internal", "%s", e.msg);
-        if (sqlite3_changes(r->srv->db->conn) == 0)
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *del = NULL;
+        _cleanup_(db_stmt_finalizep) sqlite3_stmt *cancel = NULL;
+        /* Deleting an endpoint is how an operator stops traffic to a URL (wrong, retired or no
+         * longer trusted): its deliveries still pending are given up with it, in the same
+         * transaction.  An attempt already on the wire finishes; notify.c records it only if it
+         * succeeded (a failure no longer schedules a retry). */
+        if (db_stmt_prepare(d, "DELETE FROM notify_endpoints WHERE id = ?1", &del, &e) < 0 ||
+            db_stmt_prepare(d,
+                            "UPDATE notifications SET status = 'failed', last_error = 'the endpoint was deleted', "
+                            "updated_at = ?2, finished_at = ?2 WHERE endpoint_id = ?1 AND status = 'pending'",
+                            &cancel, &e) < 0)
+                goto fail;
+        db_bind_text(del, 1, a->id);
+        if (db_stmt_run(d, del, &e, "delete a notification endpoint") < 0)
+                goto fail;
+        if (sqlite3_changes(d->conn) == 0) {
+                db_rollback(d);
                 return sv_req_reply_error(r, 404, "not_found", "no such endpoint");
-        /* Its queued deliveries stay in the log and are still tried: they were due before. */
-        sv_req_reply_json(r, 204, NULL);
+        }
+        db_bind_text(cancel, 1, a->id);
+        sqlite3_bind_int64(cancel, 2, db_now_ms());
+        if (db_stmt_run(d, cancel, &e, "give up an endpoint's pending notifications") < 0 || db_commit(d, &e) < 0)
+                goto fail;
+        return sv_req_reply_json(r, 204, NULL);
+fail:
+        db_rollback(d);
+        sv_req_reply_error(r, 500, "internal", "%s", e.msg);
 }
 
 void sv_api_notify_deliveries(sv_req *r, const sv_route_args *a) {

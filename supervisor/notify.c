@@ -293,7 +293,9 @@ static void slot_release(sv_notifier *n, int64_t id) {
                         n->inflight[i] = 0;
 }
 
-/* Record an attempt's outcome: succeeded, failed for good, or pending again after a backoff. */
+/* Record an attempt's outcome: succeeded, failed for good, or pending again after a backoff.  A
+ * delivery given up meanwhile (its endpoint deleted) stays given up unless this attempt
+ * succeeded. */
 static void record(sv_server *s, int64_t id, int attempts, long code, const char *error) {
         bool ok = code >= 200 && code < 300 && !error[0];
         bool retry = !ok && (code == 0 || code == 408 || code == 429 || code >= 500) && attempts < s->cfg.notify_max_attempts;
@@ -305,7 +307,7 @@ static void record(sv_server *s, int64_t id, int attempts, long code, const char
         _cleanup_(db_stmt_finalizep) sqlite3_stmt *st = NULL;
         if (db_stmt_prepare(s->db,
                             "UPDATE notifications SET status = ?2, attempts = ?3, last_code = ?4, last_error = ?5, "
-                            "updated_at = ?6, next_at = ?7, finished_at = ?8 WHERE id = ?1",
+                            "updated_at = ?6, next_at = ?7, finished_at = ?8 WHERE id = ?1 AND (status = 'pending' OR ?2 = 'succeeded')",
                             &st, &e) < 0) {
                 log_warn("notification %lld: %s", (long long) id, e.msg);
                 return;

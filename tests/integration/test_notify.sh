@@ -210,6 +210,27 @@ expect_eq "after the restart it was resumed: succeeded after 3 attempts" "succee
 expect_eq "the receiver saw it answered once with success" 1 "$(recv 'sum(x["path"]=="/flaky2" and x["code"]==200 for x in rs)')"
 expect_eq "bad query on the log: 400" 400 "$(api GET '/api/v1/notifications/deliveries?limit=0' | cut -d' ' -f1)"
 
+# --- deleting an endpoint gives up its pending deliveries: no retry reaches the URL afterwards ---
+r=$(api POST /api/v1/notifications/endpoints "{\"url\":\"$R/flaky3\",\"events\":[\"completed\"]}")
+EP_F3=$(jget "${r#* }" 'd["id"]')
+r=$(api POST /api/v1/sessions '{"repo":"app","agent":"command","once":true,"prompt":"true"}')
+dsid=$(jget "${r#* }" 'd["id"]')
+expect_eq "a session for the endpoint about to go completes" completed "$(wait_state "$dsid" completed failed)"
+for _ in $(seq 1 100); do
+  [ "$(dbq "SELECT attempts FROM notifications WHERE session_id = '$dsid' AND url LIKE '%/flaky3'")" -ge 1 ] 2>/dev/null && break
+  sleep 0.05
+done
+expect_match "its first attempt failed; a retry is due" '^pending\|[12]$' \
+  "$(dbq "SELECT status, attempts FROM notifications WHERE session_id = '$dsid' AND url LIKE '%/flaky3'")"
+expect_eq "delete the endpoint: 204" 204 "$(api DELETE "/api/v1/notifications/endpoints/$EP_F3" | cut -d' ' -f1)"
+n_f3=$(recv 'sum(x["path"]=="/flaky3" for x in rs)')
+expect_eq "its pending delivery is given up at once" "failed|the endpoint was deleted" \
+  "$(dbq "SELECT status, last_error FROM notifications WHERE session_id = '$dsid' AND url LIKE '%/flaky3'")"
+sleep 4 # past the 1 s and 2 s retries it would have had
+expect_eq "no retry reached the deleted endpoint's URL" "$n_f3" "$(recv 'sum(x["path"]=="/flaky3" for x in rs)')"
+expect_eq "and the delivery stays given up" failed \
+  "$(dbq "SELECT status FROM notifications WHERE session_id = '$dsid' AND url LIKE '%/flaky3'")"
+
 # --- the CLI ----------------------------------------------------------------------------------------
 ns() { as_user "$NIGHTSHIFT" "$@" --server "$SV_URL"; }
 out=$(ns notify add ftp://127.0.0.1/x 2>&1); rc=$?
