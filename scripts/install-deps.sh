@@ -4,7 +4,7 @@
 set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
   libseccomp-dev libcap-dev libnl-3-dev libnl-route-3-dev libgit2-dev libsqlite3-dev
-  libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev libcurl4-openssl-dev libhttp-parser-dev)
+  libwebsockets-dev libcjson-dev libsodium-dev libsystemd-dev libcurl4-openssl-dev libhttp-parser-dev libssl-dev)
 run_pkgs=(git iproute2 e2fsprogs util-linux python3 ca-certificates curl procps nftables)
 test_pkgs=(bubblewrap hyperfine nginx-light wrk debootstrap chromium openssh-server)
 want=("${build_pkgs[@]}" "${run_pkgs[@]}")

@@ -1,6 +1,8 @@
 /* nightshift supervisor — SSH host key pins (see hostkey.h). */
 #include "hostkey.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +52,30 @@ bool sv_hostkey_url_target(const char *url, char *host, size_t host_cap, int *po
 }
 
 /* True when the comma-separated patterns name host:port. */
+/* An OpenSSH hashed host name, "|1|SALT|HASH" (ssh-keygen -H): HASH = HMAC-SHA1 keyed with SALT
+ * of the name as an unhashed line would spell it; both fields standard base64. */
+static bool hashed_name_matches(const char *pat, size_t n, const char *want, size_t want_len) {
+        if (n < 3 || memcmp(pat, "|1|", 3))
+                return false;
+        const char *salt = pat + 3, *end = pat + n;
+        const char *bar = memchr(salt, '|', (size_t) (end - salt));
+        if (!bar)
+                return false;
+        unsigned char salt_bin[64], hash_bin[64], mac[EVP_MAX_MD_SIZE];
+        size_t salt_len = 0, hash_len = 0;
+        unsigned int mac_len = 0;
+        if (sodium_base642bin(salt_bin, sizeof salt_bin, salt, (size_t) (bar - salt), NULL, &salt_len, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            sodium_base642bin(hash_bin, sizeof hash_bin, bar + 1, (size_t) (end - bar - 1), NULL, &hash_len, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            salt_len != 20 || hash_len != 20)
+                return false;
+        if (!HMAC(EVP_sha1(), salt_bin, (int) salt_len, (const unsigned char *) want, want_len, mac, &mac_len) ||
+            mac_len != 20)
+                return false;
+        return sodium_memcmp(mac, hash_bin, 20) == 0;
+}
+
 static bool host_listed(const char *pats, size_t len, const char *host, int port) {
         char want[300];
         if (port == 22)
@@ -61,7 +87,7 @@ static bool host_listed(const char *pats, size_t len, const char *host, int port
                 size_t n = strcspn(p, ",");
                 if (p + n > e)
                         n = (size_t) (e - p);
-                if ((n == 1 && *p == '*') || (n == wl && !strncasecmp(p, want, n)))
+                if ((n == 1 && *p == '*') || (n == wl && !strncasecmp(p, want, n)) || hashed_name_matches(p, n, want, wl))
                         return true;
                 p += n + 1;
         }

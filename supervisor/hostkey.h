@@ -4,7 +4,7 @@
  * shows is compared here with the operator's pins instead, the vault secret GIT_SSH_KNOWN_HOSTS
  * (repository scope first, then global).  Its lines are either OpenSSH known_hosts lines, as
  * `ssh-keyscan -p PORT HOST` prints them ("HOST[,HOST…] KEYTYPE BASE64" with HOST "name", "[name]:port" for a port
- * other than 22, or "*"; hashed "|1|" names are not supported), or a bare SHA256 fingerprint as
+ * other than 22, "*", or the same hashed as `ssh-keygen -H` writes it, "|1|SALT|HMAC"), or a bare SHA256 fingerprint as
  * `ssh-keygen -lf` prints it ("SHA256:…", any host).  No pin at all refuses: never trust on first
  * use. */
 #pragma once

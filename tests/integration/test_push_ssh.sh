@@ -2,7 +2,7 @@
 # Pushing over SSH to a real OpenSSH server the test starts on loopback (its own sshd_config,
 # host key and authorized_keys; no system sshd involved): the vault's ed25519 GIT_SSH_KEY
 # authenticates; the host key must match the pin in the vault's GIT_SSH_KNOWN_HOSTS (a
-# known_hosts line or a SHA256 fingerprint) — no pin or a wrong one refuses the push with an error
+# known_hosts line, plain or with its name hashed, or a SHA256 fingerprint) — no pin or a wrong one refuses the push with an error
 # event and nothing reaches the remote; a non-fast-forward is rejected (409 + error event).
 . "$(dirname "$0")/sv_lib.sh"
 SSHD=/usr/sbin/sshd
@@ -119,6 +119,22 @@ pin "$(ssh-keygen -lf "$SD/other_host_key.pub" | cut -d' ' -f2)" >/dev/null
 sid3=$(session three)
 expect_eq "another key's fingerprint: refused (502)" 502 "$(api POST "/api/v1/sessions/$sid3/push" | cut -d' ' -f1)"
 expect_eq "nothing reached the remote" "" "$(remote_tip "$sid3")"
+# --- hashed names (ssh-keygen -H, as a known_hosts file with HashKnownHosts holds them) -----------
+hashed_pin() { # hashed_pin NAME KEYFILE: the known_hosts line for NAME, its name hashed
+  printf '%s %s\n' "$1" "$(cut -d' ' -f1,2 "$2")" > "$SD/kh"
+  ssh-keygen -H -f "$SD/kh" >/dev/null 2>&1 && grep -v '^#' "$SD/kh"; rm -f "$SD/kh" "$SD/kh.old"
+}
+hp=$(hashed_pin "[127.0.0.1]:$PORT" "$SD/host_key.pub")
+expect_match "ssh-keygen hashed the name" '^\|1\|[^ ]+\|[^ ]+ ssh-' "$hp"
+pin "$hp" >/dev/null
+sid4=$(session four)
+expect_eq "a hashed known_hosts pin: pushed (200)" 200 "$(api POST "/api/v1/sessions/$sid4/push" | cut -d' ' -f1)"
+expect_eq "the remote has it" "$(git -C "$M" rev-parse "nightshift/$sid4")" "$(remote_tip "$sid4")"
+pin "$(hashed_pin "[127.0.0.1]:$((PORT + 1))" "$SD/host_key.pub")" >/dev/null
+sid5=$(session five)
+expect_eq "the right key hashed under another host name: refused (502)" 502 "$(api POST "/api/v1/sessions/$sid5/push" | cut -d' ' -f1)"
+expect_match "an error event: no pin for this host" 'no pinned host key' "$(events "$sid5" | grep '"type": "error"' | tail -n1)"
+expect_eq "nothing reached the remote" "" "$(remote_tip "$sid5")"
 # --- non-fast-forward -------------------------------------------------------------------------------
 pin "$fp" >/dev/null
 W2=$SD/w2
