@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "db_int.h"
 #include "preview_int.h"
+#include "repo_settings.h"
 #include "sandboxd/client.h"
 #include "state.h"
 #include "workq.h"
@@ -280,6 +281,8 @@ typedef struct pv_job {
         size_t n_sessions;
         char (*sids)[SV_ID_LEN + 1];
         char (*sandboxes)[NS_ID_MAX + 1];
+        char (*repos)[SV_ID_LEN + 1];
+        bool server_default; /* --auto-publish, for repositories that do not say */
         struct pv_found { size_t session; int port, host_port; } *found;
         size_t n_found;
         int (*known)[2];     /* (session index, port) already previewed when the poll started */
@@ -293,13 +296,27 @@ static bool known_port(const pv_job *j, size_t si, int port) {
         return false;
 }
 
-static void poll_run(pv_job *j, ns_client *c) {
+/* Whether the sessions of repository `repo_id` get their ports published by themselves: the
+ * repository's setting, else the server's. */
+static bool auto_publish_for(pv_job *j, db *d, const char *repo_id) {
+        sv_repo_settings rs;
+        ns_error e;
+        if (sv_repo_settings_get(d, repo_id, &rs, &e) < 0)
+                return false; /* publishing is the exception: an unreadable setting does not */
+        bool on = rs.auto_publish < 0 ? j->server_default : rs.auto_publish;
+        sv_repo_settings_clear(&rs);
+        return on;
+}
+
+static void poll_run(pv_job *j, ns_client *c, db *d) {
         j->found = calloc(PV_POLL_SESSIONS * 8, sizeof *j->found);
         if (!j->found)
                 return;
         for (size_t si = 0; si < j->n_sessions; si++) {
                 cJSON *reply = NULL;
                 ns_error e;
+                if (!auto_publish_for(j, d, j->repos[si]))
+                        continue;
                 if (sandbox_op_port(c, "listening", j->sandboxes[si], 0, &reply, &e) < 0)
                         continue;
                 const cJSON *it;
@@ -331,7 +348,7 @@ static void job_run(sv_job *base, sv_worker *w) {
                 j->rc = sandbox_op_port(c, "unpublish", j->sandbox, j->port, NULL, &j->err);
                 break;
         case PJ_POLL:
-                poll_run(j, c);
+                poll_run(j, c, w->db);
                 j->rc = 0;
                 break;
         }
@@ -342,6 +359,7 @@ static void job_run(sv_job *base, sv_worker *w) {
 static void job_free(pv_job *j) {
         free(j->sids);
         free(j->sandboxes);
+        free(j->repos);
         free(j->found);
         free(j->known);
         free(j);
@@ -585,7 +603,8 @@ void sv_preview_tick(sv_server *s) {
                         preview_remove(pv, p, true);
         }
         uint64_t now = ns_now_ms();
-        if (!s->cfg.auto_publish || pv->polling || now < pv->next_poll_ms)
+        /* Polled whatever --auto-publish says: a repository's settings may turn it on. */
+        if (pv->polling || now < pv->next_poll_ms)
                 return;
         pv->next_poll_ms = now + PV_POLL_MS;
         pv_job *j = job_new(s, PJ_POLL);
@@ -593,11 +612,13 @@ void sv_preview_tick(sv_server *s) {
                 return;
         j->sids = calloc(PV_POLL_SESSIONS, sizeof *j->sids);
         j->sandboxes = calloc(PV_POLL_SESSIONS, sizeof *j->sandboxes);
-        if (!j->sids || !j->sandboxes) {
+        j->repos = calloc(PV_POLL_SESSIONS, sizeof *j->repos);
+        j->server_default = s->cfg.auto_publish;
+        if (!j->sids || !j->sandboxes || !j->repos) {
                 job_free(j);
                 return;
         }
-        j->n_sessions = sv_session_live_list(s, j->sids, j->sandboxes, PV_POLL_SESSIONS);
+        j->n_sessions = sv_session_live_list(s, j->sids, j->sandboxes, j->repos, PV_POLL_SESSIONS);
         if (!j->n_sessions) {
                 job_free(j);
                 return;

@@ -40,7 +40,7 @@ static int dup_str(const cJSON *o, const char *k, char **out) {
 }
 
 int sv_repo_settings_get(db *d, const char *repo_id, sv_repo_settings *out, ns_error *err) {
-        *out = (sv_repo_settings){ .on_complete = "none" };
+        *out = (sv_repo_settings){ .on_complete = "none", .auto_publish = -1 };
         char key[64];
         key_of(key, sizeof key, repo_id);
         _cleanup_free_ char *text = NULL;
@@ -56,6 +56,8 @@ int sv_repo_settings_get(db *d, const char *repo_id, sv_repo_settings *out, ns_e
         if (cJSON_IsString(oc) && strlen(oc->valuestring) < sizeof out->on_complete)
                 snprintf(out->on_complete, sizeof out->on_complete, "%s", oc->valuestring);
         out->pr_draft = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "pr_draft"));
+        const cJSON *ap = cJSON_GetObjectItemCaseSensitive(o, "auto_publish");
+        out->auto_publish = cJSON_IsBool(ap) ? cJSON_IsTrue(ap) : -1;
         if (dup_str(o, "github_repo", &out->github_repo) < 0 || dup_str(o, "pr_base", &out->pr_base) < 0 ||
             dup_str(o, "push_url", &out->push_url) < 0) {
                 sv_repo_settings_clear(out);
@@ -71,6 +73,10 @@ static cJSON *settings_json(const sv_repo_settings *s) {
         sv_api_add_str_or_null(o, "github_repo", s->github_repo);
         sv_api_add_str_or_null(o, "pr_base", s->pr_base);
         sv_api_add_str_or_null(o, "push_url", s->push_url);
+        if (s->auto_publish < 0)
+                cJSON_AddNullToObject(o, "auto_publish");
+        else
+                cJSON_AddBoolToObject(o, "auto_publish", s->auto_publish);
         return o;
 }
 
@@ -125,7 +131,7 @@ void sv_api_repo_settings_patch(sv_req *r, const sv_route_args *a) {
         _cleanup_json_ cJSON *j = sv_api_parse_body(r);
         if (!j)
                 return;
-        static const char *const keys[] = { "on_complete", "pr_draft", "github_repo", "pr_base", "push_url", NULL };
+        static const char *const keys[] = { "on_complete", "pr_draft", "github_repo", "pr_base", "push_url", "auto_publish", NULL };
         sv_repo_settings s;
         ns_error e;
         if (sv_repo_settings_get(r->srv->db, a->id, &s, &e) < 0)
@@ -147,6 +153,14 @@ void sv_api_repo_settings_patch(sv_req *r, const sv_route_args *a) {
                 rc = jv_bool(j, "pr_draft", false, &s.pr_draft, &e);
         else if (rc == 0 && draft)
                 s.pr_draft = false;
+        const cJSON *ap = cJSON_GetObjectItemCaseSensitive(j, "auto_publish");
+        if (rc == 0 && ap && cJSON_IsNull(ap))
+                s.auto_publish = -1;
+        else if (rc == 0 && ap) {
+                bool on = false;
+                rc = jv_bool(j, "auto_publish", false, &on, &e);
+                s.auto_publish = on;
+        }
         if (rc == 0)
                 rc = take_str(j, "github_repo", 200, GH_NAME_CHARS, &s.github_repo, &e);
         if (rc == 0 && s.github_repo) {

@@ -8,7 +8,9 @@
  *   pr_draft     open those pull requests as drafts (default false)
  *   github_repo  "owner/name" on GitHub; default: derived from the repository's URL
  *   pr_base      the pull request's base branch; default: the session's base ref
- *   push_url     push here instead of the registered URL (e.g. fetch over HTTPS, push over SSH) */
+ *   push_url     push here instead of the registered URL (e.g. fetch over HTTPS, push over SSH)
+ *   auto_publish publish every new listening port of this repository's sessions as a preview:
+ *                true / false override the server's --auto-publish; null (default) follows it */
 #pragma once
 
 #include <stdbool.h>
@@ -23,6 +25,7 @@ typedef struct sv_repo_settings {
         char on_complete[8]; /* none | push | pr */
         bool pr_draft;
         char *github_repo, *pr_base, *push_url; /* NULL = unset */
+        int auto_publish;                       /* -1 = the server's --auto-publish, else 0 or 1 */
 } sv_repo_settings;
 
 /* The settings of repository `repo_id` (defaults when none are stored).  0 or -errno. */

@@ -99,8 +99,10 @@ cJSON *sv_session_json(const db_session *row);
 /* The sandbox id of a session whose sandbox is up and not being torn down, else NULL (the
  * pointer lives as long as the session's live record: copy it). */
 const char *sv_session_live_sandbox(sv_server *s, const char *sid);
-/* Up to `cap` sessions with a sandbox up: their ids and sandbox ids; returns how many. */
-size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sandboxes)[32 + 1], size_t cap);
+/* Up to `cap` sessions with a sandbox up: their ids, sandbox ids and repository ids; returns how
+ * many. */
+size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sandboxes)[32 + 1],
+                            char (*repos)[SV_ID_LEN + 1], size_t cap);
 
 /* Start: recover live sessions from the database and schedule queued ones. */
 int sv_runner_start(sv_server *s, ns_error *err);

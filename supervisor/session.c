@@ -121,12 +121,14 @@ const char *sv_session_live_sandbox(sv_server *s, const char *sid) {
         return l->sandbox;
 }
 
-size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sandboxes)[NS_ID_MAX + 1], size_t cap) {
+size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sandboxes)[NS_ID_MAX + 1],
+                            char (*repos)[SV_ID_LEN + 1], size_t cap) {
         size_t n = 0;
         for (sv_live *l = s->live; l && n < cap; l = l->next)
                 if (sv_session_live_sandbox(s, l->id)) {
                         snprintf(sids[n], SV_ID_LEN + 1, "%s", l->id);
                         snprintf(sandboxes[n], NS_ID_MAX + 1, "%s", l->sandbox);
+                        snprintf(repos[n], SV_ID_LEN + 1, "%s", l->repo_id);
                         n++;
                 }
         return n;

@@ -3,7 +3,8 @@
 # (<preview-id>.localhost:<preview port>) through the supervisor's preview proxy: a token link sets
 # the access cookie; without it the proxy refuses; the dashboard's cookie never goes upstream; the
 # dev server sees Host localhost:PORT; WebSocket works; previews are listed and show as events;
-# --auto-publish publishes a new listening port by itself.
+# --auto-publish publishes a new listening port by itself, unless the repository's settings say
+# otherwise.
 . "$(dirname "$0")/sv_lib.sh"
 sv_setup --auto-publish true
 make_repo "$NS_TMP/src/app"
@@ -124,6 +125,23 @@ expect_match "an unknown preview is 404" "^404 " "$(api DELETE "/api/v1/sessions
 expect_match "DELETE unpublishes (204)" "^204" "$(api DELETE "/api/v1/sessions/$sid/previews/$pid")"
 expect_eq "its site is gone" 404 "$("${C[@]}" -o /dev/null -w '%{http_code}' -H "Cookie: $PCK" "$ORIGIN/")"
 expect_match "an unpublished event follows" "\"action\": \"unpublished\"" "$(events "$sid" | grep '"type": "preview"')"
+# --- a repository's setting overrides --auto-publish, both ways, read at each poll ----------------
+expect_eq "settings: auto_publish is null (the server's) by default" None \
+  "$(jget "$(api GET "/api/v1/repos/$repo_id/settings" | cut -d' ' -f2-)" 'd["auto_publish"]')"
+expect_match "auto_publish must be a boolean or null" "^400 " "$(api PATCH "/api/v1/repos/$repo_id/settings" '{"auto_publish":"yes"}')"
+expect_match "PATCH auto_publish false" '^200 .*"auto_publish":false' "$(api PATCH "/api/v1/repos/$repo_id/settings" '{"auto_publish":false}')"
+body=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"agent\":\"command\",\"prompt\":\"exec python3 ws_echo.py serve 8001\"}")
+sid2=$(jget "${body#* }" 'd["id"]')
+expect_eq "a second session runs a dev server on 8001" running "$(wait_state "$sid2" running failed)"
+auto_ports() { jget "$(api GET "/api/v1/sessions/$1/previews" | cut -d' ' -f2-)" '[p["port"] for p in d["previews"] if p["automatic"]]'; }
+sleep 4 # more than two polls (every ~1.5 s) after the server listens
+expect_eq "auto_publish false on the repository: nothing published under --auto-publish true" "[]" "$(auto_ports "$sid2")"
+api PATCH "/api/v1/repos/$repo_id/settings" '{"auto_publish":null}' >/dev/null
+for _ in $(seq 40); do [ "$(auto_ports "$sid2")" = "[8001]" ] && break; sleep 0.25; done
+expect_eq "reset to null: the server's setting publishes 8001" "[8001]" "$(auto_ports "$sid2")"
+api POST "/api/v1/sessions/$sid2/stop" >/dev/null
+wait_state "$sid2" stopped failed completed >/dev/null
+
 api POST "/api/v1/sessions/$sid/stop" >/dev/null
 wait_state "$sid" stopped failed completed >/dev/null
 sleep 0.5
