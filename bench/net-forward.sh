@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Publish forward and preview proxy overhead, in one run, against the dev servers of a session's
 # sandbox:
-#   (a) a 1 GiB download (curl, sparse file served by python3 -m http.server inside) straight
-#       from the server on the sandbox's loopback (curl in its network namespace), through a
-#       sandboxd publish forward, and through the supervisor's preview proxy (which speaks to the
-#       server on a socket sandboxd dials inside);
+#   (a) a 1 GiB download (curl; a sparse file served inside by nginx with sendfile, or with
+#       SERVER=python by python3 -m http.server) straight from the server on the sandbox's
+#       loopback (curl in its network namespace), through a sandboxd publish forward, and through
+#       the supervisor's preview proxy (which speaks to the server on a socket sandboxd dials
+#       inside).  nginx by default because it is not the bottleneck: on 2 vCPUs the Python server
+#       is CPU-bound at about the relays' speed, so the ratio measured its scheduling more than
+#       the relay;
 #   (b) small HTTP requests on one kept-alive connection (wrk -c1, at least 10,000 requests; the
 #       stdlib server tests/helpers/ws_echo.py inside): mean latency of each path, and the added
 #       microseconds per request over the direct path.
@@ -15,9 +18,10 @@
 # removes everything at the end.  Needs root, wrk, curl, python3.  Exit: 0 PASS, 1 FAIL, 2 could
 # not run.
 #
-#   sudo bench/net-forward.sh        # SECS=6 (wrk duration per path)
+#   sudo bench/net-forward.sh        # SECS=6 (wrk duration per path) SERVER=nginx|python
 set -uo pipefail
 SECS=${SECS:-6}
+SERVER=${SERVER:-nginx}
 NS_BUILD=$(realpath "${NS_BUILD:-./build}")
 NS_SRC=$(realpath "$(dirname "$0")/..")
 export NS_BUILD NS_SRC
@@ -27,20 +31,47 @@ command -v wrk >/dev/null || { echo "net-forward: wrk is not installed" >&2; exi
 sv_setup >/dev/null || exit 2
 make_repo "$NS_TMP/src/app"
 cp "$NS_SRC/tests/helpers/ws_echo.py" "$NS_TMP/src/app/"
-chown "$TEST_UID:$TEST_GID" "$NS_TMP/src/app/ws_echo.py"
-as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t add ws_echo.py
+# nginx_conf ROOT PORT: a server of static files that runs unprivileged with everything in ROOT
+nginx_conf() {
+  cat <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $1/nb; proxy_temp_path $1/np; fastcgi_temp_path $1/nf;
+  uwsgi_temp_path $1/nu; scgi_temp_path $1/ns;
+  sendfile on; tcp_nopush on;
+  server { listen 127.0.0.1:$2; root $1; }
+}
+EOF
+}
+nginx_conf /tmp 8000 > "$NS_TMP/src/app/bench-nginx.conf"
+chown "$TEST_UID:$TEST_GID" "$NS_TMP/src/app/ws_echo.py" "$NS_TMP/src/app/bench-nginx.conf"
+as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t add ws_echo.py bench-nginx.conf
 as_user env HOME="$NS_TMP/src/app" git -C "$NS_TMP/src/app" -c user.name=t -c user.email=t@t commit -q -m echo
 
 # The direct peers: the same servers on the host's loopback.
 mkdir -p "$NS_TMP/files"; truncate -s 1G "$NS_TMP/files/big.bin"
 DF=$(free_port); DE=$(free_port)
-(cd "$NS_TMP/files" && exec $PY -m http.server "$DF" --bind 127.0.0.1) >/dev/null 2>&1 & P1=$!
+if [ "$SERVER" = nginx ]; then
+  command -v nginx >/dev/null || { echo "net-forward: nginx is not installed (or SERVER=python)" >&2; exit 2; }
+  nginx_conf "$NS_TMP/files" "$DF" > "$NS_TMP/host-nginx.conf"
+  nginx -e "$NS_TMP/files/err.log" -c "$NS_TMP/host-nginx.conf" -g 'daemon off; user root;' >/dev/null 2>&1 & P1=$!
+else
+  (cd "$NS_TMP/files" && exec $PY -m http.server "$DF" --bind 127.0.0.1) >/dev/null 2>&1 & P1=$!
+fi
 $PY "$NS_SRC/tests/helpers/ws_echo.py" serve "$DE" --bind 127.0.0.1 >/dev/null 2>&1 & P2=$!
 trap 'kill $P1 $P2 2>/dev/null; sv_stop; ns_cleanup' EXIT
 
 st=$(api POST /api/v1/repos "{\"url\":\"$NS_TMP/src/app\"}")
 repo_id=$(jget "${st#* }" 'd["id"]')
-prompt='truncate -s 1G /tmp/big.bin && (cd /tmp && python3 -m http.server 8000 >/dev/null 2>&1 &) && exec python3 ws_echo.py serve 5173'
+if [ "$SERVER" = nginx ]; then
+  bigsrv='nginx -e /tmp/nginx.err -c /workspace/bench-nginx.conf'
+else
+  bigsrv='(cd /tmp && python3 -m http.server 8000 >/dev/null 2>&1 &)'
+fi
+prompt="truncate -s 1G /tmp/big.bin && $bigsrv && exec python3 ws_echo.py serve 5173"
 body=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"agent\":\"command\",\"prompt\":\"$prompt\"}")
 sid=$(jget "${body#* }" 'd["id"]')
 [ "$(wait_state "$sid" running failed)" = running ] || { echo "net-forward: the session did not run" >&2; exit 2; }
@@ -74,10 +105,9 @@ speed() { local best=0 s; for _ in 1 2; do s=$(${WRAP:-} curl -s -o /dev/null -w
 # sandbox's network namespace (nsenter --net: the client is the host's curl, only its network
 # is the sandbox's), so that both sides of the ratio are the same server and the relay alone
 # differs.  The same files served from a host process are measured too, for reference.
-SRVPID=$(pgrep -f "python3 -m http.server 8000" | head -n1)
 ECHOPID=$(pgrep -f "ws_echo.py serve 5173" | head -n1)
-[ -n "$SRVPID" ] && [ -n "$ECHOPID" ] || { echo "net-forward: the servers in the sandbox are not found" >&2; exit 2; }
-INNS="nsenter --net=/proc/$SRVPID/ns/net"
+[ -n "$ECHOPID" ] || { echo "net-forward: the servers in the sandbox are not found" >&2; exit 2; }
+INNS="nsenter --net=/proc/$ECHOPID/ns/net"
 sd=$(WRAP=$INNS speed "http://127.0.0.1:8000/big.bin")
 sh=$(speed "http://127.0.0.1:$DF/big.bin")
 sf=$(speed "http://127.0.0.1:$FF/big.bin")
@@ -107,7 +137,7 @@ read -r nh lh _ <<<"$(lat $$ "http://127.0.0.1:$DE/")"
 read -r nf lf cf <<<"$(lat "$SBXD" "http://127.0.0.1:$FE/")"
 read -r np lp cp <<<"$(lat "$SV_PID" -H "Host: $HE" -H "Cookie: $CE" "http://127.0.0.1:$PP/")"
 
-$PY - "$sd" "$sf" "$sp" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" "$sh" "$lh" <<'PY'
+$PY - "$sd" "$sf" "$sp" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" "$sh" "$lh" "$SERVER" <<'PY'
 import sys
 sd, sf, sp = (int(x) for x in sys.argv[1:4])
 nd, ld, nf, lf, np_, lp, cf, cp = (float(x) for x in sys.argv[4:12])
@@ -119,7 +149,7 @@ def line(name, v, target, good):
     global ok
     ok &= good
     print(f"{name:<44} {v:>14}   target {target:<12} {'PASS' if good else 'FAIL'}")
-print(f"1 GiB download: direct (the server in the sandbox, on its loopback) {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
+print(f"1 GiB download, {sys.argv[15]} server: direct (the server in the sandbox, on its loopback) {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
 line("forward throughput / direct", f"{100*sf/sd:.0f} %", ">= 80 %", sf >= 0.8 * sd)
 line("preview throughput / direct", f"{100*sp/sd:.0f} %", ">= 80 %", sp >= 0.8 * sd)
 print(f"small requests (keep-alive, 1 connection): direct (in the sandbox's namespace) {int(nd)} req, {ld:.1f} us each; "
