@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define NS_RELAY_CHUNK 65536       /* one copying read at most: the buffer's size */
 #define NS_RELAY_PIPE (1024 * 1024) /* the pipe asked for in bulk mode (fs.pipe-max-size's default) */
@@ -20,6 +21,7 @@
 typedef struct ns_relay_dir {
         char *buf;      /* copy mode: [off, len) waits */
         size_t len, off;
+        size_t cap;     /* the buffer's size: NS_RELAY_CHUNK once read into, less for a put */
         int pipe[2];    /* bulk mode: `piped` bytes wait in it; -1 until first needed */
         size_t piped;
         size_t pipe_size; /* what one splice may move into it */
@@ -39,6 +41,13 @@ size_t ns_relay_pending(const ns_relay_dir *d);
 /* Read once from `src` (only when nothing waits).  Returns 1 when bytes came, 0 when the source is
  * dry or said EOF (d->eof), or -errno. */
 int ns_relay_read(ns_relay_dir *d, int src);
+
+/* Read once from `src` and write to `dst` at once (only when nothing waits): in copy mode the
+ * bytes pass through the caller's stack, and only what `dst` does not take is kept in a buffer
+ * made for it, so a message that goes straight through costs no allocation.  Returns the number
+ * of bytes read (> 0), 0 when the source is dry or said EOF (d->eof), or -errno (from either
+ * socket).  What was read counts as read even when writing it failed. */
+ssize_t ns_relay_move(ns_relay_dir *d, int src, int dst);
 
 /* Write what waits to `dst`.  Returns 1 when all of it went, 0 when `dst` is full, or -errno. */
 int ns_relay_write(ns_relay_dir *d, int dst);

@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,9 @@
 /* Bounds per proxy (per session): what one sandbox can make the supervisor hold. */
 #define CONNS_MAX 256      /* ~9 KiB each, and up to 64 KiB per direction while bytes move */
 #define RESOLVING_MAX 16   /* name lookups in flight, each a short-lived thread */
+/* Reading interest: with the peer's hang-up, so that its EOF is read in the same round as its
+ * last bytes (a response and the origin's close usually come together). */
+#define WANT_IN (EPOLLIN | EPOLLRDHUP)
 
 struct allow_entry {
         char name[HOST_MAX + 1]; /* lower case; for a suffix entry, without the "*." */
@@ -348,6 +353,9 @@ static void conn_update(struct conn *c) {
         }
         if (c->st != ST_RELAY)
                 return;
+        /* Both ways at their end: close() passes both EOFs on (nothing is left unread). */
+        if (c->up.eof && !up_pending && c->down.eof && !down_pending)
+                return conn_free(c);
         if (c->up.eof && !up_pending && !c->s_shut) {
                 shutdown(c->sfd, SHUT_WR);
                 c->s_shut = true;
@@ -358,8 +366,8 @@ static void conn_update(struct conn *c) {
         }
         if (c->c_shut && c->s_shut)
                 return conn_free(c);
-        uint32_t cev = (!c->up.eof && !up_pending ? EPOLLIN : 0) | (down_pending ? EPOLLOUT : 0);
-        uint32_t sev = (!c->down.eof && !down_pending ? EPOLLIN : 0) | (up_pending ? EPOLLOUT : 0);
+        uint32_t cev = (!c->up.eof && !up_pending ? WANT_IN : 0) | (down_pending ? EPOLLOUT : 0);
+        uint32_t sev = (!c->down.eof && !down_pending ? WANT_IN : 0) | (up_pending ? EPOLLOUT : 0);
         if (set_watch(c, false, cev) < 0 || set_watch(c, true, sev) < 0)
                 conn_free(c);
 }
@@ -375,50 +383,60 @@ static void reply_error(struct conn *c, int status, const char *text, const char
         if (n > 0 && (size_t) n < sizeof buf)
                 (void) ns_relay_put(&c->down, buf, (size_t) n);
         c->st = ST_REPLY;
+        if (ns_relay_write(&c->down, c->cfd) < 0) /* usually all of it, without a loop round */
+                return conn_free(c);
         set_watch(c, true, 0);
         conn_update(c);
 }
 
-/* Move what can move both ways now, a few buffers at most: a read is written out at once rather
- * than one loop round later (and an EPOLLOUT registration in between).  Returns 0 or -1 when the
- * connection is broken. */
-static int relay_pump(struct conn *c) {
+/* Move what can move in one direction (up: client → origin), a few buffers at most.  A read is
+ * written out at once (ns_relay_move), and reading stops at a short read unless the source also
+ * hung up (`rdhup`: its EOF is then read in the same round rather than one loop round later).
+ * Returns 0, or -1 when the connection is broken. */
+static int pump(struct conn *c, bool up, bool rdhup) {
+        ns_relay_dir *d = up ? &c->up : &c->down;
+        int from = up ? c->cfd : c->sfd, to = up ? c->sfd : c->cfd;
+        uint64_t *count = up ? &c->bytes_up : &c->bytes_down;
         for (int burst = 0; burst < 16; burst++) {
-                bool moved = false;
-                struct { ns_relay_dir *d; int from, to; uint64_t *count; } dirs[2] = {
-                        { &c->up, c->cfd, c->sfd, &c->bytes_up }, { &c->down, c->sfd, c->cfd, &c->bytes_down } };
-                for (int k = 0; k < 2; k++) {
-                        ns_relay_dir *d = dirs[k].d;
-                        if (ns_relay_pending(d)) {
-                                int r = ns_relay_write(d, dirs[k].to);
-                                if (r < 0)
-                                        return -1;
-                                moved |= r > 0;
-                        }
-                        if (!d->eof && !ns_relay_pending(d)) {
-                                int r = ns_relay_read(d, dirs[k].from);
-                                if (r < 0)
-                                        return -1;
-                                if (r > 0) {
-                                        *dirs[k].count += ns_relay_pending(d);
-                                        moved = true;
-                                        if (ns_relay_write(d, dirs[k].to) < 0)
-                                                return -1;
-                                }
-                        }
-                }
-                if (!moved)
+                int r = ns_relay_write(d, to);
+                if (r <= 0 || d->eof)
+                        return r < 0 ? -1 : 0;
+                ssize_t n = ns_relay_move(d, from, to);
+                if (n < 0)
+                        return -1;
+                if (n == 0)
+                        break;
+                *count += (uint64_t) n;
+                /* A short read drained the socket (level-triggered: nothing is lost by waiting). */
+                if ((size_t) n < NS_RELAY_CHUNK && !d->bulk && !rdhup)
                         break;
         }
         return 0;
 }
 
+/* Both directions after an event on one end: reads from the end that became readable, writes
+ * to the one that became writable (an error or hang-up: both, to see it). */
+static int pump_events(struct conn *c, bool server, uint32_t events) {
+        uint32_t any = EPOLLERR | EPOLLHUP;
+        bool rdhup = events & (EPOLLRDHUP | EPOLLHUP);
+        /* up reads the client and writes the origin; down the reverse */
+        if ((events & (any | (server ? EPOLLOUT : EPOLLIN))) && pump(c, true, !server && rdhup) < 0)
+                return -1;
+        if ((events & (any | (server ? EPOLLIN : EPOLLOUT))) && pump(c, false, server && rdhup) < 0)
+                return -1;
+        return 0;
+}
+
+/* The origin answered the connect: what waits goes out now (the rewritten head, or CONNECT's
+ * 200), then each end is watched for what it can do next. */
 static void connected(struct conn *c) {
         c->st = ST_RELAY;
         if (c->is_connect) {
                 static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
                 (void) ns_relay_put(&c->down, ok, sizeof ok - 1);
         }
+        if (ns_relay_write(&c->up, c->sfd) < 0 || ns_relay_write(&c->down, c->cfd) < 0)
+                return conn_free(c);
         conn_update(c);
 }
 
@@ -433,7 +451,7 @@ static void on_server(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 }
                 return connected(c);
         }
-        if (c->st == ST_RELAY && relay_pump(c) < 0)
+        if (c->st == ST_RELAY && pump_events(c, true, events) < 0)
                 return conn_free(c);
         if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && ns_relay_pending(&c->up))
                 return conn_free(c);
@@ -450,12 +468,31 @@ static void start_connect(struct conn *c, const struct sockaddr *sa, socklen_t l
         c->sfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->sfd < 0)
                 return reply_error(c, 502, "Bad Gateway", "no socket");
+        /* Relayed messages go out as they come: no Nagle delay behind the peer's delayed ACK. */
+        int one = 1;
+        (void) setsockopt(c->sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->st = ST_CONNECTING;
-        set_watch(c, false, 0); /* nothing from the client until the origin answers */
         if (connect(c->sfd, (struct sockaddr *) &ss, len) == 0)
                 return connected(c);
         if (errno != EINPROGRESS)
                 return reply_error(c, 502, "Bad Gateway", "connection to the origin failed");
+        /* A nearby origin (loopback, the static map's addresses) has usually answered the SYN
+         * before connect() returns: the head then goes out now, with no loop round for EPOLLOUT.
+         * Otherwise the loop waits for the connect and never blocks on it. */
+        if (ns_relay_pending(&c->up)) {
+                int r = ns_relay_write(&c->up, c->sfd);
+                if (r < 0)
+                        return reply_error(c, 502, "Bad Gateway", "connection to the origin failed");
+                if (r > 0)
+                        return connected(c);
+        } else {
+                struct pollfd pf = { .fd = c->sfd, .events = POLLOUT };
+                if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP)))
+                        return reply_error(c, 502, "Bad Gateway", "connection to the origin failed");
+                if (pf.revents & POLLOUT)
+                        return connected(c);
+        }
+        set_watch(c, false, 0); /* nothing from the client until the origin answers */
         if (set_watch(c, true, EPOLLOUT) < 0)
                 conn_free(c);
 }
@@ -641,29 +678,38 @@ static void handle_head(struct conn *c, size_t end) {
         resolve(c);
 }
 
-static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
-        struct conn *c = data;
-        if (c->st == ST_HEAD) {
-                ssize_t n = recv(fd, c->head + c->head_len, sizeof c->head - c->head_len, 0);
-                if (n < 0 && (errno == EAGAIN || errno == EINTR))
-                        return;
-                if (n <= 0)
-                        return conn_free(c);
-                size_t scan = c->head_len > 3 ? c->head_len - 3 : 0;
-                c->head_len += (size_t) n;
-                char *e = memmem(c->head + scan, c->head_len - scan, "\r\n\r\n", 4);
-                if (e)
-                        return handle_head(c, (size_t) (e - c->head) + 4);
-                if (c->head_len == sizeof c->head)
-                        return reply_error(c, 431, "Request Header Fields Too Large", "request head over 8 KiB");
+/* Read what the client sent of its head (one read of up to the head's bound); a complete head is
+ * handled at once, else the client's socket is watched for more. */
+static void read_head(struct conn *c) {
+        ssize_t n = recv(c->cfd, c->head + c->head_len, sizeof c->head - c->head_len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                if (set_watch(c, false, WANT_IN) < 0)
+                        conn_free(c);
                 return;
         }
+        if (n <= 0)
+                return conn_free(c);
+        size_t scan = c->head_len > 3 ? c->head_len - 3 : 0;
+        c->head_len += (size_t) n;
+        char *e = memmem(c->head + scan, c->head_len - scan, "\r\n\r\n", 4);
+        if (e)
+                return handle_head(c, (size_t) (e - c->head) + 4);
+        if (c->head_len == sizeof c->head)
+                return reply_error(c, 431, "Request Header Fields Too Large", "request head over 8 KiB");
+        if (set_watch(c, false, WANT_IN) < 0)
+                conn_free(c);
+}
+
+static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        struct conn *c = data;
+        if (c->st == ST_HEAD)
+                return read_head(c);
         if (c->st == ST_REPLY) {
                 if (ns_relay_write(&c->down, fd) < 0)
                         return conn_free(c);
                 return conn_update(c);
         }
-        if (c->st == ST_RELAY && relay_pump(c) < 0)
+        if (c->st == ST_RELAY && pump_events(c, false, events) < 0)
                 return conn_free(c);
         if ((events & EPOLLIN) == 0 && (events & (EPOLLHUP | EPOLLERR)) && ns_relay_pending(&c->down))
                 return conn_free(c);
@@ -672,34 +718,30 @@ static void on_client(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
 
 static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
         sv_egress_proxy *p = data;
-        for (;;) {
-                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (cfd < 0)
-                        return;
-                if (p->n_conns >= CONNS_MAX) {
-                        close(cfd);
-                        continue;
-                }
-                struct conn *c = malloc(sizeof *c);
-                if (!c) {
-                        close(cfd);
-                        return;
-                }
-                memset(c, 0, offsetof(struct conn, head));
-                ns_relay_init(&c->up);
-                ns_relay_init(&c->down);
-                c->p = p;
-                c->cfd = cfd;
-                c->sfd = c->dns_fd = -1;
-                c->st = ST_HEAD;
-                p->n_conns++;
-                c->next = p->conns;
-                if (p->conns)
-                        p->conns->prev = c;
-                p->conns = c;
-                if (set_watch(c, false, EPOLLIN) < 0)
-                        conn_free(c);
+        /* One connection per wake-up: the listener is level-triggered, so others waiting wake the
+         * loop again, and a lone connection costs no accept() that finds nothing. */
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+                return;
+        struct conn *c = p->n_conns < CONNS_MAX ? malloc(sizeof *c) : NULL;
+        if (!c) {
+                close(cfd);
+                return;
         }
+        memset(c, 0, offsetof(struct conn, head));
+        ns_relay_init(&c->up);
+        ns_relay_init(&c->down);
+        c->p = p;
+        c->cfd = cfd;
+        c->sfd = c->dns_fd = -1;
+        c->st = ST_HEAD;
+        p->n_conns++;
+        c->next = p->conns;
+        if (p->conns)
+                p->conns->prev = c;
+        p->conns = c;
+        /* With TCP_DEFER_ACCEPT the head has usually arrived with the connection. */
+        read_head(c);
 }
 
 int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,
@@ -730,6 +772,13 @@ int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow,
                         p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
                         sa.sin_port = 0;
                 }
+        }
+        /* Accepted connections inherit TCP_NODELAY; TCP_DEFER_ACCEPT wakes the loop once a
+         * connection has data (a client always speaks first here): accept and head in one round. */
+        int one = 1, defer = 5;
+        if (p->lfd >= 0) {
+                (void) setsockopt(p->lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                (void) setsockopt(p->lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof defer);
         }
         if (p->lfd < 0 || (sa.sin_port == 0 && bind(p->lfd, (struct sockaddr *) &sa, sizeof sa) < 0) || listen(p->lfd, 128) < 0 ||
             getsockname(p->lfd, (struct sockaddr *) &sa, &sl) < 0) {
