@@ -1,13 +1,19 @@
 /* The egress proxy (supervisor/egress.c) on a real event loop, driven by real curl through it to a
  * real HTTP server on loopback: allow-list checks, forward and CONNECT, 403 for denied names, the
- * refusal of internal addresses from DNS, and the per-connection records. */
+ * refusal of internal addresses from DNS, and the per-connection records; an IP literal refused by
+ * the name-only allow-list, a head that comes in two pieces, an 8 MiB body both ways of relaying
+ * (forward and CONNECT, through the spliced bulk path), and an origin that never answers the
+ * connect, which must not hold up anyone else's requests. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "supervisor/egress.h"
@@ -29,10 +35,18 @@ static void on_report(void *data, const sv_egress_record *r) {
 }
 
 struct client {
-        int proxy_port, origin_port;
+        int proxy_port, origin_port, stall_port;
         int quit_fd;
-        char out[8][4096];
+        const char *dir;
+        char out[16][4096];
+        double stalled_fetch_s;
 };
+
+static double now_s(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
 
 static void run(char *out, size_t cap, const char *cmd) {
         FILE *f = popen(cmd, "r");
@@ -68,6 +82,39 @@ static void *client_main(void *arg) {
         snprintf(cmd, sizeof cmd, "curl -s -m 5 -x http://127.0.0.1:%d http://api.wild.test:%d/hello.txt", c->proxy_port,
                  c->origin_port);
         run(c->out[6], sizeof c->out[6], cmd);
+        /* An IP literal: the allow-list holds names only, so it is refused, not resolved. */
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -o /dev/null -w '%%{http_code}' -x http://127.0.0.1:%d http://127.0.0.1:%d/hello.txt",
+                 c->proxy_port, c->origin_port);
+        run(c->out[7], sizeof c->out[7], cmd);
+        /* A head in two pieces, 300 ms apart: the proxy waits for the rest. */
+        snprintf(cmd, sizeof cmd,
+                 "/usr/bin/python3 -c 'import socket,time; s=socket.create_connection((\"127.0.0.1\",%d)); "
+                 "s.sendall(b\"GET http://split.test:%d/hello.txt HTTP/1.1\\r\\nHost: split.test\\r\\n\"); time.sleep(0.3); "
+                 "s.sendall(b\"Accept: */*\\r\\n\\r\\n\"); d=b\"\"\n"
+                 "while True:\n k=s.recv(65536)\n if not k: break\n d+=k\n"
+                 "print(d.split(b\"\\r\\n\")[0].decode(), d.endswith(b\"hello through the proxy\\n\"))'",
+                 c->proxy_port, c->origin_port);
+        run(c->out[8], sizeof c->out[8], cmd);
+        /* 8 MiB, forward and CONNECT: sizes as sent. */
+        snprintf(cmd, sizeof cmd, "curl -s -m 20 -o /dev/null -w '%%{http_code} %%{size_download}' -x http://127.0.0.1:%d http://big.test:%d/big.bin",
+                 c->proxy_port, c->origin_port);
+        run(c->out[9], sizeof c->out[9], cmd);
+        snprintf(cmd, sizeof cmd, "curl -s -m 20 -p -o /dev/null -w '%%{http_code} %%{size_download}' -x http://127.0.0.1:%d http://big.test:%d/big.bin",
+                 c->proxy_port, c->origin_port);
+        run(c->out[10], sizeof c->out[10], cmd);
+        /* An origin whose listen queue is full never answers the SYN: while that connect hangs,
+         * another request through the same proxy must go through at once. */
+        snprintf(cmd, sizeof cmd, "curl -s -m 3 -o /dev/null -w '%%{http_code}' -x http://127.0.0.1:%d http://stall.test:%d/ > %s/stall.out 2>&1 &",
+                 c->proxy_port, c->stall_port, c->dir);
+        (void) !system(cmd);
+        usleep(300 * 1000);
+        double t0 = now_s();
+        snprintf(cmd, sizeof cmd, "curl -s -m 5 -x http://127.0.0.1:%d http://split.test:%d/hello.txt", c->proxy_port,
+                 c->origin_port);
+        run(c->out[11], sizeof c->out[11], cmd);
+        c->stalled_fetch_s = now_s() - t0;
+        snprintf(cmd, sizeof cmd, "for i in $(seq 60); do [ -s %s/stall.out ] && break; sleep 0.1; done; cat %s/stall.out", c->dir, c->dir);
+        run(c->out[12], sizeof c->out[12], cmd);
         (void) !write(c->quit_fd, "q", 1);
         return NULL;
 }
@@ -116,8 +163,19 @@ int main(void) {
         fclose(f);
         snprintf(path, sizeof path, "%s/hosts", dir);
         f = fopen(path, "w");
-        fputs("# test map\nallowed.test 127.0.0.1\ndenied.test 127.0.0.1\napi.wild.test 127.0.0.1\n", f);
+        fputs("# test map\nallowed.test 127.0.0.1\ndenied.test 127.0.0.1\napi.wild.test 127.0.0.1\n"
+              "split.test 127.0.0.1\nbig.test 127.0.0.1\nstall.test 127.0.0.1\n",
+              f);
         fclose(f);
+        snprintf(path, sizeof path, "%s/big.bin", dir);
+        f = fopen(path, "w");
+        static char chunk[65536];
+        for (size_t i = 0; i < sizeof chunk; i++)
+                chunk[i] = (char) ('a' + i % 26);
+        for (int i = 0; i < 128; i++)
+                fwrite(chunk, 1, sizeof chunk, f);
+        fclose(f);
+        snprintf(path, sizeof path, "%s/hosts", dir);
         sv_egress_hosts *hosts = NULL;
         ok(sv_egress_hosts_load(path, &hosts, &err) == 0, "the host map loads");
 
@@ -142,10 +200,10 @@ int main(void) {
         ns_loop_new(&loop, &err);
         char wild[64];
         snprintf(wild, sizeof wild, "*.wild.test:%d", oport);
-        const char *allow[] = { "allowed.test", "localhost", wild };
+        const char *allow[] = { "allowed.test", "localhost", wild, "split.test", "big.test", "stall.test" };
         sv_egress_proxy *p = NULL;
         int pport = 0;
-        int r = sv_egress_proxy_new(loop, allow, 3, hosts, on_report, NULL, &p, &pport, &err);
+        int r = sv_egress_proxy_new(loop, allow, 6, hosts, on_report, NULL, &p, &pport, &err);
         ok(r == 0 && pport > 0, "the proxy listens on 127.0.0.1:%d (%s)", pport, r ? err.msg : "ok");
         ok(sv_egress_allowed(p, "ALLOWED.test", 1), "exact names match case-insensitively, any port");
         ok(sv_egress_allowed(p, "a.b.wild.test", (uint16_t) oport) && !sv_egress_allowed(p, "a.wild.test", 443),
@@ -162,7 +220,14 @@ int main(void) {
         if (pipe2(qp, O_CLOEXEC) < 0)
                 return 1;
         ns_watch *qw = ns_loop_add(loop, qp[0], EPOLLIN, on_quit, NULL, &err);
-        struct client c = { .proxy_port = pport, .origin_port = oport, .quit_fd = qp[1] };
+        /* the stalled origin: a listen queue of one, filled by a connection never accepted */
+        int stall = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in ssa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t ssl = sizeof ssa;
+        ok(stall >= 0 && bind(stall, (struct sockaddr *) &ssa, sizeof ssa) == 0 && listen(stall, 0) == 0 &&
+                   getsockname(stall, (struct sockaddr *) &ssa, &ssl) == 0 && connect(filler, (struct sockaddr *) &ssa, sizeof ssa) == 0,
+           "a stalled origin on port %d", ntohs(ssa.sin_port));
+        struct client c = { .proxy_port = pport, .origin_port = oport, .stall_port = ntohs(ssa.sin_port), .quit_fd = qp[1], .dir = dir };
         pthread_t t;
         pthread_create(&t, NULL, client_main, &c);
         ns_loop_run(loop, NULL, NULL, NULL);
@@ -175,11 +240,29 @@ int main(void) {
         ok(!strcmp(c.out[4], "403"), "an allowed name that DNS resolves to loopback is refused (got '%s')", c.out[4]);
         ok(!strncmp(c.out[5], "HTTP/1.1 400", 12), "a malformed head gets 400 (got '%.40s')", c.out[5]);
         ok(!strcmp(c.out[6], "hello through the proxy\n"), "a wildcard entry on its port is fetched (got '%s')", c.out[6]);
+        ok(!strcmp(c.out[7], "403"), "an IP literal is refused with 403 (got '%s')", c.out[7]);
+        ok(!strcmp(c.out[8], "HTTP/1.0 200 OK True\n"), "a head sent in two pieces is answered in full (got '%s')", c.out[8]);
+        ok(!strcmp(c.out[9], "200 8388608"), "8 MiB come through the forward proxy whole (got '%s')", c.out[9]);
+        ok(!strcmp(c.out[10], "200 8388608"), "8 MiB come through a CONNECT tunnel whole (got '%s')", c.out[10]);
+        ok(!strcmp(c.out[11], "hello through the proxy\n") && c.stalled_fetch_s < 1.5,
+           "while a connect hangs, another request goes through in %.3f s (got '%s')", c.stalled_fetch_s, c.out[11]);
+        ok(!strcmp(c.out[12], "000"), "the client of the stalled origin gave up on its own (got '%s')", c.out[12]);
 
+        int before_free = n_recs;
+        bool stall_open = true;
+        for (int i = 0; i < n_recs; i++)
+                if (!strcmp(recs[i].host, "stall.test"))
+                        stall_open = false;
         sv_egress_proxy_free(p);
         ns_loop_remove(loop, qw);
-        int allowed_big = 0, denied = 0;
+        int allowed_big = 0, denied = 0, literal = 0, big = 0, stalled = 0;
         for (int i = 0; i < n_recs; i++) {
+                if (!recs[i].allowed && !strcmp(recs[i].host, "127.0.0.1") && recs[i].port == oport)
+                        literal++;
+                if (recs[i].allowed && !strcmp(recs[i].host, "big.test") && recs[i].bytes_down >= 8388608 && recs[i].bytes_up > 0)
+                        big++;
+                if (i >= before_free && recs[i].allowed && !strcmp(recs[i].host, "stall.test") && recs[i].bytes_down == 0)
+                        stalled++;
                 if (recs[i].allowed && !strcmp(recs[i].host, "allowed.test") && recs[i].port == oport && recs[i].bytes_down > 24 &&
                     recs[i].bytes_up > 0)
                         allowed_big++;
@@ -188,6 +271,11 @@ int main(void) {
         }
         ok(allowed_big == 2, "both allowed fetches are recorded with their bytes each way (%d)", allowed_big);
         ok(denied == 2, "both denied attempts are recorded as denied (%d)", denied);
+        ok(literal == 1, "the IP literal is recorded as denied (%d)", literal);
+        ok(big == 2, "both 8 MiB transfers are recorded with their bytes (%d)", big);
+        ok(stall_open && stalled == 1, "the hanging connect stayed open until the proxy closed, then was recorded (%d)", stalled);
+        close(filler);
+        close(stall);
 
         kill(srv, SIGTERM);
         waitpid(srv, NULL, 0);
