@@ -137,14 +137,18 @@ static int dir_pump(ports_conn *c, int i) {
         for (int burst = 0; burst < PORTS_BURST && !d->shut && r > 0; burst++) {
                 if ((r = ns_relay_write(&d->r, c->fd[1 - i])) <= 0 || d->r.eof)
                         break;
-                r = ns_relay_read(&d->r, c->fd[i]);
-                /* A short read drained the socket: write it and wait for the next readiness
-                 * rather than read again only to hear EAGAIN (level-triggered: nothing is lost). */
-                if (r > 0 && ns_relay_pending(&d->r) < NS_RELAY_CHUNK)
+                /* read and written at once: a message that goes straight through is never
+                 * buffered (no allocation per message, see relay.h) */
+                ssize_t n = ns_relay_move(&d->r, c->fd[i], c->fd[1 - i]);
+                if (n <= 0) {
+                        r = (int) n;
+                        break;
+                }
+                /* A short read drained the socket: wait for the next readiness rather than read
+                 * again only to hear EAGAIN (level-triggered: nothing is lost). */
+                if ((size_t) n < NS_RELAY_CHUNK && !d->r.bulk)
                         break;
         }
-        if (r > 0) /* the burst's last read: its bytes go out now if they can */
-                r = ns_relay_write(&d->r, c->fd[1 - i]);
         if (r < 0)
                 return r;
         dir_finish(c, i);
