@@ -2,6 +2,7 @@
 # Sandbox density: N sandboxes (default 500) each running `sleep 600` at once.
 #   memory per sandbox = drop in MemAvailable / N          target <= 1 MiB
 #   wall time to create all N (create + exec --detach)     target <= 3 s
+#     (through one protocol connection, WINDOW requests in flight: bench/density_client.py)
 # then destroys them all (timed too) and checks that nothing was left behind.
 #
 # Starts a private nightshift-sandboxd from $NS_BUILD/bin (default ./build/bin) with temporary
@@ -10,12 +11,16 @@
 #
 #   sudo bench/density.sh
 #   sudo N=100 NS_BUILD=build-release bench/density.sh
+#   sudo MODE=cli bench/density.sh      # the old way: `create` and `exec --detach` CLI processes
 set -euo pipefail
 
 NS_BUILD=${NS_BUILD:-./build}
 NS_DAEMON_ARGS=${NS_DAEMON_ARGS:-}   # extra daemon flags, e.g. "--warm-pool 0" (word-split on purpose)
 N=${N:-500}
 SETTLE=${SETTLE:-2}          # seconds to let memory settle before reading MemAvailable
+MODE=${MODE:-protocol}       # protocol: one connection, pipelined (bench/density_client.py); cli: two CLI processes per sandbox
+WINDOW=${WINDOW:-16}         # protocol: requests in flight at once
+CLIENT=$(dirname "$0")/density_client.py
 SANDBOXD=$NS_BUILD/bin/nightshift-sandboxd
 SANDBOX=$NS_BUILD/bin/nightshift-sandbox
 
@@ -102,34 +107,60 @@ sleep "$SETTLE"
 MEM_BEFORE=$(mem_available_kib)
 T0=$(now_us)
 CREATE_US=0
-for i in $(seq 1 "$N"); do
-  t=$(now_us)
-  id=$(sb create --net none) || die "create #$i failed"
-  CREATE_US=$((CREATE_US + $(now_us) - t))
-  IDS+=("$id")
-  sb exec --detach "$id" -- /bin/sleep 600 >/dev/null || die "exec #$i failed"
-done
+if [ "$MODE" = cli ]; then
+  for i in $(seq 1 "$N"); do
+    t=$(now_us)
+    id=$(sb create --net none) || die "create #$i failed"
+    CREATE_US=$((CREATE_US + $(now_us) - t))
+    IDS+=("$id")
+    sb exec --detach "$id" -- /bin/sleep 600 >/dev/null || die "exec #$i failed"
+  done
+else
+  # One connection, WINDOW requests in flight: create, and exec as soon as its create is answered.
+  /usr/bin/python3 "$CLIENT" "$SOCK" create "$N" "$WINDOW" >"$TMP/ids" 2>"$TMP/client.json" ||
+    die "the protocol client failed: $(cat "$TMP/client.json")"
+  mapfile -t IDS <"$TMP/ids"
+  CREATE_US=$(/usr/bin/python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["creates_s"] * 1e6))' "$TMP/client.json")
+fi
 T1=$(now_us)
 sleep "$SETTLE"
 MEM_AFTER=$(mem_available_kib)
-RUNNING=$(sb --json ls | python3 -c '
-import json, sys
-print(sum(1 for s in json.load(sys.stdin).get("sandboxes", []) if s.get("procs", 0) >= 1))')
+# Sandboxes with a live process, read through `list`'s pages.
+RUNNING=$(/usr/bin/python3 - "$SOCK" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1])
+n, after = 0, None
+while True:
+    req = {"v": 1, "id": 1, "op": "list"}
+    if after: req["after"] = after
+    s.send(json.dumps(req).encode()); r = json.loads(s.recv(1 << 17))
+    n += sum(1 for x in r["sandboxes"] if x.get("procs", 0) >= 1)
+    after = r.get("next")
+    if not after: break
+print(n)
+PY
+)
 
 T2=$(now_us)
-for id in "${IDS[@]}"; do sb destroy "$id" >/dev/null || echo "destroy $id failed" >&2; done
+if [ "$MODE" = cli ]; then
+  for id in "${IDS[@]}"; do sb destroy "$id" >/dev/null || echo "destroy $id failed" >&2; done
+else
+  printf '%s\n' "${IDS[@]}" | /usr/bin/python3 "$CLIENT" "$SOCK" destroy 2>/dev/null || echo "destroy failed" >&2
+fi
 T3=$(now_us)
 IDS=()
 
-python3 - "$N" "$MEM_BEFORE" "$MEM_AFTER" "$T0" "$T1" "$CREATE_US" "$T2" "$T3" "$RUNNING" <<'EOF'
-import sys
-n, mem0, mem1, t0, t1, create_us, t2, t3, running = map(int, sys.argv[1:])
+python3 - "$N" "$MEM_BEFORE" "$MEM_AFTER" "$T0" "$T1" "$CREATE_US" "$T2" "$T3" "$RUNNING" "$MODE" <<'EOF'
+import os, sys
+n, mem0, mem1, t0, t1, create_us, t2, t3, running = map(int, sys.argv[1:10])
+mode = sys.argv[10]
+print(f"load average:                    {os.getloadavg()[0]:.2f}")
 per_kib = (mem0 - mem1) / n
 wall = (t1 - t0) / 1e6
 print(f"sandboxes running sleep:        {running} / {n}")
 print(f"MemAvailable before / after:     {mem0 / 1024:.1f} MiB / {mem1 / 1024:.1f} MiB")
 print(f"memory per sandbox:              {per_kib:.1f} KiB")
-print(f"wall time, create + exec all:    {wall:.3f} s ({create_us / 1e6:.3f} s of it in create)")
+print(f"wall time, create + exec all:    {wall:.3f} s ({create_us / 1e6:.3f} s of it in create)  [{mode}]")
 print(f"wall time, destroy all:          {(t3 - t2) / 1e6:.3f} s")
 mem_ok = per_kib <= 1024 and running == n
 time_ok = wall <= 3.0

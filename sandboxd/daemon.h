@@ -18,6 +18,7 @@
 #define SBX_MAX_RO_ROOTS 16
 #define SBX_UID_RANGE 65536u /* host uids per sandbox: in-sandbox 0..65535 */
 #define SBX_AGENT_UID 1000u
+#define SBX_MAX_ZYGOTES 4
 
 struct cg_manager;
 struct ports_ctx;
@@ -41,6 +42,8 @@ struct sbx_config {
         uint64_t max_memory, max_pids, max_cpu_millis, max_disk;
         char *cgroup_base;
         uint32_t warm_pool; /* pre-built sandboxes kept ready for plain creates; 0 = none */
+        uint32_t warm_pool_private; /* more of them with their `private` veth pair made ahead; 0 = none */
+        uint32_t pool_builds; /* pool builds at once (one zygote each): 0 = the CPU count, at most 4 */
         uint32_t publish_addr;  /* host IPv4 address of publish listeners, network order */
         uint16_t publish_lo, publish_hi; /* their host port range */
         int log_level;
@@ -86,6 +89,8 @@ struct sbx_sandbox {
         bool pooled;            /* in the warm pool: nobody's yet, never listed or found */
         bool pool_ready;        /* pooled, and its init reported READY */
         bool from_pool;         /* handed out of the warm pool (for the debug log) */
+        enum net_mode pool_net; /* pooled: NET_PRIVATE when its veth pair is made ahead (pool.c) */
+        int zygote;             /* pooled and building: the zygote building it, else -1 */
         uint64_t pool_deadline; /* pooled: destroyed if not ready by then (monotonic ms) */
         bool dying;             /* destroyed; waiting for init's death to remove the rest */
         pid_t builder;          /* pooled and building: a builder forked by the daemon (no zygote), else 0 */
@@ -138,11 +143,15 @@ struct sbx_daemon {
         size_t n_sandboxes;
         struct sbx_sandbox *pool;  /* warm pool: ready and still building (pool.c) */
         size_t n_pool;
+        uint64_t pool_demand_until; /* a create found the pool empty: refill at once until then (ms) */
+        uint64_t pool_private_demand_until; /* the same for the pairs made ahead */
         uint64_t pool_retry_at;    /* after a failed refill, none before this (monotonic ms) */
         uint64_t pool_idle_since;  /* when the loop last went to sleep (pool_next_timeout) */
         struct sbx_sandbox *dying; /* destroyed, init not yet dead */
-        int zygote_fd;             /* the pool's zygote (pool.c), or -1 */
-        pid_t zygote_pid;
+        int zygote_fd[SBX_MAX_ZYGOTES]; /* the pool's zygotes (pool.c), or -1 */
+        pid_t zygote_pid[SBX_MAX_ZYGOTES];
+        uint32_t zygote_busy[SBX_MAX_ZYGOTES]; /* builds sent to each and not yet reported */
+        size_t n_zygotes;
         struct sbx_client *clients;
         struct sbx_snapshot *snapshots; /* upper layers being turned into layers (snapshot.c) */
         uint8_t *slots; /* one byte per uid slot: in use */
@@ -162,8 +171,9 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
 void sandbox_destroy(struct sbx_sandbox *s);
 
 /* Start building one warm-pool sandbox (host layer, no limits, no workspace); it joins d->pool and
- * becomes ready when its init reports READY, without blocking the loop in between. */
-int sandbox_prestart(struct sbx_daemon *d, ns_error *err);
+ * becomes ready when its init reports READY (and, for `net` NET_PRIVATE, once its veth pair is
+ * made), without blocking the loop in between. */
+int sandbox_prestart(struct sbx_daemon *d, enum net_mode net, ns_error *err);
 
 /* Remove what a sandbox whose processes are all dead left on the host: wait (2 s at most) for its
  * cgroup to empty and remove it, delete its upper layer by descriptor, its disk image, its record.
@@ -174,9 +184,11 @@ void sandbox_remove_leftovers(struct sbx_daemon *d, const char *id);
 void sandbox_reap_all(struct sbx_daemon *d);
 
 /* In the pool's zygote: build warm-pool sandbox `id` in uid slot `slot` and report to `report_fd`
- * (init's pidfd and control socket attached).  init is cloned as a child of the daemon.  `idle`:
+ * (init's pidfd and control socket attached).  With `net`: wait for init's READY, then make the
+ * veth pair as planned (net_make_pair), and report the sandbox ready with its host end's index.  init is cloned as a child of the daemon.  `idle`:
  * the caller runs at nice 19, and init goes back to `nice` before anything of the sandbox's runs. */
-void sandbox_build_pool(struct sbx_daemon *d, const char *id, uint32_t slot, int nice, bool idle, int report_fd);
+void sandbox_build_pool(struct sbx_daemon *d, const char *id, uint32_t slot, const struct net_pair_plan *net, int nice,
+                        bool idle, int report_fd);
 
 /* Forget a sandbox without touching it (daemon exit: its processes keep running and are
  * re-adopted by the next start).  The caller has unlinked it. */

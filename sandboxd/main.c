@@ -39,7 +39,8 @@ static void usage(FILE *f) {
               "         [--state-dir DIR] [--upper-dir DIR] [--workspace-root DIR] [--allow-user USER|UID]...\n"
               "         [--layers-dir DIR] [--ro-root DIR]... [--uid-base N] [--max-sandboxes N]\n"
               "         [--max-memory BYTES] [--max-pids N] [--max-cpus N] [--max-disk BYTES] [--cgroup-base PATH]\n"
-              "         [--warm-pool N] [--publish-addr IPV4] [--publish-range LO-HI]\n"
+              "         [--warm-pool N] [--warm-pool-private N] [--pool-builds N]\n"
+              "         [--publish-addr IPV4] [--publish-range LO-HI]\n"
               "         [--net-pool CIDR|none] [--nat-uplink IFACE] [--debug]\n",
               f);
 }
@@ -148,6 +149,18 @@ static int apply_option(struct sbx_config *c, const char *key, const char *val, 
                 if (parse_u64(val, 64, &n) < 0)
                         return ns_err(err, EINVAL, "--warm-pool must be 0..64");
                 c->warm_pool = (uint32_t) n;
+                return 0;
+        }
+        if (!strcmp(key, "warm-pool-private")) {
+                if (parse_u64(val, 64, &n) < 0)
+                        return ns_err(err, EINVAL, "--warm-pool-private must be 0..64");
+                c->warm_pool_private = (uint32_t) n;
+                return 0;
+        }
+        if (!strcmp(key, "pool-builds")) {
+                if (parse_u64(val, SBX_MAX_ZYGOTES, &n) < 0)
+                        return ns_err(err, EINVAL, "--pool-builds must be 0..%d (0: one per CPU)", SBX_MAX_ZYGOTES);
+                c->pool_builds = (uint32_t) n;
                 return 0;
         }
         if (!strcmp(key, "publish-addr")) {
@@ -343,13 +356,14 @@ static void daemon_free(struct sbx_daemon *d) {
 
 int main(int argc, char **argv) {
         struct sbx_daemon d = { .listen_fd = -1, .sig_fd = -1, .state_fd = -1, .upper_fd = -1, .ws_root_fd = -1,
-                                .layers_fd = -1, .zygote_fd = -1 };
+                                .layers_fd = -1 };
         for (size_t i = 0; i < SBX_MAX_RO_ROOTS; i++)
                 d.ro_root_fds[i] = -1;
         struct sbx_config *c = &d.cfg;
         c->uid_base = DEFAULT_UID_BASE;
         c->max_sandboxes = 1024;
         c->warm_pool = 2;
+        c->warm_pool_private = 1;
         c->publish_addr = htonl(INADDR_LOOPBACK);
         c->publish_lo = 20000;
         c->publish_hi = 29999;
@@ -366,6 +380,7 @@ int main(int argc, char **argv) {
                 { "max-pids", required_argument, NULL, 1 }, { "max-cpus", required_argument, NULL, 1 },
                 { "max-disk", required_argument, NULL, 1 },
                 { "cgroup-base", required_argument, NULL, 1 }, { "warm-pool", required_argument, NULL, 1 },
+                { "warm-pool-private", required_argument, NULL, 1 }, { "pool-builds", required_argument, NULL, 1 },
                 { "publish-addr", required_argument, NULL, 1 }, { "publish-range", required_argument, NULL, 1 },
                 { "net-pool", required_argument, NULL, 1 }, { "nat-uplink", required_argument, NULL, 1 },
                 { "debug", no_argument, NULL, 'd' },
@@ -440,7 +455,7 @@ int main(int argc, char **argv) {
         }
         /* Before the socket, the clients and the adopted sandboxes exist: the zygote holds none
          * of their descriptors. */
-        if (c->warm_pool && pool_zygote_start(&d, &err) < 0)
+        if ((c->warm_pool || c->warm_pool_private) && pool_zygote_start(&d, &err) < 0)
                 log_warn("warm pool without a zygote: %s", err.msg);
         /* After the zygote (which needs none of it), before any sandbox: the rules are in place
          * before the first link can exist. */

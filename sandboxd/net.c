@@ -282,11 +282,11 @@ static int set_up(int sock, const char *name, ns_error *err) {
 }
 
 /* Inside the sandbox's namespace: a netlink socket and an ioctl socket bound there for the inner
- * configuration (sockets stay in the namespace they were made in); the thread returns to ours
- * before anything else.  IPv6 is already off for links made there: init's set-up wrote
- * net.ipv6.conf.default.disable_ipv6 (net_disable_ipv6_default) before anything of the sandbox's
- * ran, off this request's path (~0.3 ms: a fresh namespace's first sysctl). */
-static int enter_inner(struct net_ctx *n, int netns_fd, struct nl_sock **inner, int *inner_ioctl, ns_error *err) {
+ * configuration (sockets stay in the namespace they were made in); the thread returns to
+ * `host_netns` before anything else.  IPv6 is already off for links made there: init's set-up
+ * wrote net.ipv6.conf.default.disable_ipv6 (net_disable_ipv6_default) before anything of the
+ * sandbox's ran, off this request's path (~0.3 ms: a fresh namespace's first sysctl). */
+static int enter_inner(int host_netns, int netns_fd, struct nl_sock **inner, int *inner_ioctl, ns_error *err) {
         if (setns(netns_fd, CLONE_NEWNET) < 0)
                 return ns_err_sys(err, errno, "enter the sandbox's network namespace");
         int r = 0;
@@ -298,7 +298,7 @@ static int enter_inner(struct net_ctx *n, int netns_fd, struct nl_sock **inner, 
                 r = ns_err_sys(err, errno, "socket in the sandbox");
         /* Back home, whatever happened: a daemon left in a sandbox's namespace would make every
          * later link there. */
-        if (setns(n->host_netns, CLONE_NEWNET) < 0) {
+        if (setns(host_netns, CLONE_NEWNET) < 0) {
                 fprintf(stderr, "<2>cannot return to the daemon's network namespace: %s\n", strerror(errno));
                 abort();
         }
@@ -316,7 +316,7 @@ static int enter_inner(struct net_ctx *n, int netns_fd, struct nl_sock **inner, 
 
 /* Create the pair: host end `name` in `group`, inner end directly in the sandbox's namespace; both
  * down (IFF_UP on the peer at creation is refused by recent kernels: ENOTCONN). */
-static int make_pair(struct net_ctx *n, const char *name, uint32_t group, int netns_fd) {
+static int make_pair(struct nl_sock *sock, const char *name, uint32_t group, int netns_fd) {
         struct rtnl_link *link = rtnl_link_veth_alloc();
         if (!link)
                 return -NLE_NOMEM;
@@ -326,18 +326,118 @@ static int make_pair(struct net_ctx *n, const char *name, uint32_t group, int ne
         rtnl_link_set_name(peer, NET_INNER_NAME);
         rtnl_link_set_ns_fd(peer, netns_fd);
         rtnl_link_put(peer);
-        int r = rtnl_link_add(n->sock, link, NLM_F_CREATE | NLM_F_EXCL);
+        int r = rtnl_link_add(sock, link, NLM_F_CREATE | NLM_F_EXCL);
         rtnl_link_veth_release(link);
         return r;
 }
 
-static void delete_link(struct net_ctx *n, int ifindex) {
+static void delete_link_on(struct nl_sock *sock, int ifindex) {
         struct rtnl_link *l = rtnl_link_alloc();
         if (!l)
                 return;
         rtnl_link_set_ifindex(l, ifindex);
-        rtnl_link_delete(n->sock, l);
+        rtnl_link_delete(sock, l);
         rtnl_link_put(l);
+}
+
+static void delete_link(struct net_ctx *n, int ifindex) {
+        delete_link_on(n->sock, ifindex);
+}
+
+/* Everything after the pair's creation: IPv6 off on the host end, addresses, links up, route. */
+static int configure_pair(struct nl_sock *host_sock, int host_netns, const struct net_pair_plan *p, const char *name,
+                          int host_if, int netns_fd, ns_error *err) {
+        struct nl_sock *inner = NULL;
+        _cleanup_close_ int inner_io = -1, host_io = -1;
+        int r = enter_inner(host_netns, netns_fd, &inner, &inner_io, err);
+        if (r < 0)
+                return r;
+        /* IPv6 off on the host end before it is up: with a link-local address there, a sandbox
+         * could reach host services bound to [::] (the rules drop IPv6 too; this is the second
+         * wall). */
+        char path[96];
+        snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+        if ((r = write_sysctl(path, "1")) < 0) {
+                r = ns_err_sys(err, -r, "disable IPv6 on %s", name);
+                goto out;
+        }
+        host_io = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (host_io < 0) {
+                r = ns_err_sys(err, errno, "socket");
+                goto out;
+        }
+        if ((r = add_addr(host_sock, host_if, p->host_ip, err)) < 0 || (r = set_up(host_io, name, err)) < 0 ||
+            (r = set_up(inner_io, NET_INNER_NAME, err)) < 0)
+                goto out;
+        /* The inner end's index, asked of a socket that lives in the sandbox's namespace. */
+        struct ifreq ifr = { 0 };
+        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", NET_INNER_NAME);
+        if (ioctl(inner_io, SIOCGIFINDEX, &ifr) < 0) {
+                r = ns_err_sys(err, errno, "find %s in the sandbox", NET_INNER_NAME);
+                goto out;
+        }
+        int in_if = ifr.ifr_ifindex;
+        if ((r = add_addr(inner, in_if, p->inner_ip, err)) < 0 || (r = add_default_route(inner, in_if, p->host_ip, err)) < 0)
+                goto out;
+out:
+        nl_socket_free(inner);
+        return r;
+}
+
+int net_make_pair(const struct net_pair_plan *p, int netns_fd, int *host_ifindex, ns_error *err) {
+        _cleanup_close_ int host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (host_netns < 0)
+                return ns_err_sys(err, errno, "open /proc/self/ns/net");
+        struct nl_sock *sock = nl_socket_alloc();
+        if (!sock || nl_connect(sock, NETLINK_ROUTE) < 0) {
+                if (sock)
+                        nl_socket_free(sock);
+                return ns_err(err, EIO, "netlink socket");
+        }
+        char name[IF_NAMESIZE];
+        snprintf(name, sizeof name, NET_NAME_PREFIX "%u", p->counter);
+        int r = make_pair(sock, name, p->group, netns_fd);
+        int host_if = 0;
+        if (r < 0)
+                r = ns_err(err, EIO, "create veth pair: %s", nl_geterror(r));
+        else if ((host_if = (int) if_nametoindex(name)) <= 0)
+                r = ns_err_sys(err, errno, "veth %s vanished", name);
+        else
+                r = configure_pair(sock, host_netns, p, name, host_if, netns_fd, err);
+        if (r < 0 && host_if > 0)
+                delete_link_on(sock, host_if);
+        nl_socket_free(sock);
+        if (r == 0)
+                *host_ifindex = host_if;
+        return r;
+}
+
+int net_reserve(struct net_ctx *n, enum net_mode mode, struct net_link *out, struct net_pair_plan *plan, ns_error *err) {
+        int r = net_check_mode(n, mode, err);
+        if (r < 0)
+                return r;
+        uint32_t slot = 0;
+        if ((r = take_slot(n, &slot, err)) < 0)
+                return r;
+        uint32_t counter = n->next_name++;
+        n->ifindex[slot] = 0;
+        n->counter[slot] = counter;
+        *out = (struct net_link){ .mode = mode, .addr_slot = (int32_t) slot, .ifindex = 0, .counter = counter };
+        *plan = (struct net_pair_plan){ .group = mode == NET_NAT ? NFT_GROUP_NAT : NFT_GROUP_PRIVATE, .counter = counter,
+                                        .host_ip = slot_addr(n, slot, 1), .inner_ip = slot_addr(n, slot, 2) };
+        return 0;
+}
+
+void net_commit(struct net_ctx *n, struct net_link *l, int host_ifindex) {
+        l->ifindex = host_ifindex;
+        if (n && l->addr_slot >= 0 && (uint32_t) l->addr_slot < n->n_slots)
+                n->ifindex[l->addr_slot] = host_ifindex;
+}
+
+void net_unreserve(struct net_ctx *n, struct net_link *l) {
+        if (n && l->mode != NET_NONE && l->addr_slot >= 0 && (uint32_t) l->addr_slot < n->n_slots)
+                n->state[l->addr_slot] = SLOT_FREE;
+        *l = (struct net_link){ .mode = NET_NONE, .addr_slot = -1 };
 }
 
 int net_attach(struct net_ctx *n, int netns_fd, enum net_mode mode, struct net_link *out, ns_error *err) {
@@ -347,18 +447,15 @@ int net_attach(struct net_ctx *n, int netns_fd, enum net_mode mode, struct net_l
         uint32_t slot = 0;
         if ((r = take_slot(n, &slot, err)) < 0)
                 return r;
-        struct nl_sock *inner = NULL;
-        _cleanup_close_ int inner_io = -1, host_io = -1;
+        struct net_pair_plan p = { .group = mode == NET_NAT ? NFT_GROUP_NAT : NFT_GROUP_PRIVATE,
+                                   .host_ip = slot_addr(n, slot, 1), .inner_ip = slot_addr(n, slot, 2) };
         int host_if = 0;
         char name[IF_NAMESIZE];
-        if ((r = enter_inner(n, netns_fd, &inner, &inner_io, err)) < 0)
-                goto fail;
-        uint32_t counter = 0;
         int nr = -NLE_EXIST;
         for (int t = 0; t < NET_NAME_TRIES && nr == -NLE_EXIST; t++) {
-                counter = n->next_name++;
-                snprintf(name, sizeof name, NET_NAME_PREFIX "%u", counter);
-                nr = make_pair(n, name, mode == NET_NAT ? NFT_GROUP_NAT : NFT_GROUP_PRIVATE, netns_fd);
+                p.counter = n->next_name++;
+                snprintf(name, sizeof name, NET_NAME_PREFIX "%u", p.counter);
+                nr = make_pair(n->sock, name, p.group, netns_fd);
         }
         if (nr < 0) {
                 r = ns_err(err, EIO, "create veth pair: %s", nl_geterror(nr));
@@ -369,42 +466,13 @@ int net_attach(struct net_ctx *n, int netns_fd, enum net_mode mode, struct net_l
                 r = ns_err_sys(err, errno, "veth %s vanished", name);
                 goto fail;
         }
-        /* IPv6 off on the host end before it is up: with a link-local address there, a sandbox
-         * could reach host services bound to [::] (the rules drop IPv6 too; this is the second
-         * wall). */
-        char path[96];
-        snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
-        if ((r = write_sysctl(path, "1")) < 0) {
-                r = ns_err_sys(err, -r, "disable IPv6 on %s", name);
+        if ((r = configure_pair(n->sock, n->host_netns, &p, name, host_if, netns_fd, err)) < 0)
                 goto fail;
-        }
-        host_io = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (host_io < 0) {
-                r = ns_err_sys(err, errno, "socket");
-                goto fail;
-        }
-        if ((r = add_addr(n->sock, host_if, slot_addr(n, slot, 1), err)) < 0 || (r = set_up(host_io, name, err)) < 0 ||
-            (r = set_up(inner_io, NET_INNER_NAME, err)) < 0)
-                goto fail;
-        /* The inner end's index, asked of a socket that lives in the sandbox's namespace. */
-        struct ifreq ifr = { 0 };
-        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", NET_INNER_NAME);
-        if (ioctl(inner_io, SIOCGIFINDEX, &ifr) < 0) {
-                r = ns_err_sys(err, errno, "find %s in the sandbox", NET_INNER_NAME);
-                goto fail;
-        }
-        int in_if = ifr.ifr_ifindex;
-        if ((r = add_addr(inner, in_if, slot_addr(n, slot, 2), err)) < 0 ||
-            (r = add_default_route(inner, in_if, slot_addr(n, slot, 1), err)) < 0)
-                goto fail;
-        nl_socket_free(inner);
         n->ifindex[slot] = host_if;
-        n->counter[slot] = counter;
-        *out = (struct net_link){ .mode = mode, .addr_slot = (int32_t) slot, .ifindex = host_if, .counter = counter };
+        n->counter[slot] = p.counter;
+        *out = (struct net_link){ .mode = mode, .addr_slot = (int32_t) slot, .ifindex = host_if, .counter = p.counter };
         return 0;
 fail:
-        if (inner)
-                nl_socket_free(inner);
         /* A failed create is not the common path: delete the pair now (both ends go). */
         if (host_if > 0)
                 delete_link(n, host_if);
@@ -423,6 +491,14 @@ void net_detach(struct net_ctx *n, const struct net_link *l) {
         n->state[l->addr_slot] = SLOT_RELEASING;
         n->ifindex[l->addr_slot] = l->ifindex;
         n->counter[l->addr_slot] = l->counter;
+}
+
+void net_delete(struct net_ctx *n, const struct net_link *l) {
+        if (!n || l->mode == NET_NONE || l->addr_slot < 0 || (uint32_t) l->addr_slot >= n->n_slots)
+                return;
+        if (host_end_exists(l->ifindex, l->counter))
+                delete_link(n, l->ifindex);
+        n->state[l->addr_slot] = SLOT_FREE;
 }
 
 void net_adopt(struct net_ctx *n, const struct net_link *l) {

@@ -25,6 +25,13 @@ struct net_link {
 
 struct net_ctx;
 
+/* A pair to make elsewhere (a pool builder: net_make_pair), as the daemon reserved it. */
+struct net_pair_plan {
+        uint32_t group;   /* the host end's interface group */
+        uint32_t counter; /* the host end is "nsv<counter>" */
+        uint32_t host_ip, inner_ip; /* host order, /30 */
+};
+
 /* Parse "none" | "private" | "nat" (NULL = none).  -EINVAL for anything else. */
 int net_mode_parse(const char *s, enum net_mode *out);
 const char *net_mode_name(enum net_mode m);
@@ -48,6 +55,18 @@ int net_check_mode(const struct net_ctx *n, enum net_mode mode, ns_error *err);
  * NET_INNER_NAME with IPv6 off and the default route to the host end.  On failure nothing is left. */
 int net_attach(struct net_ctx *n, int netns_fd, enum net_mode mode, struct net_link *out, ns_error *err);
 
+/* net_attach in three steps, for a pair made by another process (a warm-pool builder, off the
+ * daemon's loop: making a pair waits for the kernel's rtnl lock).  net_reserve takes the next free
+ * address pair and name for `mode` and says what to make in `plan` (*out holds the reservation;
+ * release it with net_unreserve unless net_commit records the pair made, whose host end has index
+ * `host_ifindex`).  net_make_pair runs anywhere in the daemon's network namespace (own sockets;
+ * no net_ctx): the pair, IPv6 off on the host end, addresses, links up, default route; on failure
+ * nothing is left. */
+int net_reserve(struct net_ctx *n, enum net_mode mode, struct net_link *out, struct net_pair_plan *plan, ns_error *err);
+int net_make_pair(const struct net_pair_plan *plan, int netns_fd, int *host_ifindex, ns_error *err);
+void net_commit(struct net_ctx *n, struct net_link *l, int host_ifindex);
+void net_unreserve(struct net_ctx *n, struct net_link *l);
+
 /* In a new sandbox's network namespace (its init's set-up): IPv6 off for every link made there
  * from now on, so the inner end of a pair never gets an IPv6 address; loopback keeps ::1.  A
  * kernel without IPv6 is fine. */
@@ -57,6 +76,10 @@ int net_disable_ipv6_default(ns_error *err);
  * both ends when the namespace dies, asynchronously, off every request), and its address pair is
  * reused only once the host end's ifindex is gone.  Safe on a link of mode NET_NONE. */
 void net_detach(struct net_ctx *n, const struct net_link *l);
+
+/* Delete the sandbox's pair now (both ends; the kernel takes ~20 ms) and free its address pair
+ * at once: for a warm-pool sandbox destroyed at daemon exit.  Safe on a link of mode NET_NONE. */
+void net_delete(struct net_ctx *n, const struct net_link *l);
 
 /* A re-adopted sandbox's link (from its state file): its address pair is marked in use. */
 void net_adopt(struct net_ctx *n, const struct net_link *l);

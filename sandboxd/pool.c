@@ -23,11 +23,13 @@
 #define POOL_IDLE_MS 1       /* refills wait for this much quiet: requests in flight come first */
 #define POOL_RETRY_MS 1000   /* after a failed build */
 #define HELPER_STACK (64u << 10)
+#define POOL_DEMAND_MS 1000  /* after a create found the pool empty: refill without waiting for quiet */
 
-struct sbx_sandbox *pool_take(struct sbx_daemon *d) {
+/* The first ready pool sandbox of kind `net` (NET_NONE or NET_PRIVATE), unlinked. */
+static struct sbx_sandbox *take_kind(struct sbx_daemon *d, enum net_mode net) {
         for (struct sbx_sandbox **pp = &d->pool; *pp; pp = &(*pp)->next) {
                 struct sbx_sandbox *s = *pp;
-                if (!s->pool_ready)
+                if (!s->pool_ready || s->pool_net != net)
                         continue;
                 *pp = s->next;
                 s->next = NULL;
@@ -35,6 +37,20 @@ struct sbx_sandbox *pool_take(struct sbx_daemon *d) {
                 return s;
         }
         return NULL;
+}
+
+struct sbx_sandbox *pool_take(struct sbx_daemon *d, enum net_mode net) {
+        /* Why a `none` request never gets a private pool sandbox: it must have no link at all.  A
+         * `private` one prefers a pair made ahead, else takes a plain one and gets its pair at
+         * hand-out (as `nat` always does). */
+        struct sbx_sandbox *s = net == NET_PRIVATE ? take_kind(d, NET_PRIVATE) : NULL;
+        if (!s && net == NET_PRIVATE && d->cfg.warm_pool_private)
+                d->pool_private_demand_until = ns_now_ms() + POOL_DEMAND_MS;
+        if (!s)
+                s = take_kind(d, NET_NONE);
+        if (!s && d->cfg.warm_pool)
+                d->pool_demand_until = ns_now_ms() + POOL_DEMAND_MS;
+        return s;
 }
 
 struct helper_args {
@@ -99,18 +115,40 @@ int pool_attach_extras(int init_pidfd, int ws_mnt, const struct mount_bind *bind
         return 0;
 }
 
-static bool pool_building(const struct sbx_daemon *d) {
+static size_t pool_count(const struct sbx_daemon *d, int building, int net) {
+        size_t n = 0;
         for (const struct sbx_sandbox *s = d->pool; s; s = s->next)
-                if (!s->pool_ready)
-                        return true;
-        return false;
+                if ((building < 0 || s->pool_ready == !building) && (net < 0 || s->pool_net == (enum net_mode) net))
+                        n++;
+        return n;
 }
 
-/* One more pool sandbox is wanted: below the pool size, none building, room under the limit
- * (pool sandboxes take uid slots, so they never crowd out a client's sandbox). */
-static bool pool_wants(const struct sbx_daemon *d) {
-        return d->n_pool < d->cfg.warm_pool && !pool_building(d) &&
-               d->n_sandboxes + d->n_pool < d->cfg.max_sandboxes;
+static bool pool_in_demand(const struct sbx_daemon *d, uint64_t now) {
+        return d->pool_demand_until > now || d->pool_private_demand_until > now;
+}
+
+/* Builds at once: one per zygote (each builds one at a time), one without. */
+static size_t pool_max_builds(const struct sbx_daemon *d) {
+        return d->n_zygotes ? d->n_zygotes : 1;
+}
+
+/* The kind of pool sandbox wanted next (NET_NONE or NET_PRIVATE), or -1: below its pool size,
+ * a builder free, room under the limit (pool sandboxes take uid slots, so they never crowd out a
+ * client's sandbox).  While creates find the pool empty (a burst), the plain pool may grow by one
+ * build per zygote so that every zygote keeps building. */
+static int pool_wants(const struct sbx_daemon *d, uint64_t now) {
+        if (pool_count(d, 1, -1) >= pool_max_builds(d) || d->n_sandboxes + d->n_pool >= d->cfg.max_sandboxes)
+                return -1;
+        size_t want_none = d->cfg.warm_pool, want_private = d->cfg.warm_pool_private;
+        if (want_none && d->pool_demand_until > now)
+                want_none += pool_max_builds(d);
+        if (want_private && d->pool_private_demand_until > now)
+                want_private += pool_max_builds(d);
+        if (pool_count(d, -1, NET_NONE) < want_none)
+                return NET_NONE;
+        if (pool_count(d, -1, NET_PRIVATE) < want_private && net_check_mode(d->net, NET_PRIVATE, NULL) == 0)
+                return NET_PRIVATE;
+        return -1;
 }
 
 int pool_next_timeout(void *daemon) {
@@ -122,11 +160,19 @@ int pool_next_timeout(void *daemon) {
                         t = s->pool_deadline > now ? (int64_t) (s->pool_deadline - now) : 0;
         /* Idle is measured from here: this sleep is the quiet spell a refill waits for. */
         d->pool_idle_since = 0;
-        if (pool_wants(d)) {
-                int64_t w = d->pool_retry_at > now ? (int64_t) (d->pool_retry_at - now) : POOL_IDLE_MS;
+        if (pool_wants(d, now) >= 0) {
+                int64_t w = d->pool_retry_at > now ? (int64_t) (d->pool_retry_at - now)
+                            : pool_in_demand(d, now) ? 0 : POOL_IDLE_MS;
                 if (t < 0 || w < t)
                         t = w;
                 d->pool_idle_since = now;
+        } else if (pool_in_demand(d, now)) {
+                /* A builder may come free before anything else wakes us. */
+                uint64_t until = d->pool_demand_until > d->pool_private_demand_until ? d->pool_demand_until
+                                                                                    : d->pool_private_demand_until;
+                int64_t w = (int64_t) (until - now);
+                if (t < 0 || w < t)
+                        t = w;
         }
         return (int) t;
 }
@@ -141,14 +187,20 @@ void pool_tick(void *daemon) {
                         sandbox_destroy(s);
                 }
         }
-        /* Only after a quiet spell: the build runs in a forked builder, but the fork itself and
-         * the builder's CPU time should not land on a request just arriving. */
-        if (!pool_wants(d) || now < d->pool_retry_at || !d->pool_idle_since || now - d->pool_idle_since < POOL_IDLE_MS)
-                return;
-        ns_error err = { 0 };
-        if (sandbox_prestart(d, &err) < 0) {
-                fprintf(stderr, "<4>warm pool: %s\n", err.msg);
-                d->pool_retry_at = now + POOL_RETRY_MS;
+        /* Only after a quiet spell, unless creates are waiting on the pool: the build runs in a
+         * zygote, but its CPU time should not land on a request just arriving.  In a burst the
+         * requests themselves are what the builds are for. */
+        for (int kind; (kind = pool_wants(d, now)) >= 0;) {
+                if (now < d->pool_retry_at)
+                        return;
+                if (!pool_in_demand(d, now) && (!d->pool_idle_since || now - d->pool_idle_since < POOL_IDLE_MS))
+                        return;
+                ns_error err = { 0 };
+                if (sandbox_prestart(d, (enum net_mode) kind, &err) < 0) {
+                        fprintf(stderr, "<4>warm pool: %s\n", err.msg);
+                        d->pool_retry_at = now + POOL_RETRY_MS;
+                        return;
+                }
         }
 }
 
@@ -160,6 +212,9 @@ struct zygote_req {
         uint32_t job;
         char id[NS_ID_MAX + 1];
         uint32_t slot;
+        uint32_t with_net;          /* build: make this pair too */
+        uint32_t urgent;            /* build: creates are waiting (a burst): at the daemon's priority */
+        struct net_pair_plan net;
 };
 
 _Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
@@ -216,65 +271,133 @@ _Noreturn static void zygote_main(struct sbx_daemon *d, int fd) {
                 }
                 /* No fork: init is cloned from here straight away (as the daemon's child), which
                  * spares a process and its page tables per sandbox. */
-                sandbox_build_pool(d, req.id, req.slot, nice, idle, report);
+                /* In a burst the build is what requests wait for: at the daemon's own priority (a
+                 * nice-19 build starves behind any other load on the machine). */
+                bool urgent = idle && req.urgent && setpriority(PRIO_PROCESS, 0, nice) == 0;
+                sandbox_build_pool(d, req.id, req.slot, req.with_net ? &req.net : NULL, nice, idle && !urgent, report);
+                if (urgent)
+                        setpriority(PRIO_PROCESS, 0, 19);
                 close(report);
         }
 }
 
+/* How many zygotes: --pool-builds, else one per CPU (at most SBX_MAX_ZYGOTES). */
+static size_t zygote_count(const struct sbx_daemon *d) {
+        long n = d->cfg.pool_builds ? (long) d->cfg.pool_builds : sysconf(_SC_NPROCESSORS_ONLN);
+        if (n < 1)
+                n = 1;
+        return n > SBX_MAX_ZYGOTES ? SBX_MAX_ZYGOTES : (size_t) n;
+}
+
 int pool_zygote_start(struct sbx_daemon *d, ns_error *err) {
-        int sp[2];
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
-                return ns_err_sys(err, errno, "socketpair");
+        size_t want = zygote_count(d);
         pid_t daemon_pid = getpid();
-        pid_t pid = fork();
-        if (pid < 0) {
-                int e = errno;
-                close(sp[0]);
+        for (size_t i = 0; i < want; i++) {
+                int sp[2];
+                if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+                        return d->n_zygotes ? 0 : ns_err_sys(err, errno, "socketpair");
+                pid_t pid = fork();
+                if (pid < 0) {
+                        int e = errno;
+                        close(sp[0]);
+                        close(sp[1]);
+                        return d->n_zygotes ? 0 : ns_err_sys(err, e, "fork the zygote");
+                }
+                if (pid == 0) {
+                        close(sp[0]);
+                        /* The earlier zygotes' sockets: held here, they would never see the
+                         * daemon close them. */
+                        for (size_t j = 0; j < d->n_zygotes; j++)
+                                close(d->zygote_fd[j]);
+                        d->n_zygotes = 0;
+                        if (getppid() != daemon_pid) /* the daemon died before PDEATHSIG was set */
+                                _exit(0);
+                        zygote_main(d, sp[1]);
+                }
                 close(sp[1]);
-                return ns_err_sys(err, e, "fork the zygote");
+                d->zygote_fd[d->n_zygotes] = sp[0];
+                d->zygote_pid[d->n_zygotes] = pid;
+                d->zygote_busy[d->n_zygotes] = 0;
+                d->n_zygotes++;
         }
-        if (pid == 0) {
-                close(sp[0]);
-                if (getppid() != daemon_pid) /* the daemon died before PDEATHSIG was set */
-                        _exit(0);
-                zygote_main(d, sp[1]);
-        }
-        close(sp[1]);
-        d->zygote_fd = sp[0];
-        d->zygote_pid = pid;
         return 0;
 }
 
-int pool_zygote_build(struct sbx_daemon *d, const char *id, uint32_t slot, int report_fd) {
-        if (d->zygote_fd < 0)
+/* The live zygote with the fewest builds outstanding, or -1. */
+static int zygote_pick(const struct sbx_daemon *d) {
+        int best = -1;
+        for (size_t i = 0; i < d->n_zygotes; i++)
+                if (d->zygote_fd[i] >= 0 && (best < 0 || d->zygote_busy[i] < d->zygote_busy[best]))
+                        best = (int) i;
+        return best;
+}
+
+static void zygote_stop_one(struct sbx_daemon *d, size_t i) {
+        if (d->zygote_fd[i] < 0)
+                return;
+        close(d->zygote_fd[i]);
+        d->zygote_fd[i] = -1;
+        while (waitpid(d->zygote_pid[i], NULL, __WALL) < 0 && errno == EINTR)
+                ;
+        d->zygote_pid[i] = 0;
+}
+
+int pool_zygote_build(struct sbx_daemon *d, const char *id, uint32_t slot, const struct net_pair_plan *net,
+                      int report_fd) {
+        int z = zygote_pick(d);
+        if (z < 0)
                 return -ENOENT;
-        struct zygote_req req = { .job = ZYGOTE_BUILD, .slot = slot };
+        struct zygote_req req = { .job = ZYGOTE_BUILD, .slot = slot, .with_net = net != NULL,
+                                  .urgent = pool_in_demand(d, ns_now_ms()) };
+        if (net)
+                req.net = *net;
         snprintf(req.id, sizeof req.id, "%s", id);
         struct iovec iov = { &req, sizeof req };
-        int r = ns_send_fds(d->zygote_fd, &iov, 1, &report_fd, 1, MSG_DONTWAIT);
+        int r = ns_send_fds(d->zygote_fd[z], &iov, 1, &report_fd, 1, MSG_DONTWAIT);
         if (r < 0) {
-                /* Gone (or wedged): builders are forked from the daemon from now on. */
-                pool_zygote_stop(d);
+                /* Gone (or wedged): the others build from now on (the daemon's own builders once
+                 * none is left). */
+                zygote_stop_one(d, (size_t) z);
                 return r;
         }
-        return 0;
+        d->zygote_busy[z]++;
+        return z;
+}
+
+void pool_zygote_done(struct sbx_daemon *d, int z) {
+        if (z >= 0 && (size_t) z < d->n_zygotes && d->zygote_busy[z])
+                d->zygote_busy[z]--;
 }
 
 int pool_zygote_clean(struct sbx_daemon *d, const char *id) {
-        if (d->zygote_fd < 0)
+        int z = zygote_pick(d);
+        if (z < 0)
                 return -ENOENT;
         struct zygote_req req = { .job = ZYGOTE_CLEAN };
         snprintf(req.id, sizeof req.id, "%s", id);
         /* Never blocks: with the zygote's queue full, the caller does the work itself. */
-        return send(d->zygote_fd, &req, sizeof req, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) sizeof req ? 0 : -errno;
+        return send(d->zygote_fd[z], &req, sizeof req, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) sizeof req ? 0 : -errno;
+}
+
+void pool_zygote_close_in_child(struct sbx_daemon *d) {
+        for (size_t i = 0; i < d->n_zygotes; i++)
+                if (d->zygote_fd[i] >= 0)
+                        close(d->zygote_fd[i]);
 }
 
 void pool_zygote_stop(struct sbx_daemon *d) {
-        if (d->zygote_fd < 0)
-                return;
-        close(d->zygote_fd);
-        d->zygote_fd = -1;
-        while (waitpid(d->zygote_pid, NULL, __WALL) < 0 && errno == EINTR)
-                ;
-        d->zygote_pid = 0;
+        /* Closed all first: each finishes its queue while the next is waited for. */
+        for (size_t i = 0; i < d->n_zygotes; i++)
+                if (d->zygote_fd[i] >= 0) {
+                        close(d->zygote_fd[i]);
+                        d->zygote_fd[i] = -2;
+                }
+        for (size_t i = 0; i < d->n_zygotes; i++) {
+                if (d->zygote_fd[i] == -2)
+                        while (waitpid(d->zygote_pid[i], NULL, __WALL) < 0 && errno == EINTR)
+                                ;
+                d->zygote_fd[i] = -1;
+                d->zygote_pid[i] = 0;
+        }
+        d->n_zygotes = 0;
 }

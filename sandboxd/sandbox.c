@@ -25,6 +25,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdpass.h"
+#include "common/log.h"
 #include "sandboxd/caps.h"
 #include "sandboxd/cgroup.h"
 #include "sandboxd/daemon.h"
@@ -661,6 +662,10 @@ static int add_net(struct sbx_sandbox *s, const struct ns_create_req *req, ns_er
         enum net_mode mode = NET_NONE;
         if (net_mode_parse(req->net, &mode) < 0 || mode == NET_NONE)
                 return 0;
+        if (s->net.mode == mode) { /* a pool sandbox whose pair was made ahead */
+                log_debug("%s: its pair was made ahead (%s" "%u)", s->id, "nsv", s->net.counter);
+                return 0;
+        }
         _cleanup_close_ int netns = open_netns(s, err);
         if (netns < 0)
                 return netns;
@@ -799,7 +804,9 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
                 return r;
         }
         /* A warm-pool sandbox has the host layer and no disk limit: anything else is built fresh. */
-        struct sbx_sandbox *s = req->n_layers == 0 && req->disk == 0 && req->n_overlays == 0 ? pool_take(d) : NULL;
+        enum net_mode mode = NET_NONE;
+        (void) net_mode_parse(req->net, &mode); /* checked by check_limits */
+        struct sbx_sandbox *s = req->n_layers == 0 && req->disk == 0 && req->n_overlays == 0 ? pool_take(d, mode) : NULL;
         if (s) {
                 r = handout(d, s, owner, req, o, err);
                 goto out;
@@ -876,6 +883,8 @@ struct build_report {
         int32_t code;
         int32_t pid;
         uint64_t start;
+        int32_t ready;   /* init's READY was read by the builder (a build with a pair) */
+        int32_t ifindex; /* the pair's host end */
         char msg[NS_ERROR_MSG_MAX];
 };
 
@@ -884,7 +893,24 @@ struct build_report {
  * clone of init) while the daemon's loop goes on serving.  init is cloned as the builder's
  * sibling, a child of the daemon, which reaps and watches it like any other.  The caller runs at
  * the lowest priority (pool_zygote_start, builder_fork). */
-static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
+/* For a build with a pair: init's READY read here, then the pair made (its inner end must be made
+ * after init's set-up turned IPv6 off for new links in the namespace). */
+static int build_pool_net(struct sbx_sandbox *s, const struct net_pair_plan *net, int *ifindex, ns_error *err) {
+        struct ictl_hdr h = { 0 };
+        char msg[NS_ERROR_MSG_MAX];
+        size_t mlen;
+        int r = recv_ictl(s->ctl_fd, &h, msg, sizeof msg, &mlen, INIT_READY_TIMEOUT_MS);
+        if (r < 0)
+                return ns_err_sys(err, -r, "waiting for the sandbox's init");
+        if ((r = check_ready(&h, msg, err)) < 0)
+                return r;
+        _cleanup_close_ int netns = open_netns(s, err);
+        if (netns < 0)
+                return netns;
+        return net_make_pair(net, netns, ifindex, err);
+}
+
+static void build_pool_sandbox(struct sbx_sandbox *s, const struct net_pair_plan *net, int report_fd) {
         struct sbx_daemon *d = s->d;
         /* Not calloc: in the zygote the page stays shared with the inits it clones, and 64 KiB of
          * zeroed layer paths would become each one's private memory for the sandbox's life. */
@@ -906,7 +932,8 @@ static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
         }
         free(o);
         /* Recorded at once (as a pool sandbox): a restart after a crash destroys it, never adopts it. */
-        if (r == 0 && ((r = ns_proc_starttime(s->init_pid, &s->init_start, &err)) < 0 || (r = state_save(s, &err)) < 0)) {
+        if (r == 0 && ((r = ns_proc_starttime(s->init_pid, &s->init_start, &err)) < 0 || (r = state_save(s, &err)) < 0 ||
+                       (net && (r = build_pool_net(s, net, &rep.ifindex, &err)) < 0))) {
                 kill_init(s->init_pidfd, s->init_pid, false);
                 cg_kill(d->cg, s->id, NULL);
                 cg_wait_empty(d->cg, s->id, 2000, NULL);
@@ -918,6 +945,7 @@ static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
                 state_remove(d, s->id);
         }
         rep.code = r < 0 ? (err.code ? err.code : EIO) : 0;
+        rep.ready = net != NULL;
         rep.pid = (int32_t) s->init_pid;
         rep.start = s->init_start;
         snprintf(rep.msg, sizeof rep.msg, "%s", err.msg);
@@ -930,12 +958,13 @@ static void build_pool_sandbox(struct sbx_sandbox *s, int report_fd) {
                 close(s->ctl_fd);
 }
 
-void sandbox_build_pool(struct sbx_daemon *d, const char *id, uint32_t slot, int nice, bool idle, int report_fd) {
+void sandbox_build_pool(struct sbx_daemon *d, const char *id, uint32_t slot, const struct net_pair_plan *net, int nice,
+                        bool idle, int report_fd) {
         struct sbx_sandbox s = { .d = d, .slot = slot, .init_pidfd = -1, .ctl_fd = -1, .build_fd = -1,
                                  .next_proc = 1, .pooled = true, .owner = (uid_t) -1, .nice = nice,
                                  .idle_build = idle };
         snprintf(s.id, sizeof s.id, "%s", id);
-        build_pool_sandbox(&s, report_fd);
+        build_pool_sandbox(&s, net, report_fd);
 }
 
 /* Take the builder's report: on success the sandbox gets its init and waits for READY. */
@@ -969,6 +998,8 @@ static int collect_build(struct sbx_sandbox *s, bool wait, ns_error *err) {
         s->w_build = NULL;
         close(s->build_fd);
         s->build_fd = -1;
+        pool_zygote_done(d, s->zygote);
+        s->zygote = -1;
         /* It exits right after reporting (or has died): reap it, if it is ours (the zygote's
          * builders are the zygote's). */
         while (s->builder > 0 && waitpid(s->builder, NULL, __WALL) < 0 && errno == EINTR)
@@ -985,8 +1016,13 @@ static int collect_build(struct sbx_sandbox *s, bool wait, ns_error *err) {
         s->init_start = rep.start;
         s->init_pidfd = fds[0];
         s->ctl_fd = fds[1];
+        if (s->net.mode != NET_NONE)
+                net_commit(d->net, &s->net, rep.ifindex);
         s->w_pidfd = ns_loop_add(d->loop, s->init_pidfd, EPOLLIN, on_init_exit, s, err);
-        s->w_ctl = s->w_pidfd ? ns_loop_add(d->loop, s->ctl_fd, EPOLLIN, on_pool_ctl, s, err) : NULL;
+        s->w_ctl = s->w_pidfd ? ns_loop_add(d->loop, s->ctl_fd, EPOLLIN, rep.ready ? on_init_ctl : on_pool_ctl, s, err)
+                              : NULL;
+        if (s->w_ctl && rep.ready)
+                s->pool_ready = true;
         return s->w_ctl ? 0 : -err->code;
 }
 
@@ -1004,6 +1040,7 @@ static void build_failed(struct sbx_sandbox *s) {
                         d->n_pool--;
                         break;
                 }
+        net_unreserve(d->net, &s->net); /* the builder deleted whatever pair it made */
         d->slots[s->slot] = 0;
         sandbox_free(s);
 }
@@ -1021,7 +1058,7 @@ static void on_pool_built(ns_loop *loop, ns_watch *w, int fd, uint32_t events, v
         }
 }
 
-int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
+int sandbox_prestart(struct sbx_daemon *d, enum net_mode net, ns_error *err) {
         uint32_t slot = 0;
         int r = free_slot(d, &slot, err);
         if (r < 0)
@@ -1030,8 +1067,8 @@ int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
         if (!s)
                 return ns_err(err, ENOMEM, "out of memory");
         *s = (struct sbx_sandbox){ .d = d, .slot = slot, .init_pidfd = -1, .ctl_fd = -1, .build_fd = -1,
-                                   .next_proc = 1, .pooled = true, .owner = (uid_t) -1,
-                                   .pool_deadline = ns_now_ms() + INIT_READY_TIMEOUT_MS };
+                                   .next_proc = 1, .pooled = true, .owner = (uid_t) -1, .pool_net = net,
+                                   .zygote = -1, .pool_deadline = ns_now_ms() + INIT_READY_TIMEOUT_MS };
         int sp[2] = { -1, -1 };
         if ((r = new_id(s->id, err)) < 0 ||
             (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 && (r = ns_err_sys(err, errno, "socketpair")) < 0)) {
@@ -1041,12 +1078,23 @@ int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
         /* By the zygote when there is one: its memory is the daemon's as it was at start-up, so
          * the inits it clones share those pages instead of each keeping its own copy of whatever
          * the busy daemon has changed since. */
-        bool via_zygote = pool_zygote_build(d, s->id, s->slot, sp[1]) == 0;
+        struct net_pair_plan plan;
+        if (net != NET_NONE && (r = net_reserve(d->net, net, &s->net, &plan, err)) < 0) {
+                close(sp[0]);
+                close(sp[1]);
+                free(s);
+                return r;
+        }
+        const struct net_pair_plan *with_net = net != NET_NONE ? &plan : NULL;
+        int z = pool_zygote_build(d, s->id, s->slot, with_net, sp[1]);
+        bool via_zygote = z >= 0;
+        s->zygote = via_zygote ? z : -1;
         pid_t pid = via_zygote ? 0 : fork();
         if (pid < 0) {
                 r = ns_err_sys(err, errno, "fork the pool builder");
                 close(sp[0]);
                 close(sp[1]);
+                net_unreserve(d->net, &s->net);
                 free(s);
                 return r;
         }
@@ -1056,7 +1104,7 @@ int sandbox_prestart(struct sbx_daemon *d, ns_error *err) {
                 errno = 0;
                 s->nice = getpriority(PRIO_PROCESS, 0);
                 s->idle_build = errno == 0 && setpriority(PRIO_PROCESS, 0, 19) == 0;
-                build_pool_sandbox(s, sp[1]);
+                build_pool_sandbox(s, with_net, sp[1]);
                 _exit(0);
         }
         close(sp[1]);
@@ -1198,8 +1246,14 @@ void sandbox_destroy(struct sbx_sandbox *s) {
 }
 
 void sandbox_reap_all(struct sbx_daemon *d) {
-        while (d->pool)
+        while (d->pool) {
+                /* A private pool sandbox's pair is deleted now rather than with its namespace
+                 * (which the kernel tears down later, asynchronously): at exit no link of ours may
+                 * be left, or the rules would stay behind (net_free). */
+                net_delete(d->net, &d->pool->net);
+                d->pool->net.mode = NET_NONE;
                 sandbox_destroy(d->pool);
+        }
         while (d->dying) {
                 struct pollfd pfd = { .fd = d->dying->init_pidfd, .events = POLLIN };
                 poll(&pfd, 1, 2000);

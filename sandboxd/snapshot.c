@@ -16,6 +16,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "sandboxd/cgroup.h"
+#include "sandboxd/pool.h"
 #include "sandboxd/daemon.h"
 #include "sandboxd/fsdel.h"
 #include "sandboxd/layer.h"
@@ -134,8 +135,7 @@ static void child_drop_daemon_fds(struct sbx_daemon *d) {
         for (struct sbx_sandbox *s = d->sandboxes; s; s = s->next)
                 if (s->ctl_fd >= 0)
                         close(s->ctl_fd);
-        if (d->zygote_fd >= 0)
-                close(d->zygote_fd);
+        pool_zygote_close_in_child(d);
 }
 
 _Noreturn static void snapshot_child(struct sbx_daemon *d, const struct sbx_snapshot *j, uid_t uid_base, uid_t owner,

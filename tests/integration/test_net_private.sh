@@ -15,7 +15,9 @@ if [ -z "${NS_NETNS_INNER:-}" ]; then
   NS_NETNS_INNER=$NETNS nsenter --net="/run/netns/$NETNS" bash "$0"
   exit $?
 fi
-NS_DAEMON_ARGS="--net-pool 10.200.0.0/16"
+# No pairs made ahead here (--warm-pool-private 0): this test counts links exactly;
+# test_net_pool.sh covers the private warm pool.
+NS_DAEMON_ARGS="--net-pool 10.200.0.0/16 --warm-pool-private 0"
 ns_setup
 note "in network namespace $NS_NETNS_INNER; ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
 GROUP=1314062337
@@ -96,7 +98,7 @@ expect_eq "control: without the table, A reaches B (ip_forward=1)" "reached" "$(
 
 # ---- restart: the table comes back, the sandboxes keep their links ----------------------------
 stop_daemon
-start_daemon --net-pool 10.200.0.0/16
+start_daemon --net-pool 10.200.0.0/16 --warm-pool-private 0
 check "a restarted daemon reinstalls the table" nft list table inet nightshift
 expect_eq "A is re-adopted with its address" "$IA" "$(addr_of "$A" sandbox)"
 expect_eq "and its link" "1" "$(ip -o link show group $GROUP | grep -c "$LA")"
