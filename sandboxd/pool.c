@@ -134,19 +134,15 @@ static size_t pool_max_builds(const struct sbx_daemon *d) {
 
 /* The kind of pool sandbox wanted next (NET_NONE or NET_PRIVATE), or -1: below its pool size,
  * a builder free, room under the limit (pool sandboxes take uid slots, so they never crowd out a
- * client's sandbox).  While creates find the pool empty (a burst), the plain pool may grow by one
- * build per zygote so that every zygote keeps building. */
+ * client's sandbox).  The pool never grows past its size: in a burst its builds run in parallel
+ * (one per zygote) and at once, not more of them. */
 static int pool_wants(const struct sbx_daemon *d, uint64_t now) {
+        (void) now;
         if (pool_count(d, 1, -1) >= pool_max_builds(d) || d->n_sandboxes + d->n_pool >= d->cfg.max_sandboxes)
                 return -1;
-        size_t want_none = d->cfg.warm_pool, want_private = d->cfg.warm_pool_private;
-        if (want_none && d->pool_demand_until > now)
-                want_none += pool_max_builds(d);
-        if (want_private && d->pool_private_demand_until > now)
-                want_private += pool_max_builds(d);
-        if (pool_count(d, -1, NET_NONE) < want_none)
+        if (pool_count(d, -1, NET_NONE) < d->cfg.warm_pool)
                 return NET_NONE;
-        if (pool_count(d, -1, NET_PRIVATE) < want_private && net_check_mode(d->net, NET_PRIVATE, NULL) == 0)
+        if (pool_count(d, -1, NET_PRIVATE) < d->cfg.warm_pool_private && net_check_mode(d->net, NET_PRIVATE, NULL) == 0)
                 return NET_PRIVATE;
         return -1;
 }
