@@ -345,6 +345,12 @@ static void sandbox_free(struct sbx_sandbox *s) {
 }
 
 void sandbox_release(struct sbx_sandbox *s) {
+        /* Unwatched before the close (the loop frees its watches when it is freed). */
+        if (s->d && s->d->loop) {
+                ns_loop_remove(s->d->loop, s->w_pidfd);
+                ns_loop_remove(s->d->loop, s->w_ctl);
+                s->w_pidfd = s->w_ctl = NULL;
+        }
         if (s->init_pidfd >= 0)
                 close(s->init_pidfd);
         if (s->ctl_fd >= 0)
