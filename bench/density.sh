@@ -6,7 +6,9 @@
 # then destroys them all (timed too) and checks that nothing was left behind.
 #
 # Starts a private nightshift-sandboxd from $NS_BUILD/bin (default ./build/bin) with temporary
-# --state-dir, --socket and --workspace-root and the defaults otherwise; stops it at the end.
+# --state-dir, --socket and --workspace-root, --net-pool none (no nftables table or link in the
+# host's network namespace: only --net none sandboxes here) and the defaults otherwise; stops it at
+# the end.
 # Needs root and python3.  Exit status: 0 PASS, 1 FAIL or leftovers, 2 when it could not run.
 #
 #   sudo bench/density.sh
@@ -85,7 +87,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # shellcheck disable=SC2086 # NS_DAEMON_ARGS is word-split on purpose
-"$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --upper-dir "$TMP/upper" --workspace-root "$TMP/ws" --allow-user 0 \
+"$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --upper-dir "$TMP/upper" --workspace-root "$TMP/ws" --allow-user 0 --net-pool none \
   $NS_DAEMON_ARGS 2>"$TMP/sandboxd.log" &
 DAEMON_PID=$!
 for _ in $(seq 1 250); do

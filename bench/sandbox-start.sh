@@ -79,7 +79,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # shellcheck disable=SC2086 # NS_DAEMON_ARGS is word-split on purpose
-"$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --upper-dir "$TMP/upper" --workspace-root "$TMP/ws" --allow-user 0 \
+"$SANDBOXD" --socket "$SOCK" --state-dir "$TMP/state" --upper-dir "$TMP/upper" --workspace-root "$TMP/ws" --allow-user 0 --net-pool none \
   $NS_DAEMON_ARGS 2>"$TMP/sandboxd.log" &
 DAEMON_PID=$!
 for _ in $(seq 1 250); do
