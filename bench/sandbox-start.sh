@@ -6,7 +6,8 @@
 # Target: nightshift's median <= bwrap's.
 #
 # Starts a private nightshift-sandboxd from $NS_BUILD/bin (default ./build/bin) with temporary
-# --state-dir, --socket and --workspace-root and the defaults otherwise, stops it at the end, and
+# --state-dir, --socket and --workspace-root, --net-pool none (nothing in the host's network
+# namespace: only --net none sandboxes here) and the defaults otherwise, stops it at the end, and
 # checks that nothing was left behind (mounts beneath its temp dir, cgroups named nightshift*).
 # Needs root, hyperfine, bwrap, unshare and python3.  Exit status: 0 PASS, 1 FAIL or leftovers,
 # 2 when it could not run.
