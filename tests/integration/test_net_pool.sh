@@ -16,7 +16,7 @@ if [ -z "${NS_NETNS_INNER:-}" ]; then
   exit $?
 fi
 POOL_ARGS="--net-pool 10.200.0.0/16 --warm-pool 1 --warm-pool-private 2 --debug"
-NS_DAEMON_ARGS=$POOL_ARGS
+export NS_DAEMON_ARGS=$POOL_ARGS
 ns_setup
 GROUP=1314062337
 SRVS=()
@@ -48,7 +48,7 @@ note "sandbox $A: inside $IA, host end $HA on $LA"
 expect_match "it has a pool address" '^10\.200\.[0-9]+\.[0-9]+$' "$IA"
 expect_eq "its host end is in nightshift's interface group" "1" "$(ip -o link show group $GROUP | grep -c " $LA@")"
 expect_match "and up" "state UP" "$(ip -o link show "$LA")"
-expect_eq "IPv6 is off on the host end" "1" "$(cat /proc/sys/net/ipv6/conf/$LA/disable_ipv6)"
+expect_eq "IPv6 is off on the host end" "1" "$(cat "/proc/sys/net/ipv6/conf/$LA/disable_ipv6")"
 expect_eq "IPv6 is off on the inner end" "1" "$(sb exec "$A" -- cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6)"
 expect_eq "no IPv6 address on the inner end" "" "$(sb exec "$A" -- sh -c 'grep -v " lo$" /proc/net/if_inet6')"
 expect_match "the default route inside goes to the host end" "default via $HA dev eth0" "$(sb exec "$A" -- ip route)"
@@ -74,7 +74,7 @@ expect_eq "a host server on 0.0.0.0 is unreachable from the pooled sandbox" "fai
 
 # ---- a burst: every address distinct, pool pairs included -------------------------------------------
 pids=()
-for i in $(seq 8); do sb create --net private >/dev/null & pids+=($!); done
+for _ in $(seq 8); do sb create --net private >/dev/null & pids+=($!); done
 wait "${pids[@]}"
 expect_eq "9 private sandboxes are listed (and the none one)" "10" "$(n_listed)"
 addrs=$(sb ls --json | python3 -c 'import json,sys; [print(s["net_addr"]["sandbox"]) for s in json.load(sys.stdin)["sandboxes"] if s["net"] == "private"]')
