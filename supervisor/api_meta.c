@@ -7,6 +7,7 @@
 #include "api_int.h"
 #include "openapi.h"
 #include "serve.h"
+#include "spare.h"
 #include "ws.h"
 
 typedef struct text {
@@ -73,6 +74,21 @@ void sv_api_metrics(sv_req *r, const sv_route_args *a) {
                 for (int c = 1; c <= 5; c++)
                         put(&t, "nightshift_http_requests_total{code=\"%dxx\"} %llu\n", c, (unsigned long long) h->by_class[c]);
         }
+        sv_spare_stats sp;
+        sv_spares_stats(s->spares, &sp);
+        put(&t, "# HELP nightshift_spare_trees Spare working trees (spare.h): ready to be taken, or being made.\n"
+                "# TYPE nightshift_spare_trees gauge\nnightshift_spare_trees{state=\"ready\"} %llu\n"
+                "nightshift_spare_trees{state=\"busy\"} %llu\n"
+                "# HELP nightshift_spare_trees_bytes Disk used by the ready spare working trees.\n"
+                "# TYPE nightshift_spare_trees_bytes gauge\nnightshift_spare_trees_bytes %llu\n"
+                "# HELP nightshift_spare_trees_sessions_total Sessions started on a spare tree (taken) or on a fresh "
+                "checkout although spares are on (missed).\n# TYPE nightshift_spare_trees_sessions_total counter\n"
+                "nightshift_spare_trees_sessions_total{result=\"taken\"} %llu\n"
+                "nightshift_spare_trees_sessions_total{result=\"missed\"} %llu\n"
+                "# HELP nightshift_spare_trees_discarded_total Spare trees dropped unused (their commit gone).\n"
+                "# TYPE nightshift_spare_trees_discarded_total counter\nnightshift_spare_trees_discarded_total %llu\n",
+            (unsigned long long) sp.ready, (unsigned long long) sp.busy, (unsigned long long) sp.bytes,
+            (unsigned long long) sp.taken, (unsigned long long) sp.missed, (unsigned long long) sp.discarded);
         if (t.failed) {
                 free(t.p);
                 return sv_req_reply_error(r, 500, "internal", "out of memory");

@@ -13,6 +13,7 @@
 #include "gitx.h"
 #include "sbxops.h"
 #include "serve.h"
+#include "spare.h"
 #include "workq.h"
 #include "ws.h"
 
@@ -97,6 +98,7 @@ typedef struct api_job {
         sv_req *req;
         char sid[SV_ID_LEN + 1];
         char *mirror_path, *branch, *base_sha, *sandbox, *mirrors_dir, *repo_id;
+        struct sv_spares *spares; /* AJ_REPO_DELETE: the server's spare trees (thread-safe) */
         /* results, written by the worker */
         int status;
         const char *code;
@@ -198,6 +200,8 @@ static void run_repo_delete(api_job *j, sv_worker *w) {
         if (r < 0)
                 return (void) fail(j, 500, "internal");
         sv_repo_settings_forget(w->db, j->repo_id);
+        /* Its spare trees go before the mirror they borrow objects from. */
+        sv_spares_forget(j->spares, j->mirror_path);
         /* The mirror is ours, named after the id: removed by descriptor beneath the mirrors dir. */
         _cleanup_close_ int mfd = fs_open_trusted_dir(j->mirrors_dir, &j->err);
         char name[SV_ID_LEN + 8];
@@ -379,14 +383,20 @@ void sv_api_repo_delete(sv_req *r, const sv_route_args *a) {
         db_repo repo = { 0 };
         ns_error e;
         int rc = db_repo_get(r->srv->db, a->id, &repo, &e);
-        db_repo_clear(&repo);
-        if (rc < 0)
+        if (rc < 0) {
+                db_repo_clear(&repo);
                 return sv_req_reply_error(r, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "not_found" : "internal", "%s",
                                           e.msg);
+        }
         api_job *j = api_job_new(r, AJ_REPO_DELETE);
-        if (!j)
+        if (!j) {
+                db_repo_clear(&repo);
                 return;
-        if (!(j->repo_id = strdup(a->id)) || !(j->mirrors_dir = strdup(r->srv->mirrors_dir))) {
+        }
+        j->mirror_path = TAKE_PTR(repo.mirror_path);
+        j->spares = r->srv->spares;
+        db_repo_clear(&repo);
+        if (!j->mirror_path || !(j->repo_id = strdup(a->id)) || !(j->mirrors_dir = strdup(r->srv->mirrors_dir))) {
                 sv_req_reply_error(r, 500, "internal", "out of memory");
                 return api_job_free(j);
         }

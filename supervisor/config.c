@@ -69,6 +69,7 @@ int sv_config_init(sv_config *c, ns_error *err) {
                 .notify_max_attempts = 6,
                 .notify_timeout_s = 10,
                 .notify_backoff_max_s = 300,
+                .spare_trees = 1,
         };
         if (!(c->listen_addr = strdup("127.0.0.1")) || !(c->data_dir = strdup("/var/lib/nightshift/data")) ||
             !(c->workspace_root = strdup("/var/lib/nightshift/workspaces")) ||
@@ -318,6 +319,12 @@ int sv_config_apply(sv_config *c, const char *key, const char *val, ns_error *er
                 return parse_i64(key, val, 1, 300, &c->notify_timeout_s, err);
         if (!strcmp(key, "notify-backoff-max"))
                 return parse_i64(key, val, 1, 86400, &c->notify_backoff_max_s, err);
+        if (!strcmp(key, "spare-trees")) {
+                if ((r = parse_i64(key, val, 0, 16, &v, err)) < 0)
+                        return r;
+                c->spare_trees = (int) v;
+                return 0;
+        }
         if (!strcmp(key, "debug")) {
                 c->log_level = NS_LOG_DEBUG;
                 return 0;
@@ -348,7 +355,8 @@ static void usage(void) {
               "         [--hook-command-prefix P] [--hook-associations LIST] [--hook-agent A]\n"
               "         [--hook-ci-repos LIST] [--public-url URL] [--github-api-url URL]\n"
               "         [--hook-linear-label L] [--hook-linear-teams TEAM=REPO,...]\n"
-              "         [--notify-max-attempts N] [--notify-timeout SEC] [--notify-backoff-max SEC]\n",
+              "         [--notify-max-attempts N] [--notify-timeout SEC] [--notify-backoff-max SEC]\n"
+              "         [--spare-trees N]\n",
               stdout);
 }
 
@@ -394,6 +402,7 @@ int sv_config_parse_args(sv_config *c, int argc, char **argv, ns_error *err) {
                 { "notify-max-attempts", required_argument, NULL, 0 }, { "notify-timeout", required_argument, NULL, 0 },
                 { "notify-backoff-max", required_argument, NULL, 0 },
                 { "github-api-url", required_argument, NULL, 0 },
+                { "spare-trees", required_argument, NULL, 0 },
                 { "help", no_argument, NULL, 'h' },           { 0 },
         };
         optind = 1;

@@ -29,6 +29,7 @@ typedef struct sv_config {
         int64_t layers_max_bytes;    /* after a new layer: the least recently used go above this (0: no cap) */
         int64_t layers_max_age_days; /* and those unused for this long (0: no limit) */
         int64_t stop_grace_s;    /* interrupt → forced kill */
+        int spare_trees;         /* spare working trees kept per repository (spare.h); 0 = none */
         int64_t memory_bytes;    /* per-sandbox defaults; 0 = sandboxd's */
         int64_t pids;
         double cpus;

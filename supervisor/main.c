@@ -27,6 +27,7 @@
 #include "notify.h"
 #include "egress.h"
 #include "serve.h"
+#include "spare.h"
 #include "vault.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
@@ -109,6 +110,9 @@ static int serve(int argc, char **argv) {
         /* Before the workers: they read the proxy's port from the config. */
         if (s.cfg.model_proxy && sv_modelproxy_start(&s.cfg, db_path, s.vault, &s.proxy, &err) < 0)
                 goto out;
+        /* Before the workers, which take spares; it removes the stale ones of an earlier run. */
+        if (sv_spares_new(s.cfg.workspace_root, s.cfg.spare_trees, &s.spares, &err) < 0)
+                goto out;
         if (sv_workq_new(s.loop, &s.cfg, db_path, s.cfg.workers, &s.wq, &err) < 0)
                 goto out;
         int port = 0;
@@ -147,6 +151,7 @@ out:
                 sv_http_stop(&s);
         sv_notify_quiesce(&s);
         sv_workq_free(s.wq);
+        sv_spares_free(s.spares);
         sv_runner_free(&s);
         if (s.loop)
                 ns_loop_remove(s.loop, sigw);

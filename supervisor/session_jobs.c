@@ -24,6 +24,7 @@
 #include "session_int.h"
 #include "layers.h"
 #include "setup_layer.h"
+#include "spare.h"
 #include "worktree.h"
 
 /* Fetches of the mirrors are serialised: two sessions of one repository must not fetch into the
@@ -648,8 +649,27 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                 }
                 c = NULL; /* the thread below owns the worker's connection until it is joined */
         }
-        r = worktree_create_with(cfg->workspace_root, j->sid, j->mirror_path, j->base_sha, sandbox_start_begin, &ss,
-                                 &paths, &j->err);
+        /* A spare tree of the repository when one is ready (spare.h), else a fresh checkout.  (The
+         * pool is made before the workers start and freed after they stop.) */
+        sv_spares *spares = j->srv->spares;
+        char spare[WORKTREE_SPARE_NAME_LEN + 1], spare_sha[MIRROR_SHA_HEX_LEN + 1];
+        double ts = now_ms();
+        r = 1;
+        if (sv_spares_take(spares, j->mirror_path, spare, spare_sha)) {
+                r = worktree_spare_adopt(cfg->workspace_root, spare, spare_sha, j->sid, j->mirror_path, j->base_sha,
+                                         sandbox_start_begin, &ss, &paths, &j->err);
+                if (r == 1) {
+                        log_info("session %s: spare tree %s unusable (%s): checking out afresh", j->sid, spare, j->err.msg);
+                        ns_err_clear(&j->err);
+                        sv_spares_unusable(spares);
+                } else if (r == 0) {
+                        log_debug("session %s: working tree from spare %s (at %.12s, base %.12s) in %.1f ms", j->sid, spare,
+                                  spare_sha, j->base_sha, now_ms() - ts);
+                }
+        }
+        if (r == 1)
+                r = worktree_create_with(cfg->workspace_root, j->sid, j->mirror_path, j->base_sha, sandbox_start_begin,
+                                         &ss, &paths, &j->err);
         t1 = now_ms();
         if (ss.started) {
                 pthread_join(ss.thread, NULL);
@@ -696,6 +716,8 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
                         j->env[i] = TAKE_PTR(rs.env[i]);
         }
         r = 0;
+        /* The next session of the repository most likely starts where this one did. */
+        sv_spares_want(spares, j->mirror_path, j->base_sha);
         log_debug("session %s: provisioned in %.1f ms (settings and working tree %.1f, sandbox %.1f, setup %.1f)", j->sid,
                   now_ms() - t0, t1 - t0, t2 - t1, now_ms() - t2); /* the sandbox: what was left after the tree */
 out:
