@@ -46,11 +46,11 @@ repo_id=$(jget "${r#* }" 'd["id"]') || { echo "session-start: cannot register th
 median() { sort -n | $PY -c 'import sys,statistics; v=[float(l) for l in sys.stdin]; print(f"{statistics.median(v):.1f}")'; }
 metric() { curl -s -H "Authorization: Bearer $SV_TOKEN" "$SV_URL/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
 # The spare of the repository is ready and nothing is being made: our background work is done
-# before either side's clock starts.
+# (its files written back too: sync) before either side's clock starts.
 spare_quiet() {
   for _ in $(seq 1 300); do
     [ "$(metric 'nightshift_spare_trees{state="ready"}')" = 1 ] &&
-      [ "$(metric 'nightshift_spare_trees{state="busy"}')" = 0 ] && return 0
+      [ "$(metric 'nightshift_spare_trees{state="busy"}')" = 0 ] && { sync; return 0; }
     sleep 0.05
   done
   echo "session-start: no spare tree became ready" >&2; exit 2
