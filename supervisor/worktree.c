@@ -377,25 +377,7 @@ int worktree_spare_adopt(const char *workspace_root, const char *name, const cha
         char refname[80];
         snprintf(refname, sizeof refname, "refs/heads/" MIRROR_SESSION_BRANCH_PREFIX "%s", session_id);
 
-        /* 1. Both commits must still be in the mirror (a fetch may have rewritten history, and a
-         *    spare's own commit is the baseline of the checkout below); else the spare is of no
-         *    use and the caller makes a fresh tree. */
-        {
-                _cleanup_free_ char *spare_tree = NULL;
-                if (asprintf(&spare_tree, "%s/%s", workspace_root, name) < 0) {
-                        spare_tree = NULL;
-                        r = ns_err(err, ENOMEM, "out of memory");
-                        goto unusable;
-                }
-                _cleanup_(git_repository_freep) git_repository *spare = NULL;
-                git_oid oid;
-                if ((r = gitx_open_exact(&spare, spare_tree, err)) < 0 ||
-                    (r = lookup_commit(spare, spare_sha, &oid, NULL, err)) < 0 ||
-                    (r = lookup_commit(spare, base_sha, &oid, NULL, err)) < 0)
-                        goto unusable;
-        }
-
-        /* 2. The session's name, atomically: the tree appears under <session-id> whole or not at
+        /* 1. The session's name, atomically: the tree appears under <session-id> whole or not at
          *    all, and never replaces anything. */
         if (renameat2(rootfd, name, rootfd, session_id, RENAME_NOREPLACE) < 0) {
                 if (errno == EEXIST) {
@@ -412,8 +394,16 @@ int worktree_spare_adopt(const char *workspace_root, const char *name, const cha
                 goto unusable;
         }
 
+        /* 2. Both commits must still be in the mirror (a fetch may have rewritten history, and a
+         *    spare's own commit is the baseline of the checkout below); else the spare is of no
+         *    use and the caller makes a fresh tree. */
+        if ((r = gitx_open_exact(&repo, p.tree, err)) < 0 || (r = lookup_commit(repo, spare_sha, &base, NULL, err)) < 0 ||
+            (r = lookup_commit(repo, base_sha, &base, NULL, err)) < 0)
+                goto unusable;
+
         /* 3. HEAD on the session branch, and the branch at the base commit (with the reflogs a
-         *    fresh tree has): nothing of the spare's placeholder name is left. */
+         *    fresh tree has): nothing of the spare's placeholder name is left.  (libgit2 reads
+         *    HEAD from the file each time: the open repository sees the new one.) */
         {
                 _cleanup_close_ int treefd = fs_open_dir_beneath(rootfd, session_id, err);
                 char head[96];
@@ -423,8 +413,7 @@ int worktree_spare_adopt(const char *workspace_root, const char *name, const cha
                         goto unusable;
                 }
         }
-        if ((r = gitx_open_exact(&repo, p.tree, err)) < 0 || (r = lookup_commit(repo, base_sha, &base, NULL, err)) < 0 ||
-            (r = create_session_ref(repo, refname, &base, err)) < 0)
+        if ((r = create_session_ref(repo, refname, &base, err)) < 0)
                 goto unusable;
 
         /* 4. The directory is the session's: the caller may start binding it while the files catch
