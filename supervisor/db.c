@@ -521,6 +521,33 @@ void db_close(db *d) {
         free(d);
 }
 
+static int wal_hook(void *arg, sqlite3 *conn, const char *name, int frames) {
+        (void) conn, (void) name;
+        ((db *) arg)->wal_frames = frames;
+        return SQLITE_OK;
+}
+
+void db_wal_manual(db *d) {
+        sqlite3_wal_hook(d->conn, wal_hook, d); /* replaces the automatic checkpoint's hook */
+}
+
+int db_wal_frames(const db *d) {
+        return d->wal_frames;
+}
+
+void db_wal_frames_reset(db *d) {
+        d->wal_frames = 0;
+}
+
+int db_checkpoint(db *d, bool *complete, ns_error *err) {
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(d->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                return db_sql_err(d, rc, err, "checkpoint");
+        *complete = rc == SQLITE_OK && done == log;
+        return 0;
+}
+
 /* ---- repos ------------------------------------------------------------------------------ */
 
 void db_repo_clear(db_repo *r) {

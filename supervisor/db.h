@@ -37,6 +37,18 @@ int db_open(const char *path, db **out, ns_error *err);
 
 /* Finalize the cached statements and close the connection.  NULL is allowed. */
 void db_close(db *d);
+
+/* This connection no longer checkpoints the write-ahead log when a commit of its own has grown it
+ * past 1000 pages (SQLite's automatic checkpoint: pages copied back and an fsync or two, on the
+ * committing thread, the event loop's); db_wal_frames says how long the log is after its last
+ * commit, and db_checkpoint on another connection (a worker's) copies the log back. */
+void db_wal_manual(db *d);
+int db_wal_frames(const db *d);
+/* A log a checkpoint copied back whole: the next commit starts it again from the beginning. */
+void db_wal_frames_reset(db *d);
+/* A PASSIVE checkpoint (never waits for readers or writers): copies what it can of the log into
+ * the database; *complete when that was all of it. */
+int db_checkpoint(db *d, bool *complete, ns_error *err);
 static inline void db_closep(db **d) {
         db_close(*d);
 }

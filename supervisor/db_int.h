@@ -34,6 +34,7 @@ enum stmt_id {
 struct db {
         sqlite3 *conn;
         sqlite3_stmt *stmts[ST__COUNT];
+        int wal_frames; /* db_wal_manual: frames in the log after this connection's last commit */
 };
 
 /* errno-style error for SQLite result code `rc`, with the connection's message. */

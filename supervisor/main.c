@@ -29,6 +29,7 @@
 #include "serve.h"
 #include "spare.h"
 #include "vault.h"
+#include "walckpt.h"
 
 #define NIGHTSHIFT_VERSION "0.1.0"
 
@@ -58,6 +59,7 @@ static void tick(sv_server *s) {
         sv_runner_tick(s);
         sv_preview_tick(s);
         sv_notify_tick(s);
+        sv_wal_tick(s);
 }
 
 static int serve(int argc, char **argv) {
@@ -115,6 +117,7 @@ static int serve(int argc, char **argv) {
                 goto out;
         if (sv_workq_new(s.loop, &s.cfg, db_path, s.cfg.workers, &s.wq, &err) < 0)
                 goto out;
+        sv_wal_start(&s);
         int port = 0;
         if (sv_http_start(&s, &port, &err) < 0)
                 goto out;

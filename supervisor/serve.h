@@ -37,6 +37,7 @@ typedef struct sv_server {
         int slots_used;     /* turns running or provisioning, ≤ cfg.max_concurrent */
         bool quitting;
         uint64_t last_tick_ms;
+        bool wal_checkpointing;       /* a checkpoint job is queued or running (walckpt.h) */
         char *mirrors_dir;
         struct sv_previews *previews; /* the preview proxy and its previews (preview.c) */
         struct sv_vault *vault;       /* secrets (vault.h) */
