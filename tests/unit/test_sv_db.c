@@ -490,6 +490,31 @@ int main(void) {
                 db_session_clear(&bs);
         }
 
+        /* -- the loop's connection leaves checkpoints to another (walckpt.h) */
+        {
+                db_wal_manual(d);
+                int grew = 1, last = -1, fails = 0;
+                for (int i = 0; i < 1500; i++) { /* a transaction each, as a busy session's output */
+                        db_event_in e = { .session_id = s.id, .type = "command_output", .data = "{\"text\":\"x\"}" };
+                        if (db_events_append_batch(d, &e, 1, NULL, NULL, NULL, &err) < 0)
+                                fails++;
+                        grew &= db_wal_frames(d) > last;
+                        last = db_wal_frames(d);
+                }
+                ok(fails == 0 && grew && last >= 1000,
+                   "1,500 commits grow the log past 1,000 pages without a checkpoint (%d pages)", last);
+                db *other = NULL;
+                bool complete = false;
+                r = db_open(path, &other, &err);
+                ok(r == 0 && db_checkpoint(other, &complete, &err) == 0 && complete, "another connection checkpoints all of it");
+                db_close(other);
+                db_wal_frames_reset(d);
+                db_event_in e = { .session_id = s.id, .type = "command_output", .data = "{\"text\":\"y\"}" };
+                r = db_events_append_batch(d, &e, 1, NULL, NULL, NULL, &err);
+                ok(r == 0 && db_wal_frames(d) > 0 && db_wal_frames(d) < 50, "the next commit starts the log again (%d pages)",
+                   db_wal_frames(d));
+        }
+
         /* -- artifacts, settings, deletes */
         {
                 int64_t aid = 0;
