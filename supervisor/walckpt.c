@@ -8,7 +8,12 @@
 #include "serve.h"
 
 #define WAL_CHECKPOINT_FRAMES 1000 /* as SQLite's automatic checkpoint */
-#define WAL_INLINE_FRAMES 16000    /* ~64 MB of log: bound it even when no worker is free */
+/* The log starts again from its beginning only at a commit that finds all of it copied back: a
+ * worker's checkpoint with no commit during it.  While a session keeps committing (every
+ * millisecond or so) that never happens, so the loop checkpoints itself once the log reaches
+ * this (~32 MB), copying back only what came since the worker's last pass; the log file keeps
+ * that size. */
+#define WAL_INLINE_FRAMES 8000
 
 struct wal_job {
         sv_job base;

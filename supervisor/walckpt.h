@@ -6,7 +6,9 @@
  * so at a thousand events a second it stopped several times a second for 1–40 ms of fsync, and
  * every subscriber's events with it.  Its connection checkpoints no more (db_wal_manual); the tick
  * hands the checkpoint to a worker's connection once the log has 1000 pages.  Commits go on
- * meanwhile (a checkpoint and a writer do not exclude each other in WAL mode). */
+ * meanwhile (a checkpoint and a writer do not exclude each other in WAL mode).  During a busy
+ * session the loop still checkpoints once per 8,000 pages (walckpt.c: so that the log starts
+ * again), copying back only the little the worker has not, instead of once per 1,000. */
 #pragma once
 
 typedef struct sv_server sv_server;
