@@ -79,7 +79,7 @@ print(f"{'events stored (the session)':<48} {total}")
 print(f"{'subscribers complete / in order':<48} {complete} / {in_order} of {clients} (event counts seen: {counts})")
 print(f"{'stamped lines received / expected':<48} {busy} / {n * clients} (each one latency sample)")
 print(f"{'deliveries/s (events × subscribers, busy phase)':<48} {rate:,.0f} ({busy_events} agent-output events delivered in {secs:.1f} s; {deliveries} events in all)")
-print(f"{'latency agent print → client, p50 / p99 (ms)':<48} {p50:.1f} / {p99:.1f}  (worst client process; max {pmax:.1f})")
+print(f"{'latency agent print → client, p50 / p99 (ms)':<48} {p50:.1f} / {p99:.1f}  (worst client process{f'; max {pmax:.1f}' if pmax else ''})")
 if "first_p50_ms" in res[0]:
     f50 = max(r["first_p50_ms"] or 0 for r in res)
     f99 = max(r["first_p99_ms"] or 0 for r in res)
