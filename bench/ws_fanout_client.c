@@ -12,8 +12,10 @@
  * JSON parser: `{"id":N,"seq":N,...,"type":"command_output",...,"text":"T <ns> <i>\n..."}` (the
  * lines of bench/emit.py --stamp).  Latency = the wall clock when the message was received minus
  * the ns stamp the agent printed, one sample per stamped line.  Prints one JSON line, the keys of
- * tests/helpers/ws_client.py's fanout mode (the script reads either), plus "gaps" and
- * "lagged".  Exit status 0 unless a connection failed. */
+ * tests/helpers/ws_client.py's fanout mode (the script reads either), plus "gaps", "lagged"
+ * (notices received), "closed_early" (subscribers the server closed before their end, the last
+ * one's "close_code"), "latency_max_ms" and the first subscriber's "first_p50_ms"/"first_p99_ms".
+ * Exit status 0 unless a connection failed. */
 #include <errno.h>
 #include <libwebsockets.h>
 #include <stdbool.h>
@@ -27,7 +29,7 @@
 struct sub {
         struct fanout *f;
         struct lws *wsi;
-        bool stalled, established, reached, done, failed; /* reached: its end (--until-state / --events) */
+        bool stalled, reached, done, failed; /* reached: its end (--until-state / --events) */
         int64_t next_seq;     /* the seq expected next; 0 until the first event when after is unknown */
         size_t count, gaps;
         unsigned char *msg;   /* one message being reassembled from its fragments */
@@ -234,11 +236,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                 return 0;
         }
         case LWS_CALLBACK_CLIENT_ESTABLISHED:
-                if (s) {
-                        s->established = true;
-                        if (s->stalled) /* never read: the server must cope with a full socket */
-                                lws_rx_flow_control(wsi, 0);
-                }
+                if (s && s->stalled) /* never read: the server must cope with a full socket */
+                        lws_rx_flow_control(wsi, 0);
                 return 0;
         case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
                 if (s)
@@ -301,7 +300,8 @@ static void print_json_num(const char *key, double v, bool have, const char *sep
 }
 
 static void report(struct fanout *f, double secs) {
-        size_t complete = 0, in_order = 0, deliveries = 0, gaps = 0;
+        size_t complete = 0, in_order = 0, deliveries = 0, gaps = 0, closed_early = 0;
+        int close_code = 0;
         size_t counts[16];
         int n_counts = 0;
         for (int i = 0; i < f->n; i++) {
@@ -310,6 +310,10 @@ static void report(struct fanout *f, double secs) {
                 gaps += s->gaps;
                 in_order += !s->gaps;
                 complete += s->reached;
+                if (!s->reached && s->close_code) { /* the server closed it before its end */
+                        closed_early++;
+                        close_code = s->close_code;
+                }
                 int j = 0;
                 while (j < n_counts && counts[j] != s->count)
                         j++;
@@ -325,8 +329,9 @@ static void report(struct fanout *f, double secs) {
         printf("{\"clients\": %d, \"complete\": %zu, \"counts\": [", f->n, complete);
         for (int j = 0; j < n_counts; j++)
                 printf("%s%zu", j ? ", " : "", counts[j]);
-        printf("], \"in_order\": %zu, \"gaps\": %zu, \"lagged\": %zu, \"deliveries\": %zu, \"seconds\": %.3f, ",
-               in_order, gaps, f->lagged, deliveries, secs);
+        printf("], \"in_order\": %zu, \"gaps\": %zu, \"lagged\": %zu, \"closed_early\": %zu, \"close_code\": %d, ",
+               in_order, gaps, f->lagged, closed_early, close_code);
+        printf("\"deliveries\": %zu, \"seconds\": %.3f, ", deliveries, secs);
         printf("\"busy_lines\": %zu, \"busy_events\": %zu, ", f->busy_lines, f->busy_events);
         print_json_num("busy_first", f->busy_first, f->busy_first > 0, ", ");
         print_json_num("busy_last", f->busy_last, f->busy_last > 0, ", ");
