@@ -77,6 +77,8 @@ pmax = max(r.get("latency_max_ms") or 0 for r in res)
 print(f"{'lines printed / persisted':<48} {n} / {lines}")
 print(f"{'events stored (the session)':<48} {total}")
 print(f"{'subscribers complete / in order':<48} {complete} / {in_order} of {clients} (event counts seen: {counts})")
+if "gaps" in res[0]:
+    print(f"{'gaps / lagged notices / closed before the end':<48} {sum(r['gaps'] for r in res)} / {sum(r['lagged'] for r in res)} / {sum(r['closed_early'] for r in res)}")
 print(f"{'stamped lines received / expected':<48} {busy} / {n * clients} (each one latency sample)")
 print(f"{'deliveries/s (events × subscribers, busy phase)':<48} {rate:,.0f} ({busy_events} agent-output events delivered in {secs:.1f} s; {deliveries} events in all)")
 print(f"{'latency agent print → client, p50 / p99 (ms)':<48} {p50:.1f} / {p99:.1f}  (worst client process{f'; max {pmax:.1f}' if pmax else ''})")
