@@ -494,14 +494,6 @@ _Noreturn static void exec_child(struct initd *d, const struct exec_req *r, int 
         report_fd = 3;
         fcntl(report_fd, F_SETFD, FD_CLOEXEC);
         close_range(4, ~0u, 0);
-        {
-                /* init is exempt from the OOM killer; its processes are not. */
-                int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-                if (fd >= 0) {
-                        (void) !write(fd, "0", 1);
-                        close(fd);
-                }
-        }
         ns_error err;
         step = "rlimits";
         if (caps_set_rlimits(&err) < 0) {

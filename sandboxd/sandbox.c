@@ -212,10 +212,16 @@ _Noreturn static void child_fail(int ctl_fd, const ns_error *e) {
 _Noreturn static void sandbox_child(struct child_args *a) {
         ns_error err = { 0 };
         prctl(PR_SET_NAME, "nsd-init");
-        /* init must survive the OOM killer of its own cgroup so that exits are always reported. */
+        /* Why 0, and not -1000 for init: every process of the sandbox is init's child and inherits
+         * its oom_score_adj and its floor (oom_score_adj_min), and none can raise the floor back
+         * (init is not dumpable, so its children's /proc files are not theirs to write).  An
+         * exempt init would make the whole sandbox unkillable by its cgroup's OOM killer, and let
+         * the agent set -1000 itself.  Written here, still host root, it also resets whatever the
+         * daemon runs with (a unit's OOMScoreAdjust).  init's few hundred KiB make it the OOM
+         * killer's last choice; if it is chosen anyway, the sandbox ends with it (on_init_exit). */
         int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
         if (oom >= 0) {
-                (void) !write(oom, "-1000", 5);
+                (void) !write(oom, "0", 1);
                 close(oom);
         }
         if (sethostname(a->id, strlen(a->id)) < 0) {

@@ -22,6 +22,14 @@ expect_eq "allocating twice the memory limit is killed (137)" "137" "$rc"
 expect_match "and reported as out of memory" "out of memory" "$out"
 check "sandboxd survives the OOM" kill -0 "$NS_DAEMON_PID"
 check "a sandbox under the limit is fine" sb run --memory 64M -- python3 -c 'b = b"x" * (16 * 1024 * 1024)'
+# The OOM killer can choose every process of a sandbox: none is exempt (oom_score_adj 0) and none
+# can make itself so (its floor is 0: lowering it is refused), whatever the daemon runs with.
+# Only a root with CAP_SYS_RESOURCE could have made init's children exempt before; this machine's
+# may lack it, in which case the check shows the same answer either way.
+grep -q '^CapEff:.*' /proc/self/status && \
+  [ $(( 0x$(awk '/^CapEff/ {print $2}' /proc/self/status) >> 24 & 1 )) = 1 ] || note "this root lacks CAP_SYS_RESOURCE: an exempt init could not have been made here"
+expect_eq "sandbox processes: oom_score_adj 0, and lowering it is refused (agent and --root)" "0 refused 0 refused" \
+  "$(sb run -- sh -c 'cat /proc/self/oom_score_adj; echo -1 2>/dev/null > /proc/self/oom_score_adj && echo lowered || echo refused' | tr '\n' ' ')$(sb run --root -- sh -c 'cat /proc/self/oom_score_adj; echo -1 2>/dev/null > /proc/self/oom_score_adj && echo lowered || echo refused' | tr '\n' ' ' | sed 's/ $//')"
 
 # cpu quota: a busy loop under --cpus 0.5 uses about half a core
 id=$(sb create --cpus 0.5)
