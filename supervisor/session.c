@@ -976,12 +976,15 @@ static void commit_done(sv_sjob *j) {
         db_session_set_proc(s->db, l->id, NULL, 0, &err);
         l->proc = -1;
         l->phase = PH_NONE;
-        release_slot(l);
+        /* A session that ends here keeps its slot until its sandbox is gone (teardown_done →
+         * live_remove): it shows as running until then, and the limit counts it, so that no
+         * more than max_concurrent sessions are ever seen active at once. */
         if (l->stop_requested)
                 return begin_teardown(l, SV_STOPPED, "stopped by the user");
         if (l->once)
                 return begin_teardown(l, l->turn_failed ? SV_FAILED : SV_COMPLETED,
                                       l->turn_failed ? "turn failed" : "completed after one turn");
+        release_slot(l);
         if (l->turn_question)
                 set_state(l, SV_WAITING, "the agent asked a question");
         else
