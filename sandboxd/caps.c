@@ -9,7 +9,9 @@
  *      on a 0 -> non-0 transition unless SECBIT_KEEP_CAPS is set);
  *   4. inheritable/permitted/effective set to the final value with capset: lowering is always
  *      allowed, and it also covers a caller that had SECBIT_KEEP_CAPS or NO_SETUID_FIXUP set;
- *   5. everything read back from the kernel and compared with what was asked. */
+ *   5. everything read back from the kernel and compared with what was asked.
+ * The bounding and ambient sets are read from /proc/self/status (one pread before the drop, one
+ * after) where procfs is mounted, else one prctl per capability. */
 #include "sandboxd/caps.h"
 
 #include <errno.h>
