@@ -19,11 +19,25 @@
 #define SBX_UID_RANGE 65536u /* host uids per sandbox: in-sandbox 0..65535 */
 #define SBX_AGENT_UID 1000u
 #define SBX_MAX_ZYGOTES 4
+#define SBX_MAX_WAITING 1024 /* creates queued for the warm pool's next builds (sandbox_create) */
 
 struct cg_manager;
 struct ports_ctx;
 struct sbx_client;
 struct sbx_snapshot;
+struct sbx_opened;
+
+/* A create that found the warm pool empty, checked and opened, waiting to be answered with the
+ * next pool sandbox that becomes ready (sandbox_create, sandbox_serve_waiting). */
+struct sbx_waiter {
+        struct sbx_waiter *next;
+        struct sbx_client *client;
+        uid_t owner;
+        enum net_mode mode;
+        struct ns_request req;    /* owned: the create and the strings it borrows */
+        struct sbx_opened *o;     /* its workspace and binds, opened at arrival */
+        uint64_t deadline;        /* answered ETIMEDOUT if still waiting then (monotonic ms) */
+};
 
 struct sbx_config {
         char *socket_path;
@@ -148,6 +162,8 @@ struct sbx_daemon {
         uint64_t pool_retry_at;    /* after a failed refill, none before this (monotonic ms) */
         uint64_t pool_idle_since;  /* when the loop last went to sleep (pool_next_timeout) */
         struct sbx_sandbox *dying; /* destroyed, init not yet dead */
+        struct sbx_waiter *waiting, **waiting_tail; /* creates waiting for pool builds, oldest first */
+        size_t n_waiting;
         int zygote_fd[SBX_MAX_ZYGOTES]; /* the pool's zygotes (pool.c), or -1 */
         pid_t zygote_pid[SBX_MAX_ZYGOTES];
         uint32_t zygote_busy[SBX_MAX_ZYGOTES]; /* builds sent to each and not yet reported */
@@ -160,10 +176,24 @@ struct sbx_daemon {
 
 /* ---- sandbox.c: lifecycle -------------------------------------------------------------------- */
 
-/* Create a sandbox for `owner` as described by `req` (already validated for form; checked here
- * against the configuration).  On failure nothing is left behind. */
-int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
-                   ns_error *err);
+/* Create a sandbox for client `c` (uid `owner`) as `r` (a parsed create, already validated for
+ * form; checked here against the configuration).  Returns 0 with *out set; or 1 when the request
+ * was checked and opened but the warm pool, which could serve it, has nothing ready: it is then
+ * queued (r moved into the queue, left empty) and answered from the loop by
+ * sandbox_serve_waiting when a pool build is ready (or with an error); or -errno.  On failure
+ * nothing is left behind. */
+int sandbox_create(struct sbx_daemon *d, struct sbx_client *c, uid_t owner, struct ns_request *r,
+                   struct sbx_sandbox **out, ns_error *err);
+
+/* Answer the queued creates from the ready pool sandboxes, and those past their deadline with
+ * ETIMEDOUT.  Called from the loop (pool_tick). */
+void sandbox_serve_waiting(struct sbx_daemon *d);
+
+/* A pool build failed with `err`: the oldest queued create (if any) is answered with it. */
+void sandbox_waiting_fail_one(struct sbx_daemon *d, const ns_error *err);
+
+/* Drop client `c`'s queued creates (it went away): nothing was made for them. */
+void sandbox_forget_waiting(struct sbx_daemon *d, struct sbx_client *c);
 
 /* Kill everything in the sandbox and remove its cgroup, upper layer, state and connectors.  The
  * sandbox is gone for clients (and for a restarted daemon) on return; what needs init to be dead

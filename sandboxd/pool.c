@@ -124,7 +124,7 @@ static size_t pool_count(const struct sbx_daemon *d, int building, int net) {
 }
 
 static bool pool_in_demand(const struct sbx_daemon *d, uint64_t now) {
-        return d->pool_demand_until > now || d->pool_private_demand_until > now;
+        return d->n_waiting || d->pool_demand_until > now || d->pool_private_demand_until > now;
 }
 
 /* Builds at once: one per zygote (each builds one at a time), one without. */
@@ -140,7 +140,9 @@ static int pool_wants(const struct sbx_daemon *d, uint64_t now) {
         (void) now;
         if (pool_count(d, 1, -1) >= pool_max_builds(d) || d->n_sandboxes + d->n_pool >= d->cfg.max_sandboxes)
                 return -1;
-        if (pool_count(d, -1, NET_NONE) < d->cfg.warm_pool)
+        /* Queued creates (sandbox_create) are served by plain pool sandboxes: the pool builds for
+         * them on top of its size (their slots were counted when they were queued). */
+        if (pool_count(d, -1, NET_NONE) < d->cfg.warm_pool + d->n_waiting)
                 return NET_NONE;
         if (pool_count(d, -1, NET_PRIVATE) < d->cfg.warm_pool_private && net_check_mode(d->net, NET_PRIVATE, NULL) == 0)
                 return NET_PRIVATE;
@@ -154,6 +156,11 @@ int pool_next_timeout(void *daemon) {
         for (const struct sbx_sandbox *s = d->pool; s; s = s->next)
                 if (!s->pool_ready)
                         t = s->pool_deadline > now ? (int64_t) (s->pool_deadline - now) : 0;
+        if (d->waiting) { /* the oldest has the earliest deadline */
+                int64_t w = d->waiting->deadline > now ? (int64_t) (d->waiting->deadline - now) : 0;
+                if (t < 0 || w < t)
+                        t = w;
+        }
         /* Idle is measured from here: this sleep is the quiet spell a refill waits for. */
         d->pool_idle_since = 0;
         if (pool_wants(d, now) >= 0) {
@@ -180,9 +187,23 @@ void pool_tick(void *daemon) {
                 next = s->next;
                 if (!s->pool_ready && s->pool_deadline <= now) {
                         fprintf(stderr, "<4>warm-pool sandbox %s did not become ready; destroyed\n", s->id);
+                        ns_error e;
+                        ns_err(&e, ETIMEDOUT, "the sandbox's init did not become ready");
                         sandbox_destroy(s);
+                        sandbox_waiting_fail_one(d, &e);
                 }
         }
+        /* Creates waiting for builds get the ready ones first (the loop has just run: a READY
+         * may have arrived), oldest first. */
+        sandbox_serve_waiting(d);
+        /* Builds started for creates that went away (their client closed) leave the pool above
+         * its size: the extra ready ones go, so that it never holds more than its sizes. */
+        if (!d->waiting && pool_count(d, 0, NET_NONE) > d->cfg.warm_pool)
+                for (struct sbx_sandbox *s = d->pool; s; s = s->next)
+                        if (s->pool_ready && s->pool_net == NET_NONE) {
+                                sandbox_destroy(s);
+                                break;
+                        }
         /* Only after a quiet spell, unless creates are waiting on the pool: the build runs in a
          * zygote, but its CPU time should not land on a request just arriving.  In a burst the
          * requests themselves are what the builds are for. */
@@ -194,6 +215,7 @@ void pool_tick(void *daemon) {
                 ns_error err = { 0 };
                 if (sandbox_prestart(d, (enum net_mode) kind, &err) < 0) {
                         fprintf(stderr, "<4>warm pool: %s\n", err.msg);
+                        sandbox_waiting_fail_one(d, &err);
                         d->pool_retry_at = now + POOL_RETRY_MS;
                         return;
                 }

@@ -404,6 +404,15 @@ struct opened {
         size_t n_overlays;
 };
 
+/* What a hand-out from the pool needs of `struct opened`: the workspace and the binds (a queued
+ * create keeps only these, owned). */
+struct sbx_opened {
+        int ws_fd;
+        struct stat ws_st;
+        struct mount_bind binds[NS_RO_BINDS_MAX];
+        size_t n_binds;
+};
+
 static void opened_close(struct opened *o) {
         free(o->ov_paths);
         o->ov_paths = NULL;
@@ -505,14 +514,14 @@ static int open_request(struct sbx_daemon *d, uid_t owner, const struct ns_creat
 
 /* The workspace as it is mounted: a detached clone of the checked descriptor, made here in the
  * daemon's mount namespace, idmapped so that its owner on disk is the agent (uid 1000) inside. */
-static int workspace_mount(const struct opened *o, uid_t root_uid, ns_error *err) {
+static int workspace_mount(int ws_fd, const struct stat *ws_st, uid_t root_uid, ns_error *err) {
         char map[96], gmap[96];
-        snprintf(map, sizeof map, "%u %u 1\n", (unsigned) o->ws_st.st_uid, (unsigned) (root_uid + SBX_AGENT_UID));
-        snprintf(gmap, sizeof gmap, "%u %u 1\n", (unsigned) o->ws_st.st_gid, (unsigned) (root_uid + SBX_AGENT_UID));
+        snprintf(map, sizeof map, "%u %u 1\n", (unsigned) ws_st->st_uid, (unsigned) (root_uid + SBX_AGENT_UID));
+        snprintf(gmap, sizeof gmap, "%u %u 1\n", (unsigned) ws_st->st_gid, (unsigned) (root_uid + SBX_AGENT_UID));
         _cleanup_close_ int ws_userns = ns_userns_new(map, gmap, err);
         if (ws_userns < 0)
                 return ws_userns;
-        return mount_clone_detached(o->ws_fd, "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ws_userns, err);
+        return mount_clone_detached(ws_fd, "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ws_userns, err);
 }
 
 static struct cg_limits limits_of(const struct ns_create_req *req) {
@@ -579,7 +588,7 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
                 r = userns;
                 goto out_cgroup;
         }
-        if (o->ws_fd >= 0 && (r = ws_mnt = workspace_mount(o, root_uid, err)) < 0)
+        if (o->ws_fd >= 0 && (r = ws_mnt = workspace_mount(o->ws_fd, &o->ws_st, root_uid, err)) < 0)
                 goto out_cgroup;
         char upper[NS_PATH_MAX];
         snprintf(upper, sizeof upper, "%s/%s", d->cfg.upper_dir, s->id);
@@ -773,10 +782,10 @@ static void set_identity(struct sbx_sandbox *s, uid_t owner, const struct ns_cre
  * run yet (init alone, no exec), so nothing inside can have prepared its filesystem.  On failure
  * the pool sandbox is destroyed (it may be half-configured) and the request fails. */
 static int handout(struct sbx_daemon *d, struct sbx_sandbox *s, uid_t owner, const struct ns_create_req *req,
-                   const struct opened *o, ns_error *err) {
+                   const struct sbx_opened *o, ns_error *err) {
         _cleanup_close_ int ws_mnt = -1;
         int r = 0;
-        if (o->ws_fd >= 0 && (r = ws_mnt = workspace_mount(o, slot_uid(d, s->slot), err)) < 0)
+        if (o->ws_fd >= 0 && (r = ws_mnt = workspace_mount(o->ws_fd, &o->ws_st, slot_uid(d, s->slot), err)) < 0)
                 goto fail;
         if ((ws_mnt >= 0 || o->n_binds) && (r = pool_attach_extras(s->init_pidfd, ws_mnt, o->binds, o->n_binds, err)) < 0)
                 goto fail;
@@ -798,12 +807,130 @@ fail:
         return r;
 }
 
-int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req *req, struct sbx_sandbox **out,
-                   ns_error *err) {
+/* The part of `o` a hand-out uses (borrowed: `o` still owns the descriptors). */
+static struct sbx_opened extras_of(const struct opened *o) {
+        struct sbx_opened x = { .ws_fd = o->ws_fd, .ws_st = o->ws_st, .n_binds = o->n_binds };
+        memcpy(x.binds, o->binds, o->n_binds * sizeof o->binds[0]);
+        return x;
+}
+
+static void waiter_free(struct sbx_waiter *w) {
+        if (w->o) {
+                if (w->o->ws_fd >= 0)
+                        close(w->o->ws_fd);
+                for (size_t j = 0; j < w->o->n_binds; j++)
+                        close(w->o->binds[j].src_fd);
+                free(w->o);
+        }
+        ns_request_done(&w->req);
+        free(w);
+}
+
+/* Queue create `r` (checked, its workspace and binds opened in `o`) for the pool's next build:
+ * the descriptors move from `o` into the queue, `r` is moved and left empty.  1, or -errno. */
+static int waiter_add(struct sbx_daemon *d, struct sbx_client *c, uid_t owner, enum net_mode mode,
+                      struct ns_request *r, struct opened *o, ns_error *err) {
+        struct sbx_waiter *w = calloc(1, sizeof *w);
+        struct sbx_opened *x = malloc(sizeof *x);
+        if (!w || !x) {
+                free(w);
+                free(x);
+                return ns_err(err, ENOMEM, "out of memory");
+        }
+        *x = extras_of(o);
+        o->ws_fd = -1;
+        o->n_binds = 0;
+        w->client = c;
+        w->owner = owner;
+        w->mode = mode;
+        w->req = *r;
+        *r = (struct ns_request){ .id = -1 };
+        w->o = x;
+        w->deadline = ns_now_ms() + 3 * INIT_READY_TIMEOUT_MS;
+        if (!d->waiting_tail)
+                d->waiting_tail = &d->waiting;
+        *d->waiting_tail = w;
+        d->waiting_tail = &w->next;
+        d->n_waiting++;
+        return 1;
+}
+
+static struct sbx_waiter *waiter_pop(struct sbx_daemon *d) {
+        struct sbx_waiter *w = d->waiting;
+        if (!w)
+                return NULL;
+        d->waiting = w->next;
+        if (!d->waiting)
+                d->waiting_tail = &d->waiting;
+        d->n_waiting--;
+        w->next = NULL;
+        return w;
+}
+
+static void waiter_answer(struct sbx_waiter *w, struct sbx_sandbox *s, const ns_error *err) {
+        if (!w->client)
+                return;
+        if (!s) {
+                server_reply_error(w->client, w->req.id, err);
+                return;
+        }
+        if (s->ephemeral)
+                s->holder = w->client;
+        log_debug("uid %u: created %s (from a pool build it waited for)", (unsigned) w->owner, s->id);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "sandbox", sandbox_to_json(s));
+        server_reply(w->client, w->req.id, o, -1);
+}
+
+void sandbox_serve_waiting(struct sbx_daemon *d) {
+        uint64_t now = ns_now_ms();
+        while (d->waiting) {
+                struct sbx_waiter *w = d->waiting;
+                ns_error err = { 0 };
+                struct sbx_sandbox *s = NULL;
+                if (w->deadline > now && !(s = pool_take(d, w->mode)))
+                        break;
+                w = waiter_pop(d);
+                int r = s ? handout(d, s, w->owner, &w->req.u.create, w->o, &err)
+                          : ns_err(&err, ETIMEDOUT, "no warm-pool sandbox became ready in time");
+                waiter_answer(w, r == 0 ? s : NULL, &err);
+                waiter_free(w);
+        }
+}
+
+void sandbox_waiting_fail_one(struct sbx_daemon *d, const ns_error *err) {
+        struct sbx_waiter *w = waiter_pop(d);
+        if (!w)
+                return;
+        ns_error e;
+        ns_err(&e, err->code ? err->code : EIO, "building the sandbox: %s", err->msg);
+        waiter_answer(w, NULL, &e);
+        waiter_free(w);
+}
+
+void sandbox_forget_waiting(struct sbx_daemon *d, struct sbx_client *c) {
+        for (struct sbx_waiter **pp = &d->waiting; *pp;) {
+                struct sbx_waiter *w = *pp;
+                if (w->client != c) {
+                        pp = &w->next;
+                        continue;
+                }
+                *pp = w->next;
+                d->n_waiting--;
+                waiter_free(w);
+        }
+        d->waiting_tail = &d->waiting;
+        while (*d->waiting_tail)
+                d->waiting_tail = &(*d->waiting_tail)->next;
+}
+
+int sandbox_create(struct sbx_daemon *d, struct sbx_client *c, uid_t owner, struct ns_request *rq,
+                   struct sbx_sandbox **out, ns_error *err) {
+        const struct ns_create_req *req = &rq->u.create;
         int r = check_limits(d, req, err);
         if (r < 0)
                 return r;
-        if (d->n_sandboxes >= d->cfg.max_sandboxes)
+        if (d->n_sandboxes + d->n_waiting >= d->cfg.max_sandboxes)
                 return ns_err(err, EAGAIN, "the sandbox limit (%u) is reached", d->cfg.max_sandboxes);
 
         /* Everything the request names is opened and checked before anything is created. */
@@ -818,9 +945,22 @@ int sandbox_create(struct sbx_daemon *d, uid_t owner, const struct ns_create_req
         /* A warm-pool sandbox has the host layer and no disk limit: anything else is built fresh. */
         enum net_mode mode = NET_NONE;
         (void) net_mode_parse(req->net, &mode); /* checked by check_limits */
-        struct sbx_sandbox *s = req->n_layers == 0 && req->disk == 0 && req->n_overlays == 0 ? pool_take(d, mode) : NULL;
+        bool poolable = req->n_layers == 0 && req->disk == 0 && req->n_overlays == 0;
+        /* Queued creates come first: a later one never overtakes them. */
+        struct sbx_sandbox *s = poolable && !d->waiting ? pool_take(d, mode) : NULL;
         if (s) {
-                r = handout(d, s, owner, req, o, err);
+                struct sbx_opened x = extras_of(o);
+                r = handout(d, s, owner, req, &x, err);
+                goto out;
+        }
+        /* Why queue rather than build here: a build on the loop blocks it for the kernel work and
+         * init's READY (every other client and exec waits), while the pool's builds run in the
+         * zygotes, one per CPU, in parallel.  Only when the pool's builds can make room for it:
+         * there is a pool, the queue is not full, and the slots it and the pool take stay under
+         * the limit (pool_wants builds for the queue); otherwise built here, as before. */
+        if (poolable && c && d->cfg.warm_pool && d->n_waiting < SBX_MAX_WAITING &&
+            d->n_sandboxes + d->n_pool + d->n_waiting < d->cfg.max_sandboxes) {
+                r = waiter_add(d, c, owner, mode, rq, o, err);
                 goto out;
         }
         uint32_t slot = 0;
@@ -877,7 +1017,11 @@ static void on_pool_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, voi
                 return;
         if (r < 0 || check_ready(&h, msg, &err) < 0) {
                 fprintf(stderr, "<4>warm-pool sandbox %s failed: %s\n", s->id, r < 0 ? strerror(-r) : err.msg);
+                struct sbx_daemon *d = s->d;
+                if (r < 0)
+                        ns_err(&err, -r, "the sandbox's init: %s", strerror(-r));
                 sandbox_destroy(s);
+                sandbox_waiting_fail_one(d, &err);
                 return;
         }
         ns_loop_remove(loop, s->w_ctl);
@@ -1065,8 +1209,10 @@ static void on_pool_built(ns_loop *loop, ns_watch *w, int fd, uint32_t events, v
                 return;
         if (r < 0) {
                 fprintf(stderr, "<4>warm pool: %s\n", err.msg);
-                s->d->pool_retry_at = ns_now_ms() + 1000;
+                struct sbx_daemon *d = s->d;
+                d->pool_retry_at = ns_now_ms() + 1000;
                 build_failed(s);
+                sandbox_waiting_fail_one(d, &err);
         }
 }
 

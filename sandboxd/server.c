@@ -47,6 +47,7 @@ static void client_close(struct sbx_client *c) {
                         break;
                 }
         sandbox_forget_client(d, c);
+        sandbox_forget_waiting(d, c);
         snapshot_forget_client(d, c);
         ns_loop_remove(d->loop, c->w);
         close(c->fd);
@@ -175,9 +176,11 @@ static int op_version(struct sbx_client *c, struct ns_request *r, ns_error *err)
 
 static int op_create(struct sbx_client *c, struct ns_request *r, ns_error *err) {
         struct sbx_sandbox *s;
-        int ret = sandbox_create(c->d, c->uid, &r->u.create, &s, err);
+        int ret = sandbox_create(c->d, c, c->uid, r, &s, err);
         if (ret < 0)
                 return ret;
+        if (ret > 0) /* queued for the warm pool's next build: answered from the loop */
+                return 0;
         if (s->ephemeral)
                 s->holder = c;
         log_debug("uid %u: created %s%s", (unsigned) c->uid, s->id, s->from_pool ? " (from the warm pool)" : "");
