@@ -772,8 +772,50 @@ int db_event_append(db *d, const char *sid, const char *type, const char *data, 
         return db_events_append_batch(d, &e, 1, NULL, id_out, seq_out, err);
 }
 
+void db_set_event_barrier(db *d, void (*fn)(void *ctx), void *ctx) {
+        d->event_barrier = fn;
+        d->event_barrier_ctx = ctx;
+}
+
+/* Before an event is written on this connection: the barrier stores what is held back first. */
+static void event_barrier(db *d) {
+        if (!d->event_barrier || d->in_barrier)
+                return;
+        d->in_barrier = true;
+        d->event_barrier(d->event_barrier_ctx);
+        d->in_barrier = false;
+}
+
+static int append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark, int64_t *ids_out,
+                        int64_t *seqs_out, ns_error *err);
+
 int db_events_append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark,
                            int64_t *ids_out, int64_t *seqs_out, ns_error *err) {
+        event_barrier(d);
+        return append_batch(d, ev, n, mark, ids_out, seqs_out, err);
+}
+
+int db_events_append_groups(db *d, db_event_group *g, size_t n, ns_error *err) {
+        db_tx t = { 0 };
+        int r = db_tx_begin(d, &t, err);
+        for (size_t i = 0; i < n; i++) {
+                g[i].rc = r < 0 ? r : append_batch(d, g[i].ev, g[i].n, g[i].mark, NULL, NULL, &g[i].err);
+                if (r < 0)
+                        g[i].err = *err;
+        }
+        if (r < 0)
+                return r;
+        if ((r = db_tx_end(d, &t, 0, err)) < 0)
+                for (size_t i = 0; i < n; i++)
+                        if (g[i].rc == 0) {
+                                g[i].rc = r;
+                                g[i].err = *err;
+                        }
+        return r;
+}
+
+static int append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark, int64_t *ids_out,
+                        int64_t *seqs_out, ns_error *err) {
         db_tx t = { 0 };
         int r = db_tx_begin(d, &t, err);
         if (r < 0)
@@ -1054,6 +1096,7 @@ int db_session_set_state(db *d, const char *id, sv_state to, const char *reason,
                          int64_t *ev_id, int64_t *ev_seq, ns_error *err) {
         if (!sv_state_name(to))
                 return ns_err(err, EINVAL, "invalid state %d", (int) to);
+        event_barrier(d); /* its status event follows what was held back */
         db_tx t = { 0 };
         int r = db_tx_begin(d, &t, err);
         if (r < 0)

@@ -238,6 +238,25 @@ int db_event_append(db *d, const char *sid, const char *type, const char *data, 
  * across a restart.  All or nothing. */
 int db_events_append_batch(db *d, const db_event_in *ev, size_t n, const db_output_mark *mark,
                            int64_t *ids_out, int64_t *seqs_out, ns_error *err);
+/* Several batches, each stored as db_events_append_batch stores one (its events and its mark,
+ * all or nothing), in ONE transaction: one commit for all.  A group that fails is undone alone
+ * (its rc and err say why) and the others are stored.  Returns 0, or -errno when the transaction
+ * itself failed: then nothing is stored and every group's rc says so.  Does not run the event
+ * barrier (it is what a barrier calls). */
+typedef struct db_event_group {
+        const db_event_in *ev;
+        size_t n;
+        const db_output_mark *mark; /* NULL: none */
+        int rc;                     /* out: 0 or -errno */
+        ns_error err;               /* out, when rc < 0 */
+} db_event_group;
+int db_events_append_groups(db *d, db_event_group *g, size_t n, ns_error *err);
+/* A function run before an event is written on this connection (db_events_append_batch,
+ * db_event_append, db_session_set_state's status event), not again from inside itself: the
+ * session runner stores there the output events it holds back for a few milliseconds
+ * (session.c), so that every event of a session gets its seq in the order things happened.
+ * fn NULL removes it. */
+void db_set_event_barrier(db *d, void (*fn)(void *ctx), void *ctx);
 /* The id of the newest event (0 when there is none). */
 int db_events_max_id(db *d, int64_t *out, ns_error *err);
 /* Events of session `sid` with seq > after_seq, in seq order, at most `limit` (0 → 1000). */

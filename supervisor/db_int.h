@@ -35,6 +35,9 @@ struct db {
         sqlite3 *conn;
         sqlite3_stmt *stmts[ST__COUNT];
         int wal_frames; /* db_wal_manual: frames in the log after this connection's last commit */
+        void (*event_barrier)(void *ctx); /* db_set_event_barrier */
+        void *event_barrier_ctx;
+        bool in_barrier;
 };
 
 /* errno-style error for SQLite result code `rc`, with the connection's message. */

@@ -46,6 +46,7 @@ typedef struct sv_server {
         struct sv_egress_hosts *egress_hosts; /* --egress-hosts, loaded at the first proxy session */
         struct sv_notifier *notify;   /* outgoing notifications (notify.h) */
         struct sv_spares *spares;     /* spare working trees (spare.h); made before the workers, freed after */
+        struct sv_outq *outq;         /* agent output held back for one transaction (session.c) */
 } sv_server;
 
 /* What a create request asks for, validated by the API layer (sizes, charset, agent name). */

@@ -10,12 +10,15 @@
  * Output of the agent process is read from its stdio stream here, turned into events by the
  * agent adapter and stored in batches together with the output offset they cover (db.h's mark),
  * so after a restart the stream is re-attached at exactly that offset: no event lost or doubled.
+ * The events of every session are held back at most OUT_GAP_US and stored in one transaction
+ * (outq below): a busy agent's output comes a line per frame, a thousand frames a second.
  *
  * Concurrency: `slots_used` counts sessions provisioning or in a turn; at most max_concurrent.
  * Follow-ups of sessions that already have a sandbox go first, then queued sessions, oldest
  * first (FIFO). */
 #include <fcntl.h>
 #include <stddef.h>
+#include <sys/timerfd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,10 +137,36 @@ size_t sv_session_live_list(sv_server *s, char (*sids)[SV_ID_LEN + 1], char (*sa
         return n;
 }
 
+#define OUT_GAP_US 4000
+#define OUT_HOLD_EVENTS 4096
+#define OUT_HOLD_BYTES (256u * 1024)
+
+struct sv_outq {
+        sv_server *srv;
+        int tfd;           /* timerfd: the deferred store */
+        ns_watch *watch;
+        bool armed;
+        bool pending;      /* a session has something ready to store */
+        uint64_t last_us;  /* the last store (ns_now_us) */
+        size_t events, bytes; /* made since the last store */
+};
+
 static void batch_clear(sv_live *l) {
         for (size_t i = 0; i < 2 * l->n_batch; i++)
                 free(l->batch_owned[i]);
         l->n_batch = 0;
+        l->n_ready = 0;
+}
+
+/* Drop the first n_ready events (stored, or failed to be); the rest move to the front. */
+static void batch_drop_ready(sv_live *l) {
+        size_t k = l->n_ready;
+        for (size_t i = 0; i < 2 * k; i++)
+                free(l->batch_owned[i]);
+        memmove(l->batch, l->batch + k, (l->n_batch - k) * sizeof *l->batch);
+        memmove(l->batch_owned, l->batch_owned + 2 * k, 2 * (l->n_batch - k) * sizeof *l->batch_owned);
+        l->n_batch -= k;
+        l->n_ready = 0;
 }
 
 static void stream_close(sv_live *l) {
@@ -337,6 +366,8 @@ static int ev_emit(void *ctx, const char *type, const char *json) {
         l->batch_owned[2 * l->n_batch] = t;
         l->batch_owned[2 * l->n_batch + 1] = d;
         l->batch[l->n_batch++] = (db_event_in){ .session_id = l->id, .type = t, .data = d };
+        if (l->srv->outq)
+                l->srv->outq->events++;
         return 0;
 }
 
@@ -357,19 +388,144 @@ static const agent_emitter *emitter_for(sv_live *l) {
         return &em;
 }
 
-/* Store the pending events; with `mark`, together with the output offset they cover. */
-static int batch_flush(sv_live *l, bool mark, ns_error *err) {
-        if (!l->n_batch && !mark)
-                return 0;
-        char proc[32];
-        snprintf(proc, sizeof proc, "%lld", (long long) l->proc);
-        db_output_mark m = { .session_id = l->id, .proc_id = proc, .output_offset = (int64_t) l->consumed };
-        bool any = l->n_batch > 0;
-        int r = db_events_append_batch(l->srv->db, l->batch, l->n_batch, mark ? &m : NULL, NULL, NULL, err);
-        batch_clear(l);
-        if (r == 0 && any)
-                sv_ws_notify(l->srv);
-        return r;
+/* ---- output held back for one transaction ------------------------------------------------- */
+
+/* A busy agent's output comes a line per frame; a transaction per frame (a commit of ~3 log
+ * pages, a notify and an ACK each) was most of the supervisor's CPU at a thousand lines a second
+ * per session.  What every session made is held back and stored together, at most every
+ * OUT_GAP_US (the WebSocket hub sends at most every 4 ms too, ws.c: a subscriber sees no later),
+ * at once when nothing was stored for that long (a lone line is not delayed), and at once beyond
+ * OUT_HOLD_* (bounded memory, and init's 1 MiB buffer is acknowledged well before it fills).
+ * Held events are in memory only: a restart replays their output from the stored mark. */
+static bool live_held(const sv_live *l) {
+        return l->n_ready > 0 || l->ready_off != l->stored_off;
+}
+
+/* Everything made so far is complete: the output below `consumed` is at a parser boundary. */
+static void mark_ready(sv_live *l) {
+        l->n_ready = l->n_batch;
+        l->ready_off = l->consumed;
+        if (l->srv->outq && live_held(l))
+                l->srv->outq->pending = true;
+}
+
+/* Store what every session holds ready, in one transaction; acknowledge each stream what was
+ * stored of it; wake the subscribers once. */
+static void outq_store(sv_server *s) {
+        struct sv_outq *q = s->outq;
+        size_t n = 0;
+        for (sv_live *l = s->live; l; l = l->next)
+                n += live_held(l);
+        if (q) {
+                q->pending = false;
+                q->events = q->bytes = 0;
+                if (n)
+                        q->last_us = ns_now_us();
+        }
+        if (!n)
+                return;
+        _cleanup_free_ db_event_group *g = calloc(n, sizeof *g);
+        _cleanup_free_ db_output_mark *m = calloc(n, sizeof *m);
+        _cleanup_free_ char(*proc)[24] = calloc(n, sizeof *proc);
+        _cleanup_free_ sv_live **who = calloc(n, sizeof *who);
+        ns_error err;
+        if (!g || !m || !proc || !who) {
+                log_warn("events: out of memory storing agent output");
+                return;
+        }
+        size_t k = 0;
+        for (sv_live *l = s->live; l && k < n; l = l->next) {
+                if (!live_held(l))
+                        continue;
+                snprintf(proc[k], sizeof proc[k], "%lld", (long long) l->proc);
+                m[k] = (db_output_mark){ .session_id = l->id, .proc_id = proc[k], .output_offset = (int64_t) l->ready_off };
+                g[k] = (db_event_group){ .ev = l->batch, .n = l->n_ready, .mark = &m[k] };
+                who[k++] = l;
+        }
+        (void) db_events_append_groups(s->db, g, k, &err);
+        bool any = false;
+        for (size_t i = 0; i < k; i++) {
+                sv_live *l = who[i];
+                if (g[i].rc < 0) {
+                        /* Dropped, as a failed write always was; the mark is tried again next time. */
+                        log_warn("session %s: storing events: %s", l->id, g[i].err.msg);
+                        batch_drop_ready(l);
+                        continue;
+                }
+                any |= g[i].n > 0;
+                batch_drop_ready(l);
+                if (l->stored_off != l->ready_off && l->stream_fd >= 0)
+                        ns_stream_send(l->stream_fd, NS_FRAME_ACK, 0, l->ready_off, 0, NULL, 0, &err);
+                l->stored_off = l->ready_off;
+        }
+        if (any)
+                sv_ws_notify(s);
+}
+
+/* Something became ready: store now, or arm the timer for the end of the gap. */
+static void outq_due(sv_server *s) {
+        struct sv_outq *q = s->outq;
+        if (!q)
+                return outq_store(s);
+        uint64_t now = ns_now_us();
+        if (now - q->last_us >= OUT_GAP_US || q->events >= OUT_HOLD_EVENTS || q->bytes >= OUT_HOLD_BYTES)
+                return outq_store(s);
+        if (q->armed)
+                return;
+        uint64_t wait = q->last_us + OUT_GAP_US - now;
+        struct itimerspec its = { .it_value = { .tv_sec = (time_t) (wait / 1000000), .tv_nsec = (long) (wait % 1000000) * 1000 } };
+        if (timerfd_settime(q->tfd, 0, &its, NULL) < 0)
+                return outq_store(s);
+        q->armed = true;
+}
+
+static void on_outq_timer(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        (void) loop, (void) w, (void) events;
+        struct sv_outq *q = data;
+        uint64_t ticks;
+        if (read(fd, &ticks, sizeof ticks) < 0 && errno == EAGAIN)
+                return;
+        q->armed = false;
+        if (q->pending)
+                outq_store(q->srv);
+}
+
+/* db.h's event barrier: any other event of the loop's connection comes after what is held. */
+static void outq_barrier(void *ctx) {
+        sv_server *s = ctx;
+        if (s->outq && s->outq->pending)
+                outq_store(s);
+}
+
+static int outq_new(sv_server *s, ns_error *err) {
+        struct sv_outq *q = calloc(1, sizeof *q);
+        if (!q)
+                return ns_err(err, ENOMEM, "out of memory");
+        q->srv = s;
+        q->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (q->tfd < 0) {
+                free(q);
+                return ns_err_sys(err, errno, "timerfd_create");
+        }
+        if (!(q->watch = ns_loop_add(s->loop, q->tfd, EPOLLIN, on_outq_timer, q, err))) {
+                close(q->tfd);
+                free(q);
+                return -err->code;
+        }
+        s->outq = q;
+        db_set_event_barrier(s->db, outq_barrier, s);
+        return 0;
+}
+
+static void outq_free(sv_server *s) {
+        struct sv_outq *q = s->outq;
+        if (!q)
+                return;
+        db_set_event_barrier(s->db, NULL, NULL);
+        ns_loop_remove(s->loop, q->watch);
+        close(q->tfd);
+        free(q);
+        s->outq = NULL;
 }
 
 /* One event now (runner-made: errors, setup output, commits). */
@@ -432,6 +588,8 @@ static bool submit(sv_server *s, sv_sjob *j) {
 static void begin_teardown(sv_live *l, sv_state end, const char *reason) {
         if (l->phase == PH_TEARDOWN)
                 return;
+        if (live_held(l))
+                outq_store(l->srv); /* while the stream is there to be acknowledged */
         stream_close(l);
         l->end_state = end;
         free(l->end_reason);
@@ -685,9 +843,10 @@ static int stream_open(sv_live *l, int fd, int64_t proc, uint64_t from, ns_error
         int r = agent_parser_new(l->ad, &l->parser, err);
         if (r < 0)
                 return r;
+        batch_clear(l);
         l->stream_fd = fd;
         l->proc = proc;
-        l->consumed = from;
+        l->consumed = l->ready_off = l->stored_off = from;
         if (!(l->watch = ns_loop_add(l->srv->loop, fd, EPOLLIN, on_stream, l, err))) {
                 l->stream_fd = -1;
                 agent_parser_free(l->parser);
@@ -735,8 +894,8 @@ static void turn_exited(sv_live *l, const struct ns_frame_exit *ex) {
         /* An interrupted turn ends however the agent takes the signal; it is not a failure. */
         l->turn_failed = out == AGENT_TURN_FAILED && !l->interrupted;
         l->turn_question = out == AGENT_TURN_QUESTION;
-        if (batch_flush(l, true, &err) < 0)
-                log_warn("session %s: storing events: %s", l->id, err.msg);
+        mark_ready(l);
+        outq_store(l->srv); /* now: the turn's commit follows */
         stream_close(l);
         l->kill_deadline_ms = 0;
         start_commit(l);
@@ -754,8 +913,10 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 if (r == -EAGAIN)
                         break;
                 if (r <= 0) {
-                        /* init went away without an EXIT: the sandbox is gone. */
-                        batch_flush(l, false, &err);
+                        /* init went away without an EXIT: the sandbox is gone.  What was made is
+                         * stored (the mark stays at the last boundary: nothing re-attaches). */
+                        l->n_ready = l->n_batch;
+                        outq_store(l->srv);
                         return fail(l, r == 0 ? "the agent's sandbox went away" : err.msg);
                 }
                 if (h.type == NS_FRAME_EXIT) {
@@ -771,6 +932,8 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                         ev_emit(l, "error", msg);
                         if (h.offset + h.value > l->consumed)
                                 l->consumed = h.offset + h.value;
+                        if (agent_parser_at_boundary(l->parser))
+                                mark_ready(l);
                         continue;
                 }
                 if (h.type != NS_FRAME_OUTPUT)
@@ -784,12 +947,14 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
                 l->consumed = h.offset + len;
                 if (r < 0)
                         log_warn("session %s: parsing agent output: %s", l->id, err.msg);
-                if (agent_parser_at_boundary(l->parser)) {
-                        if (batch_flush(l, true, &err) < 0)
-                                log_warn("session %s: storing events: %s", l->id, err.msg);
-                        ns_stream_send(fd, NS_FRAME_ACK, 0, l->consumed, 0, NULL, 0, &err);
-                }
+                if (agent_parser_at_boundary(l->parser))
+                        mark_ready(l);
+                if (l->srv->outq && (l->srv->outq->bytes += len - skip) >= OUT_HOLD_BYTES && live_held(l))
+                        outq_store(l->srv); /* bounded: a burst does not wait for the gap */
         }
+        /* Every frame there was is read (or the budget is spent: the loop comes back). */
+        if (live_held(l))
+                outq_due(l->srv);
 }
 
 /* ---- scheduling ---------------------------------------------------------------------------- */
@@ -1306,6 +1471,8 @@ void sv_session_delete(sv_server *s, const char *sid, sv_reply_fn reply, void *c
 int sv_runner_start(sv_server *s, ns_error *err) {
         db_session *v = NULL;
         size_t n = 0;
+        if (!s->outq && outq_new(s, err) < 0)
+                return -err->code;
         unsigned live_mask = (1u << SV_PROVISIONING) | (1u << SV_RUNNING) | (1u << SV_IDLE) | (1u << SV_WAITING) |
                              (1u << SV_PAUSED);
         db_session_filter f = { .state_mask = live_mask };
@@ -1387,15 +1554,14 @@ void sv_runner_tick(sv_server *s) {
 
 void sv_runner_shutdown(sv_server *s) {
         s->quitting = true;
-        for (sv_live *l = s->live; l; l = l->next) {
-                ns_error err;
-                if (l->phase == PH_STREAM)
-                        batch_flush(l, agent_parser_at_boundary(l->parser), &err);
-        }
+        /* What is held is stored with its mark; output after the last boundary is replayed to
+         * the next start (re-attach at the mark). */
+        outq_store(s);
 }
 
 void sv_runner_free(sv_server *s);
 void sv_runner_free(sv_server *s) {
         while (s->live)
                 live_remove(s, s->live);
+        outq_free(s);
 }

@@ -44,6 +44,11 @@ struct sv_live {
         db_event_in *batch;
         char **batch_owned; /* type + data strings the batch points at */
         size_t n_batch, cap_batch;
+        /* Held back for the next store (session.c, outq): batch[0, n_ready) is everything made
+         * from the output below ready_off, the last parser boundary; stored_off is the mark the
+         * database has (and init was acknowledged). */
+        size_t n_ready;
+        uint64_t ready_off, stored_off;
         bool turn_failed;
         bool turn_question;
         int64_t agent_pid;      /* the turn's process inside the sandbox (0 = unknown) */
