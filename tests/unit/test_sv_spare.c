@@ -14,39 +14,10 @@
 #include "supervisor/gitx.h"
 #include "supervisor/ids.h"
 #include "supervisor/worktree.h"
+#include "shell.h"
 #include "tap.h"
 
 static char T[64];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-        char cmd[4096];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(cmd, sizeof cmd, fmt, ap);
-        va_end(ap);
-        int st = system(cmd);
-        return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int cap(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int cap(char *buf, size_t size, const char *fmt, ...) {
-        char cmd[4096];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(cmd, sizeof cmd, fmt, ap);
-        va_end(ap);
-        buf[0] = '\0';
-        FILE *p = popen(cmd, "r");
-        if (!p)
-                return -1;
-        size_t n = fread(buf, 1, size - 1, p);
-        buf[n] = '\0';
-        while (n > 0 && buf[n - 1] == '\n')
-                buf[--n] = '\0';
-        int st = pclose(p);
-        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static bool exists(const char *path) {
         struct stat st;
