@@ -24,7 +24,6 @@
 
 static char T[64]; /* the test's temp root */
 
-
 static char *slurp(const char *path) {
         FILE *f = fopen(path, "r");
         if (!f)
