@@ -163,8 +163,10 @@ static void batch_drop_ready(sv_live *l) {
         size_t k = l->n_ready;
         for (size_t i = 0; i < 2 * k; i++)
                 free(l->batch_owned[i]);
-        memmove(l->batch, l->batch + k, (l->n_batch - k) * sizeof *l->batch);
-        memmove(l->batch_owned, l->batch_owned + 2 * k, 2 * (l->n_batch - k) * sizeof *l->batch_owned);
+        if (l->n_batch > k) { /* (memmove must not see the NULL of a batch never grown) */
+                memmove(l->batch, l->batch + k, (l->n_batch - k) * sizeof *l->batch);
+                memmove(l->batch_owned, l->batch_owned + 2 * k, 2 * (l->n_batch - k) * sizeof *l->batch_owned);
+        }
         l->n_batch -= k;
         l->n_ready = 0;
 }
