@@ -70,23 +70,9 @@ static int import_path(const char *mirror, const char *branch, const char *pack,
         sid "' GIT_COMMITTER_EMAIL=" sid "@nightshift.invalid"
 
 int main(void) {
-        snprintf(T, sizeof T, "/tmp/ns-svgit-XXXXXX");
-        if (!mkdtemp(T)) {
-                printf("Bail out! mkdtemp\n");
-                return 1;
-        }
-        if (sh("git --version >/dev/null 2>&1") != 0) {
-                printf("1..0 # SKIP git CLI not installed\n");
-                rmdir(T);
-                return 77;
-        }
-        /* Keep the CLI hermetic too: no user or system config, a fixed identity for set-up. */
-        char home[128];
-        snprintf(home, sizeof home, "%s/home", T);
-        mkdir(home, 0755);
-        setenv("HOME", home, 1);
-        setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-        setenv("GIT_CONFIG_GLOBAL", "/dev/null", 1); /* the CLI's; libgit2 ignores it and uses $HOME */
+        int rc = shell_git_root(T, sizeof T, "/tmp/ns-svgit-XXXXXX");
+        if (rc)
+                return rc;
         setenv("GIT_AUTHOR_NAME", "Setup", 1);
         setenv("GIT_AUTHOR_EMAIL", "setup@example.invalid", 1);
         setenv("GIT_COMMITTER_NAME", "Setup", 1);
@@ -94,7 +80,7 @@ int main(void) {
 
         /* A global config the supervisor must not read (gitx_init makes libgit2 hermetic): with
          * it, checked-out text files would get CRLF line ends. */
-        sh("printf '[core]\\n\\tautocrlf = true\\n' > %s/.gitconfig", home);
+        sh("printf '[core]\\n\\tautocrlf = true\\n' > %s/home/.gitconfig", T);
 
         ns_error err = { 0 };
         ok(gitx_init(&err) == 0, "gitx_init");

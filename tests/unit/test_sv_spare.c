@@ -36,22 +36,9 @@ static void describe(const char *ws, const char *sid, char *out, size_t size) {
 }
 
 int main(void) {
-        snprintf(T, sizeof T, "/tmp/ns-svspare-XXXXXX");
-        if (!mkdtemp(T)) {
-                printf("Bail out! mkdtemp\n");
-                return 1;
-        }
-        if (sh("git --version >/dev/null 2>&1") != 0) {
-                printf("1..0 # SKIP git CLI not installed\n");
-                rmdir(T);
-                return 77;
-        }
-        char home[128];
-        snprintf(home, sizeof home, "%s/home", T);
-        mkdir(home, 0755);
-        setenv("HOME", home, 1);
-        setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-        setenv("GIT_CONFIG_GLOBAL", "/dev/null", 1);
+        int rc = shell_git_root(T, sizeof T, "/tmp/ns-svspare-XXXXXX");
+        if (rc)
+                return rc;
         setenv("GIT_AUTHOR_NAME", "Setup", 1);
         setenv("GIT_AUTHOR_EMAIL", "setup@example.invalid", 1);
         setenv("GIT_COMMITTER_NAME", "Setup", 1);
