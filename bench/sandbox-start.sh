@@ -38,9 +38,16 @@ CGROUPS_BEFORE=$(list_cgroups)
 
 TMP=$(mktemp -d /tmp/ns-bench-start.XXXXXX)
 chmod 755 "$TMP"
-mkdir -p "$TMP/ws"
+mkdir -p "$TMP/ws" "$TMP/state"
 SOCK=$TMP/sandboxd.sock
 DAEMON_PID=
+STATE_MOUNTED=
+# The daemon's state dir on tmpfs, as its default /run/nightshift is on every systemd host: a state
+# record on a journaled disk filesystem waits behind the teardowns' metadata writes.  STATE_TMPFS=0
+# keeps it on the disk beneath $TMP.
+if [ "${STATE_TMPFS:-1}" = 1 ] && [ "$(stat -f -c %T "$TMP/state")" != tmpfs ]; then
+  mount -t tmpfs -o mode=0755,size=64m nightshift-bench-state "$TMP/state" && STATE_MOUNTED=1
+fi
 
 # Everything the script made goes away, and anything still mounted or grouped is reported.
 cleanup() {
@@ -55,6 +62,7 @@ except Exception: pass') || true
     kill -TERM "$DAEMON_PID" 2>/dev/null || true
     wait "$DAEMON_PID" 2>/dev/null || true
   fi
+  [ -n "$STATE_MOUNTED" ] && umount "$TMP/state"
   if grep -q -F "$TMP" /proc/self/mountinfo; then
     echo "LEFTOVER mounts beneath $TMP:" >&2
     grep -F "$TMP" /proc/self/mountinfo >&2

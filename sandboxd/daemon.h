@@ -113,6 +113,7 @@ struct sbx_sandbox {
         int build_fd;           /* its report socket, or -1 */
         ns_watch *w_build;
         bool frozen;
+        bool usr_rw;            /* /usr known to be an overlay (see mount_usr_is_lazy) */
         /* Ephemeral: destroyed when `holder`, the connection that created it, closes (a CLI
          * `run` killed by SIGKILL leaves nothing behind); never re-adopted after a restart,
          * since that connection died with the daemon. */

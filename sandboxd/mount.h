@@ -60,5 +60,19 @@ int mount_attach_extras(int rootfd, int workspace_fd, const struct mount_bind *b
  * attached in any other. */
 int mount_clone_detached(int dirfd, const char *path, uint64_t attr, int userns_fd, ns_error *err);
 
+/* Whether mount_build_root leaves the host's /usr a read-only bind (no layers above it, no disk
+ * limit) rather than an overlay: the overlay, and its upper and work dirs beneath the sandbox's
+ * upper dir, then come with mount_usr_overlay when needed. */
+bool mount_usr_is_lazy(bool host_usr, size_t n_usr_lowers, bool disk);
+
+/* The /usr overlay of a running sandbox that mount_build_root left lazy: the host's /usr,
+ * idmapped through `userns_fd`, under <upper>/usr/{upper,work}.  Unshares the caller's mount
+ * namespace (a helper process's, which then enters the sandbox's) and returns the detached
+ * overlay's fd. */
+int mount_usr_overlay(const char *scaffold, const char *upper, int userns_fd, ns_error *err);
+
+/* In the sandbox's mount namespace: stack `ovl_fd` on /usr, unless /usr is an overlay already. */
+int mount_usr_attach(int ovl_fd, ns_error *err);
+
 /* Create the scaffold directory tree used by mount_build_root (idempotent). */
 int mount_prepare_scaffold(const char *scaffold, ns_error *err);

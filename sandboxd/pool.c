@@ -54,13 +54,24 @@ struct sbx_sandbox *pool_take(struct sbx_daemon *d, enum net_mode net) {
 }
 
 struct helper_args {
-        int init_pidfd, ws_mnt, report_fd;
+        int init_pidfd, report_fd;
+        /* attach extras */
+        int ws_mnt;
         const struct mount_bind *binds;
         size_t n_binds;
+        /* /usr overlay */
+        int userns_fd;
+        const char *scaffold, *upper;
 };
 
+static _Noreturn void helper_exit(const struct helper_args *a, int r, const ns_error *err) {
+        if (r < 0)
+                (void) !write(a->report_fd, err, sizeof *err);
+        _exit(r < 0 ? 1 : 0);
+}
+
 /* Runs in a child of its own (no CLONE_FS): only its mount namespace, root and cwd change. */
-static int helper_main(void *arg) {
+static int extras_main(void *arg) {
         struct helper_args *a = arg;
         ns_error err = { 0 };
         int r;
@@ -73,30 +84,45 @@ static int helper_main(void *arg) {
                 r = rootfd < 0 ? ns_err_sys(&err, errno, "open the sandbox's root")
                                : mount_attach_extras(rootfd, a->ws_mnt, a->binds, a->n_binds, &err);
         }
-        if (r < 0)
-                (void) !write(a->report_fd, &err, sizeof err);
-        _exit(r < 0 ? 1 : 0);
+        helper_exit(a, r, &err);
 }
 
-int pool_attach_extras(int init_pidfd, int ws_mnt, const struct mount_bind *binds, size_t n_binds, ns_error *err) {
+/* The overlay is made in a private copy of the daemon's mount namespace (where the upper dir and
+ * the host's /usr are), then the helper enters the sandbox's and stacks it on /usr. */
+static int usr_main(void *arg) {
+        struct helper_args *a = arg;
+        ns_error err = { 0 };
+        int r;
+        prctl(PR_SET_NAME, "nsd-usr");
+        _cleanup_close_ int ovl = mount_usr_overlay(a->scaffold, a->upper, a->userns_fd, &err);
+        if (ovl < 0)
+                r = ovl;
+        else if (setns(a->init_pidfd, CLONE_NEWNS) < 0)
+                r = ns_err_sys(&err, errno, "enter the sandbox's mount namespace");
+        else
+                r = mount_usr_attach(ovl, &err);
+        helper_exit(a, r, &err);
+}
+
+/* Run `fn` in a helper child and wait for it; its error report comes back through a pipe. */
+static int helper_run(int (*fn)(void *), struct helper_args *a, ns_error *err) {
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
                 return ns_err_sys(err, errno, "pipe2");
         _cleanup_close_ int rd = p[0];
         _cleanup_close_ int wr = p[1];
-        struct helper_args a = { .init_pidfd = init_pidfd, .ws_mnt = ws_mnt, .report_fd = wr, .binds = binds,
-                                 .n_binds = n_binds };
+        a->report_fd = wr;
 #ifdef NS_SANITIZER_BUILD
         /* The sanitizers' runtimes break under CLONE_VM children (as in init.c). */
         pid_t pid = fork();
         if (pid == 0)
-                helper_main(&a);
+                fn(a);
 #else
         _cleanup_free_ char *stack = malloc(HELPER_STACK);
         if (!stack)
                 return ns_err(err, ENOMEM, "out of memory");
         /* CLONE_VFORK: we sleep until it is done, so sharing our memory is safe and cheap. */
-        pid_t pid = clone(helper_main, stack + HELPER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+        pid_t pid = clone(fn, stack + HELPER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
 #endif
         if (pid < 0)
                 return ns_err_sys(err, errno, "clone the mount helper");
@@ -113,6 +139,18 @@ int pool_attach_extras(int init_pidfd, int ws_mnt, const struct mount_bind *bind
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 return ns_err(err, EIO, "the mount helper failed");
         return 0;
+}
+
+int pool_attach_extras(int init_pidfd, int ws_mnt, const struct mount_bind *binds, size_t n_binds, ns_error *err) {
+        struct helper_args a = { .init_pidfd = init_pidfd, .ws_mnt = ws_mnt, .binds = binds, .n_binds = n_binds,
+                                 .userns_fd = -1 };
+        return helper_run(extras_main, &a, err);
+}
+
+int pool_usr_overlay(int init_pidfd, int userns_fd, const char *scaffold, const char *upper, ns_error *err) {
+        struct helper_args a = { .init_pidfd = init_pidfd, .ws_mnt = -1, .userns_fd = userns_fd,
+                                 .scaffold = scaffold, .upper = upper };
+        return helper_run(usr_main, &a, err);
 }
 
 static size_t pool_count(const struct sbx_daemon *d, int building, int net) {

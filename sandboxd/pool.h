@@ -23,6 +23,11 @@ struct sbx_sandbox *pool_take(struct sbx_daemon *d, enum net_mode net);
  * namespace, root and cwd are never changed. */
 int pool_attach_extras(int init_pidfd, int ws_mnt, const struct mount_bind *binds, size_t n_binds, ns_error *err);
 
+/* Stack the /usr overlay on the read-only /usr of a running sandbox that was built without one
+ * (mount_usr_is_lazy), from a helper child; nothing when /usr is an overlay already.  `upper`
+ * is the sandbox's upper dir, `userns_fd` its user namespace (for the idmap). */
+int pool_usr_overlay(int init_pidfd, int userns_fd, const char *scaffold, const char *upper, ns_error *err);
+
 /* Fork the zygotes (--pool-builds, default one per CPU, at most SBX_MAX_ZYGOTES), each a copy of the daemon taken right after start-up (before any client or
  * sandbox), which forks the builders of pool sandboxes on request.  Since nothing changes its
  * memory afterwards, the inits it produces share those pages rather than each keeping private

@@ -3,6 +3,7 @@
  * mount.c, cgroup.c, caps.c, seccomp.c; this file decides the order and undoes on failure. */
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <poll.h>
 #include <sched.h>
@@ -16,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -148,23 +150,30 @@ static int check_limits(struct sbx_daemon *d, const struct ns_create_req *r, ns_
         return net_check_mode(d->net, mode, err);
 }
 
-static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, size_t n_overlays, ns_error *err) {
+/* <upper dir>/<id>/<name>/{upper,work} (each made unless it exists). */
+static int make_overlay_dirs(int dir, const char *name, uid_t root_uid, ns_error *err) {
+        if (mkdirat(dir, name, 0700) < 0 && errno != EEXIST)
+                return ns_err_sys(err, errno, "mkdir upper");
+        _cleanup_close_ int sub = openat(dir, name, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || (mkdirat(sub, "upper", 0755) < 0 && errno != EEXIST) ||
+            (mkdirat(sub, "work", 0700) < 0 && errno != EEXIST))
+                return ns_err_sys(err, errno, "mkdir upper");
+        /* The upper's root gives the merged root its owner: root of the sandbox. */
+        if (fchownat(sub, "upper", root_uid, root_uid, AT_SYMLINK_NOFOLLOW) < 0)
+                return ns_err_sys(err, errno, "chown upper");
+        return 0;
+}
+
+static int make_upper(struct sbx_daemon *d, const char *id, uid_t root_uid, bool usr, size_t n_overlays,
+                      ns_error *err) {
         if (mkdirat(d->upper_fd, id, 0700) < 0)
                 return ns_err_sys(err, errno, "mkdir upper %s", id);
         _cleanup_close_ int dir = openat(d->upper_fd, id, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dir < 0)
                 return ns_err_sys(err, errno, "open upper %s", id);
-        static const char *const names[] = { "root", "usr" };
-        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
-                if (mkdirat(dir, names[i], 0700) < 0)
-                        return ns_err_sys(err, errno, "mkdir upper");
-                _cleanup_close_ int sub = openat(dir, names[i], O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (sub < 0 || mkdirat(sub, "upper", 0755) < 0 || mkdirat(sub, "work", 0700) < 0)
-                        return ns_err_sys(err, errno, "mkdir upper");
-                /* The upper's root gives the merged root its owner: root of the sandbox. */
-                if (fchownat(sub, "upper", root_uid, root_uid, AT_SYMLINK_NOFOLLOW) < 0)
-                        return ns_err_sys(err, errno, "chown upper");
-        }
+        int r = make_overlay_dirs(dir, "root", root_uid, err);
+        if (r < 0 || (usr && (r = make_overlay_dirs(dir, "usr", root_uid, err)) < 0))
+                return r;
         for (size_t i = 0; i < n_overlays; i++) {
                 char name[24];
                 snprintf(name, sizeof name, "ov%zu", i);
@@ -559,7 +568,8 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
         memcpy(plan.overlays, o->overlays, o->n_overlays * sizeof *plan.overlays);
         plan.n_overlays = o->n_overlays;
         uid_t root_uid = slot_uid(d, s->slot);
-        if ((r = make_upper(d, s->id, root_uid, o->n_overlays, err)) < 0)
+        bool usr_lazy = mount_usr_is_lazy(plan.host_usr, plan.n_usr_lowers, disk != 0);
+        if ((r = make_upper(d, s->id, root_uid, !usr_lazy, o->n_overlays, err)) < 0)
                 goto out_upper;
         char loop_dev[64] = "";
         if (disk) {
@@ -630,7 +640,9 @@ static int spawn(struct sbx_daemon *d, struct sbx_sandbox *s, const struct opene
 
         if ((r = cg_attach(d->cg, s->id, pid, err)) < 0)
                 goto out_kill;
-        if (send(s->ctl_fd, "g", 1, MSG_NOSIGNAL) != 1) {
+        /* A child that has failed already is gone without reading it: its report is queued on
+         * the socket for whoever waits for init's first message, which says what went wrong. */
+        if (send(s->ctl_fd, "g", 1, MSG_NOSIGNAL) != 1 && errno != EPIPE && errno != ECONNRESET) {
                 r = ns_err_sys(err, errno, "start init");
                 goto out_kill;
         }
@@ -1319,6 +1331,7 @@ static void sandbox_finish(struct sbx_sandbox *s) {
 }
 
 void sandbox_remove_leftovers(struct sbx_daemon *d, const char *id) {
+        cg_kill(d->cg, id, NULL);
         cg_wait_empty(d->cg, id, 2000, NULL);
         cg_destroy(d->cg, id, NULL);
         fsdel_tree_at(d->upper_fd, id, NULL);
@@ -1360,9 +1373,15 @@ void sandbox_destroy(struct sbx_sandbox *s) {
         /* Thaw first: a frozen cgroup would hold the kill until thawed. */
         if (s->frozen)
                 cg_freeze(d->cg, s->id, false, 1000, NULL);
-        cg_kill(d->cg, s->id, NULL);
-        if (s->init_pidfd >= 0)
-                pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0);
+        /* Init is pid 1 of the sandbox's pid namespace, which every process of the sandbox is in:
+         * its death makes the kernel kill and reap all of them before the pidfd reports it.  So
+         * the cgroup-wide kill, which waits on the kernel's global cgroup lock (milliseconds
+         * while builds and teardowns elsewhere hold it), stays off this loop: the teardown after
+         * init's death repeats it for good measure.  Without a pidfd there is nothing else. */
+        if (s->init_pidfd >= 0 && s->init_pid > 0)
+                setpriority(PRIO_PROCESS, (id_t) s->init_pid, 19);
+        if (s->init_pidfd < 0 || pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0) < 0)
+                cg_kill(d->cg, s->id, NULL);
         if (s->ctl_fd >= 0)
                 close(s->ctl_fd);
         s->ctl_fd = -1;
@@ -1473,10 +1492,47 @@ static int stream_pair(int *mine, int *theirs, ns_error *err) {
         return 0;
 }
 
+/* Before a --root exec: /usr writable, i.e. an overlay (a sandbox built with a read-only /usr gets
+ * it now; see mount_usr_is_lazy).  Asked of the sandbox itself, so that it holds for sandboxes
+ * built with layers or a disk limit, and after a restart of the daemon. */
+static int usr_make_writable(struct sbx_sandbox *s, ns_error *err) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/root", (int) s->init_pid);
+        _cleanup_close_ int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int) s->init_pid);
+        _cleanup_close_ int userns = open(path, O_RDONLY | O_CLOEXEC);
+        /* Opened by pid: only if init is still alive afterwards did the pid name it. */
+        struct pollfd pfd = { .fd = s->init_pidfd, .events = POLLIN };
+        if (root < 0 || userns < 0 || s->init_pidfd < 0 || poll(&pfd, 1, 0) != 0)
+                return ns_err(err, ESRCH, "the sandbox's init is gone");
+        struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                                .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+        _cleanup_close_ int usr = (int) syscall(SYS_openat2, root, "usr", &how, sizeof how);
+        struct statfs sf;
+        if (usr < 0 || fstatfs(usr, &sf) < 0)
+                return ns_err_sys(err, errno, "the sandbox's /usr");
+        if (sf.f_type != OVERLAYFS_SUPER_MAGIC) {
+                char upper[NS_PATH_MAX];
+                snprintf(upper, sizeof upper, "%s/%s", s->d->cfg.upper_dir, s->id);
+                _cleanup_close_ int dir = openat(s->d->upper_fd, s->id, O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                int r = dir < 0 ? ns_err_sys(err, errno, "open upper %s", s->id)
+                                : make_overlay_dirs(dir, "usr", slot_uid(s->d, s->slot), err);
+                if (r >= 0)
+                        r = pool_usr_overlay(s->init_pidfd, userns, s->d->scaffold, upper, err);
+                if (r < 0)
+                        return ns_err_wrap(err, "make /usr writable");
+        }
+        s->usr_rw = true;
+        return 0;
+}
+
 int sandbox_exec(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, const struct ns_exec_req *req,
                  ns_error *err) {
         if (s->frozen)
                 return ns_err(err, EBUSY, "the sandbox is frozen");
+        int r;
+        if (req->root && !s->usr_rw && (r = usr_make_writable(s, err)) < 0)
+                return r;
         size_t need = sizeof(struct ictl_exec);
         const char *cwd = req->cwd ? req->cwd : (s->workspace[0] ? "/workspace" : "/");
         need += strlen(cwd) + 1;
@@ -1519,7 +1575,7 @@ int sandbox_exec(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_i
                 w = stpcpy(w, req->env[i]) + 1;
 
         int mine = -1, theirs = -1;
-        int r = stream_pair(&mine, &theirs, err);
+        r = stream_pair(&mine, &theirs, err);
         if (r < 0)
                 return r;
         uint64_t proc = s->next_proc++;

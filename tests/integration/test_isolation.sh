@@ -74,6 +74,31 @@ sb destroy "$id" >/dev/null
 for _ in $(seq 1 50); do [ -e "$NS_TMP/upper/$id" ] || break; sleep 0.1; done
 if [ -e "$NS_TMP/upper/$id" ]; then not_ok "destroy removed the upper layer"; else ok "destroy removed the upper layer"; fi
 
+# /usr stays a read-only bind of the host's until a --root exec needs it writable: that exec
+# stacks the overlay (once), under processes already running, and after a restart of the daemon
+# it is found in place rather than stacked again.
+usr_fs() { sb exec "$1" -- sh -c 'sed -n "s|^[0-9]* [0-9]* [^ ]* [^ ]* /usr [^-]*- \([^ ]*\) .*|\1|p" /proc/self/mountinfo | tail -n 1'; }
+usr_mounts() { sb exec "$1" -- sh -c 'grep -c "^[0-9]* [0-9]* [^ ]* [^ ]* /usr " /proc/self/mountinfo'; }
+id=$(sb create --workspace "$WS")
+fs=$(usr_fs "$id")
+if [ -n "$fs" ] && [ "$fs" != overlay ]; then ok "a new sandbox's /usr is a bind ($fs), no overlay"; else not_ok "a new sandbox's /usr is '$fs'"; fi
+expect_match "the agent gets EROFS writing /usr then" 'Read-only file system' "$(sb exec "$id" -- sh -c 'echo x > /usr/ns-lazy' 2>&1)"
+sb exec "$id" --detach -- sh -c 'while [ ! -e /usr/ns-lazy ]; do sleep 0.05; done; cat /usr/ns-lazy > /tmp/seen' >/dev/null
+check "the first --root exec can write /usr" sb exec "$id" --root -- sh -c 'echo lazy > /usr/ns-lazy'
+expect_eq "/usr is an overlay from then on" "overlay" "$(usr_fs "$id")"
+for _ in $(seq 1 50); do [ "$(sb exec "$id" -- cat /tmp/seen 2>/dev/null)" = lazy ] && break; sleep 0.1; done
+expect_eq "a process started before it sees the write" "lazy" "$(sb exec "$id" -- cat /tmp/seen 2>/dev/null)"
+check "a second --root exec finds the same overlay" sb exec "$id" --root -- sh -c 'grep -qx lazy /usr/ns-lazy && echo more >> /usr/ns-lazy'
+expect_eq "no second overlay stacked" "2" "$(usr_mounts "$id")"
+expect_eq "the agent still cannot write /usr" "denied" "$(sb exec "$id" -- sh -c 'echo x >> /usr/ns-lazy 2>/dev/null && echo written || echo denied')"
+kill -KILL "$NS_DAEMON_PID"; wait "$NS_DAEMON_PID" 2>/dev/null
+start_daemon
+check "after a daemon restart, --root still writes the same /usr" sb exec "$id" --root -- sh -c 'grep -qx more /usr/ns-lazy && echo again >> /usr/ns-lazy'
+expect_eq "and nothing more is stacked" "2" "$(usr_mounts "$id")"
+if [ -e /usr/ns-lazy ]; then not_ok "the host's /usr is unchanged"; else ok "the host's /usr is unchanged"; fi
+expect_eq "its upper holds the write" "lazy more again" "$(tr '\n' ' ' < "$NS_TMP/upper/$id/usr/upper/ns-lazy" | sed 's/ $//')"
+sb destroy "$id" >/dev/null
+
 # a new sandbox does not see the previous one's writes
 expect_eq "a new sandbox starts clean" "absent" "$(sb run -- sh -c 'test -e /usr/ns-upper-probe && echo present || echo absent')"
 
