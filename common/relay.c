@@ -85,6 +85,29 @@ int ns_relay_read(ns_relay_dir *d, int src) {
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
 }
 
+bool ns_relay_wants_input(const ns_relay_dir *d) {
+        if (d->eof)
+                return false;
+        return ns_relay_pending(d) == 0 || (d->piped && d->len == d->off && d->piped < d->pipe_size);
+}
+
+int ns_relay_top_up(ns_relay_dir *d, int src) {
+        if (!d->piped || d->len != d->off || d->piped >= d->pipe_size || d->eof)
+                return 0;
+        /* Behind bytes still in the pipe, so the mode stays bulk whatever this read brings: it may
+         * change only once the pipe is empty (the order of the bytes). */
+        ssize_t n = splice(src, NULL, d->pipe[1], NULL, d->pipe_size - d->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+                d->piped += (size_t) n;
+                return 1;
+        }
+        if (n == 0) {
+                d->eof = true;
+                return 0;
+        }
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+}
+
 int ns_relay_write(ns_relay_dir *d, int dst) {
         while (ns_relay_pending(d)) {
                 /* never both: reads wait for nothing pending, and ns_relay_put for an empty pipe */

@@ -52,6 +52,16 @@ ssize_t ns_relay_move(ns_relay_dir *d, int src, int dst);
 /* Write what waits to `dst`.  Returns 1 when all of it went, 0 when `dst` is full, or -errno. */
 int ns_relay_write(ns_relay_dir *d, int dst);
 
+/* Whether reading from the source can go on: nothing waits, or bytes wait in the pipe and it has
+ * room for more (see ns_relay_top_up). */
+bool ns_relay_wants_input(const ns_relay_dir *d);
+
+/* While the destination is full in bulk mode: read more from `src` into the pipe behind what waits
+ * there, up to its size, so that the source keeps flowing rather than stopping until the pipe has
+ * drained.  Returns 1 when bytes came, 0 when nothing could (dry, full, not piping, EOF: d->eof),
+ * or -errno. */
+int ns_relay_top_up(ns_relay_dir *d, int src);
+
 /* Queue `n` bytes of the caller's own behind what waits in copy mode (a reply, a rewritten
  * request head).  Returns 0, -ENOMEM, or -EBUSY while bytes wait in the pipe. */
 int ns_relay_put(ns_relay_dir *d, const void *data, size_t n);

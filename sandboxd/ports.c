@@ -135,8 +135,13 @@ static int dir_pump(ports_conn *c, int i) {
         struct ports_dir *d = &c->d[i];
         int r = 1;
         for (int burst = 0; burst < PORTS_BURST && !d->shut && r > 0; burst++) {
-                if ((r = ns_relay_write(&d->r, c->fd[1 - i])) <= 0 || d->r.eof)
+                if ((r = ns_relay_write(&d->r, c->fd[1 - i])) < 0 || d->r.eof)
                         break;
+                if (r == 0) {
+                        /* The destination is full: the source goes on into the pipe meanwhile. */
+                        r = ns_relay_top_up(&d->r, c->fd[i]);
+                        break;
+                }
                 /* read and written at once: a message that goes straight through is never
                  * buffered (no allocation per message, see relay.h) */
                 ssize_t n = ns_relay_move(&d->r, c->fd[i], c->fd[1 - i]);
@@ -195,7 +200,7 @@ static void conn_update(ports_conn *c) {
         ns_loop *loop = c->sb->p->loop;
         for (int k = 0; k < 2; k++) {
                 uint32_t want = 0;
-                if (!c->connecting && !c->d[k].r.eof && ns_relay_pending(&c->d[k].r) == 0)
+                if (!c->connecting && ns_relay_wants_input(&c->d[k].r))
                         want |= EPOLLIN;
                 if (ns_relay_pending(&c->d[1 - k].r) > 0 || (k == 1 && c->connecting))
                         want |= EPOLLOUT;
