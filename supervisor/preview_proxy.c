@@ -626,16 +626,33 @@ static int flush_to(pv_conn *c, int i) {
         return 0;
 }
 
+/* More of upstream into the pipe, behind what waits there, up to its size.  Returns 0 or -errno. */
+static int pipe_top_up(pv_conn *c) {
+        if (c->piped >= c->pipe_size || c->eof[1])
+                return 0;
+        ssize_t n = splice(c->fd[1], NULL, c->pipe[1], NULL, c->pipe_size - c->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0)
+                c->piped += (size_t) n;
+        else if (n == 0)
+                c->eof[1] = true;
+        else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                return -errno;
+        return 0;
+}
+
 /* Upstream → browser in bulk (reads that fill the buffer) while nothing of the proxy's own waits
  * for the browser: response bytes are relayed unparsed, so they move by splice(2) through a pipe,
- * never copied into this process; small answers are cheaper copied (read_from).  A pipeful at a
- * time: read again only once it is written.  Returns 0 or -errno. */
+ * never copied into this process; small answers are cheaper copied (read_from).  While the browser
+ * is full, upstream goes on into the pipe behind what waits there, up to the pipe's size (as
+ * common/relay.c's ns_relay_top_up), rather than stopping until it drains.  Returns 0 or -errno. */
 static int splice_upstream(pv_conn *c) {
         for (int burst = 0; burst < 16; burst++) {
                 if (c->piped) {
                         int r = flush_to(c, 0);
-                        if (r < 0 || c->piped)
+                        if (r < 0)
                                 return r;
+                        if (c->piped)
+                                return pipe_top_up(c); /* the browser is full */
                 }
                 if (c->pipe[0] < 0) {
                         if (pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
@@ -764,8 +781,9 @@ static void conn_update(pv_conn *c) {
                 if (c->fd[i] < 0)
                         continue;
                 uint32_t want = 0;
-                /* upstream: a pipeful at a time (see splice_upstream) */
-                bool reading_other_ok = pending_to(c, 1 - i) < PV_PENDING_MAX && !(i == 1 && c->piped);
+                /* upstream: into the pipe while it has room (see splice_upstream) */
+                bool reading_other_ok = i == 1 && c->piped ? c->piped < c->pipe_size && !buf_pending(&c->out[0])
+                                                           : pending_to(c, 1 - i) < PV_PENDING_MAX;
                 if (!c->eof[i] && reading_other_ok && !(i == 0 && c->closing) && !(i == 1 && c->connecting))
                         want |= EPOLLIN;
                 if (pending_to(c, i) || (i == 1 && c->connecting))
