@@ -741,6 +741,11 @@ static void on_io(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *dat
                 if (!c->eof[e->i] && !(e->i == 0 && c->closing))
                         r = read_from(c, e->i);
         }
+        /* The browser took more of a bulk response: write the pipe out and read on from upstream
+         * in the same wakeup, rather than in the next one that upstream's readiness would bring. */
+        if (r == 0 && e->i == 0 && (events & EPOLLOUT) && c->bulk && c->fd[1] >= 0 && !c->connecting && !c->eof[1] &&
+            !buf_pending(&c->out[0]))
+                r = splice_upstream(c);
         if (r < 0) {
                 conn_free(c);
                 return;
