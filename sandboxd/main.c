@@ -41,8 +41,43 @@ static void usage(FILE *f) {
               "         [--max-memory BYTES] [--max-pids N] [--max-cpus N] [--max-disk BYTES] [--cgroup-base PATH]\n"
               "         [--warm-pool N] [--warm-pool-private N] [--pool-builds N]\n"
               "         [--publish-addr IPV4] [--publish-range LO-HI]\n"
-              "         [--net-pool CIDR|none] [--nat-uplink IFACE] [--debug]\n",
+              "         [--net-pool CIDR|none] [--nat-uplink IFACE] [--debug]\n"
+              "       nightshift-sandboxd --hold-cgroup\n",
               f);
+}
+
+/* --hold-cgroup: the main process of nightshift-sandboxes.service, a second unit with Delegate=yes
+ * that is never restarted with the daemon, whose cgroup holds the sandboxes (the daemon runs with
+ * --cgroup-base pointing at it).  Why: on pure cgroup v2, systemd < 254 puts a restarted unit's
+ * new main process into the unit's own cgroup, which it cannot do while the previous run made
+ * that cgroup an inner node with controllers enabled (sandboxes alive): the start fails with
+ * 219/CGROUP.  Keeping the sandboxes in a unit of their own leaves the daemon's cgroup a plain
+ * leaf that a restart can always use.  This process sets the subtree up as the daemon would its
+ * own (on pure v2 it moves itself into <own cgroup>/daemon so that controllers can be enabled for
+ * the sandboxes' parent), says READY=1, and waits for SIGTERM or SIGINT. */
+static int hold_cgroup(void) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        ns_log_set_level(NS_LOG_INFO);
+        ns_error err = { 0 };
+        cg_manager *m = NULL;
+        if (cg_manager_open(&m, NULL, &err) < 0) {
+                log_error("hold the sandboxes' cgroup: %s", err.msg);
+                return 1;
+        }
+        log_notice("holding the sandboxes' cgroups (%s)", cg_manager_describe(m));
+        int nr = sd_notify(1, "READY=1\nSTATUS=holding the sandboxes' cgroups");
+        if (nr < 0)
+                log_warn("sd_notify READY=1: %s", strerror(-nr));
+        int sig = 0;
+        while (sigwait(&mask, &sig) != 0)
+                ;
+        log_notice("signal %d: exiting; the sandboxes' cgroups stay (the service manager stops what is in them)", sig);
+        cg_manager_free(m);
+        return 0;
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
@@ -386,6 +421,8 @@ int main(int argc, char **argv) {
                 { "debug", no_argument, NULL, 'd' },
                 { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { 0 },
         };
+        if (argc == 2 && !strcmp(argv[1], "--hold-cgroup"))
+                return hold_cgroup();
         /* The config file first, so that flags override it. */
         for (int i = 1; i < argc - 1; i++)
                 if (!strcmp(argv[i], "--config") && load_config(c, argv[i + 1], &err) < 0) {

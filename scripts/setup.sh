@@ -26,7 +26,7 @@ if [ -d /run/systemd/system ]; then
     echo "a nightshift-sandboxd not started by systemd is running: stop it first" >&2; exit 1
   fi
   systemctl daemon-reload
-  systemctl enable --now nightshift-sandboxd.service nightshift.service
+  systemctl enable --now nightshift-sandboxes.service nightshift-sandboxd.service nightshift.service
   /usr/local/bin/nightshift-sandbox version
 else
   # No systemd (a container, this kind of development VM): both daemons in the background, logs

@@ -8,20 +8,30 @@
 sv_setup
 UNITS=$NS_SRC/packaging/systemd
 SD=$UNITS/nightshift-sandboxd.service
+SH=$UNITS/nightshift-sandboxes.service
 NS=$UNITS/nightshift.service
 
 # --- what the unit files say -------------------------------------------------------------------
 # setting FILE KEY: the values of KEY= in FILE (comments and blank lines are not settings)
 setting() { sed -n "s/^$2=//p" "$1"; }
 expect_eq "sandboxd: KillMode=process (a restart leaves the sandboxes running)" process "$(setting "$SD" KillMode)"
-expect_eq "sandboxd: Delegate=yes (the unit's cgroup subtree is the daemon's)" yes "$(setting "$SD" Delegate)"
+expect_eq "sandboxd: no Delegate= (its cgroup holds the daemon alone, a leaf a restart can always use)" "" "$(setting "$SD" Delegate)"
+expect_eq "sandboxd: requires and follows the sandboxes' unit" \
+  "nightshift-sandboxes.service|local-fs.target nightshift-sandboxes.service" "$(setting "$SD" Requires)|$(setting "$SD" After)"
+expect_eq "sandboxes: Delegate=yes (the subtree is the daemon's to manage)" yes "$(setting "$SH" Delegate)"
+expect_eq "sandboxes: Type=notify, the holder as its main process" "notify|--hold-cgroup" \
+  "$(setting "$SH" Type)|$(setting "$SH" ExecStart | cut -d' ' -f2-)"
+expect_eq "sandboxes: stopping it stops every sandbox (default KillMode=control-group)" "" "$(setting "$SH" KillMode)"
+expect_eq "sandboxes: TasksMax=infinity, OOMPolicy=continue (limits are per sandbox)" "infinity|continue" \
+  "$(setting "$SH" TasksMax)|$(setting "$SH" OOMPolicy)"
 expect_eq "sandboxd: Type=notify" notify "$(setting "$SD" Type)"
 expect_eq "sandboxd: runs as root (no User=)" "" "$(setting "$SD" User)"
 expect_eq "sandboxd: TasksMax=infinity (sandbox processes count in the unit)" infinity "$(setting "$SD" TasksMax)"
 expect_eq "sandboxd: OOMPolicy=continue (a sandbox's OOM kill does not stop the unit)" continue "$(setting "$SD" OOMPolicy)"
 expect_eq "sandboxd: /run/nightshift is kept when the unit stops" "nightshift|yes" \
   "$(setting "$SD" RuntimeDirectory)|$(setting "$SD" RuntimeDirectoryPreserve)"
-expect_match "sandboxd: started with /etc/nightshift/sandboxd.conf" '/nightshift-sandboxd --config /etc/nightshift/sandboxd.conf$' \
+expect_match "sandboxd: started with /etc/nightshift/sandboxd.conf, its sandboxes beneath the other unit's cgroup" \
+  '/nightshift-sandboxd --config /etc/nightshift/sandboxd.conf --cgroup-base /system.slice/nightshift-sandboxes.service$' \
   "$(setting "$SD" ExecStart)"
 expect_eq "nightshift: User=nightshift" nightshift "$(setting "$NS" User)"
 expect_eq "nightshift: Type=notify" notify "$(setting "$NS" Type)"
@@ -49,22 +59,22 @@ else
 fi
 IU=$P/lib/systemd/system
 expect_eq "the units land in <prefix>/lib/systemd/system, ExecStart= pointing at <prefix>/bin" \
-  "$P/bin/nightshift-sandboxd|$P/bin/nightshift" \
-  "$(setting "$IU/nightshift-sandboxd.service" ExecStart | cut -d' ' -f1)|$(setting "$IU/nightshift.service" ExecStart | cut -d' ' -f1)"
+  "$P/bin/nightshift-sandboxd|$P/bin/nightshift-sandboxd|$P/bin/nightshift" \
+  "$(setting "$IU/nightshift-sandboxes.service" ExecStart | cut -d' ' -f1)|$(setting "$IU/nightshift-sandboxd.service" ExecStart | cut -d' ' -f1)|$(setting "$IU/nightshift.service" ExecStart | cut -d' ' -f1)"
 check "the example configs land in <prefix>/share/doc/nightshift/examples" \
   test -f "$P/share/doc/nightshift/examples/sandboxd.conf" -a -f "$P/share/doc/nightshift/examples/nightshift.conf" \
   -a -f "$P/share/doc/nightshift/examples/nginx-nightshift.conf"
 # Nothing differs between the tree's and the installed units but the prefix.
 expect_eq "the installed units are the tree's with the prefix substituted" "" \
-  "$(for u in nightshift-sandboxd.service nightshift.service; do
+  "$(for u in nightshift-sandboxes.service nightshift-sandboxd.service nightshift.service; do
        sed "s#/usr/local/#$P/#g" "$UNITS/$u" | diff - "$IU/$u"; done)"
 
 # --- systemd-analyze -----------------------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
   # verify loads the units as systemd would (unknown or misspelt settings, bad values, missing or
   # non-executable ExecStart binaries, dependencies) and needs no running systemd.
-  out=$(cd "$IU" && systemd-analyze verify ./nightshift-sandboxd.service ./nightshift.service 2>&1); rc=$?
-  expect_eq "systemd-analyze verify: both units load with no complaint" "0|" "$rc|$out"
+  out=$(cd "$IU" && systemd-analyze verify ./nightshift-sandboxes.service ./nightshift-sandboxd.service ./nightshift.service 2>&1); rc=$?
+  expect_eq "systemd-analyze verify: the three units load with no complaint" "0|" "$rc|$out"
   if out=$(cd "$IU" && systemd-analyze security --offline=true ./nightshift.service 2>&1); then
     score=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for nightshift.service: \([0-9.]*\).*/\1/p')
     note "systemd-analyze security (offline): nightshift.service exposure $score"
