@@ -20,6 +20,7 @@ void ns_relay_release(ns_relay_dir *d) {
         free(d->buf);
         d->buf = NULL;
         d->len = d->off = d->piped = d->cap = 0;
+        d->pipe_full = false;
 }
 
 /* The copy buffer, at least `need` bytes (NS_RELAY_CHUNK at most); what waits in it is kept. */
@@ -88,11 +89,11 @@ int ns_relay_read(ns_relay_dir *d, int src) {
 bool ns_relay_wants_input(const ns_relay_dir *d) {
         if (d->eof)
                 return false;
-        return ns_relay_pending(d) == 0 || (d->piped && d->len == d->off && d->piped < d->pipe_size);
+        return ns_relay_pending(d) == 0 || (d->piped && d->len == d->off && d->piped < d->pipe_size && !d->pipe_full);
 }
 
 int ns_relay_top_up(ns_relay_dir *d, int src) {
-        if (!d->piped || d->len != d->off || d->piped >= d->pipe_size || d->eof)
+        if (!d->piped || d->len != d->off || d->piped >= d->pipe_size || d->eof || d->pipe_full)
                 return 0;
         /* Behind bytes still in the pipe, so the mode stays bulk whatever this read brings: it may
          * change only once the pipe is empty (the order of the bytes). */
@@ -105,6 +106,11 @@ int ns_relay_top_up(ns_relay_dir *d, int src) {
                 d->eof = true;
                 return 0;
         }
+        /* EAGAIN with the source readable: the pipe's buffers are all taken (a buffer per socket
+         * fragment, however small), whatever its byte count says.  Reading again before a write
+         * frees some would only spin. */
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                d->pipe_full = true;
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
 }
 
@@ -118,9 +124,10 @@ int ns_relay_write(ns_relay_dir *d, int dst) {
                                 continue;
                         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
                 }
-                if (d->piped)
+                if (d->piped) {
                         d->piped -= (size_t) n;
-                else if ((d->off += (size_t) n) == d->len)
+                        d->pipe_full = false;
+                } else if ((d->off += (size_t) n) == d->len)
                         d->off = d->len = 0;
         }
         return 1;

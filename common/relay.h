@@ -27,6 +27,7 @@ typedef struct ns_relay_dir {
         size_t pipe_size; /* what one splice may move into it */
         bool bulk;
         bool eof;       /* the source said EOF */
+        bool pipe_full; /* a top-up found no room (the pipe counts buffers, not bytes): none until a write */
 } ns_relay_dir;
 
 /* An empty direction (no buffer, no pipe). */

@@ -114,6 +114,7 @@ struct sbx_sandbox {
         ns_watch *w_build;
         bool frozen;
         bool usr_rw;            /* /usr known to be an overlay (see mount_usr_is_lazy) */
+        bool adopted;           /* from an earlier run: init is not our child, its pid may be reused once it dies */
         /* Ephemeral: destroyed when `holder`, the connection that created it, closes (a CLI
          * `run` killed by SIGKILL leaves nothing behind); never re-adopted after a restart,
          * since that connection died with the daemon. */

@@ -1378,7 +1378,7 @@ void sandbox_destroy(struct sbx_sandbox *s) {
          * the cgroup-wide kill, which waits on the kernel's global cgroup lock (milliseconds
          * while builds and teardowns elsewhere hold it), stays off this loop: the teardown after
          * init's death repeats it for good measure.  Without a pidfd there is nothing else. */
-        if (s->init_pidfd >= 0 && s->init_pid > 0)
+        if (s->init_pidfd >= 0 && s->init_pid > 0 && !s->adopted) /* our unreaped child: the pid is its */
                 setpriority(PRIO_PROCESS, (id_t) s->init_pid, 19);
         if (s->init_pidfd < 0 || pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0) < 0)
                 cg_kill(d->cg, s->id, NULL);
@@ -1875,6 +1875,7 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
                 r = ns_err(err, ESTALE, "ephemeral sandbox %s of an earlier run", id);
                 goto gone;
         }
+        s->adopted = true;
         sandbox_link(d, s);
         net_adopt(d->net, &s->net);
         if ((r = watch_init(s, err)) < 0) {

@@ -72,6 +72,7 @@ struct pv_conn {
         int pipe[2];            /* upstream → browser by splice(2); -1 until the first response */
         size_t piped;           /* bytes in the pipe: they go to fd[0] before out[0]'s */
         size_t pipe_size;       /* what one splice may move into it */
+        bool pipe_full;         /* a top-up found no room (buffers, not bytes, run out): none until a write */
         bool bulk;              /* upstream's reads fill the buffer: splice instead of copying */
         bool eof[2];            /* fd[i] said EOF */
         bool shut[2];           /* fd[i] got shutdown(SHUT_WR) */
@@ -606,6 +607,7 @@ static int flush_to(pv_conn *c, int i) {
                         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
                 }
                 c->piped -= (size_t) n;
+                c->pipe_full = false;
         }
         while (buf_pending(b)) {
                 ssize_t n = send(c->fd[i], b->d + b->off, buf_pending(b), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -628,14 +630,16 @@ static int flush_to(pv_conn *c, int i) {
 
 /* More of upstream into the pipe, behind what waits there, up to its size.  Returns 0 or -errno. */
 static int pipe_top_up(pv_conn *c) {
-        if (c->piped >= c->pipe_size || c->eof[1])
+        if (c->piped >= c->pipe_size || c->eof[1] || c->pipe_full)
                 return 0;
         ssize_t n = splice(c->fd[1], NULL, c->pipe[1], NULL, c->pipe_size - c->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0)
                 c->piped += (size_t) n;
         else if (n == 0)
                 c->eof[1] = true;
-        else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+                c->pipe_full = true; /* upstream is readable: the pipe's buffers are taken (relay.c) */
+        else if (errno != EINTR)
                 return -errno;
         return 0;
 }
@@ -787,7 +791,7 @@ static void conn_update(pv_conn *c) {
                         continue;
                 uint32_t want = 0;
                 /* upstream: into the pipe while it has room (see splice_upstream) */
-                bool reading_other_ok = i == 1 && c->piped ? c->piped < c->pipe_size && !buf_pending(&c->out[0])
+                bool reading_other_ok = i == 1 && c->piped ? c->piped < c->pipe_size && !c->pipe_full && !buf_pending(&c->out[0])
                                                            : pending_to(c, 1 - i) < PV_PENDING_MAX;
                 if (!c->eof[i] && reading_other_ok && !(i == 0 && c->closing) && !(i == 1 && c->connecting))
                         want |= EPOLLIN;
