@@ -378,6 +378,31 @@ bool mount_usr_is_lazy(bool host_usr, size_t n_usr_lowers, bool disk) {
         return host_usr && n_usr_lowers == 0 && !disk;
 }
 
+/* The detached /usr overlay: the host's /usr lowest, then the layers' usr/ dirs (attached on the
+ * scaffold's "usr" and "u<i>"), under <upper>/usr. */
+static int usr_overlay(const char *scaffold, const char *const *usr_lowers, size_t n_usr_lowers, int userns_fd,
+                       const char *upper, ns_error *err) {
+        const char *ulowers[NS_LAYERS_MAX + 1] = { "/usr" };
+        if (n_usr_lowers) /* memcpy from NULL is undefined even for 0 bytes */
+                memcpy(ulowers + 1, usr_lowers, n_usr_lowers * sizeof *ulowers);
+        char at[(NS_LAYERS_MAX + 1) * (NS_PATH_MAX + 1)];
+        int r = attach_usr_lowers(scaffold, ulowers, n_usr_lowers + 1, userns_fd, at, sizeof at, err);
+        return r < 0 ? r : overlay_new(at, upper, "usr", err);
+}
+
+/* The detached mount for a host-based root's /usr.  Lazy (mount_usr_is_lazy): the host's /usr
+ * alone, a read-only idmapped bind until something needs to write there.  Only root of the
+ * sandbox ever can (the files are root's), and root processes come from --root execs, before the
+ * first of which the daemon stacks the overlay on it (mount_usr_overlay).  An overlay per sandbox
+ * that no exec writes to costs a superblock, its probes of the upper filesystem and its teardown:
+ * about a third of a plain sandbox's start here.  Otherwise its overlay. */
+static int usr_mount(const struct mount_plan *p, const char *upper, ns_error *err) {
+        if (mount_usr_is_lazy(p->host_usr, p->n_usr_lowers, p->disk_dev != NULL))
+                return clone_tree(AT_FDCWD, "/usr", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                                  p->userns_fd, err);
+        return usr_overlay(p->scaffold, p->usr_lowers, p->n_usr_lowers, p->userns_fd, upper, err);
+}
+
 int mount_usr_overlay(const char *scaffold, const char *upper, int userns_fd, ns_error *err) {
         /* Our own copy of the mount namespace, private, so that the lower's mount point on the
          * scaffold is seen by nobody else. */
@@ -385,10 +410,7 @@ int mount_usr_overlay(const char *scaffold, const char *upper, int userns_fd, ns
                 return ns_err_sys(err, errno, "unshare mount namespace");
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return ns_err_sys(err, errno, "make mounts private");
-        const char *ulowers[1] = { "/usr" };
-        char at[NS_PATH_MAX + 1];
-        int r = attach_usr_lowers(scaffold, ulowers, 1, userns_fd, at, sizeof at, err);
-        return r < 0 ? r : overlay_new(at, upper, "usr", err);
+        return usr_overlay(scaffold, NULL, 0, userns_fd, upper, err);
 }
 
 int mount_usr_attach(int ovl_fd, ns_error *err) {
@@ -438,37 +460,14 @@ int mount_build_root(const struct mount_plan *p, ns_error *err) {
         if (rootfd < 0)
                 return ns_err_sys(err, errno, "open new root");
 
-        if (mount_usr_is_lazy(p->host_usr, p->n_usr_lowers, p->disk_dev != NULL)) {
-                /* The host's /usr alone: a read-only idmapped bind until something needs to
-                 * write there.  Only root of the sandbox ever can (the files are root's), and root
-                 * processes come from --root execs, before the first of which the daemon stacks
-                 * the overlay on it (mount_usr_overlay).  An overlay per sandbox that no exec
-                 * writes to costs a superblock, its probes of the upper filesystem and its
-                 * teardown: about a third of a plain sandbox's start here. */
-                _cleanup_close_ int u = clone_tree(AT_FDCWD, "/usr", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-                                                   MOUNT_ATTR_NODEV, p->userns_fd, err);
+        if (p->host_usr) {
+                _cleanup_close_ int u = usr_mount(p, upper, err);
                 if (u < 0)
                         return u;
                 _cleanup_close_ int t = open_mountpoint(rootfd, "usr", true, err);
                 if (t < 0)
                         return t;
                 if ((r = attach_at(u, t, "/usr", err)) < 0)
-                        return r;
-        } else if (p->host_usr) {
-                /* The host's /usr lowest, then the layers' usr/ dirs (from the scaffold's u<i>). */
-                const char *ulowers[NS_LAYERS_MAX + 1] = { "/usr" };
-                memcpy(ulowers + 1, p->usr_lowers, p->n_usr_lowers * sizeof *ulowers);
-                char at[(NS_LAYERS_MAX + 1) * (NS_PATH_MAX + 1)];
-                if ((r = attach_usr_lowers(p->scaffold, ulowers, p->n_usr_lowers + 1, p->userns_fd, at, sizeof at,
-                                           err)) < 0)
-                        return r;
-                _cleanup_close_ int uo = overlay_new(at, upper, "usr", err);
-                if (uo < 0)
-                        return uo;
-                _cleanup_close_ int t = open_mountpoint(rootfd, "usr", true, err);
-                if (t < 0)
-                        return t;
-                if ((r = attach_at(uo, t, "/usr", err)) < 0)
                         return r;
         }
 
