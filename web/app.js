@@ -34,7 +34,9 @@ const ctx = {
   navigate,
   repoName: (id) => store.repoName(id),
   reloadRepos: async () => { store.repos = (await api.get('repos')).repos; },
-  added: (s) => { store.sessions.set(s.id, s); },
+  // The POST's answer is the session as it was created: the event stream may have brought it (and
+  // its later states) first, and what is in the store then is newer.
+  added: (s) => { if (!store.sessions.has(s.id)) store.sessions.set(s.id, s); },
 };
 
 // ---- login -------------------------------------------------------------------------------------
@@ -97,21 +99,35 @@ function notifyState(s, to) {
 
 // ---- the live stream of every session ----------------------------------------------------------
 
-const pending = new Set();
-async function fetchSession(id) {
-  if (pending.has(id)) return;
-  pending.add(id);
+// A session the stream speaks of before we have it is fetched.  Events that come while its fetch
+// is out are not lost: the answer may predate them, so it is asked again until one comes back with
+// nothing arrived meanwhile, and only that one is stored (a run-once session can go from queued to
+// completed within one round trip).
+const pending = new Map(); // id → the newest event that came while its fetch was out, or null
+async function fetchSession(id, ev) {
+  if (pending.has(id)) { if (ev) pending.set(id, ev); return; }
+  pending.set(id, null);
+  let last = ev;
   try {
-    const s = await api.get(`sessions/${id}`);
-    store.sessions.set(id, s);
-    view?.update?.();
+    for (let round = 1; ; round++) {
+      const s = await api.get(`sessions/${id}`);
+      const more = pending.get(id);
+      if (more && round < 5) { pending.set(id, null); last = more; continue; }
+      const before = store.sessions.get(id)?.state; // events applied meanwhile were notified already
+      if (s.state === 'archived') store.sessions.delete(id); else store.sessions.set(id, s);
+      if (more) last = more;
+      if (before !== s.state && last?.type === 'status' && last.data?.to === s.state) notifyState(s, s.state);
+      view?.update?.();
+      return;
+    }
   } catch { /* deleted meanwhile */ } finally { pending.delete(id); }
 }
 
 function onStreamEvent(ev) {
   if (ev.type !== 'status' && ev.type !== 'commit') return;
   const s = store.sessions.get(ev.session);
-  if (!s) { fetchSession(ev.session); return; }
+  if (!s || pending.has(ev.session)) fetchSession(ev.session, ev);
+  if (!s) return;
   if (ev.type === 'status' && ev.data?.to) {
     const was = s.state;
     s.state = ev.data.to;
