@@ -7,7 +7,9 @@ sv_setup
 make_repo "$NS_TMP/src/app"
 r=$(api POST /api/v1/repos "{\"path\":\"$NS_TMP/src/app\"}")
 repo_id=$(jget "${r#* }" 'd["id"]')
-counter='for i in $(seq 1 60); do echo line-$i; sleep 0.05; done; echo done > counted.txt'
+# 60 lines over about 9 s: the kills below land while it prints (at 0.05 s a line a fast machine had
+# finished it before the first kill, which then tested a turn's end instead).
+counter='for i in $(seq 1 60); do echo line-$i; sleep 0.15; done; echo done > counted.txt'
 want=$($PY -c 'print("".join(f"line-{i}\n" for i in range(1,61)), end="")')
 
 # --- SIGKILL the supervisor -----------------------------------------------------------------
