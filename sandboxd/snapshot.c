@@ -43,12 +43,14 @@ struct snapshot_result {
 };
 
 bool layer_in_use(const struct sbx_daemon *d, const char *name) {
-        const struct sbx_sandbox *lists[] = { d->sandboxes, d->dying };
-        for (size_t l = 0; l < ARRAY_SIZE(lists); l++)
-                for (const struct sbx_sandbox *s = lists[l]; s; s = s->next)
-                        for (size_t i = 0; i < s->n_layers; i++)
-                                if (!strcmp(s->layers[i], name))
-                                        return true;
+        /* Not the dying: a destroyed sandbox is gone for every client the moment destroy answers,
+         * its layers with it, though the kernel may still be tearing its namespaces down after
+         * init's death (asynchronously, off the request).  Unlinking a layer's files under such
+         * an overlay is safe: every process that could read them has been killed. */
+        for (const struct sbx_sandbox *s = d->sandboxes; s; s = s->next)
+                for (size_t i = 0; i < s->n_layers; i++)
+                        if (!strcmp(s->layers[i], name))
+                                return true;
         for (const struct sbx_snapshot *j = d->snapshots; j; j = j->next)
                 if (!strcmp(j->layer, name))
                         return true;
