@@ -165,9 +165,11 @@ static int scenario(size_t write_size, bool unix_src) {
 }
 
 int main(void) {
-        if (scenario(65536, false) < 0 || scenario(100, true) < 0) {
+        if (scenario(65536, false) < 0) {
                 printf("1..0 # SKIP no loopback TCP: %s\n", strerror(errno));
                 return 77;
         }
+        if (scenario(100, true) < 0)
+                ok(0, "a Unix stream socket pair and a loopback TCP pair: %s", strerror(errno));
         return tap_done();
 }
