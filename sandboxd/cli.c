@@ -210,6 +210,7 @@ enum {
         OPT_TTY,
         OPT_CWD,
         OPT_DETACH,
+        OPT_TIED,
         OPT_FROM,
 };
 
@@ -783,9 +784,11 @@ static const char help_create[] =
         "Create a sandbox and print its id (see '" PROG " run --help' for the options).\n";
 
 static const char help_exec[] =
-        "Usage: " PROG " exec [--root] [--tty] [--env K=V]... [--cwd DIR] [--timeout SEC] [--detach] ID -- CMD [ARG...]\n"
+        "Usage: " PROG " exec [--root] [--tty] [--env K=V]... [--cwd DIR] [--timeout SEC] [--detach|--tied] ID -- CMD [ARG...]\n"
         "Run CMD in sandbox ID with stdio relayed and exit with its status; INT, TERM, HUP and QUIT\n"
-        "are forwarded to it.  --detach prints the process number and leaves it running.\n";
+        "are forwarded to it.  --detach prints the process number and leaves it running.  --tied\n"
+        "kills CMD's process group if this command goes away before CMD ends (by default CMD runs\n"
+        "on, and 'attach' reads the rest).\n";
 
 static const char help_attach[] =
         "Usage: " PROG " attach ID PROC [--from OFFSET]\n"
@@ -973,6 +976,11 @@ static int exec_options(const char *cmd, const struct option *opts, int argc, ch
                         *detach = true;
                         continue;
                 }
+                if (o == OPT_TIED) {
+                        if (set_bool(exec, "tied", true) < 0)
+                                return warn(cmd, "out of memory"), EXIT_FAIL;
+                        continue;
+                }
                 int k = process_option(cmd, o, optarg, exec);
                 if (k < 0)
                         return EXIT_FAIL;
@@ -987,6 +995,7 @@ static int cmd_exec(const struct globals *g, int argc, char **argv) {
         static const struct option opts[] = {PROCESS_OPTIONS,
                                              {"cwd", required_argument, NULL, OPT_CWD},
                                              {"detach", no_argument, NULL, OPT_DETACH},
+                                             {"tied", no_argument, NULL, OPT_TIED},
                                              {"help", no_argument, NULL, OPT_HELP},
                                              {0}};
         _cleanup_json_ cJSON *exec = request("exec", NULL);
@@ -1011,6 +1020,8 @@ static int cmd_exec(const struct globals *g, int argc, char **argv) {
                 optind++;
         if (optind >= argc)
                 return usage_error(cmd, "no command given");
+        if (detach && cJSON_GetObjectItemCaseSensitive(exec, "tied"))
+                return usage_error(cmd, "--tied and --detach exclude each other: a tied process dies when this command ends");
         bool tty = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(exec, "tty"));
         if (!cJSON_AddStringToObject(exec, "sandbox", id) || push_strv(exec, "argv", argv + optind, argc - optind) < 0 ||
             add_tty_fields(exec) < 0)

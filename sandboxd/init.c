@@ -51,6 +51,7 @@ struct proc {
         pid_t pid;
         int pidfd;
         bool tty;
+        bool tied; /* killed when its reader goes away (ICTL_EXEC_TIED) */
         int out_fd, err_fd, in_fd; /* -1 when closed; with a pty out_fd == the master, in_fd a dup */
         ns_watch *w_out, *w_err, *w_in;
         int timer_fd;
@@ -149,6 +150,34 @@ static void proc_free(struct proc *p) {
 
 /* ---- output buffer --------------------------------------------------------------------------- */
 
+static void on_output(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+static void close_out(struct proc *p, bool err_stream);
+
+/* Why a tied process waits rather than loses bytes: its reader takes every byte to the end (a
+ * pack streamed into the supervisor's import), and a gap would corrupt what it makes.  Over the
+ * budget its output is not read until the reader acknowledges some: the process blocks on its
+ * writes.  Any other process's oldest bytes are dropped instead (a reader may not come back). */
+static bool output_held(const struct proc *p) {
+        return p->tied && p->buffered >= OUT_BUFFER_MAX;
+}
+
+/* Watch the process's output pipes unless output_held; called whenever `buffered` changed. */
+static void output_watch(struct proc *p) {
+        bool hold = output_held(p);
+        for (int k = 0; k < 2; k++) {
+                int fd = k ? p->err_fd : p->out_fd;
+                ns_watch **w = k ? &p->w_err : &p->w_out;
+                if (fd < 0)
+                        continue;
+                if (hold && *w) {
+                        ns_loop_remove(p->d->loop, *w);
+                        *w = NULL;
+                } else if (!hold && !*w) {
+                        *w = ns_loop_add(p->d->loop, fd, EPOLLIN, on_output, p, NULL); /* NULL: the next ACK retries */
+                }
+        }
+}
+
 static void buffer_trim_to(struct proc *p, uint64_t offset) {
         while (p->head && p->head->offset + p->head->len <= offset) {
                 struct chunk *c = p->head;
@@ -180,7 +209,7 @@ static void buffer_append(struct proc *p, uint32_t stream, const uint8_t *data, 
         p->buffered += len;
         /* Over budget with no reader: drop the oldest bytes and remember the gap, which the next
          * reader is told about (an overflow is reported, never silent). */
-        while (p->buffered > OUT_BUFFER_MAX && p->head && p->head != p->tail) {
+        while (!p->tied && p->buffered > OUT_BUFFER_MAX && p->head && p->head != p->tail) {
                 uint64_t drop_to = p->head->offset + p->head->len;
                 if (p->sent < drop_to) {
                         if (p->lost_len == 0)
@@ -212,6 +241,23 @@ static void stream_detach(struct proc *p) {
                 close(p->stream_fd);
         p->stream_fd = -1;
         p->stream_wants_out = false;
+}
+
+/* The reader went away: a hang-up or a broken stream, not a new attach that replaces it.  Why a
+ * tied process dies with it: it was started for a caller that reads its output to the end (the
+ * supervisor's commit).  Left running after that caller died, it would hold what it holds (git's
+ * index.lock) against the caller's next attempt, with nobody left to read what it says. */
+static void stream_lost(struct proc *p) {
+        stream_detach(p);
+        if (p->tied && !p->exited) {
+                /* The group leader is our unreaped child, so its pgid cannot have been reused. */
+                kill(-p->pid, SIGKILL);
+                pidfd_send_signal(p->pidfd, SIGKILL, NULL, 0);
+        }
+        if (p->tied) { /* nobody will read the rest: its output must not hold the record open */
+                close_out(p, false);
+                close_out(p, true);
+        }
 }
 
 static void stream_want_out(struct proc *p, bool want) {
@@ -274,7 +320,7 @@ static bool stream_flush(struct proc *p) {
         return false;
 blocked:
         if (r < 0)
-                stream_detach(p);
+                stream_lost(p);
         else
                 stream_want_out(p, true);
         return false;
@@ -296,7 +342,7 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
         if (n <= 0 || (size_t) n > sizeof buf || (size_t) n < sizeof(struct ns_frame_hdr)) {
-                stream_detach(p);
+                stream_lost(p);
                 return;
         }
         struct ns_frame_hdr h;
@@ -321,8 +367,11 @@ static void on_stream(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         case NS_FRAME_ACK:
                 if (h.offset <= p->end)
                         buffer_trim_to(p, h.offset);
-                if (p->exit_sent && h.offset >= p->end)
+                if (p->exit_sent && h.offset >= p->end) {
                         proc_free(p); /* the reader has everything: the record's job is done */
+                        return;
+                }
+                output_watch(p);
                 return;
         case NS_FRAME_RESIZE:
                 if (p->tty && p->out_fd >= 0) {
@@ -393,7 +442,7 @@ static void close_out(struct proc *p, bool err_stream) {
 static bool drain_fd(struct proc *p, bool err_stream) {
         int fd = err_stream ? p->err_fd : p->out_fd;
         uint8_t buf[NS_FRAME_MAX_PAYLOAD];
-        for (int i = 0; i < 16; i++) {
+        for (int i = 0; i < 16 && !output_held(p); i++) {
                 ssize_t n = read(fd, buf, sizeof buf);
                 if (n > 0) {
                         buffer_append(p, err_stream ? 2 : 1, buf, (size_t) n);
@@ -413,6 +462,7 @@ static void on_output(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         bool err_stream = fd == p->err_fd;
         if (!drain_fd(p, err_stream))
                 close_out(p, err_stream);
+        output_watch(p);
         proc_pump(p);
 }
 
@@ -461,7 +511,7 @@ static int exec_search(const char *file, char **argv, char **env) {
 
 struct exec_req {
         uint64_t id;
-        bool root, tty;
+        bool root, tty, tied;
         uint64_t timeout_ms;
         uint16_t rows, cols;
         const char *cwd;
@@ -615,7 +665,7 @@ static int exec_start(struct initd *d, const struct exec_req *r, int stream_fd, 
                 e = ENOMEM;
                 goto out;
         }
-        *p = (struct proc){ .d = d, .id = r->id, .pid = pid, .tty = r->tty, .pidfd = pidfd_open(pid, 0),
+        *p = (struct proc){ .d = d, .id = r->id, .pid = pid, .tty = r->tty, .tied = r->tied, .pidfd = pidfd_open(pid, 0),
                             .out_fd = -1, .err_fd = -1, .in_fd = -1, .timer_fd = -1, .stream_fd = stream_fd };
         if (r->tty) {
                 p->out_fd = TAKE_FD(master);
@@ -701,6 +751,7 @@ static int parse_exec(const struct ictl_hdr *h, char *payload, size_t len, struc
         r->id = h->proc;
         r->root = h->flags & ICTL_EXEC_ROOT;
         r->tty = h->flags & ICTL_EXEC_TTY;
+        r->tied = h->flags & ICTL_EXEC_TIED;
         r->timeout_ms = h->a;
         r->rows = (uint16_t) (h->b >> 16);
         r->cols = (uint16_t) (h->b & 0xffff);
@@ -762,6 +813,9 @@ static void handle_ctl(struct initd *d, const struct ictl_hdr *h, char *payload,
                         p->sent = h->a < p->end ? h->a : p->end;
                         buffer_trim_to(p, p->sent);
                 }
+                /* A reader that died after the EXIT frame was sent but before it acknowledged the
+                 * end (a supervisor killed as the turn ended) attaches again: it must hear it. */
+                p->exit_sent = false;
                 ctl_send(d, ICTL_ATTACH_OK, 0, h->proc, 0, 0, NULL, 0);
                 stream_flush(p);
                 break;

@@ -29,7 +29,7 @@ enum ictl_type {
         ICTL_HELLO_DONE = 42,
 };
 
-enum { ICTL_EXEC_ROOT = 1, ICTL_EXEC_TTY = 2 };
+enum { ICTL_EXEC_ROOT = 1, ICTL_EXEC_TTY = 2, ICTL_EXEC_TIED = 4 };
 enum { ICTL_PROC_EXITED = 1, ICTL_PROC_TIMED_OUT = 2 };
 
 #define ICTL_VERSION 1

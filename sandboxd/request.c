@@ -46,7 +46,7 @@ static const char *const keys_create[] = {ENVELOPE, "workspace", "layers", "memo
                                           "disk", "net", "ro_binds", "connect", "ephemeral",
                                           "overlays", "publish", NULL};
 static const char *const keys_exec[] = {ENVELOPE, "sandbox", "argv", "env", "cwd", "root",
-                                        "tty", "rows", "cols", "timeout", NULL};
+                                        "tty", "rows", "cols", "timeout", "tied", NULL};
 static const char *const keys_attach[] = {ENVELOPE, "sandbox", "proc", "from", NULL};
 static const char *const keys_signal[] = {ENVELOPE, "sandbox", "proc", "signal", NULL};
 static const char *const keys_proc[] = {ENVELOPE, "sandbox", "proc", NULL};
@@ -472,7 +472,8 @@ static int parse_exec(const cJSON *j, struct ns_exec_req *e, ns_error *err) {
                 return ns_err(err, E2BIG, "argv and env together exceed %d bytes", NS_ARG_BYTES_MAX);
 
         if ((r = get_path(j, "cwd", false, true, &e->cwd, err)) < 0 ||
-            (r = jv_bool(j, "root", false, &e->root, err)) < 0 || (r = jv_bool(j, "tty", false, &e->tty, err)) < 0)
+            (r = jv_bool(j, "root", false, &e->root, err)) < 0 || (r = jv_bool(j, "tty", false, &e->tty, err)) < 0 ||
+            (r = jv_bool(j, "tied", false, &e->tied, err)) < 0)
                 return r;
         int64_t rows, cols, timeout;
         if ((r = get_int(j, "rows", false, 1, TTY_DIM_MAX, 0, &rows, err)) < 0 ||

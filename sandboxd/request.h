@@ -81,6 +81,7 @@ struct ns_exec_req {
         const char *cwd;   /* absolute or NULL */
         bool root;
         bool tty;
+        bool tied;         /* killed when its stdio stream's reader goes away (PROTOCOL.md) */
         uint16_t rows, cols;
         uint64_t timeout_ms; /* 0 = none */
 };

@@ -1579,7 +1579,7 @@ int sandbox_exec(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_i
         if (r < 0)
                 return r;
         uint64_t proc = s->next_proc++;
-        uint32_t flags = (req->root ? ICTL_EXEC_ROOT : 0) | (req->tty ? ICTL_EXEC_TTY : 0);
+        uint32_t flags = (req->root ? ICTL_EXEC_ROOT : 0) | (req->tty ? ICTL_EXEC_TTY : 0) | (req->tied ? ICTL_EXEC_TIED : 0);
         r = ictl_send(s, ICTL_EXEC, flags, proc, req->timeout_ms, (uint64_t) req->rows << 16 | req->cols, buf, need,
                       theirs, err);
         close(theirs);

@@ -191,7 +191,8 @@ int sbx_exec(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, int64
         _cleanup_json_ cJSON *req = request("exec", sandbox);
         if (!req || add_strv(req, "argv", spec->argv) < 0 || (spec->env && add_strv(req, "env", spec->env) < 0) ||
             (spec->cwd && !cJSON_AddStringToObject(req, "cwd", spec->cwd)) ||
-            (spec->timeout_s && !cJSON_AddNumberToObject(req, "timeout", (double) spec->timeout_s)))
+            (spec->timeout_s && !cJSON_AddNumberToObject(req, "timeout", (double) spec->timeout_s)) ||
+            (spec->tied && !cJSON_AddBoolToObject(req, "tied", true)))
                 return ns_err(err, ENOMEM, "out of memory");
         return call_for_stream(c, req, proc, pid, stream_fd, err);
 }
@@ -291,7 +292,11 @@ int sbx_collect(int stream_fd, int out_fd, size_t max_out, size_t max_err, sbx_o
 int sbx_run(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, const void *stdin_data, size_t stdin_len,
             int out_fd, size_t max_out, size_t max_err, sbx_output *o, ns_error *err) {
         _cleanup_close_ int fd = -1;
-        int r = sbx_exec(c, sandbox, spec, NULL, NULL, &fd, err);
+        /* Tied: nobody but this call reads the process, so it must not outlive it (a supervisor
+         * that dies mid-commit must not leave a git holding index.lock for the retry). */
+        sbx_exec_spec tied = *spec;
+        tied.tied = true;
+        int r = sbx_exec(c, sandbox, &tied, NULL, NULL, &fd, err);
         if (r < 0)
                 return r;
         if ((r = sbx_stdin_all(fd, stdin_data, stdin_len, err)) < 0)

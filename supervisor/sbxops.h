@@ -59,6 +59,7 @@ typedef struct sbx_exec_spec {
         const char *const *env;  /* NULL-terminated or NULL */
         const char *cwd;         /* NULL = /workspace */
         int64_t timeout_s;       /* 0 = none */
+        bool tied;               /* killed when the stream closes: a caller that reads it to the end */
 } sbx_exec_spec;
 
 /* Start a process; *proc is its number, *pid (may be NULL) its pid inside the sandbox (also its
@@ -87,6 +88,7 @@ void sbx_output_clear(sbx_output *o);
  * o->out (max_out bytes kept).  stderr is kept up to max_err bytes. */
 int sbx_collect(int stream_fd, int out_fd, size_t max_out, size_t max_err, sbx_output *o, ns_error *err);
 
-/* exec + optional stdin + collect, for short helper commands. */
+/* exec + optional stdin + collect, for short helper commands: the process is tied to this call
+ * (killed if the stream closes before its end, e.g. when the caller dies). */
 int sbx_run(ns_client *c, const char *sandbox, const sbx_exec_spec *spec, const void *stdin_data, size_t stdin_len,
             int out_fd, size_t max_out, size_t max_err, sbx_output *o, ns_error *err);

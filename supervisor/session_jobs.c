@@ -766,6 +766,14 @@ static const char commit_script[] =
         "if [ -n \"${NS_KILL_LEFTOVERS:-}\" ]; then for p in /proc/[0-9]*; do p=${p#/proc/};\n"
         "  [ \"$p\" = 1 ] || [ \"$p\" = $$ ] || kill -KILL \"$p\" 2>/dev/null; done; fi\n"
         "cd /workspace || exit 90\n"
+        /* A lock that no process has open is a killed git's (a commit cut short by a restart of
+         * the supervisor or a timeout); git would refuse every later commit over it.  A live git
+         * holds its lock open, but for the instant between closing and renaming it: two looks
+         * 0.2 s apart do not both land there.  Builtins only ([ -ef ] compares the inode an fd
+         * link leads to); fds of processes of another uid (root's) are not visible here. */
+        "held() { for f in /proc/[0-9]*/fd/*; do [ \"$f\" -ef \"$1\" ] && return 0; done; return 1; }\n"
+        "for l in .git/index.lock .git/HEAD.lock .git/refs/heads/*.lock .git/refs/heads/*/*.lock; do\n"
+        "  if [ -e \"$l\" ] && ! held \"$l\" && sleep 0.2 && [ -e \"$l\" ] && ! held \"$l\"; then rm -f \"$l\"; fi; done\n"
         "git add -A >&2 || exit 91\n"
         "if ! git diff --cached --quiet; then git -c core.hooksPath=/dev/null commit -q --no-verify -F - >&2 || exit 92; fi\n"
         "git rev-parse --verify -q HEAD || exit 93\n";

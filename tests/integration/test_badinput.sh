@@ -84,6 +84,7 @@ expect_err("list paging cursor that is not an id", req("list", after="../x"), "E
 expect_err("list paging cursor of the wrong type", req("list", after=7), "EINVAL")
 expect_err("empty argv", req("exec", sandbox="sabc", argv=[]), "EINVAL")
 expect_err("env without '='", req("exec", sandbox="sabc", argv=["true"], env=["FOO"]), "EINVAL")
+expect_err("tied that is not a bool", req("exec", sandbox="sabc", argv=["true"], tied="yes"), "EINVAL")
 expect_err("oversized message", b'{"v":1,"id":1,"op":"version","x":"' + b"a" * 70000 + b'"}', "EMSGSIZE")
 r, w = os.pipe()
 expect_err("unexpected file descriptors", req("version"), "EINVAL", fds=[r])

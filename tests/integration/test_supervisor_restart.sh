@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Restart safety: SIGKILL `nightshift serve` while an agent prints a counter, start it again: the
 # counter's output continues with no gap and no duplicate, no commit is doubled, queued prompts
-# survive.  Then the same with SIGKILL of sandboxd.
+# survive; and with the kill at a turn's end, during its commit.  Then the same with SIGKILL of sandboxd.
 . "$(dirname "$0")/sv_lib.sh"
 sv_setup
 make_repo "$NS_TMP/src/app"
@@ -30,6 +30,35 @@ expect_eq "the queued follow-up survived and ran" "follow-up-ran" \
   "$(git -C "$(mirror_of "$repo_id")" show "nightshift/$sid:f.txt" 2>/dev/null)"
 expect_eq "one commit per turn, none doubled" 2 "$(git -C "$(mirror_of "$repo_id")" rev-list --count "main..nightshift/$sid")"
 expect_eq "one commit event per turn" 2 "$(events "$sid" | grep -c '"type": "commit"')"
+
+# --- SIGKILL the supervisor at a turn's end ----------------------------------------------------
+# The turn has printed its last line: the kill lands as it exits or while its commit runs (git add
+# of 30 MB, the pack streamed into the mirror).  The restarted supervisor must finish that commit
+# (no git of the dead one's left holding index.lock; no byte of the pack lost), then run the
+# queued follow-up.  Three moments across that window.
+ends=()
+for delay in 0.05 0.3 0.6; do
+  r=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"prompt\":\"head -c 30000000 /dev/urandom > big.bin; echo turn-end\"}")
+  s4=$(jget "${r#* }" 'd["id"]')
+  wait_state "$s4" running >/dev/null
+  api POST "/api/v1/sessions/$s4/prompts" '{"text":"echo follow-up-ran > f.txt"}' >/dev/null
+  for _ in $(seq 300); do output_of "$s4" 2>/dev/null | grep -q turn-end && break; sleep 0.02; done
+  sleep "$delay"
+  sv_kill
+  sleep 0.3
+  sv_start
+  st=$(WAIT_S=60 wait_state "$s4" idle failed)
+  m=$(mirror_of "$repo_id")
+  note "killed $delay s after the turn's last line: $st, $(events "$s4" | grep -c '"type": "error"') error events"
+  expect_eq "killed $delay s after the turn's last line: the session ends idle" idle "$st"
+  expect_eq "  with no error event" 0 "$(events "$s4" | grep -c '"type": "error"')"
+  expect_eq "  the turn's commit is in the mirror, whole" 30000000 "$(git -C "$m" cat-file -s "nightshift/$s4~1:big.bin" 2>/dev/null)"
+  check "  and the mirror is sound" git -C "$m" fsck --no-dangling
+  expect_eq "  the queued follow-up ran after it" follow-up-ran "$(git -C "$m" show "nightshift/$s4:f.txt" 2>/dev/null)"
+  expect_eq "  one commit per turn" 2 "$(git -C "$m" rev-list --count "main..nightshift/$s4" 2>/dev/null)"
+  ends+=("$s4")
+done
+for s4 in "${ends[@]}"; do api POST "/api/v1/sessions/$s4/complete" >/dev/null; done
 
 # --- SIGKILL sandboxd -------------------------------------------------------------------------
 r=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"prompt\":\"$counter\",\"once\":true}")
