@@ -55,6 +55,17 @@ check "delete removes its working tree" test ! -e "$SV_WS/$sid2"
 check "and its unpushed branch" bash -c "! git -C '$M' rev-parse -q --verify 'refs/heads/nightshift/$sid2'"
 expect_eq "its events are kept (archived) by default" archived "$(wait_state "$sid2" archived)"
 
+# --- git locks at a turn's end: a stale one (a killed git's) is cleared, a held one is not -----
+body=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"once\":true,\"prompt\":\"touch .git/index.lock .git/HEAD.lock; echo s > stale.txt\"}")
+sid_l=$(jget "${body#* }" 'd["id"]')
+expect_eq "a lock no process holds does not stop the turn's commit" completed "$(wait_state "$sid_l" completed failed)"
+check "  the commit is on the branch" git -C "$M" cat-file -e "nightshift/$sid_l:stale.txt"
+body=$(api POST /api/v1/sessions "{\"repo\":\"$repo_id\",\"once\":true,\"prompt\":\"(exec 3>.git/index.lock; sleep 4) >/dev/null 2>&1 & sleep 0.2; echo h > held.txt\"}")
+sid_h=$(jget "${body#* }" 'd["id"]')
+wait_state "$sid_h" completed failed >/dev/null
+expect_match "a lock a live process holds open is left alone: the commit fails and says so" 'index.lock' \
+  "$(events "$sid_h" | grep '"type": "error"')"
+
 # --- hostile .git -----------------------------------------------------------------------------
 cfg_before=$(sha256sum "$M/config" | cut -d' ' -f1)
 main_before=$(git -C "$M" rev-parse main)
