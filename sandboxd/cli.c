@@ -130,6 +130,28 @@ static bool parse_port_pair(const char *s, uint64_t *port, uint64_t *host_port) 
         return !colon || parse_u64(colon + 1, 1, 65535, host_port);
 }
 
+/* A connector "PORT[:HOSTPORT]" or "PORT:/HOST/SOCKET" into `o` (port, host_port | host_path).
+ * Returns 0, -EINVAL for a malformed one, -ENOMEM. */
+static int connector_fields(const char *s, cJSON *o) {
+        const char *colon = strchr(s, ':');
+        uint64_t port, host_port;
+        if (colon && colon[1] == '/') {
+                _cleanup_free_ char *p = strndup(s, (size_t) (colon - s));
+                if (!p)
+                        return -ENOMEM;
+                if (!parse_u64(p, 1, 65535, &port))
+                        return -EINVAL;
+                return cJSON_AddNumberToObject(o, "port", (double) port) && cJSON_AddStringToObject(o, "host_path", colon + 1)
+                               ? 0
+                               : -ENOMEM;
+        }
+        if (!parse_port_pair(s, &port, &host_port))
+                return -EINVAL;
+        return cJSON_AddNumberToObject(o, "port", (double) port) && cJSON_AddNumberToObject(o, "host_port", (double) host_port)
+                       ? 0
+                       : -ENOMEM;
+}
+
 /* "15", "TERM", "SIGTERM", "term". */
 static int parse_signal(const char *s) {
         uint64_t n;
@@ -262,11 +284,13 @@ static int sandbox_option(const char *cmd, int opt, const char *arg, cJSON *crea
                 r = set_string(create, "net", arg);
                 break;
         case OPT_CONNECT: {
-                if (!parse_port_pair(arg, &port, &host_port))
-                        return usage_error(cmd, "--connect wants PORT[:HOSTPORT], not '%s'", arg), -1;
                 cJSON *a = array_of(create, "connect"), *o = cJSON_CreateObject();
-                if (!a || !o || !cJSON_AddNumberToObject(o, "port", (double) port) ||
-                    !cJSON_AddNumberToObject(o, "host_port", (double) host_port) || !cJSON_AddItemToArray(a, o)) {
+                int k = a && o ? connector_fields(arg, o) : -ENOMEM;
+                if (k == -EINVAL) {
+                        cJSON_Delete(o);
+                        return usage_error(cmd, "--connect wants PORT[:HOSTPORT] or PORT:/HOST/SOCKET, not '%s'", arg), -1;
+                }
+                if (k < 0 || !cJSON_AddItemToArray(a, o)) {
                         cJSON_Delete(o);
                         r = -ENOMEM;
                 }
@@ -761,6 +785,7 @@ static const char help_run[] =
         "  --net MODE             none (loopback only), private (a veth pair, nothing reachable but\n"
         "                         connectors and published ports) or nat (operator opt-in)\n"
         "  --connect PORT[:HOSTPORT]  make host 127.0.0.1:HOSTPORT appear inside at 127.0.0.1:PORT\n"
+        "  --connect PORT:/SOCKET  or the host Unix socket SOCKET (it must be yours)\n"
         "  --publish PORT[:HOSTPORT]  serve port PORT inside on the daemon's publish address (default\n"
         "                         127.0.0.1) at HOSTPORT (default: a free port of its range); each\n"
         "                         mapping is printed to stderr as 'publish PORT HOSTADDR:HOSTPORT'\n"
@@ -804,8 +829,9 @@ static const char help_signal[] =
         "Send SIG (a number or a name such as TERM) to process PROC.\n";
 
 static const char help_connect[] =
-        "Usage: " PROG " connect ID PORT[:HOSTPORT]\n"
-        "Make host 127.0.0.1:HOSTPORT (default PORT) appear inside sandbox ID at 127.0.0.1:PORT.\n";
+        "Usage: " PROG " connect ID PORT[:HOSTPORT|:/SOCKET]\n"
+        "Make host 127.0.0.1:HOSTPORT (default PORT), or the host Unix socket SOCKET (which must be\n"
+        "owned by the sandbox's owner), appear inside sandbox ID at 127.0.0.1:PORT.\n";
 
 static const char help_publish[] =
         "Usage: " PROG " publish ID PORT [HOSTPORT]\n"
@@ -1155,16 +1181,13 @@ static int cmd_connect(const struct globals *g, int argc, char **argv) {
         int status, i = positional("connect", argc, argv, help_connect, 2, &status);
         if (i < 0)
                 return status;
-        uint64_t port, host_port;
-        if (!parse_port_pair(argv[i + 1], &port, &host_port))
-                return usage_error("connect", "expected PORT[:HOSTPORT], not '%s'", argv[i + 1]);
         cJSON *req = request("connect", argv[i]);
-        if (req && (!cJSON_AddNumberToObject(req, "port", (double) port) ||
-                    !cJSON_AddNumberToObject(req, "host_port", (double) host_port))) {
+        int k = req ? connector_fields(argv[i + 1], req) : -ENOMEM;
+        if (k < 0)
                 cJSON_Delete(req);
-                req = NULL;
-        }
-        if (!req)
+        if (k == -EINVAL)
+                return usage_error("connect", "expected PORT[:HOSTPORT] or PORT:/HOST/SOCKET, not '%s'", argv[i + 1]);
+        if (k < 0)
                 return warn("connect", "out of memory"), EXIT_FAIL;
         return simple_call(g, "connect", NULL, req, NULL);
 }

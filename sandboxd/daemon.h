@@ -229,6 +229,10 @@ void sandbox_release(struct sbx_sandbox *s);
 /* Find a sandbox by id visible to `owner`. */
 struct sbx_sandbox *sandbox_find(struct sbx_daemon *d, const char *id, uid_t owner);
 
+/* A connector the client asks for: when it goes to a host Unix socket, that socket exists now and
+ * is owned by the sandbox's owner (ports_host_socket_open; every dial checks again).  0 or -errno. */
+int connector_check(const struct sbx_sandbox *s, const struct ns_connect *c, ns_error *err);
+
 /* Start a process: sends EXEC to init; the reply goes to `client` when init answers. */
 int sandbox_exec(struct sbx_sandbox *s, struct sbx_client *client, int64_t req_id, const struct ns_exec_req *req,
                  ns_error *err);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -59,6 +60,8 @@ struct ports_listener {
         bool publish;           /* listens on the host, dials inside; else the reverse */
         int netns_fd;           /* publish: the sandbox's network namespace (owned), else -1 */
         uint16_t port, host_port;
+        char *host_path;        /* a connector to a host Unix socket (then host_port is 0), else NULL */
+        uid_t host_uid;         /* ... which must be owned by this uid (the sandbox's owner) */
 };
 
 struct ports_sandbox {
@@ -223,6 +226,48 @@ static void conn_update(ports_conn *c) {
 
 static int socket_in_netns(ports_ctx *p, int netns_fd, int family, ns_error *err);
 
+int ports_host_socket_open(const char *path, uid_t owner, ns_error *err) {
+        int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return ns_err_sys(err, errno, "host socket %s", path);
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+                int e = errno;
+                close(fd);
+                return ns_err_sys(err, e, "host socket %s", path);
+        }
+        if (!S_ISSOCK(st.st_mode)) {
+                close(fd);
+                return ns_err(err, ENOTSOCK, "host_path %s is not a Unix socket", path);
+        }
+        /* Why the owner: sandboxd is root and would reach any socket on the host (a container
+         * engine's, the init system's); a sandbox may be pointed only at sockets its owner owns. */
+        if (st.st_uid != owner) {
+                close(fd);
+                return ns_err(err, EACCES, "host_path %s is not owned by the sandbox's owner (uid %u)", path,
+                              (unsigned) owner);
+        }
+        return fd;
+}
+
+/* A connector's dial to its host Unix socket, checked again on every connection (what the path
+ * names may have changed since) through the O_PATH descriptor of what was checked: connect()
+ * through /proc/self/fd dials that very inode.  Returns 0 or -errno. */
+static int conn_dial_unix(ports_conn *c) {
+        _cleanup_close_ int target = ports_host_socket_open(c->l->host_path, c->l->host_uid, NULL);
+        if (target < 0)
+                return target;
+        c->fd[1] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd[1] < 0)
+                return -errno;
+        struct sockaddr_un su = { .sun_family = AF_UNIX };
+        snprintf(su.sun_path, sizeof su.sun_path, "/proc/self/fd/%d", target);
+        c->connecting = false;
+        if (connect(c->fd[1], (struct sockaddr *) &su, sizeof su) < 0)
+                return errno == EAGAIN ? -ECONNREFUSED : -errno; /* EAGAIN: its backlog is full */
+        return 0;
+}
+
 /* Start dialling the connection's far end: for a connector the host service on 127.0.0.1 in the
  * daemon's own namespace; for a publish the sandbox's port on its loopback, from a socket made in
  * its namespace (which reaches a server bound to 0.0.0.0 as well as one bound to 127.0.0.1 only),
@@ -235,6 +280,8 @@ static int conn_dial(ports_conn *c, bool v6) {
                 c->mask[1] = 0;
                 close(c->fd[1]);
         }
+        if (l->host_path)
+                return conn_dial_unix(c);
         int family = v6 ? AF_INET6 : AF_INET;
         /* This thread is in the daemon's own namespace (every setns here returns to it), so a
          * connector's socket reaches the host's loopback, and only the one port configured. */
@@ -370,6 +417,7 @@ static void listener_close(ports_listener *l) {
         close(l->fd);
         if (l->netns_fd >= 0)
                 close(l->netns_fd);
+        free(l->host_path);
         free(l);
 }
 
@@ -536,13 +584,19 @@ static int listener_add(ports_ctx *p, const char *sandbox_id, int fd, bool publi
         return 0;
 }
 
-int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
+int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, const struct ns_connect *spec, uid_t owner,
                       ns_error *err) {
         int r = check_target(p, sandbox_id, netns_fd, err);
         if (r < 0)
                 return r;
-        if (port == 0 || host_port == 0)
+        uint16_t port = spec->port, host_port = spec->host_port;
+        if (port == 0 || (host_port == 0 && !spec->host_path[0]))
                 return ns_err(err, EINVAL, "port 0");
+        if (spec->host_path[0] && spec->host_path[0] != '/')
+                return ns_err(err, EINVAL, "host_path must be absolute");
+        _cleanup_free_ char *host_path = spec->host_path[0] ? strdup(spec->host_path) : NULL;
+        if (spec->host_path[0] && !host_path)
+                return ns_err(err, ENOMEM, "out of memory");
         ports_sandbox *sb = sandbox_find(p, sandbox_id);
         if (count_kind(sb, false) >= NS_CONNECTS_MAX)
                 return ns_err(err, E2BIG, "at most %d forwards per sandbox", NS_CONNECTS_MAX);
@@ -564,6 +618,12 @@ int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16
         if ((r = listener_add(p, sandbox_id, fd, false, -1, port, host_port, err)) < 0)
                 return r;
         TAKE_FD(fd);
+        ports_sandbox *added = sandbox_find(p, sandbox_id);
+        ports_listener *l = added->listeners;
+        while (l->next)
+                l = l->next;
+        l->host_path = TAKE_PTR(host_path);
+        l->host_uid = owner;
         return 0;
 }
 
@@ -724,8 +784,11 @@ size_t ports_sandbox_list(ports_ctx *p, const char *sandbox_id, struct ns_connec
         size_t n = 0;
         for (ports_listener *l = sb ? sb->listeners : NULL; l; l = l->next)
                 if (!l->publish) {
-                        if (n < cap)
+                        if (n < cap) {
                                 out[n] = (struct ns_connect){ .port = l->port, .host_port = l->host_port };
+                                if (l->host_path)
+                                        snprintf(out[n].host_path, sizeof out[n].host_path, "%s", l->host_path);
+                        }
                         n++;
                 }
         return n;

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/err.h"
 #include "common/loop.h"
@@ -38,18 +39,27 @@ int ports_new(ns_loop *loop, ports_ctx **out, ns_error *err);
 /* Close every listener and connection, remove every watcher from the loop, free.  NULL is fine. */
 void ports_free(ports_ctx *p);
 
-/* Listen on 127.0.0.1:port inside the network namespace `netns_fd` (an fd of
+/* Listen on 127.0.0.1:spec->port inside the network namespace `netns_fd` (an fd of
  * /proc/PID/ns/net, not consumed) on behalf of sandbox `sandbox_id`, and relay each accepted
- * connection to 127.0.0.1:host_port in the daemon's own namespace, both directions, with
+ * connection to 127.0.0.1:spec->host_port in the daemon's own namespace, or, when spec->host_path
+ * is set, to that Unix stream socket on the host, which must be a socket owned by `owner` (the
+ * sandbox's owner) each time it is dialled (ports_host_socket_open); both directions, with
  * half-closes passed on (EOF one way becomes shutdown(SHUT_WR) on the other) and resets passed
- * on as resets.  A host service that refuses the connection shows up inside as a reset.
+ * on as resets.  A host service that refuses the connection shows up inside as a reset.  The
+ * host socket need not exist yet (a restarted daemon re-adds connectors of a supervisor that is
+ * still down): callers acting on a request check it first.
  *
  * Errors: EINVAL (bad id, port 0, netns_fd not a network namespace, or the daemon's own
  * namespace: a forward must never listen on the host), EADDRINUSE (the port is taken inside),
  * E2BIG (more than PORTS_LISTENERS_MAX forwards for the sandbox), ENOMEM, or the errno of the
  * failing call.  On error nothing is left. */
-int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16_t port, uint16_t host_port,
+int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, const struct ns_connect *spec, uid_t owner,
                       ns_error *err);
+
+/* Open the host Unix socket `path` as an O_PATH descriptor, checked: not a symlink at the end, a
+ * socket, owned by `owner`.  Returns the fd, or -errno: ENOENT and the like from open(2),
+ * ENOTSOCK, EACCES (another owner). */
+int ports_host_socket_open(const char *path, uid_t owner, ns_error *err);
 
 /* A TCP socket made inside the network namespace `netns_fd` (not consumed) and connecting to
  * `port` on its loopback: 127.0.0.1, or [::1] when 127.0.0.1 refuses at once (dev servers that

@@ -50,12 +50,13 @@ static const char *const keys_exec[] = {ENVELOPE, "sandbox", "argv", "env", "cwd
 static const char *const keys_attach[] = {ENVELOPE, "sandbox", "proc", "from", NULL};
 static const char *const keys_signal[] = {ENVELOPE, "sandbox", "proc", "signal", NULL};
 static const char *const keys_proc[] = {ENVELOPE, "sandbox", "proc", NULL};
-static const char *const keys_connect[] = {ENVELOPE, "sandbox", "port", "host_port", NULL};
+static const char *const keys_connect[] = {ENVELOPE, "sandbox", "port", "host_port", "host_path", NULL};
 static const char *const keys_list[] = {ENVELOPE, "after", NULL};
 static const char *const keys_snapshot[] = {ENVELOPE, "sandbox", "layer", NULL};
 static const char *const keys_layer[] = {ENVELOPE, "layer", NULL};
 static const char *const keys_ro_bind[] = {"src", "dst", NULL};
-static const char *const keys_connect_item[] = {"port", "host_port", NULL};
+static const char *const keys_connect_item[] = {"port", "host_port", "host_path", NULL};
+static const char *const keys_publish_item[] = {"port", "host_port", NULL};
 static const char *const keys_unpublish[] = {ENVELOPE, "sandbox", "port", NULL};
 
 static const char *const *const op_keys[NS_OP__COUNT] = {
@@ -412,9 +413,7 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                         struct ns_connect *p = &c->connects[i];
                         if (!cJSON_IsObject(it))
                                 return ns_err(err, EINVAL, "connect[%zu] must be an object", i);
-                        if ((r = jv_only_keys(it, keys_connect_item, err)) < 0 ||
-                            (r = get_port(it, "port", true, 0, &p->port, err)) < 0 ||
-                            (r = get_port(it, "host_port", false, p->port, &p->host_port, err)) < 0) {
+                        if ((r = jv_only_keys(it, keys_connect_item, err)) < 0 || (r = ns_connect_parse(it, p, err)) < 0) {
                                 ns_err_wrap(err, "connect[%zu]", i);
                                 return r;
                         }
@@ -430,7 +429,7 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                         struct ns_publish *p = &c->publishes[i];
                         if (!cJSON_IsObject(it))
                                 return ns_err(err, EINVAL, "publish[%zu] must be an object", i);
-                        if ((r = jv_only_keys(it, keys_connect_item, err)) < 0 ||
+                        if ((r = jv_only_keys(it, keys_publish_item, err)) < 0 ||
                             (r = get_port(it, "port", true, 0, &p->port, err)) < 0 ||
                             (r = get_port(it, "host_port", false, 0, &p->host_port, err)) < 0) {
                                 ns_err_wrap(err, "publish[%zu]", i);
@@ -444,6 +443,36 @@ static int parse_create(const cJSON *j, struct ns_create_req *c, ns_error *err) 
                 }
                 c->n_publishes = i;
         }
+        return 0;
+}
+
+int ns_connect_parse(const cJSON *obj, struct ns_connect *out, ns_error *err) {
+        struct ns_connect c = { 0 };
+        const char *path = NULL;
+        int r;
+        if ((r = get_port(obj, "port", true, 0, &c.port, err)) < 0 ||
+            (r = get_path(obj, "host_path", false, false, &path, err)) < 0)
+                return r;
+        if (path) {
+                if (cJSON_GetObjectItemCaseSensitive(obj, "host_port"))
+                        return ns_err(err, EINVAL, "a connector goes to host_port or to host_path, not both");
+                if (strlen(path) > NS_HOST_PATH_MAX)
+                        return ns_err(err, EINVAL, "field 'host_path' is longer than a Unix socket path (%d bytes)",
+                                      NS_HOST_PATH_MAX);
+                memcpy(c.host_path, path, strlen(path) + 1);
+        } else if ((r = get_port(obj, "host_port", false, c.port, &c.host_port, err)) < 0) {
+                return r;
+        }
+        *out = c;
+        return 0;
+}
+
+int ns_connect_to_json(cJSON *arr, const struct ns_connect *c) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddNumberToObject(o, "port", c->port) ||
+            !(c->host_path[0] ? cJSON_AddStringToObject(o, "host_path", c->host_path)
+                              : cJSON_AddNumberToObject(o, "host_port", c->host_port)))
+                return -ENOMEM;
         return 0;
 }
 
@@ -539,9 +568,7 @@ static int parse_op(const cJSON *j, struct ns_request *req, ns_error *err) {
         case NS_OP_WAIT:
                 return parse_proc(j, &req->u.wait.proc, err);
         case NS_OP_CONNECT:
-                if ((r = get_port(j, "port", true, 0, &req->u.connect.port, err)) < 0)
-                        return r;
-                return get_port(j, "host_port", false, req->u.connect.port, &req->u.connect.host_port, err);
+                return ns_connect_parse(j, &req->u.connect, err);
         case NS_OP_LAYERS:
                 return 0;
         case NS_OP_SNAPSHOT:

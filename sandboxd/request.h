@@ -41,9 +41,12 @@ struct ns_ro_bind {
         const char *dst; /* absolute sandbox path, same rules, not "/" */
 };
 
+#define NS_HOST_PATH_MAX 107 /* a Unix socket path: sun_path less its NUL */
+
 struct ns_connect {
         uint16_t port;      /* inside the sandbox, 127.0.0.1:port */
-        uint16_t host_port; /* host 127.0.0.1:host_port */
+        uint16_t host_port; /* host 127.0.0.1:host_port; 0 when host_path is set */
+        char host_path[NS_HOST_PATH_MAX + 1]; /* or a Unix stream socket on the host ("" = none) */
 };
 
 struct ns_publish {
@@ -126,3 +129,11 @@ bool ns_path_is_clean(const char *path, bool allow_root);
 
 /* True when `id` matches [a-z0-9][a-z0-9-]{0,31}. */
 bool ns_id_is_valid(const char *id);
+
+/* A connector from JSON {port, host_port | host_path} (an item of create's `connect`, the connect
+ * op, or the state file): port 1..65535; host_port 1..65535 (default: port) or host_path, an
+ * absolute clean path of at most NS_HOST_PATH_MAX bytes, never both.  Returns 0 or -EINVAL. */
+int ns_connect_parse(const cJSON *obj, struct ns_connect *out, ns_error *err);
+
+/* The JSON form ns_connect_parse reads, added to `arr`.  Returns 0 or -ENOMEM. */
+int ns_connect_to_json(cJSON *arr, const struct ns_connect *c);

@@ -705,6 +705,16 @@ static int add_net(struct sbx_sandbox *s, const struct ns_create_req *req, ns_er
         return net_attach(s->d->net, netns, mode, &s->net, err);
 }
 
+int connector_check(const struct sbx_sandbox *s, const struct ns_connect *c, ns_error *err) {
+        if (!c->host_path[0])
+                return 0;
+        int fd = ports_host_socket_open(c->host_path, s->owner, err);
+        if (fd < 0)
+                return fd;
+        close(fd);
+        return 0;
+}
+
 /* The request's connectors, in the sandbox's network namespace. */
 static int add_connects(struct sbx_sandbox *s, const struct ns_create_req *req, ns_error *err) {
         if (req->n_connects == 0)
@@ -713,7 +723,10 @@ static int add_connects(struct sbx_sandbox *s, const struct ns_create_req *req, 
         if (netns < 0)
                 return netns;
         for (size_t i = 0; i < req->n_connects; i++) {
-                int r = ports_connect_add(s->d->ports, s->id, netns, req->connects[i].port, req->connects[i].host_port, err);
+                int r = connector_check(s, &req->connects[i], err);
+                if (r < 0)
+                        return r;
+                r = ports_connect_add(s->d->ports, s->id, netns, &req->connects[i], s->owner, err);
                 if (r < 0)
                         return r;
                 s->connects[s->n_connects++] = req->connects[i];
@@ -1887,7 +1900,7 @@ static int adopt_one(struct sbx_daemon *d, const char *id, ns_error *err) {
         size_t n = s->n_connects;
         s->n_connects = 0;
         for (size_t i = 0; i < n && netns >= 0; i++)
-                if (ports_connect_add(d->ports, s->id, netns, s->connects[i].port, s->connects[i].host_port, NULL) == 0)
+                if (ports_connect_add(d->ports, s->id, netns, &s->connects[i], s->owner, NULL) == 0)
                         s->connects[s->n_connects++] = s->connects[i];
         /* Published ports come back on the same host ports when they are still free. */
         size_t np = s->n_publishes;
@@ -1957,12 +1970,8 @@ cJSON *sandbox_to_json(const struct sbx_sandbox *s) {
         cJSON_AddNumberToObject(o, "procs", (double) running);
         net_link_to_json(s->d->net, &s->net, o);
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
-        for (size_t i = 0; i < s->n_connects; i++) {
-                cJSON *c = cJSON_CreateObject();
-                cJSON_AddNumberToObject(c, "port", s->connects[i].port);
-                cJSON_AddNumberToObject(c, "host_port", s->connects[i].host_port);
-                cJSON_AddItemToArray(con, c);
-        }
+        for (size_t i = 0; i < s->n_connects; i++)
+                (void) ns_connect_to_json(con, &s->connects[i]);
         cJSON *pub = cJSON_AddArrayToObject(o, "publish");
         char addr[16];
         ports_publish_addr(s->d->ports, addr);

@@ -254,10 +254,13 @@ static int op_connect(struct sbx_client *c, struct ns_request *r, ns_error *err)
                 return -err->code;
         if (s->n_connects >= NS_CONNECTS_MAX)
                 return ns_err(err, E2BIG, "at most %d connectors per sandbox", NS_CONNECTS_MAX);
+        int ret = connector_check(s, &r->u.connect, err);
+        if (ret < 0)
+                return ret;
         _cleanup_close_ int netns = sandbox_netns(s, err);
         if (netns < 0)
                 return netns;
-        int ret = ports_connect_add(c->d->ports, s->id, netns, r->u.connect.port, r->u.connect.host_port, err);
+        ret = ports_connect_add(c->d->ports, s->id, netns, &r->u.connect, s->owner, err);
         if (ret < 0)
                 return ret;
         s->connects[s->n_connects++] = r->u.connect;

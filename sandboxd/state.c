@@ -58,12 +58,8 @@ int state_save(const struct sbx_sandbox *s, ns_error *err) {
                 cJSON_AddNumberToObject(net, "counter", s->net.counter);
         }
         cJSON *con = cJSON_AddArrayToObject(o, "connect");
-        for (size_t i = 0; i < s->n_connects; i++) {
-                cJSON *c = cJSON_CreateObject();
-                cJSON_AddNumberToObject(c, "port", s->connects[i].port);
-                cJSON_AddNumberToObject(c, "host_port", s->connects[i].host_port);
-                cJSON_AddItemToArray(con, c);
-        }
+        for (size_t i = 0; i < s->n_connects; i++)
+                (void) ns_connect_to_json(con, &s->connects[i]);
         cJSON *pub = cJSON_AddArrayToObject(o, "publish");
         for (size_t i = 0; i < s->n_publishes; i++) {
                 cJSON *c = cJSON_CreateObject();
@@ -200,11 +196,9 @@ int state_load(struct sbx_daemon *d, const char *id, struct sbx_sandbox *s, ns_e
         const cJSON *con = cJSON_GetObjectItemCaseSensitive(o, "connect");
         const cJSON *c;
         cJSON_ArrayForEach(c, con) {
-                int64_t port, hp;
-                if (s->n_connects >= NS_CONNECTS_MAX || jv_int(c, "port", true, 1, 65535, 0, &port, err) < 0 ||
-                    jv_int(c, "host_port", true, 1, 65535, 0, &hp, err) < 0)
+                if (s->n_connects >= NS_CONNECTS_MAX || ns_connect_parse(c, &s->connects[s->n_connects], err) < 0)
                         break;
-                s->connects[s->n_connects++] = (struct ns_connect){ (uint16_t) port, (uint16_t) hp };
+                s->n_connects++;
         }
         cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(o, "publish")) {
                 int64_t port, hp;

@@ -20,6 +20,16 @@ static void check_strv(const char **v, size_t n) {
         CHECK(v[n] == NULL);
 }
 
+/* A connector goes to a host port or to a clean absolute Unix socket path that fits sun_path. */
+static void check_connect(const struct ns_connect *c) {
+        size_t n = strnlen(c->host_path, sizeof c->host_path);
+        CHECK(c->port >= 1 && n < sizeof c->host_path);
+        if (n)
+                CHECK(c->host_port == 0 && n <= NS_HOST_PATH_MAX && ns_path_is_clean(c->host_path, false));
+        else
+                CHECK(c->host_port >= 1);
+}
+
 static void check_create(const struct ns_create_req *c) {
         CHECK(!c->workspace || ns_path_is_clean(c->workspace, false));
         if (c->layers) {
@@ -42,7 +52,7 @@ static void check_create(const struct ns_create_req *c) {
                 CHECK(strncmp(c->ro_binds[i].dst, "/proc", 5) || (c->ro_binds[i].dst[5] && c->ro_binds[i].dst[5] != '/'));
         }
         for (size_t i = 0; i < c->n_connects; i++)
-                CHECK(c->connects[i].port >= 1 && c->connects[i].host_port >= 1);
+                check_connect(&c->connects[i]);
         CHECK(c->n_publishes <= NS_PUBLISH_MAX);
         for (size_t i = 0; i < c->n_publishes; i++) {
                 CHECK(c->publishes[i].port >= 1);
@@ -104,7 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         CHECK(req.sandbox && req.u.signal.signal >= 1 && req.u.signal.signal <= 64);
                         break;
                 case NS_OP_CONNECT:
-                        CHECK(req.sandbox && req.u.connect.port >= 1 && req.u.connect.host_port >= 1);
+                        CHECK(req.sandbox);
+                        check_connect(&req.u.connect);
                         break;
                 case NS_OP_SNAPSHOT:
                         CHECK(req.sandbox);

@@ -41,6 +41,11 @@
 #define BULK_BYTES (10u << 20)
 #define CONCURRENT 100
 
+/* A connector to host 127.0.0.1:host_port (the sandbox's owner does not matter for TCP). */
+static int connect_tcp(ports_ctx *p, const char *id, int netns, uint16_t port, uint16_t host_port, ns_error *err) {
+        struct ns_connect c = { .port = port, .host_port = host_port };
+        return ports_connect_add(p, id, netns, &c, 0, err);
+}
 
 static int count_fds(void) {
         _cleanup_closedir_ DIR *d = opendir("/proc/self/fd");
@@ -476,23 +481,23 @@ int main(void) {
         ns_error e = { 0 };
         ok(ns_loop_new(&loop, &e) == 0 && ports_new(loop, &p, &e) == 0, "ports_new");
 
-        int r = ports_connect_add(p, SB, netns, port, port, &e);
+        int r = connect_tcp(p, SB, netns, port, port, &e);
         if (r < 0)
                 printf("# %s\n", e.msg);
         ok(r == 0, "connect %u -> host %u", (unsigned) port, (unsigned) port);
-        ok(ports_connect_add(p, SB, netns, ALIAS_PORT, port, &e) == 0, "connect %u -> host %u", (unsigned) ALIAS_PORT,
+        ok(connect_tcp(p, SB, netns, ALIAS_PORT, port, &e) == 0, "connect %u -> host %u", (unsigned) ALIAS_PORT,
            (unsigned) port);
-        ok(ports_connect_add(p, SB, netns, port, port, &e) == -EADDRINUSE, "the same port again: EADDRINUSE");
-        ok(ports_connect_add(p, SB, netns, AGENT_PORT, port, &e) == -EADDRINUSE,
+        ok(connect_tcp(p, SB, netns, port, port, &e) == -EADDRINUSE, "the same port again: EADDRINUSE");
+        ok(connect_tcp(p, SB, netns, AGENT_PORT, port, &e) == -EADDRINUSE,
            "a port an agent holds inside: EADDRINUSE (%s)", e.msg);
         int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        ok(ports_connect_add(p, SB, self, 9999, port, &e) == -EINVAL, "the daemon's own namespace: EINVAL");
+        ok(connect_tcp(p, SB, self, 9999, port, &e) == -EINVAL, "the daemon's own namespace: EINVAL");
         close(self);
         int notns = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
-        ok(ports_connect_add(p, SB, notns, 9999, port, &e) == -EINVAL, "not a network namespace: EINVAL");
+        ok(connect_tcp(p, SB, notns, 9999, port, &e) == -EINVAL, "not a network namespace: EINVAL");
         close(notns);
-        ok(ports_connect_add(p, "Bad/Id", netns, 9999, port, &e) == -EINVAL, "bad sandbox id: EINVAL");
-        ok(ports_connect_add(p, SB, netns, 0, port, &e) == -EINVAL, "port 0: EINVAL");
+        ok(connect_tcp(p, "Bad/Id", netns, 9999, port, &e) == -EINVAL, "bad sandbox id: EINVAL");
+        ok(connect_tcp(p, SB, netns, 0, port, &e) == -EINVAL, "port 0: EINVAL");
         int probe = connect_loopback(ALIAS_PORT == port ? 1 : ALIAS_PORT);
         ok(probe < 0, "nothing listens on the host's own 127.0.0.1:%u", (unsigned) ALIAS_PORT);
         if (probe >= 0)
