@@ -29,7 +29,7 @@ int main(int argc, char **argv) {
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
         if (sv_egress_hosts_load(argv[1], &hosts, &err) < 0 || ns_loop_new(&loop, &err) < 0 ||
-            sv_egress_proxy_new(loop, (const char *const *) argv + 2, (size_t) argc - 2, hosts, NULL, NULL, &p, &port, &err) < 0) {
+            sv_egress_proxy_new(loop, (const char *const *) argv + 2, (size_t) argc - 2, hosts, NULL, NULL, NULL, &p, &port, &err) < 0) {
                 fprintf(stderr, "egress-proxy-serve: %s\n", err.msg);
                 return 1;
         }

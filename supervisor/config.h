@@ -47,11 +47,13 @@ typedef struct sv_config {
         bool auto_publish;       /* publish every new listening port of a session's sandbox */
         char *web_dir;           /* serve the dashboard from here; NULL = the embedded files */
         /* The model-API proxy (modelproxy.c): upstream base URLs, the vault secrets holding the
-         * real keys, and the port it was bound to (set at start; 0 = not running). */
+         * real keys; set at its start: the port it appears at inside sandboxes (0 = not running)
+         * and its Unix socket on the host. */
         bool model_proxy;
         char *model_upstream_anthropic, *model_upstream_openai;
         char *model_key_anthropic, *model_key_openai;
         int model_proxy_port;
+        char *model_proxy_path;
         char *egress_allow;      /* network "proxy": the default allow-list, comma-separated */
         char *egress_hosts;      /* a static host map file for the egress proxy (tests), or NULL */
         /* triggers (hooks.h) */

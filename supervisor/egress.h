@@ -44,14 +44,20 @@ typedef void (*sv_egress_report_fn)(void *data, const sv_egress_record *rec);
 
 typedef struct sv_egress_proxy sv_egress_proxy;
 
-/* Listen on 127.0.0.1 for one session: on *port_out when it is > 0 and free (a restarted
- * supervisor keeps the port the sandbox's connector points at), else on an ephemeral port; the
- * port goes into *port_out.  `allow` are entries
+#define SV_PROXY_PATH_MAX 107 /* a Unix socket path: sun_path less its NUL */
+
+/* Listen for one session: on the Unix socket `unix_path` when it is not NULL (at most
+ * SV_PROXY_PATH_MAX bytes, in a directory only the supervisor can write: whatever is at that path
+ * is replaced, and it is removed when the proxy is freed; *port_out becomes 0), else on 127.0.0.1:
+ * on *port_out when it is > 0 and free (a restarted supervisor keeps the port the sandbox's
+ * connector points at), else on an ephemeral port; the port goes into *port_out.  A Unix socket is
+ * what new sessions use: no other local user can reach it, nor take its place while the supervisor
+ * restarts (a loopback port is anyone's to bind).  `allow` are entries
  * checked by sv_egress_entry_check (copied); `hosts` (may be NULL) is borrowed and must outlive the
  * proxy.  `report` is called on the loop thread for every connection. */
 int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,
-                        sv_egress_report_fn report, void *report_data, sv_egress_proxy **out, int *port_out,
-                        ns_error *err);
+                        sv_egress_report_fn report, void *report_data, const char *unix_path, sv_egress_proxy **out,
+                        int *port_out, ns_error *err);
 /* Close the listener and every connection (each reported).  NULL is fine. */
 void sv_egress_proxy_free(sv_egress_proxy *p);
 

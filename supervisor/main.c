@@ -82,6 +82,11 @@ static int serve(int argc, char **argv) {
                 goto out;
         if (asprintf(&s.mirrors_dir, "%s/mirrors", s.cfg.data_dir) < 0 || mkdir_private(s.mirrors_dir, &err) < 0)
                 goto out;
+        /* The sockets sandboxes reach through their connectors (egress proxies): private, so that
+         * no other local user can use them or bind in their place. */
+        _cleanup_free_ char *sockets_dir = NULL;
+        if (asprintf(&sockets_dir, "%s/sockets", s.cfg.data_dir) < 0 || mkdir_private(sockets_dir, &err) < 0)
+                goto out;
         struct stat st;
         if (stat(s.cfg.workspace_root, &st) < 0 || !S_ISDIR(st.st_mode)) {
                 ns_err(&err, ENOENT, "--workspace-root %s is not a directory", s.cfg.workspace_root);

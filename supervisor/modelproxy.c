@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -20,6 +21,7 @@
 #include "db.h"
 #include "ids.h"
 #include "modelproxy.h"
+#include "sbxops.h"
 
 #define HEAD_MAX (32 * 1024)
 #define BODY_MAX (32 * 1024 * 1024)
@@ -35,6 +37,7 @@ struct sv_modelproxy {
         pthread_t acceptor;
         bool acceptor_started;
         unsigned char mac_key[crypto_auth_hmacsha256_KEYBYTES];
+        char *path;             /* the listener's Unix socket */
         atomic_bool quitting;
         pthread_mutex_t mu;
         pthread_cond_t cv;
@@ -510,17 +513,27 @@ int sv_modelproxy_start(sv_config *cfg, const char *db_path, sv_vault *vault, sv
         pthread_mutex_init(&p->db_mu, NULL);
         pthread_mutex_init(&p->mu, NULL);
         pthread_cond_init(&p->cv, NULL);
-        crypto_auth_hmacsha256_keygen(p->mac_key);
-        int r = db_open(db_path, &p->db, err);
+        int r = sv_vault_derive(vault, "nsmodelp", 1, p->mac_key, sizeof p->mac_key, err);
         if (r < 0)
                 goto fail;
-        /* Loopback only: sandboxes reach it through their connector, nothing else should. */
-        p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t al = sizeof a;
-        if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *) &a, sizeof a) < 0 || listen(p->listen_fd, 64) < 0 ||
-            getsockname(p->listen_fd, (struct sockaddr *) &a, &al) < 0) {
-                r = ns_err_sys(err, errno, "model proxy: listen on 127.0.0.1");
+        if ((r = db_open(db_path, &p->db, err)) < 0)
+                goto fail;
+        /* Sandboxes reach it through their connector, nothing else should: a socket in the
+         * supervisor's private directory (mode 0700), whose own mode then does not matter. */
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        int n = snprintf(a.sun_path, sizeof a.sun_path, "%s/sockets/model.sock", cfg->data_dir);
+        if (n < 0 || (size_t) n >= sizeof a.sun_path) {
+                r = ns_err(err, ENAMETOOLONG, "model proxy: %s/sockets/model.sock is too long for a socket", cfg->data_dir);
+                goto fail;
+        }
+        if (!(p->path = strdup(a.sun_path))) {
+                r = ns_err(err, ENOMEM, "out of memory");
+                goto fail;
+        }
+        p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (p->listen_fd < 0 || (unlink(p->path) < 0 && errno != ENOENT) ||
+            bind(p->listen_fd, (struct sockaddr *) &a, sizeof a) < 0 || listen(p->listen_fd, 64) < 0) {
+                r = ns_err_sys(err, errno, "model proxy: listen on %s", p->path);
                 goto fail;
         }
         if (pthread_create(&p->acceptor, NULL, accept_thread, p) != 0) {
@@ -528,7 +541,8 @@ int sv_modelproxy_start(sv_config *cfg, const char *db_path, sv_vault *vault, sv
                 goto fail;
         }
         p->acceptor_started = true;
-        cfg->model_proxy_port = ntohs(a.sin_port);
+        cfg->model_proxy_port = SBX_MODEL_PORT;
+        cfg->model_proxy_path = p->path;
         *out = p;
         return 0;
 fail:
@@ -557,6 +571,10 @@ void sv_modelproxy_stop(sv_modelproxy *p) {
                 close(p->listen_fd);
         db_close(p->db);
         p->cfg->model_proxy_port = 0;
+        p->cfg->model_proxy_path = NULL;
+        if (p->path && p->acceptor_started)
+                (void) unlink(p->path);
+        free(p->path);
         sodium_memzero(p->mac_key, sizeof p->mac_key);
         pthread_mutex_destroy(&p->db_mu);
         pthread_mutex_destroy(&p->mu);

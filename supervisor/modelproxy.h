@@ -23,8 +23,13 @@
 
 typedef struct sv_modelproxy sv_modelproxy;
 
-/* Listen on 127.0.0.1:0 and serve; cfg->model_proxy_port receives the port.  `cfg` and `vault`
- * must outlive the proxy; it opens its own database connection at `db_path`. */
+/* Listen on the Unix socket <data_dir>/sockets/model.sock (replacing a stale one) and serve;
+ * cfg->model_proxy_path receives its path and cfg->model_proxy_port SBX_MODEL_PORT, the port
+ * sandboxes' connectors show it at.  A socket in the supervisor's private directory, not a
+ * loopback port: no other local user reaches it or takes its place across a restart, and the
+ * same path serves sandboxes made before one.  The sessions' placeholder keys are derived from
+ * the vault's key, so they too survive a restart (an agent mid-turn keeps working).  `cfg` and
+ * `vault` must outlive the proxy; it opens its own database connection at `db_path`. */
 int sv_modelproxy_start(sv_config *cfg, const char *db_path, sv_vault *vault, sv_modelproxy **out, ns_error *err);
 /* Stop accepting, end the connections in flight, free. */
 void sv_modelproxy_stop(sv_modelproxy *p);

@@ -97,12 +97,19 @@ int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX 
                 if (!a)
                         return ns_err(err, ENOMEM, "out of memory");
         }
-        if (spec->n_connects || spec->proxy_port) {
+        if (spec->n_connects || spec->proxy_port || spec->proxy_path || spec->model_path) {
                 cJSON *a = cJSON_AddArrayToObject(req, "connect");
-                if (spec->proxy_port) {
+                if (spec->model_path) {
+                        cJSON *o = cJSON_CreateObject();
+                        if (!a || !o || !cJSON_AddItemToArray(a, o) || !cJSON_AddNumberToObject(o, "port", SBX_MODEL_PORT) ||
+                            !cJSON_AddStringToObject(o, "host_path", spec->model_path))
+                                return ns_err(err, ENOMEM, "out of memory");
+                }
+                if (spec->proxy_port || spec->proxy_path) {
                         cJSON *o = cJSON_CreateObject();
                         if (!a || !o || !cJSON_AddItemToArray(a, o) || !cJSON_AddNumberToObject(o, "port", SBX_PROXY_PORT) ||
-                            !cJSON_AddNumberToObject(o, "host_port", spec->proxy_port))
+                            !(spec->proxy_path ? cJSON_AddStringToObject(o, "host_path", spec->proxy_path)
+                                               : cJSON_AddNumberToObject(o, "host_port", spec->proxy_port)))
                                 return ns_err(err, ENOMEM, "out of memory");
                 }
                 for (size_t i = 0; a && i < spec->n_connects; i++) {

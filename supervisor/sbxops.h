@@ -16,6 +16,7 @@ typedef struct sbx_bind {
 } sbx_bind;
 
 #define SBX_PROXY_PORT 3128
+#define SBX_MODEL_PORT 3129
 
 typedef struct sbx_create_spec {
         const char *workspace; /* absolute, beneath sandboxd's --workspace-root */
@@ -32,6 +33,8 @@ typedef struct sbx_create_spec {
         size_t n_overlays;
         const char *net;     /* sandboxd's net mode; NULL = "none" */
         int proxy_port;      /* the session's egress proxy on host loopback, 0 = none: inside at SBX_PROXY_PORT */
+        const char *proxy_path; /* or on this Unix socket of ours (NULL = none), inside at SBX_PROXY_PORT */
+        const char *model_path; /* the model-API proxy's Unix socket (NULL = none), inside at SBX_MODEL_PORT */
 } sbx_create_spec;
 
 /* Create a sandbox; its id (≤ NS_ID_MAX) goes to id_out. */

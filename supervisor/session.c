@@ -235,8 +235,11 @@ static void egress_report(void *data, const sv_egress_record *rec) {
 }
 
 /* network "proxy": the session's own proxy listener on the loop, its allow-list from the session
- * (or the configured default), its port recorded in limits_json ("proxy_port") for the sandbox's
- * connector, so that a restarted supervisor binds the same port again. */
+ * (or the configured default).  It listens on a Unix socket in the data directory's sockets/,
+ * recorded in limits_json ("proxy_path") for the sandbox's connector, so that a restarted
+ * supervisor listens there again: no other local user can use it or take its place meanwhile.
+ * Sessions made before that (or whose path would not fit a socket address) listen on 127.0.0.1,
+ * on the port recorded as "proxy_port". */
 static int egress_start(sv_live *l, ns_error *err) {
         sv_server *s = l->srv;
         cJSON *o = l->limits_json ? cJSON_Parse(l->limits_json) : NULL;
@@ -261,12 +264,20 @@ static int egress_start(sv_live *l, ns_error *err) {
                 r = sv_egress_hosts_load(s->cfg.egress_hosts, &s->egress_hosts, err);
         const cJSON *pp = cJSON_GetObjectItemCaseSensitive(o, "proxy_port");
         l->egress_port = cJSON_IsNumber(pp) ? (int) pp->valuedouble : 0;
+        char path[SV_PROXY_PATH_MAX + 2];
+        int pl = snprintf(path, sizeof path, "%s/sockets/egress-%s.sock", s->cfg.data_dir, l->id);
+        bool on_unix = !cJSON_IsNumber(pp) && pl > 0 && pl <= SV_PROXY_PATH_MAX;
         if (r == 0)
-                r = sv_egress_proxy_new(s->loop, allow, n, s->egress_hosts, egress_report, l, &l->egress, &l->egress_port, err);
+                r = sv_egress_proxy_new(s->loop, allow, n, s->egress_hosts, egress_report, l, on_unix ? path : NULL,
+                                        &l->egress, &l->egress_port, err);
         char *json = NULL;
         if (r == 0) {
                 cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_port");
-                cJSON_AddNumberToObject(o, "proxy_port", l->egress_port);
+                cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_path");
+                if (on_unix)
+                        cJSON_AddStringToObject(o, "proxy_path", path);
+                else
+                        cJSON_AddNumberToObject(o, "proxy_port", l->egress_port);
                 if ((json = cJSON_PrintUnformatted(o))) {
                         free(l->limits_json);
                         l->limits_json = json;

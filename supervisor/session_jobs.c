@@ -15,6 +15,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "egress.h"
 #include "fsutil.h"
 #include "gitx.h"
 #include "ids.h"
@@ -432,7 +433,7 @@ static int read_config_blob(git_repository *repo, const git_tree_entry *e, repo_
 }
 
 static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_spec *spec, int *connects,
-                            size_t *n_connects) {
+                            size_t *n_connects, char proxy_path[static SV_PROXY_PATH_MAX + 1]) {
         spec->memory = cfg->memory_bytes;
         spec->pids = cfg->pids;
         spec->cpus = cfg->cpus;
@@ -455,6 +456,11 @@ static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_s
                 if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, "proxy_port")) && v->valuedouble >= 1 &&
                     v->valuedouble <= 65535)
                         spec->proxy_port = (int) v->valuedouble;
+                if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, "proxy_path")) &&
+                    strlen(v->valuestring) <= SV_PROXY_PATH_MAX) {
+                        snprintf(proxy_path, SV_PROXY_PATH_MAX + 1, "%s", v->valuestring);
+                        spec->proxy_path = proxy_path;
+                }
                 const cJSON *it;
                 cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o, "connect")) {
                         if (cJSON_IsNumber(it) && n < 2 * SV_MAX_CONNECTS)
@@ -475,6 +481,7 @@ typedef struct sandbox_start {
         sbx_create_spec spec;
         sbx_bind binds[2];
         int connects[2 * SV_MAX_CONNECTS];
+        char proxy_path[SV_PROXY_PATH_MAX + 1];
         char *tree;
         pthread_t thread;
         bool started;
@@ -618,11 +625,10 @@ static void run_provision(sv_sjob *j, sv_worker *w) {
         if (stat(cfg->agents_dir, &st) == 0 && S_ISDIR(st.st_mode))
                 ss.binds[nb++] = (sbx_bind){ cfg->agents_dir, SV_AGENTS_MOUNT };
         ss.spec = (sbx_create_spec){ .ro_binds = ss.binds, .n_ro_binds = nb, .connects = ss.connects };
-        limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects);
+        limits_from_json(j->limits_json, cfg, &ss.spec, ss.connects, &ss.spec.n_connects, ss.proxy_path);
         /* The model-API proxy (modelproxy.h), for agents that talk to a model: the one way their
-         * key-less requests get a key.  (sandboxd takes NS_CONNECTS_MAX ports.) */
-        if (cfg->model_proxy_port && ss.spec.n_connects < NS_CONNECTS_MAX)
-                ss.connects[ss.spec.n_connects++] = cfg->model_proxy_port;
+         * key-less requests get a key. */
+        ss.spec.model_path = cfg->model_proxy_path;
         /* Warm start: a layer left by an earlier run of this very setup (same key) replaces it. */
         char layer[SETUP_LAYER_NAME_MAX + 1] = "";
         const char *stack[2];

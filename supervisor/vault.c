@@ -19,6 +19,15 @@ struct sv_vault {
         unsigned char *key; /* sodium_malloc'd: guarded pages, locked, wiped on free */
 };
 
+_Static_assert(KEY_LEN == crypto_kdf_KEYBYTES, "the vault's key is a crypto_kdf master key");
+
+int sv_vault_derive(const sv_vault *v, const char context[8], uint64_t id, unsigned char *out, size_t out_len,
+                    ns_error *err) {
+        if (out_len < crypto_kdf_BYTES_MIN || out_len > crypto_kdf_BYTES_MAX)
+                return ns_err(err, EINVAL, "a derived key of %zu bytes", out_len);
+        return crypto_kdf_derive_from_key(out, out_len, id, context, v->key) == 0 ? 0 : ns_err(err, EINVAL, "derive a key");
+}
+
 void sv_secret_clear(sv_secret *s) {
         if (!s)
                 return;

@@ -50,6 +50,12 @@ bool sv_secret_name_valid(const char *name);
 int sv_vault_open(const char *data_dir, const char *credentials_dir, sv_vault **out, ns_error *err);
 void sv_vault_free(sv_vault *v);
 
+/* A key for another purpose (out_len 16..64 bytes), derived from the vault's key with
+ * crypto_kdf: the same for the same `context` (8 characters) and `id` as long as the vault's key
+ * is, and no help in opening the vault.  Returns 0 or -EINVAL (a length out of bounds). */
+int sv_vault_derive(const sv_vault *v, const char context[8], uint64_t id, unsigned char *out, size_t out_len,
+                    ns_error *err);
+
 /* Seal and store `value` (SV_SECRET_VALUE_MIN..SV_SECRET_VALUE_MAX bytes) as `name` in scope `repo_id` (NULL =
  * global), replacing an earlier value (rotation: sessions resolve at exec time, so new turns get
  * it).  *created = true when the name was new in that scope. */

@@ -54,4 +54,31 @@ expect_eq "the allowed fetches are egress events with bytes each way" 2 "$(print
 print(sum(1 for l in sys.stdin if l.strip() and (lambda d: d["verdict"]=="allow" and d["host"]=="allowed.test"
       and d["bytes_up"]>0 and d["bytes_down"]>20)(json.loads(l)["data"])))')"
 expect_eq "the session reports network proxy" proxy "$(jget "$(api GET "/api/v1/sessions/$sid" | cut -d' ' -f2-)" 'd["network"]')"
+
+# --- the proxy's socket: private, and the same one across a restart of the supervisor ------------
+fetch="curl -s -m 5 http://allowed.test:$OP/hello.txt"
+r=$(api POST /api/v1/sessions "$($PY -c 'import json,sys; print(json.dumps({"repo":sys.argv[1],"prompt":sys.argv[2],
+  "network":"proxy","egress":["allowed.test"]}))' "$repo" "$fetch")")
+sid2=$(jget "$(printf '%s' "$r" | cut -d' ' -f2-)" 'd["id"]')
+wait_state "$sid2" idle failed >/dev/null
+sock=$SV_DATA/sockets/egress-$sid2.sock
+cons=$(jget "$(sb ls --json)" "[s['connect'] for s in d['sandboxes'] if s.get('workspace','').endswith('$sid2')][0]")
+expect_match "the sandbox's egress connector goes to the session's Unix socket" \
+  "\\{\"port\": 3128, \"host_path\": \"$sock\"\\}" "$cons"
+expect_match "  and its model proxy connector to the supervisor's" "\"port\": 3129, \"host_path\": \"$SV_DATA/sockets/model.sock\"" "$cons"
+expect_eq "  none to a loopback port" 0 "$(printf '%s' "$cons" | grep -c host_port)"
+check "  a socket, in a directory only the supervisor can enter" \
+  bash -c "[ -S '$sock' ] && [ \"\$(stat -c %a '$SV_DATA/sockets')\" = 700 ]"
+sv_kill
+check "  while the supervisor is down, no other user can take its place" \
+  bash -c "! setpriv --reuid=65534 --regid=65534 --clear-groups -- $PY -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"$sock.x\")' 2>/dev/null"
+sv_start
+api POST "/api/v1/sessions/$sid2/prompts" "$($PY -c 'import json,sys; print(json.dumps({"text":sys.argv[1]}))' "$fetch")" >/dev/null
+sleep 0.3
+wait_state "$sid2" idle failed >/dev/null
+expect_eq "after a SIGKILL and restart the proxy serves the sandbox again, at the same socket" 2 \
+  "$(output_of "$sid2" | grep -c 'hello through the proxy')"
+api POST "/api/v1/sessions/$sid2/complete" >/dev/null
+wait_state "$sid2" completed >/dev/null
+check "the session's end removes its socket" test ! -e "$sock"
 tap_done

@@ -72,14 +72,35 @@ EOF
 )
 expect_eq "the model server saw the real key (and the agent's other headers)" "$REAL 2023-06-01" "$(printf '%s\n' "$seen" | head -n1)"
 expect_match "a usage event was recorded for the session" '"source": "model-proxy"' "$(events "$sid" | grep '"usage"')"
-pport=$(printf '%s\n' "$out" | sed -n 's/^base http:\/\/127\.0\.0\.1:\([0-9]*\)\/anthropic$/\1/p')
+expect_match "inside, the proxy is at 127.0.0.1:3129 (its connector)" '^base http://127.0.0.1:3129/anthropic$' \
+  "$(printf '%s\n' "$out" | grep '^base ')"
+# On the host it is a Unix socket in the supervisor's private directory: no loopback port another
+# local user could reach or take while the supervisor restarts.
+MSOCK=$SV_DATA/sockets/model.sock
+check "on the host, a socket in a directory only the supervisor enters" \
+  bash -c "[ -S '$MSOCK' ] && [ \"\$(stat -c %a '$SV_DATA/sockets')\" = 700 ]"
 expect_eq "a wrong placeholder is refused (401)" 401 \
-  "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "x-api-key: nsp-$sid-00000000000000000000000000000000" \
-     -H 'content-type: application/json' --data '{}' "http://127.0.0.1:$pport/anthropic/v1/messages")"
+  "$(curl -s --unix-socket "$MSOCK" -o /dev/null -w '%{http_code}' -X POST -H "x-api-key: nsp-$sid-00000000000000000000000000000000" \
+     -H 'content-type: application/json' --data '{}' "http://localhost/anthropic/v1/messages")"
 expect_eq "no key at all: 401" 401 \
-  "$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{}' "http://127.0.0.1:$pport/anthropic/v1/messages")"
-expect_eq "an unknown route: 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pport/elsewhere")"
+  "$(curl -s --unix-socket "$MSOCK" -o /dev/null -w '%{http_code}' -X POST --data '{}' "http://localhost/anthropic/v1/messages")"
+expect_eq "an unknown route: 404" 404 "$(curl -s --unix-socket "$MSOCK" -o /dev/null -w '%{http_code}' "http://localhost/elsewhere")"
 expect_eq "the upstream never saw a placeholder" "" "$(grep -o 'nsp-s-[a-z0-9]*' "$NS_TMP/model.jsonl" | head -n1)"
+
+# --- a turn that calls the model before and after a SIGKILL and restart of the supervisor -------
+# Its placeholder key and its connector were made before the restart: both must still work after.
+body=$($PY -c 'import json,sys; print(json.dumps({"repo":sys.argv[1],"once":True,
+  "prompt":"python3 -c \"$P\"; while [ ! -e .git/go-again ]; do sleep 0.1; done; python3 -c \"$P\"",
+  "env":{"P":open(sys.argv[2]).read()}}))' "$repo_id" "$NS_TMP/src/call.py")
+r=$(api POST /api/v1/sessions "$body")
+sid_r=$(jget "${r#* }" 'd["id"]')
+for _ in $(seq 200); do output_of "$sid_r" 2>/dev/null | grep -q '^status 200' && break; sleep 0.1; done
+sv_kill
+sv_start >/dev/null
+touch "$SV_WS/$sid_r/.git/go-again"
+expect_eq "a turn across a supervisor restart completes" completed "$(wait_state "$sid_r" completed failed)"
+expect_eq "  its model calls before and after the restart both went through" 2 \
+  "$(output_of "$sid_r" | grep -c '^status 200 text/event-stream')"
 
 # The claude CLI end to end, its key only in the vault.
 if [ -n "$HAVE_CLAUDE" ]; then

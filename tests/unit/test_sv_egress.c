@@ -203,7 +203,7 @@ int main(void) {
         const char *allow[] = { "allowed.test", "localhost", wild, "split.test", "big.test", "stall.test" };
         sv_egress_proxy *p = NULL;
         int pport = 0;
-        int r = sv_egress_proxy_new(loop, allow, 6, hosts, on_report, NULL, &p, &pport, &err);
+        int r = sv_egress_proxy_new(loop, allow, 6, hosts, on_report, NULL, NULL, &p, &pport, &err);
         ok(r == 0 && pport > 0, "the proxy listens on 127.0.0.1:%d (%s)", pport, r ? err.msg : "ok");
         ok(sv_egress_allowed(p, "ALLOWED.test", 1), "exact names match case-insensitively, any port");
         ok(sv_egress_allowed(p, "a.b.wild.test", (uint16_t) oport) && !sv_egress_allowed(p, "a.wild.test", 443),
@@ -213,7 +213,7 @@ int main(void) {
         const char *bad_allow[] = { "ok.com", "not a name" };
         sv_egress_proxy *p2 = NULL;
         int port2;
-        ok(sv_egress_proxy_new(loop, bad_allow, 2, hosts, on_report, NULL, &p2, &port2, &err) == -EINVAL && !p2,
+        ok(sv_egress_proxy_new(loop, bad_allow, 2, hosts, on_report, NULL, NULL, &p2, &port2, &err) == -EINVAL && !p2,
            "a proxy with a bad entry is refused: %s", err.msg);
 
         int qp[2];
