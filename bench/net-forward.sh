@@ -18,9 +18,10 @@
 # removes everything at the end.  Needs root, wrk, curl, python3.  Exit: 0 PASS, 1 FAIL, 2 could
 # not run.
 #
-#   sudo bench/net-forward.sh        # SECS=6 (wrk duration per path) SERVER=nginx|python
+#   sudo bench/net-forward.sh        # SECS=6 (wrk duration per path) ROUNDS=5 SERVER=nginx|python
 set -uo pipefail
 SECS=${SECS:-6}
+ROUNDS=${ROUNDS:-5}
 SERVER=${SERVER:-nginx}
 NS_BUILD=$(realpath "${NS_BUILD:-./build}")
 NS_SRC=$(realpath "$(dirname "$0")/..")
@@ -99,8 +100,11 @@ HF=$(printf '%s' "$URL8000" | sed -E 's|^http://([^/]+)/.*|\1|'); CF=$(signin "$
 HE=$(printf '%s' "$URL5173" | sed -E 's|^http://([^/]+)/.*|\1|'); CE=$(signin "$URL5173")
 PP=${HF##*:}
 
-# (a) 1 GiB: bytes per second, best of 2
-speed() { local best=0 s; for _ in 1 2; do s=$(${WRAP:-} curl -s -o /dev/null -w '%{speed_download}' "$@"); s=${s%.*}; [ "$s" -gt "$best" ] && best=$s; done; echo "$best"; }
+# (a) 1 GiB: bytes per second, ROUNDS rounds with the paths interleaved (a change of load hits
+# them alike); the verdict is on each path's best, the medians are printed beside it.  Where the
+# scheduler puts three busy processes on two CPUs decides a run (the same path read 69 % and
+# 100 % of direct in back-to-back runs), so one or two runs say little.
+once() { local s; s=$(${WRAP:-} curl -s -o /dev/null -w '%{speed_download}' "$@"); echo "${s%.*}"; }
 # "Straight to the server on loopback": the same dev server in the sandbox, from a client in the
 # sandbox's network namespace (nsenter --net: the client is the host's curl, only its network
 # is the sandbox's), so that both sides of the ratio are the same server and the relay alone
@@ -108,10 +112,13 @@ speed() { local best=0 s; for _ in 1 2; do s=$(${WRAP:-} curl -s -o /dev/null -w
 ECHOPID=$(pgrep -f "ws_echo.py serve 5173" | head -n1)
 [ -n "$ECHOPID" ] || { echo "net-forward: the servers in the sandbox are not found" >&2; exit 2; }
 INNS="nsenter --net=/proc/$ECHOPID/ns/net"
-sd=$(WRAP=$INNS speed "http://127.0.0.1:8000/big.bin")
-sh=$(speed "http://127.0.0.1:$DF/big.bin")
-sf=$(speed "http://127.0.0.1:$FF/big.bin")
-sp=$(speed -H "Host: $HF" -H "Cookie: $CF" "http://127.0.0.1:$PP/big.bin")
+SD=; SH=; SF=; SP=
+for _ in $(seq "$ROUNDS"); do
+  SD+="$(WRAP=$INNS once "http://127.0.0.1:8000/big.bin"),"
+  SH+="$(once "http://127.0.0.1:$DF/big.bin"),"
+  SF+="$(once "http://127.0.0.1:$FF/big.bin"),"
+  SP+="$(once -H "Host: $HF" -H "Cookie: $CF" "http://127.0.0.1:$PP/big.bin"),"
+done
 
 # (b) small requests, one at a time on one kept-alive connection: the time per request is the
 # run's duration over the requests made.  The CPU time the relays spent (sandboxd for the
@@ -137,19 +144,23 @@ read -r nh lh _ <<<"$(lat $$ "http://127.0.0.1:$DE/")"
 read -r nf lf cf <<<"$(lat "$SBXD" "http://127.0.0.1:$FE/")"
 read -r np lp cp <<<"$(lat "$SV_PID" -H "Host: $HE" -H "Cookie: $CE" "http://127.0.0.1:$PP/")"
 
-$PY - "$sd" "$sf" "$sp" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" "$sh" "$lh" "$SERVER" <<'PY'
-import sys
-sd, sf, sp = (int(x) for x in sys.argv[1:4])
+$PY - "$SD" "$SF" "$SP" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" "$SH" "$lh" "$SERVER" <<'PY'
+import statistics, sys
+runs = [[int(x) for x in a.split(",") if x] for a in sys.argv[1:4] + [sys.argv[13]]]
+sd, sf, sp, sh = (max(r) for r in runs)
+md, mf, mp, mh = (statistics.median(r) for r in runs)
 nd, ld, nf, lf, np_, lp, cf, cp = (float(x) for x in sys.argv[4:12])
-sh, lh = int(sys.argv[13]), float(sys.argv[14])
+lh = float(sys.argv[14])
 print(f"load average at the end: {sys.argv[12]} (on {__import__('os').cpu_count()} CPUs)")
-print(f"for reference, the same files from a server on the host: {sh/2**20:.0f} MiB/s; small requests {lh:.1f} us each")
+print(f"for reference, the same files from a server on the host: {sh/2**20:.0f} MiB/s (median {mh/2**20:.0f}); small requests {lh:.1f} us each")
 ok = True
 def line(name, v, target, good):
     global ok
     ok &= good
     print(f"{name:<44} {v:>14}   target {target:<12} {'PASS' if good else 'FAIL'}")
-print(f"1 GiB download, {sys.argv[15]} server: direct (the server in the sandbox, on its loopback) {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
+print(f"1 GiB download, {sys.argv[15]} server, best of {len(runs[0])}: direct (the server in the sandbox, on its loopback) {sd/2**20:.0f} MiB/s, publish forward {sf/2**20:.0f} MiB/s, preview proxy {sp/2**20:.0f} MiB/s")
+print(f"  medians: direct {md/2**20:.0f}, forward {mf/2**20:.0f} ({100*mf/md:.0f} %), preview {mp/2**20:.0f} ({100*mp/md:.0f} %) MiB/s; "
+      f"per round forward/direct: {' '.join(f'{100*f/d:.0f}%' for d, f in zip(runs[0], runs[1]))}")
 line("forward throughput / direct", f"{100*sf/sd:.0f} %", ">= 80 %", sf >= 0.8 * sd)
 line("preview throughput / direct", f"{100*sp/sd:.0f} %", ">= 80 %", sp >= 0.8 * sd)
 print(f"small requests (keep-alive, 1 connection): direct (in the sandbox's namespace) {int(nd)} req, {ld:.1f} us each; "
