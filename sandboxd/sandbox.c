@@ -1390,9 +1390,9 @@ void sandbox_destroy(struct sbx_sandbox *s) {
          * its death makes the kernel kill and reap all of them before the pidfd reports it.  So
          * the cgroup-wide kill, which waits on the kernel's global cgroup lock (milliseconds
          * while builds and teardowns elsewhere hold it), stays off this loop: the teardown after
-         * init's death repeats it for good measure.  Without a pidfd there is nothing else. */
-        if (s->init_pidfd >= 0 && s->init_pid > 0 && !s->adopted) /* our unreaped child: the pid is its */
-                setpriority(PRIO_PROCESS, (id_t) s->init_pid, 19);
+         * init's death repeats it for good measure.  Without a pidfd there is nothing else.
+         * Init keeps its priority: the kill of everything else happens in its exit path, so a
+         * lowered init would be the sandbox's slowest process to go. */
         if (s->init_pidfd < 0 || pidfd_send_signal(s->init_pidfd, SIGKILL, NULL, 0) < 0)
                 cg_kill(d->cg, s->id, NULL);
         if (s->ctl_fd >= 0)
