@@ -139,6 +139,11 @@ check "... and none of its processes is left (${eph_pids//$'\n'/ })" test -n "$e
 "$SANDBOX" --socket "$NS_SOCK" run -- sleep 300 & RUN_PID=$!  # the CLI itself, not a subshell
 for _ in $(seq 1 50); do [ -n "$(ls_ids)" ] && break; sleep 0.1; done
 eph=$(ls_ids)
+# its processes, by its own cgroup (a name would match any other `sleep 300` of the machine)
+for _ in $(seq 1 50); do
+  eph_pids=$(cat "$(find /sys/fs/cgroup -maxdepth 6 -path "*/nightshift-sandboxes/$eph/cgroup.procs" 2>/dev/null | head -n1)" 2>/dev/null)
+  [ "$(echo "$eph_pids" | wc -w)" -ge 2 ] && break; sleep 0.1  # init and the sleep
+done
 # ... and a restart after a crash destroys the pool sandboxes nobody was given.
 for _ in $(seq 1 50); do [ "$(pool_ids | wc -l)" -ge 2 ] && break; sleep 0.1; done
 pooled=$(pool_ids)
@@ -158,9 +163,12 @@ for _ in $(seq 1 50); do [ -z "$(left_behind)" ] && break; sleep 0.1; done
 expect_eq "unclaimed pool sandboxes of the killed daemon are gone after the restart" "" "$(left_behind | tr '\n' ' ')"
 wait "$RUN_PID" 2>/dev/null
 expect_eq "the ephemeral sandbox of the killed daemon is not re-adopted" "" "$(ls_ids)"
-# (10 s: under ASan, with the restarted daemon building its pool, 5 s once fell short.)
-for _ in $(seq 1 100); do pgrep -f 'sleep 30[0]' >/dev/null || break; sleep 0.1; done
-check "... and its processes are gone" bash -c "! pgrep -f 'sleep 30[0]'"
+alive_of() { local p; for p in $eph_pids; do kill -0 "$p" 2>/dev/null && [ "$(cut -d' ' -f3 /proc/"$p"/stat 2>/dev/null)" != Z ] && echo "$p"; done; }
+for _ in $(seq 1 50); do [ -z "$(alive_of)" ] && break; sleep 0.1; done
+for p in $(alive_of); do
+  note "still there: $p $(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null) state $(cut -d' ' -f3 /proc/$p/stat 2>/dev/null) cgroup $(grep -m1 pids /proc/$p/cgroup 2>/dev/null)"
+done
+check "... and its processes are gone (${eph_pids//$'\n'/ })" test -n "$eph_pids" -a -z "$(alive_of)"
 check "... and so is its record" test ! -e "$NS_TMP/state/sandboxes/$eph.json"
 stop_daemon
 left=$(find /sys/fs/cgroup -path "*$CG_BASE/*" -type d 2>/dev/null | wc -l)
