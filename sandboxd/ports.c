@@ -534,10 +534,10 @@ static ports_listener *find_publish(ports_sandbox *sb, uint16_t port) {
         return NULL;
 }
 
-/* Take ownership of the bound, listening `fd` as a listener of the sandbox (made on first use).
- * On error `fd` is still the caller's. */
+/* Take ownership of the bound, listening `fd` as a listener of the sandbox (made on first use);
+ * the listener goes to *out when `out` is not NULL.  On error `fd` is still the caller's. */
 static int listener_add(ports_ctx *p, const char *sandbox_id, int fd, bool publish, int netns_fd, uint16_t port,
-                        uint16_t host_port, ns_error *err) {
+                        uint16_t host_port, ports_listener **out, ns_error *err) {
         ports_sandbox *sb = sandbox_find(p, sandbox_id);
         bool new_sb = !sb;
         if (new_sb) {
@@ -581,6 +581,8 @@ static int listener_add(ports_ctx *p, const char *sandbox_id, int fd, bool publi
                 sb->next = p->sandboxes;
                 p->sandboxes = sb;
         }
+        if (out)
+                *out = l;
         return 0;
 }
 
@@ -615,13 +617,10 @@ int ports_connect_add(ports_ctx *p, const char *sandbox_id, int netns_fd, const 
                 return ns_err_sys(err, errno, "bind 127.0.0.1:%u inside the sandbox", (unsigned) port);
         if (listen(fd, PORTS_BACKLOG) < 0)
                 return ns_err_sys(err, errno, "listen on 127.0.0.1:%u inside the sandbox", (unsigned) port);
-        if ((r = listener_add(p, sandbox_id, fd, false, -1, port, host_port, err)) < 0)
+        ports_listener *l;
+        if ((r = listener_add(p, sandbox_id, fd, false, -1, port, host_port, &l, err)) < 0)
                 return r;
         TAKE_FD(fd);
-        ports_sandbox *added = sandbox_find(p, sandbox_id);
-        ports_listener *l = added->listeners;
-        while (l->next)
-                l = l->next;
         l->host_path = TAKE_PTR(host_path);
         l->host_uid = owner;
         return 0;
@@ -727,7 +726,7 @@ int ports_publish_add(ports_ctx *p, const char *sandbox_id, int netns_fd, uint16
                         return ns_err(err, EADDRINUSE, "no free host port in %u-%u", (unsigned) p->publish_lo,
                                       (unsigned) p->publish_hi);
         }
-        if ((r = listener_add(p, sandbox_id, fd, true, netns_fd, port, host_port, err)) < 0)
+        if ((r = listener_add(p, sandbox_id, fd, true, netns_fd, port, host_port, NULL, err)) < 0)
                 return r;
         TAKE_FD(fd);
         if (out_host_port)

@@ -18,8 +18,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -27,6 +25,7 @@
 
 #include "common/cleanup.h"
 #include "common/relay.h"
+#include "sockdir.h"
 
 #define HEAD_MAX 8192
 #define HOST_MAX 253
@@ -78,8 +77,7 @@ struct conn {
 struct sv_egress_proxy {
         ns_loop *loop;
         int lfd;
-        char *unix_path;        /* the listener's Unix socket, or NULL (127.0.0.1) */
-        bool bound;             /* ... bound by this proxy: removed when it goes */
+        char *unix_path;        /* the listener's Unix socket (removed when it goes), or NULL (127.0.0.1) */
         ns_watch *lw;
         struct allow_entry allow[SV_EGRESS_MAX_ENTRIES];
         size_t n_allow;
@@ -748,31 +746,6 @@ static void on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void 
         read_head(c);
 }
 
-/* The proxy's listener on the Unix socket `path`, replacing what was there (a stale socket of an
- * earlier run: the directory is the supervisor's own).  Returns 0 or -errno. */
-static int listen_unix(sv_egress_proxy *p, const char *path, ns_error *err) {
-        struct sockaddr_un su = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof su.sun_path)
-                return ns_err(err, ENAMETOOLONG, "egress proxy socket path %s is too long", path);
-        memcpy(su.sun_path, path, strlen(path) + 1);
-        if (!(p->unix_path = strdup(path)))
-                return ns_err(err, ENOMEM, "out of memory");
-        p->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (p->lfd < 0)
-                return ns_err_sys(err, errno, "egress proxy listener");
-        if (unlink(path) < 0 && errno != ENOENT)
-                return ns_err_sys(err, errno, "egress proxy socket %s", path);
-        /* Its mode does not matter: the directory (mode 0700, the supervisor's) is the gate. */
-        if (bind(p->lfd, (struct sockaddr *) &su, sizeof su) < 0)
-                return ns_err_sys(err, errno, "egress proxy socket %s", path);
-        p->bound = true;
-        if (listen(p->lfd, 128) < 0)
-                return ns_err_sys(err, errno, "egress proxy socket %s", path);
-        if (!(p->lw = ns_loop_add(p->loop, p->lfd, EPOLLIN, on_accept, p, err)))
-                return -err->code;
-        return 0;
-}
-
 int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,
                         sv_egress_report_fn report, void *report_data, const char *unix_path, sv_egress_proxy **out,
                         int *port_out, ns_error *err) {
@@ -791,8 +764,16 @@ int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow,
                 if ((r = parse_entry(allow[i], &p->allow[p->n_allow++], err)) < 0)
                         goto fail;
         if (unix_path) {
-                if ((r = listen_unix(p, unix_path, err)) < 0)
+                if (!(p->unix_path = strdup(unix_path))) {
+                        r = ns_err(err, ENOMEM, "out of memory");
                         goto fail;
+                }
+                if ((r = p->lfd = sv_sock_listen(unix_path, SOCK_NONBLOCK | SOCK_CLOEXEC, 128, err)) < 0)
+                        goto fail;
+                if (!(p->lw = ns_loop_add(loop, p->lfd, EPOLLIN, on_accept, p, err))) {
+                        r = -err->code;
+                        goto fail;
+                }
                 *port_out = 0;
                 *out = p;
                 return 0;
@@ -841,8 +822,8 @@ void sv_egress_proxy_free(sv_egress_proxy *p) {
         ns_loop_remove(p->loop, p->lw);
         if (p->lfd >= 0)
                 close(p->lfd);
-        if (p->bound)
-                (void) unlink(p->unix_path); /* nothing else binds in the supervisor's directory */
+        if (p->unix_path && p->lfd >= 0)
+                (void) unlink(p->unix_path); /* ours: nothing else binds in the supervisor's directory */
         free(p->unix_path);
         free(p);
 }

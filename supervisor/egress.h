@@ -44,11 +44,9 @@ typedef void (*sv_egress_report_fn)(void *data, const sv_egress_record *rec);
 
 typedef struct sv_egress_proxy sv_egress_proxy;
 
-#define SV_PROXY_PATH_MAX 107 /* a Unix socket path: sun_path less its NUL */
-
-/* Listen for one session: on the Unix socket `unix_path` when it is not NULL (at most
- * SV_PROXY_PATH_MAX bytes, in a directory only the supervisor can write: whatever is at that path
- * is replaced, and it is removed when the proxy is freed; *port_out becomes 0), else on 127.0.0.1:
+/* Listen for one session: on the Unix socket `unix_path` when it is not NULL (sockdir.h: whatever
+ * is at that path is replaced, and it is removed when the proxy is freed; *port_out becomes 0),
+ * else on 127.0.0.1:
  * on *port_out when it is > 0 and free (a restarted supervisor keeps the port the sandbox's
  * connector points at), else on an ephemeral port; the port goes into *port_out.  A Unix socket is
  * what new sessions use: no other local user can reach it, nor take its place while the supervisor

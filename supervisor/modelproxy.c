@@ -11,7 +11,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -22,6 +21,7 @@
 #include "ids.h"
 #include "modelproxy.h"
 #include "sbxops.h"
+#include "sockdir.h"
 
 #define HEAD_MAX (32 * 1024)
 #define BODY_MAX (32 * 1024 * 1024)
@@ -520,20 +520,13 @@ int sv_modelproxy_start(sv_config *cfg, const char *db_path, sv_vault *vault, sv
                 goto fail;
         /* Sandboxes reach it through their connector, nothing else should: a socket in the
          * supervisor's private directory (mode 0700), whose own mode then does not matter. */
-        struct sockaddr_un a = { .sun_family = AF_UNIX };
-        int n = snprintf(a.sun_path, sizeof a.sun_path, "%s/sockets/model.sock", cfg->data_dir);
-        if (n < 0 || (size_t) n >= sizeof a.sun_path) {
-                r = ns_err(err, ENAMETOOLONG, "model proxy: %s/sockets/model.sock is too long for a socket", cfg->data_dir);
-                goto fail;
-        }
-        if (!(p->path = strdup(a.sun_path))) {
+        if (asprintf(&p->path, "%s/sockets/model.sock", cfg->data_dir) < 0) {
+                p->path = NULL;
                 r = ns_err(err, ENOMEM, "out of memory");
                 goto fail;
         }
-        p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (p->listen_fd < 0 || (unlink(p->path) < 0 && errno != ENOENT) ||
-            bind(p->listen_fd, (struct sockaddr *) &a, sizeof a) < 0 || listen(p->listen_fd, 64) < 0) {
-                r = ns_err_sys(err, errno, "model proxy: listen on %s", p->path);
+        if ((r = p->listen_fd = sv_sock_listen(p->path, SOCK_CLOEXEC, 64, err)) < 0) {
+                ns_err_wrap(err, "model proxy");
                 goto fail;
         }
         if (pthread_create(&p->acceptor, NULL, accept_thread, p) != 0) {
@@ -572,7 +565,7 @@ void sv_modelproxy_stop(sv_modelproxy *p) {
         db_close(p->db);
         p->cfg->model_proxy_port = 0;
         p->cfg->model_proxy_path = NULL;
-        if (p->path && p->acceptor_started)
+        if (p->path && p->listen_fd >= 0)
                 (void) unlink(p->path);
         free(p->path);
         sodium_memzero(p->mac_key, sizeof p->mac_key);

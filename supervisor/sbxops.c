@@ -61,6 +61,17 @@ int sbx_snapshot(ns_client *c, const char *sandbox, const char *layer, ns_error 
         return ns_client_call(c, req, NULL, 0, &reply, NULL, NULL, err);
 }
 
+/* A connector {port, host_port | host_path} into `arr`: inside at `port`, to host_path when it is
+ * set, else to 127.0.0.1:host_port.  False when out of memory. */
+static bool connector_add(cJSON *arr, int port, int host_port, const char *host_path) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o))
+                return cJSON_Delete(o), false;
+        return cJSON_AddNumberToObject(o, "port", port) &&
+               (host_path ? cJSON_AddStringToObject(o, "host_path", host_path) != NULL
+                          : cJSON_AddNumberToObject(o, "host_port", host_port) != NULL);
+}
+
 int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX + 1], ns_error *err) {
         _cleanup_json_ cJSON *req = request("create", NULL);
         if (!req || !cJSON_AddStringToObject(req, "workspace", spec->workspace) ||
@@ -99,27 +110,12 @@ int sbx_create(ns_client *c, const sbx_create_spec *spec, char id_out[NS_ID_MAX 
         }
         if (spec->n_connects || spec->proxy_port || spec->proxy_path || spec->model_path) {
                 cJSON *a = cJSON_AddArrayToObject(req, "connect");
-                if (spec->model_path) {
-                        cJSON *o = cJSON_CreateObject();
-                        if (!a || !o || !cJSON_AddItemToArray(a, o) || !cJSON_AddNumberToObject(o, "port", SBX_MODEL_PORT) ||
-                            !cJSON_AddStringToObject(o, "host_path", spec->model_path))
-                                return ns_err(err, ENOMEM, "out of memory");
-                }
-                if (spec->proxy_port || spec->proxy_path) {
-                        cJSON *o = cJSON_CreateObject();
-                        if (!a || !o || !cJSON_AddItemToArray(a, o) || !cJSON_AddNumberToObject(o, "port", SBX_PROXY_PORT) ||
-                            !(spec->proxy_path ? cJSON_AddStringToObject(o, "host_path", spec->proxy_path)
-                                               : cJSON_AddNumberToObject(o, "host_port", spec->proxy_port)))
-                                return ns_err(err, ENOMEM, "out of memory");
-                }
-                for (size_t i = 0; a && i < spec->n_connects; i++) {
-                        cJSON *o = cJSON_CreateObject();
-                        if (!o || !cJSON_AddItemToArray(a, o) ||
-                            !cJSON_AddNumberToObject(o, "port", spec->connects[i]) ||
-                            !cJSON_AddNumberToObject(o, "host_port", spec->connects[i]))
-                                return ns_err(err, ENOMEM, "out of memory");
-                }
-                if (!a)
+                bool ok = a && (!spec->model_path || connector_add(a, SBX_MODEL_PORT, 0, spec->model_path)) &&
+                          (!(spec->proxy_port || spec->proxy_path) ||
+                           connector_add(a, SBX_PROXY_PORT, spec->proxy_port, spec->proxy_path));
+                for (size_t i = 0; ok && i < spec->n_connects; i++)
+                        ok = connector_add(a, spec->connects[i], spec->connects[i], NULL);
+                if (!ok)
                         return ns_err(err, ENOMEM, "out of memory");
         }
         _cleanup_json_ cJSON *reply = NULL;

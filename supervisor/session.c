@@ -33,6 +33,7 @@
 #include "redact.h"
 #include "egress.h"
 #include "session_int.h"
+#include "sockdir.h"
 #include "notify.h"
 #include "vault.h"
 #include "ws.h"
@@ -264,9 +265,9 @@ static int egress_start(sv_live *l, ns_error *err) {
                 r = sv_egress_hosts_load(s->cfg.egress_hosts, &s->egress_hosts, err);
         const cJSON *pp = cJSON_GetObjectItemCaseSensitive(o, "proxy_port");
         l->egress_port = cJSON_IsNumber(pp) ? (int) pp->valuedouble : 0;
-        char path[SV_PROXY_PATH_MAX + 2];
+        char path[SV_SOCKET_PATH_MAX + 2];
         int pl = snprintf(path, sizeof path, "%s/sockets/egress-%s.sock", s->cfg.data_dir, l->id);
-        bool on_unix = !cJSON_IsNumber(pp) && pl > 0 && pl <= SV_PROXY_PATH_MAX;
+        bool on_unix = !cJSON_IsNumber(pp) && pl > 0 && pl <= SV_SOCKET_PATH_MAX;
         if (r == 0)
                 r = sv_egress_proxy_new(s->loop, allow, n, s->egress_hosts, egress_report, l, on_unix ? path : NULL,
                                         &l->egress, &l->egress_port, err);

@@ -15,7 +15,6 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
-#include "egress.h"
 #include "fsutil.h"
 #include "gitx.h"
 #include "ids.h"
@@ -25,6 +24,7 @@
 #include "session_int.h"
 #include "layers.h"
 #include "setup_layer.h"
+#include "sockdir.h"
 #include "spare.h"
 #include "worktree.h"
 
@@ -433,7 +433,7 @@ static int read_config_blob(git_repository *repo, const git_tree_entry *e, repo_
 }
 
 static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_spec *spec, int *connects,
-                            size_t *n_connects, char proxy_path[static SV_PROXY_PATH_MAX + 1]) {
+                            size_t *n_connects, char proxy_path[static SV_SOCKET_PATH_MAX + 1]) {
         spec->memory = cfg->memory_bytes;
         spec->pids = cfg->pids;
         spec->cpus = cfg->cpus;
@@ -457,8 +457,8 @@ static int limits_from_json(const char *json, const sv_config *cfg, sbx_create_s
                     v->valuedouble <= 65535)
                         spec->proxy_port = (int) v->valuedouble;
                 if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, "proxy_path")) &&
-                    strlen(v->valuestring) <= SV_PROXY_PATH_MAX) {
-                        snprintf(proxy_path, SV_PROXY_PATH_MAX + 1, "%s", v->valuestring);
+                    strlen(v->valuestring) <= SV_SOCKET_PATH_MAX) {
+                        snprintf(proxy_path, SV_SOCKET_PATH_MAX + 1, "%s", v->valuestring);
                         spec->proxy_path = proxy_path;
                 }
                 const cJSON *it;
@@ -481,7 +481,7 @@ typedef struct sandbox_start {
         sbx_create_spec spec;
         sbx_bind binds[2];
         int connects[2 * SV_MAX_CONNECTS];
-        char proxy_path[SV_PROXY_PATH_MAX + 1];
+        char proxy_path[SV_SOCKET_PATH_MAX + 1];
         char *tree;
         pthread_t thread;
         bool started;
