@@ -6,55 +6,49 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/pidfd.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
-#include "common/relay.h"
+#include "common/fdpass.h"
+#include "common/log.h"
+#include "sandboxd/relayproc.h"
 
-#define PORTS_BURST 16             /* buffers moved per direction per wakeup, for fairness */
 #define PORTS_ACCEPT_BURST 64
 #define PORTS_BACKLOG 128
 #define PORTS_FD_RETRY_MS 100      /* out of descriptors: pause accepting this long */
+#define PORTS_RELAY_RETRY_MS 1000  /* the relay process could not be started: try again after */
+#define PORTS_CTL_WAIT_MS 1000     /* a full channel for a drop: wait this long, then replace the relay */
 
 typedef struct ports_sandbox ports_sandbox;
 typedef struct ports_listener ports_listener;
 typedef struct ports_conn ports_conn;
 
-/* One direction of a connection: bytes read from end `i` waiting to be written to end `1 - i`
- * (common/relay.h: copied when small, spliced in bulk). */
-struct ports_dir {
-        ns_relay_dir r;
-        bool shut;      /* the source said EOF and the destination got shutdown(SHUT_WR) */
-};
-
-struct ports_end {
-        ports_conn *c;
-        int i;
-};
-
+/* A connection while its far end is being dialled.  Once both ends are connected it is handed to
+ * the relay process (relayproc.h) and nothing of it stays here but the sandbox's count. */
 struct ports_conn {
         ports_sandbox *sb;
         ports_listener *l;      /* accepted on it; the connection dies with it */
         ports_conn *prev, *next;
         int fd[2];              /* 0: accepted (inside for connect, on the host for publish); 1: dialled */
-        ns_watch *w[2];         /* NULL while nothing is wanted of that end */
-        uint32_t mask[2];
-        struct ports_end end[2];
-        struct ports_dir d[2];  /* d[0]: accepted → dialled; d[1]: dialled → accepted */
-        bool connecting;        /* fd[1]'s non-blocking connect is in progress */
+        ns_watch *w;            /* fd[1] while its non-blocking connect is in progress */
+        bool connecting;
         bool tried_v6;          /* publish: 127.0.0.1 refused, [::1] dialled instead */
 };
 
 struct ports_listener {
         ports_sandbox *sb;
         ports_listener *next;
+        uint64_t key;           /* names it to the relay process */
         int fd;
         ns_watch *w;            /* NULL while paused */
         bool publish;           /* listens on the host, dials inside; else the reverse */
@@ -67,11 +61,12 @@ struct ports_listener {
 struct ports_sandbox {
         ports_ctx *p;
         ports_sandbox *next;
+        uint64_t key;           /* names it to the relay process */
         char id[NS_ID_MAX + 1];
         ports_listener *listeners; /* in the order added */
         size_t n_listeners;
-        ports_conn *conns;
-        size_t n_conns;
+        ports_conn *conns;      /* being dialled */
+        size_t n_conns;         /* live: being dialled, and handed to the relay until it reports the end */
         bool dying;             /* being removed: no listener comes back to life */
 };
 
@@ -85,143 +80,103 @@ struct ports_ctx {
         struct in_addr publish_addr;    /* host address publish listeners bind */
         uint16_t publish_lo, publish_hi;
         uint16_t publish_next;          /* where the next automatic pick starts */
+        uint64_t next_key;
+        int relay_chan;                 /* the relay process's channel, -1 while there is none */
+        int relay_pidfd;
+        ns_watch *relay_w;
+        uint64_t relay_retry_ms;        /* no new relay process before this */
 };
 
 static void conn_update(ports_conn *c);
 static void sandbox_resume(ports_sandbox *sb);
 static bool conn_redial(ports_conn *c, int e);
+static void relay_stop(ports_ctx *p);
+static void relay_drop(ports_ctx *p, uint32_t op, uint64_t key);
+static int relay_start(ports_ctx *p, ns_error *err);
 
 /* ---- connections ------------------------------------------------------------------------ */
 
-static void conn_free(ports_conn *c, bool reset) {
+static void conn_unlink(ports_conn *c) {
         ports_sandbox *sb = c->sb;
-        for (int i = 0; i < 2; i++) {
-                ns_loop_remove(sb->p->loop, c->w[i]);
-                if (c->fd[i] < 0)
-                        continue;
-                if (reset) {
-                        /* A relay that failed must not look like a clean end to either peer: an
-                         * RST, not a FIN, so a truncated transfer is never taken for complete. */
-                        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-                        (void) setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-                }
-                close(c->fd[i]);
-        }
-        for (int i = 0; i < 2; i++)
-                ns_relay_release(&c->d[i].r);
+        ns_loop_remove(sb->p->loop, c->w);
+        c->w = NULL;
         if (c->prev)
                 c->prev->next = c->next;
         else
                 sb->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
-        sb->n_conns--;
         free(c);
+}
+
+static void conn_free(ports_conn *c, bool reset) {
+        ports_sandbox *sb = c->sb;
+        ns_loop_remove(sb->p->loop, c->w);
+        c->w = NULL;
+        for (int i = 0; i < 2; i++) {
+                if (c->fd[i] < 0)
+                        continue;
+                if (reset) {
+                        /* A connection that could not be relayed must not look like a clean end
+                         * to its peer: an RST, not a FIN. */
+                        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+                        (void) setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                }
+                close(c->fd[i]);
+        }
+        conn_unlink(c);
+        sb->n_conns--;
         sandbox_resume(sb);
 }
 
-/* Pass on the source's EOF once everything before it is written.  Half-close: the other
- * direction keeps flowing. */
-static void dir_finish(ports_conn *c, int i) {
-        struct ports_dir *d = &c->d[i];
-        if (d->r.eof && !d->shut && ns_relay_pending(&d->r) == 0) {
-                (void) shutdown(c->fd[1 - i], SHUT_WR);
-                d->shut = true;
-                ns_relay_release(&d->r);
+/* Both ends are connected: give them to the relay process, which from now on owns the bytes.
+ * Without a relay process (it could not be started) the connection is reset. */
+static void conn_hand_over(ports_conn *c) {
+        ports_ctx *p = c->sb->p;
+        if (p->relay_chan < 0 && ns_now_ms() >= p->relay_retry_ms && relay_start(p, NULL) < 0)
+                p->relay_retry_ms = ns_now_ms() + PORTS_RELAY_RETRY_MS;
+        struct relay_msg m = { .op = RELAY_ADD, .sandbox = c->sb->key, .listener = c->l->key };
+        struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
+        if (p->relay_chan < 0 || ns_send_fds(p->relay_chan, &iov, 1, c->fd, 2, MSG_DONTWAIT) < 0) {
+                conn_free(c, true);
+                return;
         }
-}
-
-/* Move what can be moved in direction i, at most PORTS_BURST reads.  Whatever state it stops in,
- * conn_update asks for exactly the event that lets it go on.  Returns 0, or -errno when the
- * connection is broken. */
-static int dir_pump(ports_conn *c, int i) {
-        struct ports_dir *d = &c->d[i];
-        int r = 1;
-        for (int burst = 0; burst < PORTS_BURST && !d->shut && r > 0; burst++) {
-                if ((r = ns_relay_write(&d->r, c->fd[1 - i])) < 0 || d->r.eof)
-                        break;
-                if (r == 0) {
-                        /* The destination is full: the source goes on into the pipe meanwhile. */
-                        r = ns_relay_top_up(&d->r, c->fd[i]);
-                        break;
-                }
-                /* read and written at once: a message that goes straight through is never
-                 * buffered (no allocation per message, see relay.h) */
-                ssize_t n = ns_relay_move(&d->r, c->fd[i], c->fd[1 - i]);
-                if (n <= 0) {
-                        r = (int) n;
-                        break;
-                }
-                /* A short read drained the socket: wait for the next readiness rather than read
-                 * again only to hear EAGAIN (level-triggered: nothing is lost). */
-                if ((size_t) n < NS_RELAY_CHUNK && !d->r.bulk)
-                        break;
-        }
-        if (r < 0)
-                return r;
-        dir_finish(c, i);
-        return 0;
+        /* The watch first: an epoll registration outlives close() while another process holds
+         * the file, and this loop must never hear of these sockets again. */
+        int fds[2] = { c->fd[0], c->fd[1] };
+        conn_unlink(c); /* still counted in n_conns until the relay reports its end */
+        close(fds[0]);
+        close(fds[1]);
 }
 
 static void on_conn(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
-        struct ports_end *e = data;
-        ports_conn *c = e->c;
-        if (c->connecting) {
-                if (e->i != 1)
-                        return;
-                int soerr = 0;
-                socklen_t len = sizeof soerr;
-                if (getsockopt(c->fd[1], SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr != 0) {
-                        if (conn_redial(c, soerr))
-                                conn_update(c);
-                        return;
-                }
-                if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-                        return;
-                c->connecting = false;
-                events |= EPOLLIN | EPOLLOUT; /* both ways may move now */
-        }
-        /* d[i] reads end i and writes end 1 - i: it can move when end i became readable or end
-         * 1 - i writable (an error or hang-up: both, to see it).  Pumping only those spares a
-         * read that would find nothing, a syscall per event. */
-        uint32_t any = EPOLLERR | EPOLLHUP;
-        for (int i = 0; i < 2; i++)
-                if ((events & (any | (e->i == i ? EPOLLIN : EPOLLOUT))) && dir_pump(c, i) < 0) {
-                        conn_free(c, true);
-                        return;
-                }
-        if (c->d[0].shut && c->d[1].shut) {
-                conn_free(c, false);
+        ports_conn *c = data;
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(c->fd[1], SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr != 0) {
+                if (conn_redial(c, soerr))
+                        conn_update(c);
                 return;
         }
-        conn_update(c);
+        if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+                conn_hand_over(c);
 }
 
-/* Register exactly the events the connection waits for.  An end nothing is wanted of has no
- * watcher at all, so a hung-up socket cannot wake the loop over and over. */
+/* While the dial is in progress, wait for it; once it is done, hand the connection over. */
 static void conn_update(ports_conn *c) {
-        ns_loop *loop = c->sb->p->loop;
-        for (int k = 0; k < 2; k++) {
-                uint32_t want = 0;
-                if (!c->connecting && ns_relay_wants_input(&c->d[k].r))
-                        want |= EPOLLIN;
-                if (ns_relay_pending(&c->d[1 - k].r) > 0 || (k == 1 && c->connecting))
-                        want |= EPOLLOUT;
-                if (want == 0) {
-                        ns_loop_remove(loop, c->w[k]);
-                        c->w[k] = NULL;
-                } else if (!c->w[k]) {
-                        c->w[k] = ns_loop_add(loop, c->fd[k], want, on_conn, &c->end[k], NULL);
-                        if (!c->w[k]) {
-                                conn_free(c, true);
-                                return;
-                        }
-                } else if (want != c->mask[k] && ns_loop_modify(loop, c->w[k], want, NULL) < 0) {
-                        conn_free(c, true);
-                        return;
-                }
-                c->mask[k] = want;
+        if (c->w) {
+                ns_loop_remove(c->sb->p->loop, c->w);
+                c->w = NULL;
         }
+        if (c->fd[1] < 0)
+                return;
+        if (!c->connecting) {
+                conn_hand_over(c);
+                return;
+        }
+        c->w = ns_loop_add(c->sb->p->loop, c->fd[1], EPOLLOUT, on_conn, c, NULL);
+        if (!c->w)
+                conn_free(c, true);
 }
 
 static int socket_in_netns(ports_ctx *p, int netns_fd, int family, ns_error *err);
@@ -275,9 +230,8 @@ static int conn_dial_unix(ports_conn *c) {
 static int conn_dial(ports_conn *c, bool v6) {
         ports_listener *l = c->l;
         if (c->fd[1] >= 0) {
-                ns_loop_remove(c->sb->p->loop, c->w[1]);
-                c->w[1] = NULL;
-                c->mask[1] = 0;
+                ns_loop_remove(c->sb->p->loop, c->w);
+                c->w = NULL;
                 close(c->fd[1]);
         }
         if (l->host_path)
@@ -333,10 +287,6 @@ static void conn_start(ports_listener *l, int accepted_fd) {
         c->l = l;
         c->fd[0] = accepted_fd;
         c->fd[1] = -1;
-        for (int i = 0; i < 2; i++) {
-                c->end[i] = (struct ports_end){ .c = c, .i = i };
-                ns_relay_init(&c->d[i].r);
-        }
         c->next = sb->conns;
         if (sb->conns)
                 sb->conns->prev = c;
@@ -426,6 +376,7 @@ static void sandbox_free(ports_sandbox *sb) {
         sb->dying = true;
         while (sb->conns)
                 conn_free(sb->conns, true);
+        relay_drop(p, RELAY_DROP_SANDBOX, sb->key);
         while (sb->listeners) {
                 ports_listener *l = sb->listeners;
                 sb->listeners = l->next;
@@ -456,12 +407,117 @@ static int socket_in_netns(ports_ctx *p, int netns_fd, int family, ns_error *err
         return fd;
 }
 
+/* ---- the relay process ------------------------------------------------------------------- */
+
+static ports_sandbox *sandbox_by_key(ports_ctx *p, uint64_t key) {
+        for (ports_sandbox *sb = p->sandboxes; sb; sb = sb->next)
+                if (sb->key == key)
+                        return sb;
+        return NULL;
+}
+
+/* Every connection handed over died with the relay process (or is about to): none is counted. */
+static void relay_forget(ports_ctx *p) {
+        for (ports_sandbox *sb = p->sandboxes; sb; sb = sb->next) {
+                size_t dialling = 0;
+                for (ports_conn *c = sb->conns; c; c = c->next)
+                        dialling++;
+                sb->n_conns = dialling;
+                sandbox_resume(sb);
+        }
+}
+
+/* What the relay process says.  It runs as nobody and is trusted with nothing: an END is only a
+ * count going down (never below what is being dialled here), for a key that may be long gone. */
+static void on_relay(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
+        ports_ctx *p = data;
+        for (int k = 0; k < 256; k++) {
+                struct relay_msg m;
+                ssize_t n = recv(fd, &m, sizeof m, MSG_DONTWAIT);
+                if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                        return;
+                if (n <= 0) {
+                        log_warn("%s: the relay process ended; its connections are gone; starting another",
+                                 RELAYPROC_NAME);
+                        relay_stop(p);
+                        relay_forget(p);
+                        ns_error e = { 0 };
+                        if (relay_start(p, &e) < 0) {
+                                log_error("%s: %s", RELAYPROC_NAME, e.msg);
+                                p->relay_retry_ms = ns_now_ms() + PORTS_RELAY_RETRY_MS;
+                        }
+                        return;
+                }
+                if (n != (ssize_t) sizeof m || m.op != RELAY_END)
+                        continue;
+                ports_sandbox *sb = sandbox_by_key(p, m.sandbox);
+                if (!sb)
+                        continue;
+                size_t dialling = 0;
+                for (ports_conn *c = sb->conns; c; c = c->next)
+                        dialling++;
+                if (sb->n_conns > dialling)
+                        sb->n_conns--;
+                sandbox_resume(sb);
+        }
+}
+
+static int relay_start(ports_ctx *p, ns_error *err) {
+        int r = relayproc_spawn(&p->relay_chan, &p->relay_pidfd, err);
+        if (r < 0) {
+                p->relay_chan = p->relay_pidfd = -1;
+                return r;
+        }
+        p->relay_w = ns_loop_add(p->loop, p->relay_chan, EPOLLIN, on_relay, p, err);
+        if (!p->relay_w) {
+                r = -err->code;
+                relay_stop(p);
+                return r;
+        }
+        return 0;
+}
+
+/* Kill the relay process (if it still runs) and reap it unless the daemon's SIGCHLD handler did. */
+static void relay_stop(ports_ctx *p) {
+        ns_loop_remove(p->loop, p->relay_w);
+        p->relay_w = NULL;
+        if (p->relay_chan >= 0)
+                close(p->relay_chan);
+        p->relay_chan = -1;
+        if (p->relay_pidfd >= 0) {
+                (void) pidfd_send_signal(p->relay_pidfd, SIGKILL, NULL, 0);
+                siginfo_t si;
+                (void) waitid(P_PIDFD, (id_t) p->relay_pidfd, &si, WEXITED);
+                close(p->relay_pidfd);
+        }
+        p->relay_pidfd = -1;
+}
+
+/* Tell the relay process to reset a sandbox's or a listener's connections.  This must not be
+ * lost (destroy promises that no connection outlives it): on a full channel, wait a moment; if it
+ * is still full, replace the relay process, which resets every connection. */
+static void relay_drop(ports_ctx *p, uint32_t op, uint64_t key) {
+        if (p->relay_chan < 0)
+                return;
+        struct relay_msg m = { .op = op, .sandbox = key, .listener = key };
+        if (send(p->relay_chan, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) sizeof m)
+                return;
+        struct pollfd pfd = { .fd = p->relay_chan, .events = POLLOUT };
+        if (errno == EAGAIN && poll(&pfd, 1, PORTS_CTL_WAIT_MS) == 1 &&
+            send(p->relay_chan, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t) sizeof m)
+                return;
+        relay_stop(p);
+        relay_forget(p);
+        p->relay_retry_ms = 0; /* the next connection starts another */
+}
+
 int ports_new(ns_loop *loop, ports_ctx **out, ns_error *err) {
         ports_ctx *p = calloc(1, sizeof *p);
         if (!p)
                 return ns_err(err, ENOMEM, "out of memory");
         p->loop = loop;
         p->timer_fd = -1;
+        p->relay_chan = p->relay_pidfd = -1;
         int r;
         p->self_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
         if (p->self_netns < 0 || fstat(p->self_netns, &p->self_ns_st) < 0) {
@@ -478,9 +534,12 @@ int ports_new(ns_loop *loop, ports_ctx **out, ns_error *err) {
                 r = -err->code;
                 goto fail;
         }
+        if ((r = relay_start(p, err)) < 0)
+                goto fail;
         *out = p;
         return 0;
 fail:
+        ns_loop_remove(loop, p->timer_w);
         if (p->timer_fd >= 0)
                 close(p->timer_fd);
         if (p->self_netns >= 0)
@@ -494,6 +553,7 @@ void ports_free(ports_ctx *p) {
                 return;
         while (p->sandboxes)
                 sandbox_free(p->sandboxes);
+        relay_stop(p);
         ns_loop_remove(p->loop, p->timer_w);
         close(p->timer_fd);
         close(p->self_netns);
@@ -544,6 +604,7 @@ static int listener_add(ports_ctx *p, const char *sandbox_id, int fd, bool publi
                 if (!(sb = calloc(1, sizeof *sb)))
                         return ns_err(err, ENOMEM, "out of memory");
                 sb->p = p;
+                sb->key = ++p->next_key;
                 snprintf(sb->id, sizeof sb->id, "%s", sandbox_id);
         }
         ports_listener *l = calloc(1, sizeof *l);
@@ -552,8 +613,8 @@ static int listener_add(ports_ctx *p, const char *sandbox_id, int fd, bool publi
                         free(sb);
                 return ns_err(err, ENOMEM, "out of memory");
         }
-        *l = (ports_listener){ .sb = sb, .fd = fd, .publish = publish, .netns_fd = -1, .port = port,
-                               .host_port = host_port };
+        *l = (ports_listener){ .sb = sb, .key = ++p->next_key, .fd = fd, .publish = publish, .netns_fd = -1,
+                               .port = port, .host_port = host_port };
         if (publish && (l->netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3)) < 0) {
                 int e = errno;
                 free(l);
@@ -744,6 +805,7 @@ int ports_publish_remove(ports_ctx *p, const char *sandbox_id, uint16_t port, ns
                 if (c->l == l)
                         conn_free(c, true);
         }
+        relay_drop(p, RELAY_DROP_LISTENER, l->key);
         for (ports_listener **pp = &sb->listeners; *pp; pp = &(*pp)->next)
                 if (*pp == l) {
                         *pp = l->next;

@@ -9,11 +9,12 @@
  * `connect` (PROTOCOL.md) makes a host loopback TCP service appear inside a sandbox at
  * 127.0.0.1:PORT, whatever the sandbox's network mode: sandboxd creates the listening socket
  * inside the sandbox's network namespace and relays every connection accepted on it to
- * 127.0.0.1:HOST_PORT in its own namespace, on the daemon's one event loop.
+ * 127.0.0.1:HOST_PORT in its own namespace (or to a host Unix socket).
  *
- * Everything here runs on the loop's thread; nothing blocks.  Per sandbox at most
- * PORTS_CONN_MAX relayed connections are live at once; further ones wait in the listen backlog
- * until one ends. */
+ * Here, on the daemon's loop, connections are accepted and their far end dialled; once both ends
+ * are connected the pair goes to the relay process (relayproc.h: unprivileged, niced), which moves
+ * the bytes.  Nothing blocks.  Per sandbox at most PORTS_CONN_MAX connections are live at once
+ * (dialled here or relayed there); further ones wait in the listen backlog until one ends. */
 #pragma once
 
 #include <stddef.h>

@@ -47,7 +47,11 @@ for k in 0 1 2 3 4; do
   pids+=($!)
 done
 sleep 1
+RELAY=$(pgrep -P "$NS_DAEMON_PID" -x nsd-relay)
 kill -KILL "$NS_DAEMON_PID"; wait "$NS_DAEMON_PID" 2>/dev/null
+gone=no
+for _ in $(seq 100); do { [ -n "$RELAY" ] && ! kill -0 "$RELAY" 2>/dev/null; } && { gone=yes; break; }; sleep 0.02; done
+expect_eq "sandboxd's relay process ($RELAY) dies with the SIGKILLed daemon" "yes" "$gone"
 # the readers are CLI processes under the background subshells: kill them, not just the shells
 pkill -KILL -f -- "--socket $NS_SOCK attach" 2>/dev/null; wait 2>/dev/null
 NS_DAEMON_PID=

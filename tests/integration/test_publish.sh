@@ -74,6 +74,23 @@ EOF
 )
 expect_eq "100 concurrent connections through one forward complete" "100" "$out"
 
+# ---- the relay process moves the bytes; the daemon's loop never hears of them -------------------
+RELAY=$(pgrep -P "$NS_DAEMON_PID" -x nsd-relay)
+expect_eq "sandboxd has one relay process, running as nobody" "65534" \
+  "$(awk '/^Uid:/ {print $3}' "/proc/$RELAY/status" 2>/dev/null)"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sb exec "$id" -- truncate -s 300M /tmp/a/big.bin
+d0=$(ticks "$NS_DAEMON_PID"); r0=$(ticks "$RELAY")
+got=$(get --max-time 60 -o /dev/null -w '%{size_download}' "http://127.0.0.1:$HP8000/big.bin")
+d1=$(ticks "$NS_DAEMON_PID"); r1=$(ticks "$RELAY")
+expect_eq "300 MB come through the forward" "314572800" "$got"
+# A socket the daemon still watched after handing it over would wake its loop for the whole
+# transfer (and the loop would run a freed watcher): this is what caught it.
+if [ $((d1 - d0)) -le 10 ] && [ $((r1 - r0)) -ge 1 ]; then
+  ok "the relay process spent $((r1 - r0)) ticks on them, the daemon $((d1 - d0))"
+else not_ok "CPU ticks during the transfer: relay $((r1 - r0)), daemon $((d1 - d0)) (want the daemon <= 10)"; fi
+sb exec "$id" -- rm -f /tmp/a/big.bin
+
 ls=$(sb ls --json)
 expect_match "ls --json shows the mappings" "\"port\": ?5173, ?\"host_addr\": ?\"127\.0\.0\.1\", ?\"host_port\": ?$HP5173" "$ls"
 expect_match "stats shows them too" "\"port\": ?8765, ?\"host_addr\": ?\"127\.0\.0\.1\", ?\"host_port\": ?$((LO + 9))" "$(sb stats --json "$id")"

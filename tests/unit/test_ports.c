@@ -25,6 +25,7 @@
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,6 +34,7 @@
 #include "common/cleanup.h"
 #include "common/loop.h"
 #include "sandboxd/ports.h"
+#include "sandboxd/relayproc.h"
 #include "tap.h"
 
 #define SB "t1"
@@ -429,6 +431,91 @@ static void on_ctl(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *da
         }
 }
 
+/* The relay process ports_new started: a child of this process named nsd-relay, or -1. */
+static pid_t find_relay(void) {
+        _cleanup_closedir_ DIR *d = opendir("/proc");
+        struct dirent *de;
+        pid_t found = -1;
+        while (d && (de = readdir(d))) {
+                char path[300], buf[512];
+                snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+                _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+                ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+                if (n <= 0)
+                        continue;
+                buf[n] = '\0';
+                char *close_paren = strrchr(buf, ')');
+                int ppid = 0;
+                char state = 0;
+                if (!strstr(buf, "(nsd-relay)") || !close_paren || sscanf(close_paren + 2, "%c %d", &state, &ppid) != 2 ||
+                    ppid != getpid() || state == 'Z')
+                        continue;
+                found = atoi(de->d_name);
+        }
+        return found;
+}
+
+/* A line of /proc/PID/status ("Uid:" ...), the value after the tab, into out. */
+static bool status_field(pid_t pid, const char *name, char *out, size_t cap) {
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        while (f && fgets(line, sizeof line, f))
+                if (strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':') {
+                        snprintf(out, cap, "%s", line + strlen(name) + 2);
+                        out[strcspn(out, "\n")] = '\0';
+                        return true;
+                }
+        return false;
+}
+
+/* What the relay process is allowed (relayproc.h): nobody, no capability, no_new_privs, a seccomp
+ * filter, nice RELAYPROC_NICE, not dumpable, nothing open but stdio, its channel and its loop. */
+static void check_relay_confined(pid_t pid) {
+        char probe[16] = "";
+        /* it confines itself after the fork: give it a moment to get there */
+        for (int i = 0; i < 200 && !(status_field(pid, "Seccomp", probe, sizeof probe) && strcmp(probe, "2") == 0); i++)
+                usleep(10000);
+        char uid[128] = "", gid[128] = "", capeff[64] = "", capprm[64] = "", nnp[16] = "", sc[16] = "";
+        status_field(pid, "Uid", uid, sizeof uid);
+        status_field(pid, "Gid", gid, sizeof gid);
+        status_field(pid, "CapEff", capeff, sizeof capeff);
+        status_field(pid, "CapPrm", capprm, sizeof capprm);
+        status_field(pid, "NoNewPrivs", nnp, sizeof nnp);
+        status_field(pid, "Seccomp", sc, sizeof sc);
+        ok(strcmp(uid, "65534\t65534\t65534\t65534") == 0 && strcmp(gid, "65534\t65534\t65534\t65534") == 0,
+           "relay process runs as nobody (Uid %s, Gid %s)", uid, gid);
+        ok(strcmp(capeff, "0000000000000000") == 0 && strcmp(capprm, "0000000000000000") == 0,
+           "relay process holds no capability (CapEff %s, CapPrm %s)", capeff, capprm);
+        ok(strcmp(nnp, "1") == 0 && strcmp(sc, "2") == 0, "relay process: no_new_privs %s, seccomp mode %s", nnp, sc);
+        char path[64], buf[512] = "";
+        snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+        _cleanup_close_ int sfd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = sfd >= 0 ? read(sfd, buf, sizeof buf - 1) : -1;
+        buf[n > 0 ? n : 0] = '\0';
+        char *rp = strrchr(buf, ')');
+        int nice_v = -100;
+        /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+         * stime cutime cstime priority nice */
+        if (rp)
+                sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %d", &nice_v);
+        ok(nice_v == RELAYPROC_NICE, "relay process runs at nice %d (%d)", nice_v, RELAYPROC_NICE);
+        struct stat st;
+        snprintf(path, sizeof path, "/proc/%d/fd", (int) pid);
+        ok(stat(path, &st) == 0 && st.st_uid == 0, "relay process is not dumpable (its /proc files are root's)");
+        int highest = -1, count = 0;
+        _cleanup_closedir_ DIR *d = opendir(path);
+        struct dirent *de;
+        while (d && (de = readdir(d)))
+                if (de->d_name[0] != '.') {
+                        count++;
+                        if (atoi(de->d_name) > highest)
+                                highest = atoi(de->d_name);
+                }
+        ok(count > 0 && highest <= 4, "relay process holds only stdio, its channel and its loop (%d fds, highest %d)",
+           count, highest);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 printf("1..0 # SKIP needs root\n");
@@ -480,6 +567,19 @@ int main(void) {
         ports_ctx *p = NULL;
         ns_error e = { 0 };
         ok(ns_loop_new(&loop, &e) == 0 && ports_new(loop, &p, &e) == 0, "ports_new");
+        pid_t relay = find_relay();
+        ok(relay > 0, "a relay process runs (pid %d)", (int) relay);
+        if (relay > 0)
+                check_relay_confined(relay);
+        /* A relay process that dies is replaced: every relayed byte below goes through the new one. */
+        kill(relay, SIGKILL);
+        pid_t relay2 = -1;
+        for (int i = 0; i < 200 && ((relay2 = find_relay()) <= 0 || relay2 == relay); i++) {
+                ns_loop_dispatch(loop);
+                usleep(10000);
+        }
+        ok(relay2 > 0 && relay2 != relay, "a killed relay process is replaced (pid %d -> %d)", (int) relay,
+           (int) relay2);
 
         int r = connect_tcp(p, SB, netns, port, port, &e);
         if (r < 0)
@@ -537,6 +637,7 @@ int main(void) {
         ok(d.removed && ports_sandbox_list(p, SB, NULL, 0) == 0, "sandbox removed from the list");
 
         ports_free(p);
+        ok(find_relay() < 0, "ports_free ended the relay process");
         ns_loop_free(loop);
         close(client_pidfd);
         close(ctl[0]);
