@@ -133,8 +133,11 @@ static void conn_free(ports_conn *c, bool reset) {
  * Without a relay process (it could not be started) the connection is reset. */
 static void conn_hand_over(ports_conn *c) {
         ports_ctx *p = c->sb->p;
-        if (p->relay_chan < 0 && ns_now_ms() >= p->relay_retry_ms && relay_start(p, NULL) < 0)
+        ns_error e = { 0 };
+        if (p->relay_chan < 0 && ns_now_ms() >= p->relay_retry_ms && relay_start(p, &e) < 0) {
+                log_error("%s: %s", RELAYPROC_NAME, e.msg);
                 p->relay_retry_ms = ns_now_ms() + PORTS_RELAY_RETRY_MS;
+        }
         struct relay_msg m = { .op = RELAY_ADD, .sandbox = c->sb->key, .listener = c->l->key };
         struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
         if (p->relay_chan < 0 || ns_send_fds(p->relay_chan, &iov, 1, c->fd, 2, MSG_DONTWAIT) < 0) {

@@ -168,6 +168,31 @@ for _ in $(seq 50); do [ "$(get "http://127.0.0.1:$HP8000/")" = hello-8000 ] && 
 expect_eq "after a restart the forward serves again on its host port" "hello-8000" "$(get "http://127.0.0.1:$HP8000/")"
 
 # ---- unpublish and destroy close the listeners ------------------------------------------------
+# A connection the relay process holds (a request sent, its answer read, kept alive by the
+# server) is reset by unpublish: the daemon tells the relay to drop that listener's connections.
+$PY - "${map6#*:}" > "$NS_TMP/live.out" 2>&1 <<'EOF' &
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+got = b""
+while b"hello 5174" not in got:
+    b = s.recv(4096)
+    if not b: break
+    got += b
+print("answered" if b"hello 5174" in got else "no answer", flush=True)
+try:
+    b = s.recv(4096)
+    print("closed" if not b else "data", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+except socket.timeout:
+    print("still open", flush=True)
+EOF
+LIVE=$!
+for _ in $(seq 50); do grep -q answered "$NS_TMP/live.out" && break; sleep 0.1; done
+check "unpublish of a port with a live connection" sb unpublish "$id" 5174
+wait "$LIVE"
+expect_match "unpublish resets the live connection through that forward" "answered (reset|closed)" "$(tr '\n' ' ' < "$NS_TMP/live.out")"
 check "unpublish" sb unpublish "$id" 5173
 if get -o /dev/null "http://127.0.0.1:$HP5173/"; then not_ok "an unpublished host port is closed"; else ok "an unpublished host port is closed"; fi
 out=$(sb unpublish "$id" 5173 2>&1); rc=$?
