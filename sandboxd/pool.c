@@ -19,6 +19,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdpass.h"
+#include "sandboxd/ports.h"
 
 #define POOL_IDLE_MS 1       /* refills wait for this much quiet: requests in flight come first */
 #define POOL_RETRY_MS 1000   /* after a failed build */
@@ -366,6 +367,8 @@ int pool_zygote_start(struct sbx_daemon *d, ns_error *err) {
                         for (size_t j = 0; j < d->n_zygotes; j++)
                                 close(d->zygote_fd[j]);
                         d->n_zygotes = 0;
+                        /* Nor the relay process's channel: it is the daemon's to hold alone. */
+                        ports_close_inherited(d->ports);
                         if (getppid() != daemon_pid) /* the daemon died before PDEATHSIG was set */
                                 _exit(0);
                         zygote_main(d, sp[1]);

@@ -563,6 +563,16 @@ void ports_free(ports_ctx *p) {
         free(p);
 }
 
+void ports_close_inherited(ports_ctx *p) {
+        if (!p)
+                return;
+        if (p->relay_chan >= 0)
+                close(p->relay_chan);
+        if (p->relay_pidfd >= 0)
+                close(p->relay_pidfd);
+        p->relay_chan = p->relay_pidfd = -1;
+}
+
 /* A descriptor of a sandbox's network namespace that is not the daemon's own. */
 static int check_netns(ports_ctx *p, int netns_fd, ns_error *err) {
         struct stat st;

@@ -37,6 +37,11 @@ typedef struct ports_ctx ports_ctx;
  * Returns 0 or -errno. */
 int ports_new(ns_loop *loop, ports_ctx **out, ns_error *err);
 
+/* In a process forked from the daemon that does not relay (the warm pool's zygote): close its
+ * copies of the relay process's channel and pidfd, leaving the relay alone.  Nothing else of `p`
+ * may be used afterwards in that process.  NULL is fine. */
+void ports_close_inherited(ports_ctx *p);
+
 /* Close every listener and connection, remove every watcher from the loop, free.  NULL is fine. */
 void ports_free(ports_ctx *p);
 

@@ -8,6 +8,15 @@
 export NS_DAEMON_ARGS="--warm-pool 2 --debug"
 ns_setup
 N=24
+# The relay process's channel is the daemon's alone: the zygotes, forked from the daemon after it
+# was made, hold no copy of the daemon's end.
+RELAY=$(pgrep -P "$NS_DAEMON_PID" -x nsd-relay)
+rino=$(readlink "/proc/$RELAY/fd/3" 2>/dev/null | tr -dc 0-9)
+holders=$(ss -xpn | awk -v i="$rino" '$8 == i && i != "" {print $9}')
+zygotes=$(pgrep -P "$NS_DAEMON_PID" -x nsd-zygote | wc -l)
+if [ -n "$rino" ] && [ "$zygotes" -ge 1 ] && echo "$holders" | grep -q "pid=$NS_DAEMON_PID," && ! echo "$holders" | grep -q nsd-zygote; then
+  ok "the relay channel's daemon end is held by the daemon only, not by its $zygotes zygotes"
+else not_ok "the relay channel's daemon end: held by '$holders' ($zygotes zygotes, relay $RELAY)"; fi
 mkdir -p "$NS_TMP/ro/data"; echo "read only" > "$NS_TMP/ro/data/f"
 echo "from the host" > "$WS/hostfile"; chown "$TEST_UID:$TEST_GID" "$WS/hostfile"
 cat > "$NS_TMP/burst.py" <<'PY'
