@@ -122,9 +122,10 @@ done
 
 # (b) small requests, one at a time on one kept-alive connection: the time per request is the
 # run's duration over the requests made.  The CPU time the relays spent (sandboxd's relay process for the
-# forward, nightshift for the preview proxy, from /proc/PID/stat) over the requests is the work
+# forward, nightshift's preview proxy process for the preview, from /proc/PID/stat) over the requests is the work
 # each hop adds, whatever the machine's load does to the wall clock.
 SBXD=$(pgrep -P "$NS_DAEMON_PID" -x nsd-relay || echo "$NS_DAEMON_PID") # the relay process moves the bytes
+PVX=$(pgrep -P "$SV_PID" -x ns-preview || echo "$SV_PID") # and the preview proxy's process
 cpu_us() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)*1e6/t}' "/proc/$1/stat"; }
 lat() { # PID-to-charge URL-args... → "requests mean_us cpu_us_per_request"
   local pid=$1; shift
@@ -142,7 +143,7 @@ print(n, round(secs * 1e6 / n, 1))')
 read -r nd ld _ <<<"$(WRAP="nsenter --net=/proc/$ECHOPID/ns/net" lat $$ "http://127.0.0.1:5173/")"
 read -r nh lh _ <<<"$(lat $$ "http://127.0.0.1:$DE/")"
 read -r nf lf cf <<<"$(lat "$SBXD" "http://127.0.0.1:$FE/")"
-read -r np lp cp <<<"$(lat "$SV_PID" -H "Host: $HE" -H "Cookie: $CE" "http://127.0.0.1:$PP/")"
+read -r np lp cp <<<"$(lat "$PVX" -H "Host: $HE" -H "Cookie: $CE" "http://127.0.0.1:$PP/")"
 
 $PY - "$SD" "$SF" "$SP" "$nd" "$ld" "$nf" "$lf" "$np" "$lp" "$cf" "$cp" "$(cut -d' ' -f1 /proc/loadavg)" "$SH" "$lh" "$SERVER" <<'PY'
 import statistics, sys
@@ -165,7 +166,7 @@ line("forward throughput / direct", f"{100*sf/sd:.0f} %", ">= 80 %", sf >= 0.8 *
 line("preview throughput / direct", f"{100*sp/sd:.0f} %", ">= 80 %", sp >= 0.8 * sd)
 print(f"small requests (keep-alive, 1 connection): direct (in the sandbox's namespace) {int(nd)} req, {ld:.1f} us each; "
       f"forward {int(nf)} req, {lf:.1f} us each; preview {int(np_)} req, {lp:.1f} us each")
-print(f"CPU spent per request by the relay: sandboxd relay process (forward) {cf:.1f} us, preview proxy (nightshift) {cp:.1f} us")
+print(f"CPU spent per request by the relay: sandboxd relay process (forward) {cf:.1f} us, preview proxy process {cp:.1f} us")
 line("forward: added per request", f"{lf-ld:.1f} us", "<= 50 us", lf - ld <= 50)
 line("preview: added per request", f"{lp-ld:.1f} us", "<= 50 us", lp - ld <= 50)
 line("requests per path", f"{int(min(nd, nf, np_))}", ">= 10000", min(nd, nf, np_) >= 10000)

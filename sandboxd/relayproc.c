@@ -19,7 +19,7 @@
 #include "common/cleanup.h"
 #include "common/loop.h"
 #include "common/relay.h"
-#include "sandboxd/seccomp.h"
+#include "common/seccomp_allow.h"
 
 #define RELAY_BURST 16                  /* buffers moved per direction per wake-up, for fairness */
 #define RELAY_CHAN_BUF (4 * 1024 * 1024) /* each way: thousands of hand-overs in flight */
@@ -309,7 +309,7 @@ static _Noreturn void child_main(int chan, pid_t parent) {
         struct relay_ctx x = { .chan = RELAY_CHAN_FD };
         if (ns_loop_new(&x.loop, &err) < 0)
                 goto fail;
-        if (sc_helper_filter_load(relay_calls, sizeof relay_calls / sizeof relay_calls[0], &err) < 0)
+        if (ns_seccomp_allow_only(relay_calls, sizeof relay_calls / sizeof relay_calls[0], &err) < 0)
                 goto fail;
         if (!ns_loop_add(x.loop, x.chan, EPOLLIN, on_chan, &x, &err))
                 goto fail;

@@ -404,26 +404,6 @@ int sc_filter_build(struct sock_fprog *out, ns_error *err) {
         return export_bpf(ctx, out, err);
 }
 
-int sc_helper_filter_load(const char *const *allowed_calls, size_t n, ns_error *err) {
-        _cleanup_(seccomp_releasep) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
-        if (!ctx)
-                return ns_err(err, ENOMEM, "seccomp_init failed");
-        int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-        if (r < 0)
-                return ns_err(err, -r, "seccomp bad-arch action: %s", strerror(-r));
-        /* libseccomp sets no_new_privs itself before loading (SCMP_FLTATR_CTL_NNP, its default). */
-        for (size_t i = 0; i < n; i++) {
-                int nr = seccomp_syscall_resolve_name(allowed_calls[i]);
-                if (nr < 0)
-                        continue;
-                if ((r = rule(ctx, SCMP_ACT_ALLOW, nr, allowed_calls[i], 0, NULL, err)) < 0)
-                        return r;
-        }
-        if ((r = seccomp_load(ctx)) < 0)
-                return ns_err(err, -r, "seccomp_load: %s", strerror(-r));
-        return 0;
-}
-
 void sc_filter_free(struct sock_fprog *prog) {
         if (!prog)
                 return;

@@ -17,13 +17,6 @@
  * instructions.  Returns 0 or -errno (with *err filled).  Thread-safe; deterministic. */
 int sc_filter_build(struct sock_fprog *out, ns_error *err);
 
-/* Confine the calling process (one of sandboxd's own unprivileged helpers, such as the relay
- * process) to the system calls named in `allowed_calls[0..n)`: anything else fails with EPERM,
- * a foreign ABI kills the process.  Sets no_new_privs.  Names this libseccomp does not know are
- * skipped (they stay refused).  Allocates (libseccomp): call before the helper's work starts, not
- * between fork and exec.  Returns 0 or -errno with *err filled. */
-int sc_helper_filter_load(const char *const *allowed_calls, size_t n, ns_error *err);
-
 /* Free a program filled by sc_filter_build and reset it to empty; safe on an empty program and
  * twice in a row. */
 void sc_filter_free(struct sock_fprog *prog);

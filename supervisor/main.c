@@ -203,6 +203,8 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(argv[1], "serve"))
                 return serve(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "preview-proxy")) /* internal: started by serve (preview_proc.c) */
+                return sv_preview_proxy_main(argc - 1, argv + 1);
         if (!strcmp(argv[1], "run"))
                 return cli_run(argc - 1, argv + 1);
         if (!strcmp(argv[1], "token"))

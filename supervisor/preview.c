@@ -1,5 +1,5 @@
 /* nightshift supervisor — previews: the registry, the API routes, auto-publish (see preview.h).
- * The proxy's connections are preview_proxy.c's. */
+ * The proxy runs in a process of its own: preview_proc.c starts it and keeps it told. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sodium.h>
@@ -150,7 +150,8 @@ static int load(struct sv_previews *pv, ns_error *err) {
                 const char *id = (const char *) sqlite3_column_text(st, 0), *sid = (const char *) sqlite3_column_text(st, 1),
                            *sandbox = (const char *) sqlite3_column_text(st, 2);
                 if (!id || !sid || !sandbox || !sv_id_valid(id, 'p') || strlen(sid) > SV_ID_LEN ||
-                    strlen(sandbox) > NS_ID_MAX || sqlite3_column_bytes(st, 5) != PV_HASH_LEN)
+                    strlen(sandbox) > NS_ID_MAX || sqlite3_column_bytes(st, 5) != PV_HASH_LEN ||
+                    sqlite3_column_int(st, 3) < 1 || sqlite3_column_int(st, 3) > 65535)
                         continue;
                 sv_preview *p = calloc(1, sizeof *p);
                 if (!p)
@@ -190,12 +191,13 @@ static sv_preview *preview_add(struct sv_previews *pv, const char *sid, const ch
         pv->list = p;
         pv->n++;
         store(pv, p);
+        pv_proc_put(pv, p);
         emit(pv, p, "published");
         return p;
 }
 
 static void preview_remove(struct sv_previews *pv, sv_preview *p, bool event) {
-        pv_conns_close(pv, p);
+        pv_proc_drop(pv, p);
         for (sv_preview **pp = &pv->list; *pp; pp = &(*pp)->next)
                 if (*pp == p) {
                         *pp = p->next;
@@ -396,6 +398,7 @@ static void job_done(sv_job *base) {
                 char token[PV_TOKEN_HEX + 1];
                 new_token(p, token); /* a new link: the earlier one stops working */
                 store(pv, p);
+                pv_proc_put(pv, p);
                 sv_req_reply_json(j->req, fresh ? 201 : 200, preview_json(pv, p, token));
                 sodium_memzero(token, sizeof token);
                 break;
@@ -521,7 +524,7 @@ void sv_api_preview_delete(sv_req *r, const sv_route_args *a) {
 
 bool sv_preview_host(const sv_server *s, const char *host) {
         char id[SV_ID_LEN + 1];
-        return host && pv_host_preview(&s->cfg, host, strlen(host), id);
+        return host && pv_host_preview(s->cfg.preview_domain, host, strlen(host), id);
 }
 
 /* ---- life cycle ---------------------------------------------------------------------------- */
@@ -568,11 +571,11 @@ int sv_preview_start(sv_server *s, int *port_out, ns_error *err) {
                 return r;
         }
         pv->port = ntohs(sa.sin_port);
-        if (!(pv->listen_w = ns_loop_add(s->loop, pv->listen_fd, EPOLLIN, pv_on_accept, pv, err))) {
+        if ((r = pv_proc_start(pv, err)) < 0) {
                 close(pv->listen_fd);
                 list_free(pv);
                 free(pv);
-                return -err->code;
+                return r;
         }
         s->previews = pv;
         *port_out = pv->port;
@@ -583,9 +586,8 @@ void sv_preview_stop(sv_server *s) {
         struct sv_previews *pv = s->previews;
         if (!pv)
                 return;
-        pv_conns_close(pv, NULL);
+        pv_proc_stop(pv);
         list_free(pv);
-        ns_loop_remove(s->loop, pv->listen_w);
         close(pv->listen_fd);
         free(pv);
         s->previews = NULL;
@@ -602,6 +604,7 @@ void sv_preview_tick(sv_server *s) {
                 if (!sb || strcmp(sb, p->sandbox))
                         preview_remove(pv, p, true);
         }
+        pv_proc_tick(pv);
         uint64_t now = ns_now_ms();
         /* Polled whatever --auto-publish says: a repository's settings may turn it on. */
         if (pv->polling || now < pv->next_poll_ms)

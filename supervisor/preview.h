@@ -9,13 +9,14 @@
  * Access: the URL the API hands out once carries the preview's token
  * (/__nightshift/auth?token=...), which sets an HttpOnly, host-only cookie on the preview's origin
  * and redirects to /; every later request must carry that cookie (its hash compared in constant
- * time).  Upstream, the proxy strips its own cookie and the dashboard's (nightshift_session),
- * rewrites Host to `localhost:PORT`, re-frames request bodies it parsed (libhttp-parser, heads at
+ * time).  The proxy runs in a process of its own (preview_chan.h).  Upstream, it strips its own
+ * cookie and the dashboard's (nightshift_session), rewrites Host to `localhost:PORT`, re-frames request bodies it parsed (libhttp-parser, heads at
  * most 16 KiB, ambiguous framing refused with 400), and after a WebSocket upgrade relays bytes
- * both ways.  Everything runs on the loop thread without blocking; sandboxd calls go to workers.
+ * both ways.  Everything runs on the process's loop without blocking; it asks the supervisor for
+ * each upstream socket, which dials it through sandboxd on a worker.
  *
- * Previews live in memory: a restarted supervisor starts with none (sandboxd keeps publishing
- * the ports; publishing one again adopts its mapping). */
+ * Previews are kept in the database: a restarted supervisor serves them again, with the same
+ * tokens, while their sandboxes live (sandboxd keeps publishing the ports). */
 #pragma once
 
 #include "api_int.h"
@@ -36,6 +37,11 @@ bool sv_preview_host(const sv_server *s, const char *host);
  * --auto-publish, ask sandboxd (on a worker, every ~1.5 s) which ports listen in each live
  * sandbox and publish the new ones. */
 void sv_preview_tick(sv_server *s);
+
+/* `nightshift preview-proxy --parent PID [--domain D] [--log-level N]`: the preview proxy
+ * process, started by the supervisor with the preview listener as fd 3 and its channel as fd 4
+ * (preview_chan.h); refuses to run otherwise.  Returns the exit status. */
+int sv_preview_proxy_main(int argc, char **argv);
 
 /* The API: GET and POST /api/v1/sessions/{id}/previews, DELETE .../previews/{preview_id}. */
 void sv_api_previews_get(sv_req *r, const sv_route_args *a);

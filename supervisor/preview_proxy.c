@@ -1,7 +1,9 @@
-/* nightshift supervisor — the preview proxy's connections (see preview.h).
+/* nightshift supervisor — the preview proxy's connections (see preview.h).  They live in the
+ * preview proxy process (preview_main.c), never in the supervisor.
  *
- * One browser connection is relayed to one upstream connection (sandboxd's publish listener of
- * the preview it first asked for).  Requests are parsed with libhttp-parser as they stream:
+ * One browser connection is relayed to one upstream connection: a socket connected to the port of
+ * the preview it first asked for, inside that preview's sandbox, which the supervisor dials through
+ * sandboxd and hands over (DIAL, DIALED: preview_chan.h).  Requests are parsed with libhttp-parser as they stream:
  * each head is checked (size, framing, Host, access) and rewritten; bodies are passed on with
  * their framing rebuilt from what the parser understood, so upstream never sees a framing the
  * proxy did not.  Responses are relayed as bytes.  After an upgrade both directions are relayed
@@ -21,13 +23,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/cleanup.h"
-#include "api_int.h"
 #include "common/log.h"
 #include "common/relay.h"
 #include "preview_int.h"
-#include "sandboxd/client.h"
-#include "workq.h"
+#include "preview_proxy.h"
 
 #define PV_HEAD_MAX 16384       /* a request head (request line + headers), bytes */
 #define PV_HEADERS_MAX 100
@@ -49,20 +48,9 @@ struct pv_end {
         int i;
 };
 
-/* Asking sandboxd, on a worker, for a socket connected inside the preview's sandbox (op dial).
- * The connection may be freed first: it then clears `conn`, and the answer is thrown away. */
-typedef struct pv_dial {
-        sv_job base;
-        pv_conn *conn;
-        char sandbox[NS_ID_MAX + 1];
-        int port;
-        int fd, rc;
-        ns_error err;
-} pv_dial;
-
 struct pv_conn {
-        struct sv_previews *pv;
-        pv_dial *dial;          /* the upstream being dialled, until its answer is in */
+        pv_proxy *px;
+        uint64_t dial;          /* the DIAL whose answer is awaited; 0: none */
         pv_conn *prev, *next;
         int fd[2];              /* 0: the browser; 1: upstream (-1 until the first forwarded request) */
         ns_watch *w[2];
@@ -146,14 +134,12 @@ static size_t pending_to(const pv_conn *c, int i) {
 /* ---- connections -------------------------------------------------------------------------- */
 
 static void conn_free(pv_conn *c) {
-        struct sv_previews *pv = c->pv;
-        if (c->dial)
-                c->dial->conn = NULL;
+        pv_proxy *px = c->px;
         for (int i = 0; i < 2; i++)
                 if (c->pipe[i] >= 0)
                         close(c->pipe[i]);
         for (int i = 0; i < 2; i++) {
-                ns_loop_remove(pv->srv->loop, c->w[i]);
+                ns_loop_remove(px->loop, c->w[i]);
                 if (c->fd[i] >= 0)
                         close(c->fd[i]);
                 free(c->out[i].d);
@@ -161,10 +147,10 @@ static void conn_free(pv_conn *c) {
         if (c->prev)
                 c->prev->next = c->next;
         else
-                pv->conns = c->next;
+                px->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
-        pv->n_conns--;
+        px->n_conns--;
         free(c);
 }
 
@@ -284,7 +270,7 @@ static bool cookie_get(const pv_conn *c, const char *name, char *out, size_t cap
 
 /* Why constant time: the cookie is the preview's only credential; its hash is compared so that
  * neither timing nor a memory dump of the proxy gives the token away. */
-static bool token_ok(const sv_preview *p, const char *token) {
+static bool token_ok(const pv_site *p, const char *token) {
         if (strlen(token) != PV_TOKEN_HEX)
                 return false;
         unsigned char h[PV_HASH_LEN];
@@ -293,8 +279,7 @@ static bool token_ok(const sv_preview *p, const char *token) {
 }
 
 /* The preview id the Host names: `<id>.localhost[:port]` or `<id>.preview.<domain>[:port]`. */
-bool pv_host_preview(const sv_config *cfg, const char *host, size_t len, char id[SV_ID_LEN + 1]) {
-        const char *domain = cfg->preview_domain;
+bool pv_host_preview(const char *domain, const char *host, size_t len, char id[SV_ID_LEN + 1]) {
         char h[256];
         if (len == 0 || len >= sizeof h)
                 return false;
@@ -322,72 +307,44 @@ bool pv_host_preview(const sv_config *cfg, const char *host, size_t len, char id
         return sv_id_valid(id, 'p');
 }
 
-static void dial_run(sv_job *base, sv_worker *w) {
-        pv_dial *j = (pv_dial *) base;
-        ns_client *sbx;
-        if ((j->rc = sv_worker_sandboxd(w, &sbx, &j->err)) < 0)
-                return;
-        _cleanup_json_ cJSON *req = cJSON_CreateObject();
-        if (!req || !cJSON_AddStringToObject(req, "op", "dial") || !cJSON_AddStringToObject(req, "sandbox", j->sandbox) ||
-            !cJSON_AddNumberToObject(req, "port", j->port)) {
-                j->rc = ns_err(&j->err, ENOMEM, "out of memory");
-                return;
-        }
-        cJSON *reply = NULL;
-        int fds[1];
-        size_t n_fds = 1;
-        j->rc = ns_client_call(sbx, req, NULL, 0, &reply, fds, &n_fds, &j->err);
-        cJSON_Delete(reply);
-        if (j->rc == 0 && n_fds == 1)
-                j->fd = fds[0];
-        else if (j->rc == 0)
-                j->rc = ns_err(&j->err, EPROTO, "sandboxd: dial answered without a socket");
-        if (j->rc == -ECONNRESET || j->rc == -EPIPE || j->rc == -EPROTO || j->rc == -ENOTCONN)
-                sv_worker_sandboxd_reset(w, -j->rc);
+/* Ask the supervisor for the upstream connection; requests forwarded meanwhile wait in out[1]. */
+static int upstream_connect(pv_conn *c, const pv_site *p) {
+        pv_proxy *px = c->px;
+        struct pvc_msg m = { .op = PVC_DIAL, .dial = px->last_dial + 1 };
+        snprintf(m.id, sizeof m.id, "%s", p->id);
+        int r = pvc_send(px->chan, &m, -1);
+        if (r < 0)
+                return r;
+        c->dial = ++px->last_dial;
+        c->connecting = true;
+        return 0;
 }
 
-static void dial_done(sv_job *base) {
-        pv_dial *j = (pv_dial *) base;
-        pv_conn *c = j->conn;
+void pv_dialed(pv_proxy *px, uint64_t dial, int fd, int error) {
+        pv_conn *c = px->conns;
+        while (c && c->dial != dial)
+                c = c->next;
         if (!c) { /* the browser went away meanwhile */
-                if (j->fd >= 0)
-                        close(j->fd);
-                free(j);
+                if (fd >= 0)
+                        close(fd);
                 return;
         }
-        c->dial = NULL;
-        if (j->rc < 0 || j->fd < 0) { /* failed, or never run (the queue was stopped) */
-                log_debug("preview %s: dial port %d: %s", c->preview, j->port, j->err.msg);
+        c->dial = 0;
+        if (fd < 0) {
+                log_debug("preview proxy: %s: dial port: %s", c->preview, strerror(error));
                 c->connecting = false;
                 c->out[1].off = c->out[1].len = 0;
-                answer(c, 502, "Bad Gateway", NULL, "the preview's server cannot be reached\n");
+                answer(c, 502, "Bad Gateway", NULL,
+                       error == ESRCH ? "the session's sandbox is gone\n" : "the preview's server cannot be reached\n");
         } else {
-                c->fd[1] = j->fd; /* still connecting: on_io reads the outcome at EPOLLOUT */
+                c->fd[1] = fd; /* still connecting: on_io reads the outcome at EPOLLOUT */
         }
-        free(j);
         conn_update(c);
-}
-
-/* Ask for the upstream connection; requests forwarded meanwhile wait in out[1]. */
-static int upstream_connect(pv_conn *c, const sv_preview *p) {
-        pv_dial *j = calloc(1, sizeof *j);
-        if (!j)
-                return -ENOMEM;
-        j->base.run = dial_run;
-        j->base.done = dial_done;
-        j->conn = c;
-        j->fd = -1;
-        j->port = p->port;
-        snprintf(j->sandbox, sizeof j->sandbox, "%s", p->sandbox);
-        c->dial = j;
-        c->connecting = true;
-        sv_workq_submit(c->pv->srv->wq, &j->base);
-        return 0;
 }
 
 /* Write the request's head, rewritten, to upstream: Host becomes localhost:PORT; the Cookie
  * headers lose the proxy's own cookie and the dashboard's. */
-static int forward_head(pv_conn *c, const sv_preview *p) {
+static int forward_head(pv_conn *c, const pv_site *p) {
         pv_buf *b = &c->out[1];
         int r = buf_addf(b, "%s ", http_method_str((enum http_method) c->hp.method));
         if (r == 0)
@@ -463,11 +420,11 @@ static int on_headers_complete(http_parser *hp) {
                 return 0;
         }
         char id[SV_ID_LEN + 1];
-        if (!pv_host_preview(&c->pv->srv->cfg, c->head + c->hdr[host_i].val, c->hdr[host_i].val_len, id)) {
+        if (!pv_host_preview(c->px->domain, c->head + c->hdr[host_i].val, c->hdr[host_i].val_len, id)) {
                 answer(c, 421, "Misdirected Request", NULL, "this is the preview proxy: no preview is named by this Host\n");
                 return 0;
         }
-        sv_preview *p = pv_find(c->pv, id);
+        pv_site *p = pv_site_find(c->px, id);
         if (!p) {
                 answer(c, 404, "Not Found", NULL, "no such preview\n");
                 return 0;
@@ -493,7 +450,7 @@ static int on_headers_complete(http_parser *hp) {
                 char hdrs[256];
                 /* Host-only (no Domain), HttpOnly, SameSite=Lax: scoped to this preview's origin. */
                 snprintf(hdrs, sizeof hdrs, "Location: /\r\nSet-Cookie: %s=%s; Path=/; HttpOnly; SameSite=Lax%s\r\n",
-                         PV_COOKIE, token, c->pv->srv->cfg.preview_domain ? "; Secure" : "");
+                         PV_COOKIE, token, c->px->domain ? "; Secure" : "");
                 answer(c, 302, "Found", hdrs, "");
                 return 0;
         }
@@ -506,14 +463,9 @@ static int on_headers_complete(http_parser *hp) {
                 answer(c, 403, "Forbidden", NULL, "this preview's access cookie is not valid\n");
                 return 0;
         }
-        /* Only while the session still has this sandbox: a preview dies with it. */
-        if (!sv_session_live_sandbox(c->pv->srv, p->sid)) {
-                answer(c, 502, "Bad Gateway", NULL, "the session's sandbox is gone\n");
-                return 0;
-        }
         if (c->fd[1] < 0 && !c->dial) {
                 int r = upstream_connect(c, p);
-                if (r < 0) {
+                if (r < 0) { /* the channel is full, or the supervisor gone */
                         answer(c, 502, "Bad Gateway", NULL, "the preview's server cannot be reached\n");
                         return 0;
                 }
@@ -759,7 +711,7 @@ static void on_io(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *dat
 
 /* Write what can be written, pass EOFs on, and register exactly the events each end waits for. */
 static void conn_update(pv_conn *c) {
-        ns_loop *loop = c->pv->srv->loop;
+        ns_loop *loop = c->px->loop;
         for (int i = 0; i < 2; i++)
                 if (c->fd[i] >= 0 && !(i == 1 && c->connecting) && flush_to(c, i) < 0) {
                         if (i == 1 && !c->got_upstream && !c->closing) {
@@ -815,19 +767,19 @@ static void conn_update(pv_conn *c) {
 
 void pv_on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
         (void) loop, (void) w, (void) events;
-        struct sv_previews *pv = data;
+        pv_proxy *px = data;
         for (int k = 0; k < 64; k++) {
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (cfd < 0)
                         return;
-                pv_conn *c = pv->n_conns < PV_CONNS_MAX ? calloc(1, sizeof *c) : NULL;
+                pv_conn *c = px->n_conns < PV_CONNS_MAX ? calloc(1, sizeof *c) : NULL;
                 if (!c) {
                         close(cfd);
                         continue;
                 }
                 int one = 1;
                 (void) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                c->pv = pv;
+                c->px = px;
                 c->fd[0] = cfd;
                 c->fd[1] = -1;
                 c->pipe[0] = c->pipe[1] = -1;
@@ -835,19 +787,19 @@ void pv_on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *dat
                         c->end[i] = (struct pv_end){ .c = c, .i = i };
                 http_parser_init(&c->hp, HTTP_REQUEST);
                 c->hp.data = c;
-                c->next = pv->conns;
-                if (pv->conns)
-                        pv->conns->prev = c;
-                pv->conns = c;
-                pv->n_conns++;
+                c->next = px->conns;
+                if (px->conns)
+                        px->conns->prev = c;
+                px->conns = c;
+                px->n_conns++;
                 conn_update(c);
         }
 }
 
-void pv_conns_close(struct sv_previews *pv, const sv_preview *only) {
-        for (pv_conn *c = pv->conns, *next; c; c = next) {
+void pv_conns_close(pv_proxy *px, const char *only) {
+        for (pv_conn *c = px->conns, *next; c; c = next) {
                 next = c->next;
-                if (!only || !strcmp(c->preview, only->id))
+                if (!only || !strcmp(c->preview, only))
                         conn_free(c);
         }
 }

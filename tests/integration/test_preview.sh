@@ -4,7 +4,8 @@
 # the access cookie; without it the proxy refuses; the dashboard's cookie never goes upstream; the
 # dev server sees Host localhost:PORT; WebSocket works; previews are listed and show as events;
 # --auto-publish publishes a new listening port by itself, unless the repository's settings say
-# otherwise.
+# otherwise.  The proxy runs in a confined process of its own, replaced when it dies or breaks its
+# channel's protocol, and gone with the supervisor.
 . "$(dirname "$0")/sv_lib.sh"
 sv_setup --auto-publish true
 make_repo "$NS_TMP/src/app"
@@ -89,6 +90,52 @@ expect_eq "a WebSocket works through the preview" "hello over ws" \
 out=$($WSE echo "ws://127.0.0.1:$PP/ws" "x" --host "$HOST" 2>&1)
 expect_match "a WebSocket without the cookie is refused" "401" "$out"
 
+# --- the proxy's own process: confined, replaced when it dies or breaks its channel's protocol ----
+proxy_pid() { pgrep -P "$SV_PID" -x ns-preview | head -n1; }
+proxy_after() { # wait for a proxy other than $1 → its pid
+  local p; for _ in $(seq 60); do p=$(proxy_pid); [ -n "$p" ] && [ "$p" != "$1" ] && { echo "$p"; return; }; sleep 0.1; done
+}
+PXP=$(proxy_pid)
+expect_match "the preview proxy runs in a process of its own, a child of the supervisor" '^[0-9]+$' "$PXP"
+pst=$(cat "/proc/$PXP/status" 2>/dev/null)
+expect_eq "it runs as the supervisor's user" "$TEST_UID" "$(printf '%s\n' "$pst" | awk '/^Uid:/{print $2}')"
+expect_eq "with no_new_privs" 1 "$(printf '%s\n' "$pst" | awk '/^NoNewPrivs:/{print $2}')"
+expect_eq "under a seccomp filter" 2 "$(printf '%s\n' "$pst" | awk '/^Seccomp:/{print $2}')"
+expect_eq "at nice 10" 10 "$(awk '{print $19}' "/proc/$PXP/stat")"
+expect_eq "not dumpable: its /proc files belong to root, not to the supervisor's user" 0 "$(stat -c %u "/proc/$PXP/environ")"
+expect_eq "none of the supervisor's environment (a sanitizer's options at most)" "" \
+  "$(tr '\0' '\n' <"/proc/$PXP/environ" | grep -v '^[A-Z]*SAN_OPTIONS=')"
+expect_eq "it holds no file of the supervisor's: past stdio only sockets, its epoll and pipes" "" \
+  "$(for f in /proc/$PXP/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && readlink "$f"; done | grep -Ev '^(socket|anon_inode|pipe):')"
+kill -KILL "$PXP"
+PXP2=$(proxy_after "$PXP")
+expect_match "killed, it is replaced within a few seconds" '^[0-9]+$' "$PXP2"
+for _ in $(seq 30); do [ "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")" = "hello 5173" ] && break; sleep 0.1; done
+expect_eq "the replacement serves the preview, with the same cookie" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
+expect_eq "and its WebSocket" "again over ws" \
+  "$($WSE echo "ws://127.0.0.1:$PP/ws" "again over ws" --host "$HOST" --cookie "$PCK" 2>&1)"
+# A proxy taken over by what it parses is not trusted: a message out of protocol on its channel
+# (written here through a copy of the proxy's end, taken with pidfd_getfd) gets it killed and replaced.
+sent=$($PY - "$PXP2" <<'PYEOF'
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+pfd = os.pidfd_open(int(sys.argv[1]))
+fd = libc.syscall(438, pfd, 4, 0)  # pidfd_getfd(pidfd, 4, 0): the proxy's end of its channel
+if fd < 0:
+    print("pidfd_getfd: " + os.strerror(ctypes.get_errno())); sys.exit()
+s = socket.socket(fileno=fd)
+s.send(b"not a message")
+print("sent")
+PYEOF
+)
+expect_eq "a copy of the proxy's channel end is taken" sent "$sent"
+PXP3=$(proxy_after "$PXP2")
+expect_match "a message out of protocol: that proxy is killed and another started" '^[0-9]+$' "$PXP3"
+check "the killed one is gone" bash -c "! kill -0 $PXP2 2>/dev/null"
+expect_match "the supervisor says why" "preview proxy $PXP2: it broke the channel's protocol" "$(cat "$NS_TMP/nightshift.log")"
+for _ in $(seq 30); do [ "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")" = "hello 5173" ] && break; sleep 0.1; done
+expect_eq "and the preview is served again" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
+
 # --- listed, as events, auto-publish --------------------------------------------------------------
 list=$(api GET "/api/v1/sessions/$sid/previews")
 expect_eq "GET previews lists it (url without the token)" "5173 $ORIGIN/" \
@@ -105,7 +152,11 @@ expect_match "publishing shows as a preview event" "\"action\": \"published\".*\
 expect_eq "events never carry the token" "" "$(printf '%s' "$ev" | grep -o 'token=[0-9a-f]*')"
 
 # --- a restart of the supervisor keeps the previews (their sandboxes and publishes live on) ---------
-sv_stop
+# SIGKILL: the proxy process must not outlive its supervisor even when it had no chance to stop it.
+PXP=$(proxy_pid)
+kill -KILL "$SV_PID"; wait "$SV_PID" 2>/dev/null; SV_PID=
+for _ in $(seq 30); do kill -0 "$PXP" 2>/dev/null || break; sleep 0.1; done
+check "the preview proxy dies with a SIGKILLed supervisor" bash -c "! kill -0 $PXP 2>/dev/null"
 sv_start
 PP=$(sed -n 's/.*previews on .*listening on 127\.0\.0\.1:\([0-9]*\)).*/\1/p' "$NS_TMP/nightshift.log" | tail -n1)
 HOST="$pid.localhost:$PP"
@@ -146,4 +197,7 @@ api POST "/api/v1/sessions/$sid/stop" >/dev/null
 wait_state "$sid" stopped failed completed >/dev/null
 sleep 0.5
 expect_eq "a stopped session has no previews" "0" "$(jget "$(api GET "/api/v1/sessions/$sid/previews" | cut -d' ' -f2-)" 'len(d["previews"])')"
+PXP=$(proxy_pid)
+sv_stop
+check "a stopped supervisor stops its preview proxy" bash -c "! kill -0 $PXP 2>/dev/null"
 tap_done

@@ -1,0 +1,78 @@
+/* nightshift supervisor — the preview proxy's channel (see preview_chan.h). */
+#include "preview_chan.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/fdpass.h"
+
+static bool id_ok(const char id[SV_ID_LEN + 2]) {
+        return memchr(id, '\0', SV_ID_LEN + 2) && sv_id_valid(id, 'p');
+}
+
+static bool msg_ok(const struct pvc_msg *m, bool from_proxy, bool has_fd) {
+        if (m->zero != 0)
+                return false;
+        if (from_proxy) /* a proxy asks for sockets, and nothing else */
+                return m->op == PVC_DIAL && !has_fd && m->dial != 0 && m->port == 0 && m->error == 0 && id_ok(m->id);
+        switch (m->op) {
+        case PVC_PUT:
+                return !has_fd && m->port >= 1 && m->port <= 65535 && m->error == 0 && id_ok(m->id);
+        case PVC_DROP:
+                return !has_fd && m->error == 0 && id_ok(m->id);
+        case PVC_DIALED:
+                return m->dial != 0 && m->error >= 0 && has_fd == (m->error == 0);
+        default:
+                return false;
+        }
+}
+
+int pvc_recv(int sock, bool from_proxy, struct pvc_msg *m, int *fd) {
+        *fd = -1;
+        union {
+                char buf[CMSG_SPACE(sizeof(int) * NS_FDPASS_MAX)];
+                struct cmsghdr align;
+        } cbuf;
+        char extra; /* a datagram longer than a message is noticed, not cut silently */
+        struct iovec iov[2] = { { m, sizeof *m }, { &extra, 1 } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf };
+        ssize_t n;
+        do
+                n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        int got[NS_FDPASS_MAX + 1];
+        size_t n_got = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++) {
+                        int f;
+                        memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+                        if (n_got < NS_FDPASS_MAX + 1)
+                                got[n_got++] = f;
+                        else
+                                close(f);
+                }
+        }
+        if (n == 0 && n_got == 0)
+                return 0;
+        bool ok = (size_t) n == sizeof *m && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && n_got <= 1 &&
+                  msg_ok(m, from_proxy, n_got == 1);
+        if (!ok) {
+                for (size_t i = 0; i < n_got; i++)
+                        close(got[i]);
+                return -EBADMSG;
+        }
+        *fd = n_got ? got[0] : -1;
+        return 1;
+}
+
+int pvc_send(int sock, const struct pvc_msg *m, int fd) {
+        struct iovec iov = { (void *) m, sizeof *m };
+        return ns_send_fds(sock, &iov, 1, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+}

@@ -1,0 +1,49 @@
+/* nightshift supervisor — the preview proxy process's state: what preview_main.c (the process,
+ * its channel) and preview_proxy.c (its connections) share.  Private to those two files. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/loop.h"
+#include "preview_chan.h"
+
+/* A preview as the proxy knows it: what it needs to check a request and ask for its socket. */
+typedef struct pv_site {
+        struct pv_site *next;
+        char id[SV_ID_LEN + 1];
+        int port;
+        unsigned char token_hash[PVC_HASH_LEN];
+} pv_site;
+
+typedef struct pv_conn pv_conn;
+
+typedef struct pv_proxy {
+        ns_loop *loop;
+        int listen_fd;
+        ns_watch *listen_w;
+        int chan;                       /* to the supervisor */
+        const char *domain;             /* previews at <id>.preview.<domain>; NULL: <id>.localhost */
+        pv_site *sites;
+        size_t n_sites;
+        pv_conn *conns;
+        size_t n_conns;
+        uint64_t last_dial;             /* the number of the last DIAL sent */
+} pv_proxy;
+
+/* The system calls the proxy process allows itself (its seccomp allow-list), `*n` of them. */
+const char *const *sv_preview_proxy_calls(size_t *n);
+
+/* The site of preview `id`, or NULL. */
+pv_site *pv_site_find(pv_proxy *px, const char *id);
+
+/* The listener's callback (data: the pv_proxy): accept browser connections. */
+void pv_on_accept(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data);
+
+/* The supervisor's answer to DIAL `dial`: `fd` (owned from here on) connected to the preview's
+ * server, or `error` (fd -1).  An answer for a connection that is gone closes fd. */
+void pv_dialed(pv_proxy *px, uint64_t dial, int fd, int error);
+
+/* Close every connection, or those of preview `only`. */
+void pv_conns_close(pv_proxy *px, const char *only);

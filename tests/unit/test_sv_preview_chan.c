@@ -1,0 +1,183 @@
+/* The preview proxy process's boundary, from both sides.  The channel (supervisor/preview_chan.c):
+ * the supervisor takes from a proxy only well-formed DIALs with no descriptor attached (a proxy
+ * parses agent-made bytes, so it may be hostile); the proxy takes PUT, DROP and DIALED, a socket
+ * exactly with a successful DIALED; every descriptor attached to a refused message is closed.  The
+ * proxy's seccomp allow-list (preview_main.c), loaded in a child: it cannot open a file, make a
+ * socket, execute or change identity, and can still do what it is for.  TAP. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fdpass.h"
+#include "common/seccomp_allow.h"
+#include "supervisor/preview_chan.h"
+#include "supervisor/preview_proxy.h"
+#include "tap.h"
+
+static int n_open_fds(void) {
+        int n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        for (struct dirent *e; d && (e = readdir(d));)
+                n += e->d_name[0] != '.';
+        if (d)
+                closedir(d);
+        return n;
+}
+
+/* Send raw bytes with `nfds` fresh pipe ends attached on s[0], receive on s[1] → pvc_recv's result. */
+static int deliver(int s[2], bool from_proxy, const void *data, size_t len, int nfds, struct pvc_msg *m, int *fd) {
+        int fds[4] = { -1, -1, -1, -1 }, p[2];
+        for (int i = 0; i < nfds; i += 2) {
+                if (pipe2(p, O_CLOEXEC) < 0)
+                        return -999;
+                fds[i] = p[0];
+                if (i + 1 < nfds)
+                        fds[i + 1] = p[1];
+                else
+                        close(p[1]);
+        }
+        struct iovec iov = { (void *) data, len };
+        int r = ns_send_fds(s[0], &iov, 1, fds, (size_t) nfds, 0);
+        for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+        if (r < 0)
+                return -998;
+        return pvc_recv(s[1], from_proxy, m, fd);
+}
+
+static struct pvc_msg dial_msg(void) {
+        struct pvc_msg m = { .op = PVC_DIAL, .dial = 7 };
+        strcpy(m.id, "p-abcdefghijkl");
+        return m;
+}
+
+static void channel_checks(void) {
+        int s[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, s) < 0) {
+                ok(0, "socketpair: %s", strerror(errno));
+                return;
+        }
+        int before = n_open_fds();
+        struct pvc_msg in, out;
+        int fd;
+
+        in = dial_msg();
+        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == 1 && fd == -1 && out.dial == 7 && !strcmp(out.id, in.id),
+           "the supervisor takes a well-formed DIAL");
+        ok(deliver(s, true, &in, sizeof in, 1, &out, &fd) == -EBADMSG, "a DIAL with a descriptor attached is refused");
+        ok(deliver(s, true, &in, sizeof in, 3, &out, &fd) == -EBADMSG, "... with three attached too");
+        ok(deliver(s, true, &in, sizeof in - 1, 0, &out, &fd) == -EBADMSG, "a short message is refused");
+        char big[sizeof in + 8] = { 0 };
+        memcpy(big, &in, sizeof in);
+        ok(deliver(s, true, big, sizeof big, 0, &out, &fd) == -EBADMSG, "a long message is refused (not cut to size)");
+        in = dial_msg();
+        in.op = PVC_PUT;
+        in.port = 80;
+        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a PUT from a proxy is refused");
+        in = dial_msg();
+        in.op = 99;
+        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "an unknown op is refused");
+        in = dial_msg();
+        in.dial = 0;
+        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a DIAL numbered 0 is refused");
+        in = dial_msg();
+        in.zero = 1;
+        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a reserved field not 0 is refused");
+        in = dial_msg();
+        memset(in.id, 'a', sizeof in.id);
+        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "an id without its NUL is refused");
+        const char *bad_ids[] = { "s-abcdefghijkl", "p-ABCDEFGHIJKL", "p-abc/../efghi", "p-abcdefghijk", "" };
+        bool all = true;
+        for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+                in = dial_msg();
+                memset(in.id, 0, sizeof in.id);
+                memcpy(in.id, bad_ids[i], strlen(bad_ids[i]));
+                all &= deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG;
+        }
+        ok(all, "ids not of a preview (another kind, upper case, a path, short, empty) are refused");
+
+        /* the proxy's side */
+        struct pvc_msg put = { .op = PVC_PUT, .port = 5173 };
+        strcpy(put.id, "p-abcdefghijkl");
+        memset(put.token_hash, 0xab, sizeof put.token_hash);
+        ok(deliver(s, false, &put, sizeof put, 0, &out, &fd) == 1 && out.port == 5173 && out.token_hash[31] == 0xab,
+           "the proxy takes a PUT");
+        put.port = 0;
+        ok(deliver(s, false, &put, sizeof put, 0, &out, &fd) == -EBADMSG, "a PUT of port 0 is refused");
+        put.port = 65536;
+        ok(deliver(s, false, &put, sizeof put, 0, &out, &fd) == -EBADMSG, "a PUT of port 65536 is refused");
+        in = dial_msg();
+        ok(deliver(s, false, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a DIAL sent to the proxy is refused");
+        struct pvc_msg dialed = { .op = PVC_DIALED, .dial = 7 };
+        ok(deliver(s, false, &dialed, sizeof dialed, 1, &out, &fd) == 1 && fd >= 0, "a DIALED with its socket is taken");
+        if (fd >= 0)
+                close(fd);
+        ok(deliver(s, false, &dialed, sizeof dialed, 0, &out, &fd) == -EBADMSG, "a DIALED saying 0 without a socket is refused");
+        dialed.error = ECONNREFUSED;
+        ok(deliver(s, false, &dialed, sizeof dialed, 0, &out, &fd) == 1 && fd == -1 && out.error == ECONNREFUSED,
+           "a DIALED with an errno and no socket is taken");
+        ok(deliver(s, false, &dialed, sizeof dialed, 1, &out, &fd) == -EBADMSG, "a DIALED with an errno and a socket is refused");
+        dialed.error = 0;
+        ok(deliver(s, false, &dialed, sizeof dialed, 2, &out, &fd) == -EBADMSG, "a DIALED with two descriptors is refused");
+        ok(n_open_fds() == before, "every descriptor of a refused message was closed (%d open, %d before)", n_open_fds(), before);
+        ok(pvc_recv(s[1], true, &out, &fd) == -EAGAIN, "nothing waiting: EAGAIN");
+        close(s[0]);
+        ok(pvc_recv(s[1], true, &out, &fd) == 0, "the other end closed: 0");
+        close(s[1]);
+}
+
+/* In a child under the proxy's filter: each bit set is a check that failed. */
+static int filtered_child(void) {
+        size_t n;
+        const char *const *calls = sv_preview_proxy_calls(&n);
+        ns_error err = { 0 };
+        if (ns_seccomp_allow_only(calls, n, &err) < 0)
+                return 0x80;
+        int bad = 0;
+        errno = 0;
+        if (open("/etc/passwd", O_RDONLY | O_CLOEXEC) >= 0 || errno != EPERM)
+                bad |= 1;
+        errno = 0;
+        if (socket(AF_INET, SOCK_STREAM, 0) >= 0 || errno != EPERM)
+                bad |= 2;
+        char *argv[] = { "/bin/true", NULL };
+        errno = 0;
+        execv("/bin/true", argv);
+        if (errno != EPERM)
+                bad |= 4;
+        errno = 0;
+        if (setuid(0) == 0 || errno != EPERM)
+                bad |= 8;
+        int p[2];
+        char c = 'x';
+        if (pipe2(p, O_CLOEXEC) < 0 || write(p[1], &c, 1) != 1 || read(p[0], &c, 1) != 1)
+                bad |= 16;
+        return bad;
+}
+
+static void filter_checks(void) {
+        pid_t pid = fork();
+        if (pid == 0)
+                _exit(filtered_child());
+        int st = 0;
+        waitpid(pid, &st, 0);
+        int bad = WIFEXITED(st) ? WEXITSTATUS(st) : 0xff;
+        ok(bad != 0x80 && bad != 0xff, "the proxy's allow-list loads (status %#x)", bad);
+        ok(!(bad & 1), "under it a file cannot be opened (EPERM)");
+        ok(!(bad & 2), "a socket cannot be made (EPERM)");
+        ok(!(bad & 4), "nothing can be executed (EPERM)");
+        ok(!(bad & 8), "the identity cannot change (EPERM)");
+        ok(!(bad & 16), "and pipes, reads and writes still work");
+}
+
+int main(void) {
+        channel_checks();
+        filter_checks();
+        return tap_done();
+}
