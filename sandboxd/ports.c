@@ -419,13 +419,18 @@ static ports_sandbox *sandbox_by_key(ports_ctx *p, uint64_t key) {
         return NULL;
 }
 
+/* The sandbox's connections still being dialled here (the others are the relay process's). */
+static size_t n_dialling(const ports_sandbox *sb) {
+        size_t n = 0;
+        for (const ports_conn *c = sb->conns; c; c = c->next)
+                n++;
+        return n;
+}
+
 /* Every connection handed over died with the relay process (or is about to): none is counted. */
 static void relay_forget(ports_ctx *p) {
         for (ports_sandbox *sb = p->sandboxes; sb; sb = sb->next) {
-                size_t dialling = 0;
-                for (ports_conn *c = sb->conns; c; c = c->next)
-                        dialling++;
-                sb->n_conns = dialling;
+                sb->n_conns = n_dialling(sb);
                 sandbox_resume(sb);
         }
 }
@@ -456,10 +461,7 @@ static void on_relay(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *
                 ports_sandbox *sb = sandbox_by_key(p, m.sandbox);
                 if (!sb)
                         continue;
-                size_t dialling = 0;
-                for (ports_conn *c = sb->conns; c; c = c->next)
-                        dialling++;
-                if (sb->n_conns > dialling)
+                if (sb->n_conns > n_dialling(sb))
                         sb->n_conns--;
                 sandbox_resume(sb);
         }

@@ -27,7 +27,7 @@
 
 #define PV_PROC_RESTART_MS 1000
 #define PV_PROC_OUT_MAX 16384   /* messages queued for a proxy that does not read: then it is killed */
-#define PV_PROC_DIALS_MAX 2048  /* DIALs in flight (the proxy holds at most 2048 connections) */
+#define PV_PROC_DIALS_MAX 256   /* DIALs in flight: a hostile proxy cannot fill the workers' queue */
 #define PV_PROC_CHAN_BUF (1024 * 1024)
 
 extern char **environ;
