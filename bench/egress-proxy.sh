@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The egress proxy (supervisor/egress.c, run alone by build/bin/egress-proxy-serve as a session's
-# would run) vs straight to the server, in one run, all on 127.0.0.1:
+# would run: established tunnels handed to a proxy process, `nightshift proxy-process`, as the
+# server does) vs straight to the server, in one run, all on 127.0.0.1:
 #   10,000 small requests, one connection each: added time per request        target <= 50 us
 #   a 1 GiB download: throughput through the proxy (forward mode) vs direct   target >= 80 %
 # Small requests: both paths use the same origin and client (build/bin/http-bench-peer, in C: a
@@ -21,7 +22,8 @@ ROUNDS=${ROUNDS:-5}
 BIG_RUNS=${BIG_RUNS:-2}
 SERVE=$NS_BUILD/bin/egress-proxy-serve
 PEER=$NS_BUILD/bin/http-bench-peer
-for b in "$SERVE" "$PEER"; do [ -x "$b" ] || { echo "egress-proxy: build $b first" >&2; exit 2; }; done
+NIGHTSHIFT=$(realpath "$NS_BUILD/bin/nightshift")
+for b in "$SERVE" "$PEER" "$NIGHTSHIFT"; do [ -x "$b" ] || { echo "egress-proxy: build $b first" >&2; exit 2; }; done
 for c in nginx curl; do command -v $c >/dev/null || { echo "egress-proxy: $c is not installed" >&2; exit 2; }; done
 TMP=$(mktemp -d /tmp/ns-bench-egress.XXXXXX)
 PIDS=()
@@ -46,10 +48,11 @@ nginx -e "$TMP/nginx.err" -c "$TMP/nginx.conf" -g 'daemon off; user root;' >/dev
 "$PEER" serve "$OP" & PIDS+=($!)
 "$PEER" relay "$RP" "$OP" & PIDS+=($!)
 echo "bench.test 127.0.0.1" > "$TMP/hosts"
-"$SERVE" "$TMP/hosts" bench.test > "$TMP/port" & SPID=$!; PIDS+=($SPID)
+"$SERVE" --relay "$NIGHTSHIFT" "$TMP/hosts" bench.test > "$TMP/port" & SPID=$!; PIDS+=($SPID)
 for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.05; done
 PP=$(cat "$TMP/port")
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SPID/stat"; }
+# the proxy's CPU: the egress proxy's loop and the proxy process that relays its tunnels
+cpu_ticks() { local p t=0; for p in $SPID $(pgrep -P "$SPID" -x ns-proxy); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 HZ=$(getconf CLK_TCK)
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 # path name → port and request target (the proxy takes the absolute form)

@@ -125,7 +125,7 @@ done
 # forward, nightshift's preview proxy process for the preview, from /proc/PID/stat) over the requests is the work
 # each hop adds, whatever the machine's load does to the wall clock.
 SBXD=$(pgrep -P "$NS_DAEMON_PID" -x nsd-relay || echo "$NS_DAEMON_PID") # the relay process moves the bytes
-PVX=$(pgrep -P "$SV_PID" -x ns-preview || echo "$SV_PID") # and the preview proxy's process
+PVX=$(pgrep -P "$SV_PID" -x ns-proxy || echo "$SV_PID") # and the preview proxy's process
 cpu_us() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)*1e6/t}' "/proc/$1/stat"; }
 lat() { # PID-to-charge URL-args... → "requests mean_us cpu_us_per_request"
   local pid=$1; shift

@@ -77,8 +77,10 @@ int ns_relay_read(ns_relay_dir *d, int src) {
                         buf_drop(d);
                 }
         }
-        if (n > 0)
+        if (n > 0) {
+                d->bytes_in += (uint64_t) n;
                 return 1;
+        }
         if (n == 0) {
                 d->eof = true;
                 return 0;
@@ -100,6 +102,7 @@ int ns_relay_top_up(ns_relay_dir *d, int src) {
         ssize_t n = splice(src, NULL, d->pipe[1], NULL, d->pipe_size - d->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
                 d->piped += (size_t) n;
+                d->bytes_in += (uint64_t) n;
                 return 1;
         }
         if (n == 0) {
@@ -181,6 +184,7 @@ ssize_t ns_relay_move(ns_relay_dir *d, int src, int dst) {
                 return -errno;
         }
         d->bulk = (size_t) n == NS_RELAY_CHUNK;
+        d->bytes_in += (uint64_t) n;
         size_t off = 0;
         while (off < (size_t) n) {
                 ssize_t w = send(dst, stack + off, (size_t) n - off, MSG_NOSIGNAL | MSG_DONTWAIT);

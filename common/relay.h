@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define NS_RELAY_CHUNK 65536       /* one copying read at most: the buffer's size */
@@ -28,6 +29,7 @@ typedef struct ns_relay_dir {
         bool bulk;
         bool eof;       /* the source said EOF */
         bool pipe_full; /* a top-up found no room (the pipe counts buffers, not bytes): none until a write */
+        uint64_t bytes_in; /* read from the source so far (what a caller put is not counted) */
 } ns_relay_dir;
 
 /* An empty direction (no buffer, no pipe). */

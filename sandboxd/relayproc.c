@@ -18,35 +18,20 @@
 
 #include "common/cleanup.h"
 #include "common/loop.h"
-#include "common/relay.h"
+#include "common/relaypair.h"
 #include "common/seccomp_allow.h"
 
-#define RELAY_BURST 16                  /* buffers moved per direction per wake-up, for fairness */
 #define RELAY_CHAN_BUF (4 * 1024 * 1024) /* each way: thousands of hand-overs in flight */
 #define RELAY_CHAN_FD 3
 
 typedef struct relay_conn relay_conn;
 
-struct relay_end {
-        relay_conn *c;
-        int i;
-};
-
-/* One direction: bytes read from end `i` waiting to be written to end `1 - i`. */
-struct relay_dir {
-        ns_relay_dir r;
-        bool shut;      /* the source said EOF and the destination got shutdown(SHUT_WR) */
-};
-
+/* A connection handed over: its relay, and the keys its END is reported with. */
 struct relay_conn {
         struct relay_ctx *ctx;
         relay_conn *prev, *next;
         uint64_t sandbox, listener;
-        int fd[2];              /* 0: accepted; 1: dialled */
-        ns_watch *w[2];         /* NULL while nothing is wanted of that end */
-        uint32_t mask[2];
-        struct relay_end end[2];
-        struct relay_dir d[2];  /* d[0]: accepted → dialled; d[1]: dialled → accepted */
+        ns_relay_pair *pair;    /* fd[0]: accepted; fd[1]: dialled */
 };
 
 struct relay_ctx {
@@ -73,118 +58,19 @@ static void end_report(struct relay_ctx *x, const relay_conn *c) {
         (void) send(x->chan, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-static void conn_free(relay_conn *c, bool reset) {
+/* The pair is over (relaypair.c freed it): report the END and forget the connection. */
+static void conn_ended(void *data, const uint64_t bytes[2], bool broken) {
+        (void) bytes, (void) broken;
+        relay_conn *c = data;
         struct relay_ctx *x = c->ctx;
-        for (int i = 0; i < 2; i++) {
-                ns_loop_remove(x->loop, c->w[i]);
-                if (reset) {
-                        /* A relay that failed must not look like a clean end to either peer: an
-                         * RST, not a FIN, so a truncated transfer is never taken for complete. */
-                        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-                        (void) setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-                }
-                close(c->fd[i]);
-                ns_relay_release(&c->d[i].r);
-        }
         if (c->prev)
                 c->prev->next = c->next;
-        else
+        else if (x->conns == c)
                 x->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
         end_report(x, c);
         free(c);
-}
-
-/* Pass on the source's EOF once everything before it is written.  Half-close: the other
- * direction keeps flowing. */
-static void dir_finish(relay_conn *c, int i) {
-        struct relay_dir *d = &c->d[i];
-        if (d->r.eof && !d->shut && ns_relay_pending(&d->r) == 0) {
-                (void) shutdown(c->fd[1 - i], SHUT_WR);
-                d->shut = true;
-                ns_relay_release(&d->r);
-        }
-}
-
-/* Move what can be moved in direction i, at most RELAY_BURST reads.  Whatever state it stops in,
- * conn_update asks for exactly the event that lets it go on.  Returns 0, or -errno when the
- * connection is broken. */
-static int dir_pump(relay_conn *c, int i) {
-        struct relay_dir *d = &c->d[i];
-        int r = 1;
-        for (int burst = 0; burst < RELAY_BURST && !d->shut && r > 0; burst++) {
-                if ((r = ns_relay_write(&d->r, c->fd[1 - i])) < 0 || d->r.eof)
-                        break;
-                if (r == 0) {
-                        /* The destination is full: the source goes on into the pipe meanwhile. */
-                        r = ns_relay_top_up(&d->r, c->fd[i]);
-                        break;
-                }
-                /* read and written at once: a message that goes straight through is never
-                 * buffered (no allocation per message, see relay.h) */
-                ssize_t n = ns_relay_move(&d->r, c->fd[i], c->fd[1 - i]);
-                if (n <= 0) {
-                        r = (int) n;
-                        break;
-                }
-                /* A short read drained the socket: wait for the next readiness rather than read
-                 * again only to hear EAGAIN (level-triggered: nothing is lost). */
-                if ((size_t) n < NS_RELAY_CHUNK && !d->r.bulk)
-                        break;
-        }
-        if (r < 0)
-                return r;
-        dir_finish(c, i);
-        return 0;
-}
-
-static void conn_update(relay_conn *c);
-
-static void on_conn(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
-        struct relay_end *e = data;
-        relay_conn *c = e->c;
-        /* d[i] reads end i and writes end 1 - i: it can move when end i became readable or end
-         * 1 - i writable (an error or hang-up: both, to see it).  Pumping only those spares a
-         * read that would find nothing, a syscall per event. */
-        uint32_t any = EPOLLERR | EPOLLHUP;
-        for (int i = 0; i < 2; i++)
-                if ((events & (any | (e->i == i ? EPOLLIN : EPOLLOUT))) && dir_pump(c, i) < 0) {
-                        conn_free(c, true);
-                        return;
-                }
-        if (c->d[0].shut && c->d[1].shut) {
-                conn_free(c, false);
-                return;
-        }
-        conn_update(c);
-}
-
-/* Register exactly the events the connection waits for.  An end nothing is wanted of has no
- * watcher at all, so a hung-up socket cannot wake the loop over and over. */
-static void conn_update(relay_conn *c) {
-        ns_loop *loop = c->ctx->loop;
-        for (int k = 0; k < 2; k++) {
-                uint32_t want = 0;
-                if (ns_relay_wants_input(&c->d[k].r))
-                        want |= EPOLLIN;
-                if (ns_relay_pending(&c->d[1 - k].r) > 0)
-                        want |= EPOLLOUT;
-                if (want == 0) {
-                        ns_loop_remove(loop, c->w[k]);
-                        c->w[k] = NULL;
-                } else if (!c->w[k]) {
-                        c->w[k] = ns_loop_add(loop, c->fd[k], want, on_conn, &c->end[k], NULL);
-                        if (!c->w[k]) {
-                                conn_free(c, true);
-                                return;
-                        }
-                } else if (want != c->mask[k] && ns_loop_modify(loop, c->w[k], want, NULL) < 0) {
-                        conn_free(c, true);
-                        return;
-                }
-                c->mask[k] = want;
-        }
 }
 
 static void conn_add(struct relay_ctx *x, const struct relay_msg *m, const int fds[2]) {
@@ -196,24 +82,19 @@ static void conn_add(struct relay_ctx *x, const struct relay_msg *m, const int f
                 end_report(x, &tmp);
                 return;
         }
-        *c = (relay_conn){ .ctx = x, .sandbox = m->sandbox, .listener = m->listener, .fd = { fds[0], fds[1] },
-                           .next = x->conns };
-        for (int i = 0; i < 2; i++) {
-                c->end[i] = (struct relay_end){ .c = c, .i = i };
-                ns_relay_init(&c->d[i].r);
-        }
+        *c = (relay_conn){ .ctx = x, .sandbox = m->sandbox, .listener = m->listener, .next = x->conns };
         if (x->conns)
                 x->conns->prev = c;
         x->conns = c;
-        /* Bytes may already wait on either end: look at both at once. */
-        conn_update(c);
+        /* On failure it has called conn_ended already, which unlinked and freed c. */
+        c->pair = ns_relay_pair_start(x->loop, fds[0], fds[1], conn_ended, c);
 }
 
 static void conns_drop(struct relay_ctx *x, const struct relay_msg *m) {
         for (relay_conn *c = x->conns, *next; c; c = next) {
                 next = c->next;
                 if (m->op == RELAY_DROP_SANDBOX ? c->sandbox == m->sandbox : c->listener == m->listener)
-                        conn_free(c, true);
+                        ns_relay_pair_reset(c->pair); /* → conn_ended */
         }
 }
 

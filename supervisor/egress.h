@@ -56,6 +56,13 @@ typedef struct sv_egress_proxy sv_egress_proxy;
 int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow, const sv_egress_hosts *hosts,
                         sv_egress_report_fn report, void *report_data, const char *unix_path, sv_egress_proxy **out,
                         int *port_out, ns_error *err);
+/* Hand each tunnel that turns into a bulk transfer (established, a read that filled the buffer,
+ * nothing buffered here) to the proxy process (proxyproc.h), which relays the rest at a lower
+ * priority and reports its bytes, rather than relaying it on the loop.  `*relay` is read at each hand-off and
+ * may be or become NULL (no process: tunnels are relayed here); `relay` must outlive the proxy. */
+typedef struct sv_proxyproc sv_proxyproc;
+void sv_egress_proxy_set_relay(sv_egress_proxy *p, sv_proxyproc *const *relay);
+
 /* Close the listener and every connection (each reported).  NULL is fine. */
 void sv_egress_proxy_free(sv_egress_proxy *p);
 

@@ -203,7 +203,7 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(argv[1], "serve"))
                 return serve(argc - 1, argv + 1);
-        if (!strcmp(argv[1], "preview-proxy")) /* internal: started by serve (preview_proc.c) */
+        if (!strcmp(argv[1], "proxy-process")) /* internal: started by serve (proxyproc.c) */
                 return sv_preview_proxy_main(argc - 1, argv + 1);
         if (!strcmp(argv[1], "run"))
                 return cli_run(argc - 1, argv + 1);

@@ -578,6 +578,7 @@ int sv_preview_start(sv_server *s, int *port_out, ns_error *err) {
                 return r;
         }
         s->previews = pv;
+        s->proxyproc = pv->proc;
         *port_out = pv->port;
         return 0;
 }
@@ -586,6 +587,7 @@ void sv_preview_stop(sv_server *s) {
         struct sv_previews *pv = s->previews;
         if (!pv)
                 return;
+        s->proxyproc = NULL; /* the egress proxies read it at each hand-off */
         pv_proc_stop(pv);
         list_free(pv);
         close(pv->listen_fd);

@@ -38,9 +38,9 @@ bool sv_preview_host(const sv_server *s, const char *host);
  * sandbox and publish the new ones. */
 void sv_preview_tick(sv_server *s);
 
-/* `nightshift preview-proxy --parent PID [--domain D] [--log-level N]`: the preview proxy
- * process, started by the supervisor with the preview listener as fd 3 and its channel as fd 4
- * (preview_chan.h); refuses to run otherwise.  Returns the exit status. */
+/* `nightshift proxy-process --parent PID [--domain D] [--log-level N]`: the proxy process,
+ * started by the supervisor with its channel as fd 4 and the preview listener as fd 3
+ * (preview_chan.h); refuses to run without the channel.  Returns the exit status. */
 int sv_preview_proxy_main(int argc, char **argv);
 
 /* The API: GET and POST /api/v1/sessions/{id}/previews, DELETE .../previews/{preview_id}. */

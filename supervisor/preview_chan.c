@@ -12,25 +12,34 @@ static bool id_ok(const char id[SV_ID_LEN + 2]) {
         return memchr(id, '\0', SV_ID_LEN + 2) && sv_id_valid(id, 'p');
 }
 
-static bool msg_ok(const struct pvc_msg *m, bool from_proxy, bool has_fd) {
+static bool msg_ok(const struct pvc_msg *m, bool from_proxy, size_t n_fds) {
         if (m->zero != 0)
                 return false;
-        if (from_proxy) /* a proxy asks for sockets, and nothing else */
-                return m->op == PVC_DIAL && !has_fd && m->dial != 0 && m->port == 0 && m->error == 0 && id_ok(m->id);
+        if (from_proxy) { /* a proxy asks for sockets and reports tunnels' ends, and nothing else */
+                if (n_fds || m->dial == 0 || m->port != 0)
+                        return false;
+                if (m->op == PVC_DIAL)
+                        return m->error == 0 && id_ok(m->id);
+                return m->op == PVC_TUNNEL_END && (m->error == 0 || m->error == ECONNRESET);
+        }
         switch (m->op) {
         case PVC_PUT:
-                return !has_fd && m->port >= 1 && m->port <= 65535 && m->error == 0 && id_ok(m->id);
+                return n_fds == 0 && m->port >= 1 && m->port <= 65535 && m->error == 0 && id_ok(m->id);
         case PVC_DROP:
-                return !has_fd && m->error == 0 && id_ok(m->id);
+                return n_fds == 0 && m->error == 0 && id_ok(m->id);
         case PVC_DIALED:
-                return m->dial != 0 && m->error >= 0 && has_fd == (m->error == 0);
+                return m->dial != 0 && m->error >= 0 && n_fds == (m->error == 0 ? 1u : 0u);
+        case PVC_TUNNEL:
+                return m->dial != 0 && n_fds == 2;
+        case PVC_TUNNEL_DROP:
+                return m->dial != 0 && n_fds == 0;
         default:
                 return false;
         }
 }
 
-int pvc_recv(int sock, bool from_proxy, struct pvc_msg *m, int *fd) {
-        *fd = -1;
+int pvc_recv(int sock, bool from_proxy, struct pvc_msg *m, int fds[2]) {
+        fds[0] = fds[1] = -1;
         union {
                 char buf[CMSG_SPACE(sizeof(int) * NS_FDPASS_MAX)];
                 struct cmsghdr align;
@@ -61,18 +70,19 @@ int pvc_recv(int sock, bool from_proxy, struct pvc_msg *m, int *fd) {
         }
         if (n == 0 && n_got == 0)
                 return 0;
-        bool ok = (size_t) n == sizeof *m && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && n_got <= 1 &&
-                  msg_ok(m, from_proxy, n_got == 1);
+        bool ok = (size_t) n == sizeof *m && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && n_got <= 2 &&
+                  msg_ok(m, from_proxy, n_got);
         if (!ok) {
                 for (size_t i = 0; i < n_got; i++)
                         close(got[i]);
                 return -EBADMSG;
         }
-        *fd = n_got ? got[0] : -1;
+        for (size_t i = 0; i < n_got; i++)
+                fds[i] = got[i];
         return 1;
 }
 
-int pvc_send(int sock, const struct pvc_msg *m, int fd) {
+int pvc_send(int sock, const struct pvc_msg *m, const int *fds, size_t n) {
         struct iovec iov = { (void *) m, sizeof *m };
-        return ns_send_fds(sock, &iov, 1, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+        return ns_send_fds(sock, &iov, 1, n ? fds : NULL, n, MSG_DONTWAIT);
 }

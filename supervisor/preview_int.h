@@ -1,6 +1,6 @@
 /* nightshift supervisor — what preview.c (previews, API, auto-publish), preview_proc.c (the
- * supervisor's side of the preview proxy process) and preview_proxy.c (the proxy's connections,
- * in that process) share.  Private to those files. */
+ * previews' side of the proxy process) and preview_proxy.c (the proxy's connections, in that
+ * process) share.  Private to those files. */
 #pragma once
 
 #include <stdbool.h>
@@ -8,6 +8,7 @@
 
 #include "preview.h"
 #include "preview_chan.h"
+#include "proxyproc.h"
 #include "sandboxd/proto.h"
 
 #define PV_TOKEN_HEX 64         /* 32 random bytes, hex */
@@ -28,30 +29,14 @@ typedef struct sv_preview {
 
 _Static_assert(PV_HASH_LEN == PVC_HASH_LEN, "the channel carries the whole hash");
 
-struct pv_outq;
-
-/* The preview proxy process, as the supervisor runs it (preview_proc.c). */
-struct pv_proc {
-        const char *exe;                /* what is exec'd: /proc/self/exe */
-        pid_t pid;                      /* 0: not running */
-        int pidfd, chan;
-        ns_watch *pid_w, *chan_w;
-        uint32_t chan_mask;
-        struct pv_outq *out, **out_tail; /* messages the channel had no room for, in order */
-        size_t n_out;
-        uint64_t gen;                   /* counts processes: an answer for an earlier one is dropped */
-        size_t n_dials;                 /* DIALs being dialled */
-        uint64_t started_ms;
-        unsigned starts;
-};
-
 struct sv_previews {
         sv_server *srv;
         int listen_fd;                  /* held here, served by the proxy process (its fd 3) */
         int port;                       /* bound */
         sv_preview *list;
         size_t n;
-        struct pv_proc proc;
+        sv_proxyproc *proc;             /* the proxy process: serves previews, relays egress tunnels */
+        size_t n_dials;                 /* its DIALs being dialled */
         uint64_t next_poll_ms;
         bool polling;                   /* an auto-publish job is out */
         /* auto-publish leaves alone what a user unpublished: (session, port), oldest overwritten */
@@ -69,11 +54,11 @@ void pv_hash(const char *token, size_t len, unsigned char out[PV_HASH_LEN]);
  * when `domain` is not NULL). */
 bool pv_host_preview(const char *domain, const char *host, size_t len, char id[SV_ID_LEN + 1]);
 
-/* preview_proc.c.  Start the proxy process on pv->listen_fd and tell it every preview.
- * Returns 0 or -errno. */
+/* preview_proc.c.  Start the proxy process on pv->listen_fd and tell it every preview (again
+ * whenever it is started again).  Returns 0 or -errno. */
 int pv_proc_start(struct sv_previews *pv, ns_error *err);
 
-/* Kill the proxy process (its connections go with it) and reap it. */
+/* Kill the proxy process (its connections and tunnels go with it) and reap it. */
 void pv_proc_stop(struct sv_previews *pv);
 
 /* Tell the proxy about preview p: new, or with a new token. */
@@ -82,6 +67,5 @@ void pv_proc_put(struct sv_previews *pv, const sv_preview *p);
 /* Tell the proxy that preview p is gone: it closes p's connections and serves p no more. */
 void pv_proc_drop(struct sv_previews *pv, const sv_preview *p);
 
-/* From the loop's tick: start a proxy process again once the last one died (at most once a
- * second). */
+/* From the loop's tick: start the proxy process again once the last one died. */
 void pv_proc_tick(struct sv_previews *pv);

@@ -1,12 +1,14 @@
-/* nightshift supervisor — the preview proxy process (`nightshift preview-proxy`, started by the
- * supervisor: preview_proc.c; the channel: preview_chan.h; the connections: preview_proxy.c).
+/* nightshift supervisor — the proxy process (`nightshift proxy-process`, `ns-proxy`, started by
+ * the supervisor: proxyproc.c; the channel: preview_chan.h): the preview proxy's connections
+ * (preview_proxy.c) and the egress proxy's established tunnels (relayed here by
+ * common/relaypair.c).
  *
  * It confines itself before it serves anything: nice 10 (its relays then move bytes in batches
- * instead of preempting the dev server and the browser on every segment, and an agent's load
- * cannot starve the supervisor's loop through it), not dumpable, dying with the supervisor, and a
- * seccomp allow-list with nothing that opens a file, makes or dials a socket, changes identity or
- * executes.  What it holds is the listener, the channel, and the previews' ids, ports and token
- * hashes: never a token, a credential, or the database. */
+ * instead of preempting the servers and clients at both ends on every segment, and an agent's
+ * load cannot starve the supervisor's loop through it), not dumpable, dying with the supervisor,
+ * and a seccomp allow-list with nothing that opens a file, makes or dials a socket, changes
+ * identity or executes.  What it holds is the listener, the channel, the sockets it relays, and
+ * the previews' ids, ports and token hashes: never a token, a credential, or the database. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -21,12 +23,22 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/relaypair.h"
 #include "common/seccomp_allow.h"
 #include "preview.h"
 #include "preview_proxy.h"
 
 #define PV_PROXY_NICE 10
 #define PV_SITES_MAX 4096
+#define PV_TUNNELS_MAX 4096
+
+/* An egress tunnel relayed here: the supervisor's number for it. */
+typedef struct pv_tunnel {
+        struct pv_tunnel *prev, *next;
+        pv_proxy *px;
+        uint64_t id;
+        ns_relay_pair *pair;
+} pv_tunnel;
 
 /* The calls the proxy makes: the loop, the channel, accepting and relaying, memory, exit. */
 static const char *const proxy_calls[] = {
@@ -53,7 +65,7 @@ static void site_put(pv_proxy *px, const struct pvc_msg *m) {
         pv_site *p = pv_site_find(px, m->id);
         if (!p) {
                 if (px->n_sites >= PV_SITES_MAX || !(p = calloc(1, sizeof *p))) {
-                        log_warn("preview proxy: no room for preview %s", m->id);
+                        log_warn("proxy process: no room for preview %s", m->id);
                         return;
                 }
                 memcpy(p->id, m->id, SV_ID_LEN); /* pvc_recv checked it: SV_ID_LEN characters */
@@ -78,17 +90,66 @@ static void site_drop(pv_proxy *px, const char *id) {
                 }
 }
 
+/* The pair is over (relaypair.c freed it): tell the supervisor, unless it dropped the tunnel. */
+static void tunnel_ended(void *data, const uint64_t bytes[2], bool broken) {
+        pv_tunnel *t = data;
+        pv_proxy *px = t->px;
+        if (t->id) {
+                struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = t->id, .bytes = { bytes[0], bytes[1] },
+                                     .error = broken ? ECONNRESET : 0 };
+                /* The supervisor reads its end promptly; should it be full, the tunnel's event
+                 * lacks its bytes, which is all that is lost. */
+                if (pvc_send(px->chan, &m, NULL, 0) < 0)
+                        log_warn("proxy process: the end of tunnel %llu was not reported", (unsigned long long) t->id);
+        }
+        if (t->prev)
+                t->prev->next = t->next;
+        else if (px->tunnels == t)
+                px->tunnels = t->next;
+        if (t->next)
+                t->next->prev = t->prev;
+        px->n_tunnels--;
+        free(t);
+}
+
+static void tunnel_start(pv_proxy *px, uint64_t id, const int fds[2]) {
+        pv_tunnel *t = px->n_tunnels < PV_TUNNELS_MAX ? calloc(1, sizeof *t) : NULL;
+        if (!t) {
+                close(fds[0]);
+                close(fds[1]);
+                struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = id, .error = ECONNRESET };
+                (void) pvc_send(px->chan, &m, NULL, 0);
+                return;
+        }
+        *t = (pv_tunnel){ .px = px, .id = id, .next = px->tunnels };
+        if (px->tunnels)
+                px->tunnels->prev = t;
+        px->tunnels = t;
+        px->n_tunnels++;
+        /* On failure it has called tunnel_ended already, which reported and freed t. */
+        t->pair = ns_relay_pair_start(px->loop, fds[0], fds[1], tunnel_ended, t);
+}
+
+static void tunnel_drop(pv_proxy *px, uint64_t id) {
+        for (pv_tunnel *t = px->tunnels; t; t = t->next)
+                if (t->id == id) {
+                        t->id = 0; /* the supervisor has forgotten it: no END */
+                        ns_relay_pair_reset(t->pair);
+                        return;
+                }
+}
+
 static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
         (void) w, (void) events;
         pv_proxy *px = data;
         for (int k = 0; k < 256; k++) {
                 struct pvc_msg m;
-                int got;
-                int r = pvc_recv(fd, false, &m, &got);
+                int got[2];
+                int r = pvc_recv(fd, false, &m, got);
                 if (r == -EAGAIN)
                         return;
                 if (r == -EBADMSG) {
-                        log_warn("preview proxy: a malformed message from the supervisor, ignored");
+                        log_warn("proxy process: a malformed message from the supervisor, ignored");
                         continue;
                 }
                 if (r <= 0) { /* the supervisor is gone or stopping */
@@ -103,7 +164,13 @@ static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
                         site_drop(px, m.id);
                         break;
                 case PVC_DIALED:
-                        pv_dialed(px, m.dial, got, m.error);
+                        pv_dialed(px, m.dial, got[0], m.error);
+                        break;
+                case PVC_TUNNEL:
+                        tunnel_start(px, m.dial, got);
+                        break;
+                case PVC_TUNNEL_DROP:
+                        tunnel_drop(px, m.dial);
                         break;
                 }
         }
@@ -130,19 +197,20 @@ int sv_preview_proxy_main(int argc, char **argv) {
                         level = atoi(argv[i + 1]);
         }
         ns_log_set_level(level);
-        if (parent <= 0 || !fd_is_socket(PVC_LISTEN_FD, SOCK_STREAM) || !fd_is_socket(PVC_CHAN_FD, SOCK_SEQPACKET)) {
-                fprintf(stderr, "nightshift preview-proxy: started by `nightshift serve` only (it needs the preview "
-                                "listener as fd 3 and its channel as fd 4)\n");
+        if (parent <= 0 || !fd_is_socket(PVC_CHAN_FD, SOCK_SEQPACKET)) {
+                fprintf(stderr, "nightshift proxy-process: started by `nightshift serve` only (it needs its channel "
+                                "as fd 4, and the preview listener as fd 3)\n");
                 return 2;
         }
-        (void) prctl(PR_SET_NAME, "ns-preview", 0, 0, 0);
+        bool previews = fd_is_socket(PVC_LISTEN_FD, SOCK_STREAM);
+        (void) prctl(PR_SET_NAME, "ns-proxy", 0, 0, 0);
         /* Dies with the supervisor; the check after it covers a supervisor that died first. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
                 return 0;
         /* Why not dumpable: no other process of the supervisor's user may ptrace it or read its
          * memory (the previews' token hashes, the browsers' traffic) through /proc. */
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
-                log_error("preview proxy: PR_SET_DUMPABLE: %s", strerror(errno));
+                log_error("proxy process: PR_SET_DUMPABLE: %s", strerror(errno));
                 return 1;
         }
         signal(SIGPIPE, SIG_IGN);
@@ -150,20 +218,20 @@ int sv_preview_proxy_main(int argc, char **argv) {
         ns_error err = { 0 };
         size_t n_calls;
         (void) sv_preview_proxy_calls(&n_calls);
-        pv_proxy px = { .listen_fd = PVC_LISTEN_FD, .chan = PVC_CHAN_FD, .domain = domain };
+        pv_proxy px = { .listen_fd = previews ? PVC_LISTEN_FD : -1, .chan = PVC_CHAN_FD, .domain = domain };
         if (sodium_init() < 0) {
-                log_error("preview proxy: libsodium did not initialise");
+                log_error("proxy process: libsodium did not initialise");
                 return 1;
         }
-        if (fcntl(px.chan, F_SETFL, O_NONBLOCK) < 0 || fcntl(px.listen_fd, F_SETFL, O_NONBLOCK) < 0) {
-                log_error("preview proxy: fcntl: %s", strerror(errno));
+        if (fcntl(px.chan, F_SETFL, O_NONBLOCK) < 0 || (previews && fcntl(px.listen_fd, F_SETFL, O_NONBLOCK) < 0)) {
+                log_error("proxy process: fcntl: %s", strerror(errno));
                 return 1;
         }
         if (ns_loop_new(&px.loop, &err) < 0 ||
             ns_seccomp_allow_only(proxy_calls, n_calls, &err) < 0 ||
             !ns_loop_add(px.loop, px.chan, EPOLLIN, on_chan, &px, &err) ||
-            !(px.listen_w = ns_loop_add(px.loop, px.listen_fd, EPOLLIN, pv_on_accept, &px, &err))) {
-                log_error("preview proxy: %s", err.msg);
+            (previews && !(px.listen_w = ns_loop_add(px.loop, px.listen_fd, EPOLLIN, pv_on_accept, &px, &err)))) {
+                log_error("proxy process: %s", err.msg);
                 return 1;
         }
         ns_loop_run(px.loop, NULL, NULL, NULL);

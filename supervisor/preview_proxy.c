@@ -312,7 +312,7 @@ static int upstream_connect(pv_conn *c, const pv_site *p) {
         pv_proxy *px = c->px;
         struct pvc_msg m = { .op = PVC_DIAL, .dial = px->last_dial + 1 };
         snprintf(m.id, sizeof m.id, "%s", p->id);
-        int r = pvc_send(px->chan, &m, -1);
+        int r = pvc_send(px->chan, &m, NULL, 0);
         if (r < 0)
                 return r;
         c->dial = ++px->last_dial;

@@ -1,5 +1,6 @@
-/* nightshift supervisor — the preview proxy process's state: what preview_main.c (the process,
- * its channel) and preview_proxy.c (its connections) share.  Private to those two files. */
+/* nightshift supervisor — the proxy process's state: what preview_main.c (the process, its
+ * channel, the tunnels) and preview_proxy.c (the previews' connections) share.  Private to those
+ * two files. */
 #pragma once
 
 #include <stdbool.h>
@@ -18,6 +19,7 @@ typedef struct pv_site {
 } pv_site;
 
 typedef struct pv_conn pv_conn;
+typedef struct pv_tunnel pv_tunnel;
 
 typedef struct pv_proxy {
         ns_loop *loop;
@@ -30,6 +32,8 @@ typedef struct pv_proxy {
         pv_conn *conns;
         size_t n_conns;
         uint64_t last_dial;             /* the number of the last DIAL sent */
+        pv_tunnel *tunnels;             /* the egress tunnels relayed here */
+        size_t n_tunnels;
 } pv_proxy;
 
 /* The system calls the proxy process allows itself (its seccomp allow-list), `*n` of them. */

@@ -40,6 +40,7 @@ typedef struct sv_server {
         bool wal_checkpointing;       /* a checkpoint job is queued or running (walckpt.h) */
         char *mirrors_dir;
         struct sv_previews *previews; /* the preview proxy and its previews (preview.c) */
+        struct sv_proxyproc *proxyproc; /* the proxy process (previews, egress tunnels); NULL once stopped */
         struct sv_vault *vault;       /* secrets (vault.h) */
         struct sv_redactor *redact;   /* their forms, replaced in everything stored (redact.h) */
         struct sv_modelproxy *proxy;  /* the model-API proxy (modelproxy.h), NULL when off */

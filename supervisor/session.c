@@ -272,6 +272,8 @@ static int egress_start(sv_live *l, ns_error *err) {
                 r = sv_egress_proxy_new(s->loop, allow, n, s->egress_hosts, egress_report, l, on_unix ? path : NULL,
                                         &l->egress, &l->egress_port, err);
         char *json = NULL;
+        if (r == 0) /* established tunnels are relayed by the proxy process */
+                sv_egress_proxy_set_relay(l->egress, &s->proxyproc);
         if (r == 0) {
                 cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_port");
                 cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_path");

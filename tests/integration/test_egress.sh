@@ -2,7 +2,8 @@
 # network "proxy": a `command` session runs curl inside its sandbox; an allowed name reaches a test
 # server on loopback through the session's egress proxy (a static host map stands in for DNS), a
 # denied name gets 403 and an `egress` event with verdict deny, a direct connection fails; bad
-# allow-list entries are refused with 400.
+# allow-list entries are refused with 400.  Established tunnels are relayed by the proxy process
+# (ns-proxy), whose byte counts reach the events; killing it cuts them, with the reason.
 . "$(dirname "$0")/sv_lib.sh"
 EG=$(mktemp -d /tmp/ns-egress.XXXXXX); chmod 755 "$EG"
 echo "hello through the proxy" > "$EG/hello.txt"
@@ -78,6 +79,43 @@ sleep 0.3
 wait_state "$sid2" idle failed >/dev/null
 expect_eq "after a SIGKILL and restart the proxy serves the sandbox again, at the same socket" 2 \
   "$(output_of "$sid2" | grep -c 'hello through the proxy')"
+# --- established tunnels: relayed by the proxy process, their bytes reported ------------------------
+truncate -s 8M "$EG/big.bin"; truncate -s 64M "$EG/huge.bin"; chmod 644 "$EG/big.bin" "$EG/huge.bin"
+prompt() { api POST "/api/v1/sessions/$sid2/prompts" "$($PY -c 'import json,sys; print(json.dumps({"text":sys.argv[1]}))' "$1")" >/dev/null; }
+# origin_conn_owner: the process holding the proxy's connection to the origin: ns-proxy as soon as
+# it is (the supervisor relays a tunnel's first buffer itself, until it turns out to be bulk), else
+# whatever held it last within 5 s
+origin_conn_owner() {
+  local o="" n; for _ in $(seq 50); do
+    n=$(ss -tnpH "( dport = :$OP )" | grep -o 'users:(("[^"]*"' | head -n1 | cut -d'"' -f2)
+    [ -n "$n" ] && o=$n
+    [ "$o" = ns-proxy ] && break; sleep 0.1
+  done
+  echo "$o"
+}
+prompt "curl -s -m 30 --limit-rate 3M -o /dev/null -w 'big:%{size_download}\n' http://allowed.test:$OP/big.bin
+curl -s -m 30 -p --limit-rate 3M -o /dev/null -w 'bigtunnel:%{size_download}\n' http://allowed.test:$OP/big.bin"
+expect_eq "a download's origin connection is handed to the proxy process" ns-proxy "$(origin_conn_owner)"
+wait_state "$sid2" idle failed >/dev/null
+out=$(output_of "$sid2")
+expect_match "8 MiB came through (forward)" 'big:8388608' "$out"
+expect_match "8 MiB came through (CONNECT)" 'bigtunnel:8388608' "$out"
+ev=$(events "$sid2" | grep '"type": "egress"')
+expect_eq "both egress events count every byte the proxy process relayed" 2 "$(printf '%s\n' "$ev" | $PY -c 'import json,sys
+print(sum(1 for l in sys.stdin if l.strip() and (lambda d: d["verdict"]=="allow" and d["bytes_down"]>=8388608
+      and d["bytes_up"]>0 and "reason" not in d)(json.loads(l)["data"])))')"
+PXP=$(pgrep -P "$SV_PID" -x ns-proxy)
+# 64 MiB: more than the buffers between the proxy and the client hold, so the cut shows
+prompt "curl -s -m 30 --limit-rate 4M -o /dev/null -w 'cut:%{size_download}\n' http://allowed.test:$OP/huge.bin || echo cut-failed"
+expect_eq "a slow download's tunnel is in the proxy process" ns-proxy "$(origin_conn_owner)"
+kill -KILL "$PXP"
+wait_state "$sid2" idle failed >/dev/null
+expect_match "killing the proxy process cuts its tunnels (the client sees it)" 'cut-failed' "$(output_of "$sid2")"
+expect_match "and the egress event says why" '"reason": "the proxy process ended"' "$(events "$sid2" | grep '"type": "egress"')"
+for _ in $(seq 30); do p=$(pgrep -P "$SV_PID" -x ns-proxy); [ -n "$p" ] && [ "$p" != "$PXP" ] && break; sleep 0.1; done
+prompt "$fetch"
+wait_state "$sid2" idle failed >/dev/null
+expect_eq "a new proxy process relays the next fetch" 3 "$(output_of "$sid2" | grep -c 'hello through the proxy')"
 api POST "/api/v1/sessions/$sid2/complete" >/dev/null
 wait_state "$sid2" completed >/dev/null
 check "the session's end removes its socket" test ! -e "$sock"

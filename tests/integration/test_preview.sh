@@ -91,7 +91,7 @@ out=$($WSE echo "ws://127.0.0.1:$PP/ws" "x" --host "$HOST" 2>&1)
 expect_match "a WebSocket without the cookie is refused" "401" "$out"
 
 # --- the proxy's own process: confined, replaced when it dies or breaks its channel's protocol ----
-proxy_pid() { pgrep -P "$SV_PID" -x ns-preview | head -n1; }
+proxy_pid() { pgrep -P "$SV_PID" -x ns-proxy | head -n1; }
 proxy_after() { # wait for a proxy other than $1 → its pid
   local p; for _ in $(seq 60); do p=$(proxy_pid); [ -n "$p" ] && [ "$p" != "$1" ] && { echo "$p"; return; }; sleep 0.1; done
 }
@@ -132,7 +132,7 @@ expect_eq "a copy of the proxy's channel end is taken" sent "$sent"
 PXP3=$(proxy_after "$PXP2")
 expect_match "a message out of protocol: that proxy is killed and another started" '^[0-9]+$' "$PXP3"
 check "the killed one is gone" bash -c "! kill -0 $PXP2 2>/dev/null"
-expect_match "the supervisor says why" "preview proxy $PXP2: it broke the channel's protocol" "$(cat "$NS_TMP/nightshift.log")"
+expect_match "the supervisor says why" "proxy process $PXP2: it broke the channel's protocol" "$(cat "$NS_TMP/nightshift.log")"
 for _ in $(seq 30); do [ "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")" = "hello 5173" ] && break; sleep 0.1; done
 expect_eq "and the preview is served again" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
 

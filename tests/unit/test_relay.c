@@ -157,6 +157,7 @@ static int scenario(size_t write_size, bool unix_src) {
         }
         ok(order && got == TOTAL, "every byte arrived once, in order (%zu of %u)", got, TOTAL);
         ok(eof && d.eof, "and EOF after the last");
+        ok(d.bytes_in == TOTAL, "the direction counted every byte it read, once (%llu)", (unsigned long long) d.bytes_in);
         ns_relay_release(&d);
         ok(d.pipe[0] == -1 && d.buf == NULL, "released: no pipe, no buffer");
         close(src_r);

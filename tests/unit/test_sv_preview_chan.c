@@ -1,7 +1,8 @@
-/* The preview proxy process's boundary, from both sides.  The channel (supervisor/preview_chan.c):
- * the supervisor takes from a proxy only well-formed DIALs with no descriptor attached (a proxy
- * parses agent-made bytes, so it may be hostile); the proxy takes PUT, DROP and DIALED, a socket
- * exactly with a successful DIALED; every descriptor attached to a refused message is closed.  The
+/* The proxy process's boundary, from both sides.  The channel (supervisor/preview_chan.c): the
+ * supervisor takes from a proxy only well-formed DIALs and TUNNEL_ENDs with no descriptor attached
+ * (a proxy parses agent-made bytes, so it may be hostile); the proxy takes PUT, DROP, DIALED (a
+ * socket exactly with a successful one), TUNNEL (two sockets) and TUNNEL_DROP; every descriptor
+ * attached to a refused message is closed.  The
  * proxy's seccomp allow-list (preview_main.c), loaded in a child: it cannot open a file, make a
  * socket, execute or change identity, and can still do what it is for.  TAP. */
 #include <dirent.h>
@@ -31,7 +32,7 @@ static int n_open_fds(void) {
 }
 
 /* Send raw bytes with `nfds` fresh pipe ends attached on s[0], receive on s[1] → pvc_recv's result. */
-static int deliver(int s[2], bool from_proxy, const void *data, size_t len, int nfds, struct pvc_msg *m, int *fd) {
+static int deliver(int s[2], bool from_proxy, const void *data, size_t len, int nfds, struct pvc_msg *m, int fd[2]) {
         int fds[4] = { -1, -1, -1, -1 }, p[2];
         for (int i = 0; i < nfds; i += 2) {
                 if (pipe2(p, O_CLOEXEC) < 0)
@@ -65,40 +66,40 @@ static void channel_checks(void) {
         }
         int before = n_open_fds();
         struct pvc_msg in, out;
-        int fd;
+        int fd[2];
 
         in = dial_msg();
-        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == 1 && fd == -1 && out.dial == 7 && !strcmp(out.id, in.id),
+        ok(deliver(s, true, &in, sizeof in, 0, &out, fd) == 1 && fd[0] == -1 && out.dial == 7 && !strcmp(out.id, in.id),
            "the supervisor takes a well-formed DIAL");
-        ok(deliver(s, true, &in, sizeof in, 1, &out, &fd) == -EBADMSG, "a DIAL with a descriptor attached is refused");
-        ok(deliver(s, true, &in, sizeof in, 3, &out, &fd) == -EBADMSG, "... with three attached too");
-        ok(deliver(s, true, &in, sizeof in - 1, 0, &out, &fd) == -EBADMSG, "a short message is refused");
+        ok(deliver(s, true, &in, sizeof in, 1, &out, fd) == -EBADMSG, "a DIAL with a descriptor attached is refused");
+        ok(deliver(s, true, &in, sizeof in, 3, &out, fd) == -EBADMSG, "... with three attached too");
+        ok(deliver(s, true, &in, sizeof in - 1, 0, &out, fd) == -EBADMSG, "a short message is refused");
         char big[sizeof in + 8] = { 0 };
         memcpy(big, &in, sizeof in);
-        ok(deliver(s, true, big, sizeof big, 0, &out, &fd) == -EBADMSG, "a long message is refused (not cut to size)");
+        ok(deliver(s, true, big, sizeof big, 0, &out, fd) == -EBADMSG, "a long message is refused (not cut to size)");
         in = dial_msg();
         in.op = PVC_PUT;
         in.port = 80;
-        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a PUT from a proxy is refused");
+        ok(deliver(s, true, &in, sizeof in, 0, &out, fd) == -EBADMSG, "a PUT from a proxy is refused");
         in = dial_msg();
         in.op = 99;
-        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "an unknown op is refused");
+        ok(deliver(s, true, &in, sizeof in, 0, &out, fd) == -EBADMSG, "an unknown op is refused");
         in = dial_msg();
         in.dial = 0;
-        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a DIAL numbered 0 is refused");
+        ok(deliver(s, true, &in, sizeof in, 0, &out, fd) == -EBADMSG, "a DIAL numbered 0 is refused");
         in = dial_msg();
         in.zero = 1;
-        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a reserved field not 0 is refused");
+        ok(deliver(s, true, &in, sizeof in, 0, &out, fd) == -EBADMSG, "a reserved field not 0 is refused");
         in = dial_msg();
         memset(in.id, 'a', sizeof in.id);
-        ok(deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "an id without its NUL is refused");
+        ok(deliver(s, true, &in, sizeof in, 0, &out, fd) == -EBADMSG, "an id without its NUL is refused");
         const char *bad_ids[] = { "s-abcdefghijkl", "p-ABCDEFGHIJKL", "p-abc/../efghi", "p-abcdefghijk", "" };
         bool all = true;
         for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
                 in = dial_msg();
                 memset(in.id, 0, sizeof in.id);
                 memcpy(in.id, bad_ids[i], strlen(bad_ids[i]));
-                all &= deliver(s, true, &in, sizeof in, 0, &out, &fd) == -EBADMSG;
+                all &= deliver(s, true, &in, sizeof in, 0, &out, fd) == -EBADMSG;
         }
         ok(all, "ids not of a preview (another kind, upper case, a path, short, empty) are refused");
 
@@ -106,29 +107,56 @@ static void channel_checks(void) {
         struct pvc_msg put = { .op = PVC_PUT, .port = 5173 };
         strcpy(put.id, "p-abcdefghijkl");
         memset(put.token_hash, 0xab, sizeof put.token_hash);
-        ok(deliver(s, false, &put, sizeof put, 0, &out, &fd) == 1 && out.port == 5173 && out.token_hash[31] == 0xab,
+        ok(deliver(s, false, &put, sizeof put, 0, &out, fd) == 1 && out.port == 5173 && out.token_hash[31] == 0xab,
            "the proxy takes a PUT");
         put.port = 0;
-        ok(deliver(s, false, &put, sizeof put, 0, &out, &fd) == -EBADMSG, "a PUT of port 0 is refused");
+        ok(deliver(s, false, &put, sizeof put, 0, &out, fd) == -EBADMSG, "a PUT of port 0 is refused");
         put.port = 65536;
-        ok(deliver(s, false, &put, sizeof put, 0, &out, &fd) == -EBADMSG, "a PUT of port 65536 is refused");
+        ok(deliver(s, false, &put, sizeof put, 0, &out, fd) == -EBADMSG, "a PUT of port 65536 is refused");
         in = dial_msg();
-        ok(deliver(s, false, &in, sizeof in, 0, &out, &fd) == -EBADMSG, "a DIAL sent to the proxy is refused");
+        ok(deliver(s, false, &in, sizeof in, 0, &out, fd) == -EBADMSG, "a DIAL sent to the proxy is refused");
         struct pvc_msg dialed = { .op = PVC_DIALED, .dial = 7 };
-        ok(deliver(s, false, &dialed, sizeof dialed, 1, &out, &fd) == 1 && fd >= 0, "a DIALED with its socket is taken");
-        if (fd >= 0)
-                close(fd);
-        ok(deliver(s, false, &dialed, sizeof dialed, 0, &out, &fd) == -EBADMSG, "a DIALED saying 0 without a socket is refused");
+        ok(deliver(s, false, &dialed, sizeof dialed, 1, &out, fd) == 1 && fd[0] >= 0 && fd[1] == -1,
+           "a DIALED with its socket is taken");
+        if (fd[0] >= 0)
+                close(fd[0]);
+        ok(deliver(s, false, &dialed, sizeof dialed, 0, &out, fd) == -EBADMSG, "a DIALED saying 0 without a socket is refused");
         dialed.error = ECONNREFUSED;
-        ok(deliver(s, false, &dialed, sizeof dialed, 0, &out, &fd) == 1 && fd == -1 && out.error == ECONNREFUSED,
+        ok(deliver(s, false, &dialed, sizeof dialed, 0, &out, fd) == 1 && fd[0] == -1 && out.error == ECONNREFUSED,
            "a DIALED with an errno and no socket is taken");
-        ok(deliver(s, false, &dialed, sizeof dialed, 1, &out, &fd) == -EBADMSG, "a DIALED with an errno and a socket is refused");
+        ok(deliver(s, false, &dialed, sizeof dialed, 1, &out, fd) == -EBADMSG, "a DIALED with an errno and a socket is refused");
         dialed.error = 0;
-        ok(deliver(s, false, &dialed, sizeof dialed, 2, &out, &fd) == -EBADMSG, "a DIALED with two descriptors is refused");
+        ok(deliver(s, false, &dialed, sizeof dialed, 2, &out, fd) == -EBADMSG, "a DIALED with two descriptors is refused");
+
+        /* tunnels */
+        struct pvc_msg tun = { .op = PVC_TUNNEL, .dial = 9 };
+        ok(deliver(s, false, &tun, sizeof tun, 2, &out, fd) == 1 && fd[0] >= 0 && fd[1] >= 0 && out.dial == 9,
+           "the proxy takes a TUNNEL with its two sockets");
+        for (int i = 0; i < 2; i++)
+                if (fd[i] >= 0)
+                        close(fd[i]);
+        ok(deliver(s, false, &tun, sizeof tun, 1, &out, fd) == -EBADMSG, "a TUNNEL with one socket is refused");
+        ok(deliver(s, false, &tun, sizeof tun, 3, &out, fd) == -EBADMSG, "a TUNNEL with three is refused");
+        tun.dial = 0;
+        ok(deliver(s, false, &tun, sizeof tun, 2, &out, fd) == -EBADMSG, "a TUNNEL numbered 0 is refused");
+        struct pvc_msg tdrop = { .op = PVC_TUNNEL_DROP, .dial = 9 };
+        ok(deliver(s, false, &tdrop, sizeof tdrop, 0, &out, fd) == 1, "the proxy takes a TUNNEL_DROP");
+        ok(deliver(s, false, &tdrop, sizeof tdrop, 1, &out, fd) == -EBADMSG, "a TUNNEL_DROP with a descriptor is refused");
+        struct pvc_msg tend = { .op = PVC_TUNNEL_END, .dial = 9, .bytes = { 10, 20 } };
+        ok(deliver(s, true, &tend, sizeof tend, 0, &out, fd) == 1 && out.bytes[1] == 20,
+           "the supervisor takes a TUNNEL_END with its counts");
+        ok(deliver(s, true, &tend, sizeof tend, 2, &out, fd) == -EBADMSG, "a TUNNEL_END with descriptors is refused");
+        tend.error = EPERM;
+        ok(deliver(s, true, &tend, sizeof tend, 0, &out, fd) == -EBADMSG, "a TUNNEL_END with an error other than a reset is refused");
+        tend.error = 0;
+        tend.dial = 0;
+        ok(deliver(s, true, &tend, sizeof tend, 0, &out, fd) == -EBADMSG, "a TUNNEL_END numbered 0 is refused");
+        tun.dial = 9;
+        ok(deliver(s, true, &tun, sizeof tun, 2, &out, fd) == -EBADMSG, "a TUNNEL from a proxy is refused");
         ok(n_open_fds() == before, "every descriptor of a refused message was closed (%d open, %d before)", n_open_fds(), before);
-        ok(pvc_recv(s[1], true, &out, &fd) == -EAGAIN, "nothing waiting: EAGAIN");
+        ok(pvc_recv(s[1], true, &out, fd) == -EAGAIN, "nothing waiting: EAGAIN");
         close(s[0]);
-        ok(pvc_recv(s[1], true, &out, &fd) == 0, "the other end closed: 0");
+        ok(pvc_recv(s[1], true, &out, fd) == 0, "the other end closed: 0");
         close(s[1]);
 }
 
