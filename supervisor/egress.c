@@ -66,6 +66,7 @@ struct conn {
         char host[HOST_MAX + 1];
         uint16_t port;
         bool is_connect, allowed, c_shut, s_shut;
+        bool relay_here;       /* the proxy process could not take the tunnel: relayed here to its end */
         const char *reason;
         uint64_t bytes_up, bytes_down;
         uint64_t tunnel;       /* ST_TUNNEL: the proxy process's tunnel, until its end is in */
@@ -356,7 +357,7 @@ static int set_watch(struct conn *c, bool server, uint32_t ev) {
  * proxy process to take it: the rest goes there.  Not before: for a small exchange the hand-over
  * costs more than relaying it here (measured: +25 µs a request). */
 static bool hand_off_ready(const struct conn *c) {
-        return c->st == ST_RELAY && c->p->relay && *c->p->relay && (c->up.bulk || c->down.bulk) &&
+        return c->st == ST_RELAY && !c->relay_here && c->p->relay && *c->p->relay && (c->up.bulk || c->down.bulk) &&
                !ns_relay_pending(&c->up) && !ns_relay_pending(&c->down) && !c->up.eof && !c->down.eof;
 }
 
@@ -382,8 +383,10 @@ static bool hand_off(struct conn *c) {
         set_watch(c, false, 0);
         set_watch(c, true, 0);
         uint64_t id;
-        if (sv_proxyproc_tunnel(pp, c->cfd, c->sfd, tunnel_end, c, &id) < 0)
-                return false; /* conn_update watches them again */
+        if (sv_proxyproc_tunnel(pp, c->cfd, c->sfd, tunnel_end, c, &id) < 0) {
+                c->relay_here = true; /* not asked again: pump would otherwise stop for it each time */
+                return false;         /* conn_update watches them again */
+        }
         c->cfd = c->sfd = -1;
         c->tunnel = id;
         c->st = ST_TUNNEL;

@@ -3,7 +3,9 @@
  * refusal of internal addresses from DNS, and the per-connection records; an IP literal refused by
  * the name-only allow-list, a head that comes in two pieces, an 8 MiB body both ways of relaying
  * (forward and CONNECT, through the spliced bulk path), and an origin that never answers the
- * connect, which must not hold up anyone else's requests. */
+ * connect, which must not hold up anyone else's requests.  The proxy is given a proxy process to
+ * hand bulk tunnels to that cannot take them (/bin/true): the 8 MiB transfers are then relayed
+ * here to their end (a hand-over that keeps failing must neither stall nor spin them). */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "supervisor/egress.h"
+#include "supervisor/proxyproc.h"
 #include "tap.h"
 
 #define MAX_RECS 32
@@ -210,6 +213,13 @@ int main(void) {
            "a suffix entry matches names beneath it, on its port only");
         ok(!sv_egress_allowed(p, "wild.test", (uint16_t) oport), "a suffix entry does not match the bare suffix");
         ok(!sv_egress_allowed(p, "xallowed.test", 80) && !sv_egress_allowed(p, "127.0.0.1", 80), "no partial or IP matches");
+        /* A proxy process that cannot take tunnels (it is /bin/true: gone at once, as one being
+         * restarted is): every bulk transfer below must then be relayed here, to its end, without
+         * the loop spinning on a hand-over that keeps failing. */
+        sv_proxyproc *relay = NULL;
+        sv_proxyproc_cfg rcfg = { .exe = "/bin/true", .listen_fd = -1, .log_level = 3 };
+        ok(sv_proxyproc_new(loop, &rcfg, NULL, NULL, &relay, &err) == 0, "a proxy process that exits at once");
+        sv_egress_proxy_set_relay(p, &relay);
         const char *bad_allow[] = { "ok.com", "not a name" };
         sv_egress_proxy *p2 = NULL;
         int port2;
@@ -277,6 +287,7 @@ int main(void) {
         close(filler);
         close(stall);
 
+        sv_proxyproc_free(relay);
         kill(srv, SIGTERM);
         waitpid(srv, NULL, 0);
         sv_egress_hosts_free(hosts);
