@@ -5,8 +5,13 @@
  * (forward and CONNECT, through the spliced bulk path), and an origin that never answers the
  * connect, which must not hold up anyone else's requests.  The proxy is given a proxy process to
  * hand bulk tunnels to that cannot take them (/bin/true): the 8 MiB transfers are then relayed
- * here to their end (a hand-over that keeps failing must neither stall nor spin them). */
+ * here to their end (a hand-over that keeps failing must neither stall nor spin them).  Then a real
+ * proxy process: a download's tunnel is handed to it, its session's proxy is freed mid-transfer,
+ * the record says so, and the process resets the tunnel. */
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +30,7 @@
 #define MAX_RECS 32
 static sv_egress_record recs[MAX_RECS];
 static char rec_hosts[MAX_RECS][256];
+static char rec_reasons[MAX_RECS][128];
 static int n_recs;
 
 static void on_report(void *data, const sv_egress_record *r) {
@@ -33,7 +39,8 @@ static void on_report(void *data, const sv_egress_record *r) {
         recs[n_recs] = *r;
         snprintf(rec_hosts[n_recs], sizeof rec_hosts[0], "%s", r->host);
         recs[n_recs].host = rec_hosts[n_recs];
-        recs[n_recs].reason = NULL;
+        snprintf(rec_reasons[n_recs], sizeof rec_reasons[0], "%s", r->reason ? r->reason : "");
+        recs[n_recs].reason = r->reason ? rec_reasons[n_recs] : NULL;
         n_recs++;
 }
 
@@ -120,6 +127,21 @@ static void *client_main(void *arg) {
         run(c->out[12], sizeof c->out[12], cmd);
         (void) !write(c->quit_fd, "q", 1);
         return NULL;
+}
+
+/* The sockets among a process's descriptors (dir: /proc/PID/fd). */
+static int count_sockets(const char *dir) {
+        int n = 0;
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d));) {
+                char p[512], t[64];
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                ssize_t l = readlink(p, t, sizeof t - 1);
+                n += l > 7 && !strncmp(t, "socket:", 7);
+        }
+        if (d)
+                closedir(d);
+        return n;
 }
 
 static void on_quit(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
@@ -286,6 +308,87 @@ int main(void) {
         ok(stall_open && stalled == 1, "the hanging connect stayed open until the proxy closed, then was recorded (%d)", stalled);
         close(filler);
         close(stall);
+
+        /* A tunnel handed to a real proxy process (the nightshift binary built beside this test),
+         * then its session's proxy freed mid-transfer: the record says so, with what was counted
+         * before the hand-over, and the process resets the tunnel (TUNNEL_DROP). */
+        char exe[4096];
+        ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 16);
+        char *slash = el > 0 ? (exe[el] = '\0', strrchr(exe, '/')) : NULL;
+        if (slash)
+                strcpy(slash + 1, "nightshift");
+        if (!slash || access(exe, X_OK) != 0) {
+                printf("ok %d - # SKIP no nightshift binary beside the test\n", ++tap_num);
+        } else {
+                sv_proxyproc *real = NULL;
+                sv_proxyproc_cfg pcfg = { .exe = exe, .listen_fd = -1, .log_level = 3 };
+                const char *big_only[] = { "big.test" };
+                sv_egress_proxy *p3 = NULL;
+                int port3 = 0;
+                ok(sv_proxyproc_new(loop, &pcfg, NULL, NULL, &real, &err) == 0 &&
+                           sv_egress_proxy_new(loop, big_only, 1, hosts, on_report, NULL, NULL, &p3, &port3, &err) == 0,
+                   "a proxy process and a second proxy handing tunnels to it");
+                sv_egress_proxy_set_relay(p3, &real);
+                int cs = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                struct sockaddr_in psa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port3),
+                                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                char req[256];
+                int rl = snprintf(req, sizeof req, "GET http://big.test:%d/big.bin HTTP/1.1\r\nHost: big.test\r\n\r\n", oport);
+                bool sent = connect(cs, (struct sockaddr *) &psa, sizeof psa) == 0 && send(cs, req, (size_t) rl, 0) == rl;
+                /* Read 1 MiB of the 8, driving the loop meanwhile; then stop reading. */
+                size_t got = 0;
+                static char rbuf[65536];
+                for (double t0 = now_s(); sent && got < (1u << 20) && now_s() - t0 < 10;) {
+                        struct pollfd pf[2] = { { ns_loop_fd(loop), POLLIN, 0 }, { cs, POLLIN, 0 } };
+                        (void) poll(pf, 2, 100);
+                        ns_loop_dispatch(loop);
+                        ssize_t k = recv(cs, rbuf, sizeof rbuf, MSG_DONTWAIT);
+                        if (k > 0)
+                                got += (size_t) k;
+                        else if (k == 0)
+                                break;
+                }
+                ok(got >= (1u << 20), "1 MiB of a download came through (%zu bytes)", got);
+                /* The process holds its channel and, once handed over, the tunnel's two sockets. */
+                char fdd[64];
+                snprintf(fdd, sizeof fdd, "/proc/%d/fd", (int) sv_proxyproc_pid(real));
+                int socks = 0;
+                for (double t0 = now_s(); now_s() - t0 < 3; usleep(20000)) {
+                        ns_loop_dispatch(loop);
+                        socks = count_sockets(fdd);
+                        if (socks >= 3)
+                                break;
+                }
+                ok(socks >= 3, "the tunnel was handed to the proxy process (it holds %d sockets)", socks);
+                int recs_before = n_recs;
+                sv_egress_proxy_free(p3);
+                const sv_egress_record *last = n_recs == recs_before + 1 ? &recs[n_recs - 1] : NULL;
+                ok(last && last->allowed && last->reason && !strcmp(last->reason, "closed with the session's proxy") &&
+                           last->bytes_down >= 65536,
+                   "freeing the session's proxy reports the tunnel: '%s', %llu bytes down before the hand-over",
+                   last && last->reason ? last->reason : "-", last ? (unsigned long long) last->bytes_down : 0ULL);
+                /* The client drains what was already on its way, then hears the reset. */
+                int end = 0;
+                for (double t0 = now_s(); now_s() - t0 < 5 && !end;) {
+                        struct pollfd pf[2] = { { ns_loop_fd(loop), POLLIN, 0 }, { cs, POLLIN, 0 } };
+                        (void) poll(pf, 2, 100);
+                        ns_loop_dispatch(loop);
+                        ssize_t k = recv(cs, rbuf, sizeof rbuf, MSG_DONTWAIT);
+                        if (k > 0)
+                                got += (size_t) k;
+                        else if (k == 0)
+                                end = 1;
+                        else if (errno == ECONNRESET)
+                                end = 2;
+                }
+                ok(end == 2 && got < 8u * 1024 * 1024, "the process reset the dropped tunnel: the client got %zu of 8 MiB, then %s",
+                   got, end == 2 ? "a reset" : end == 1 ? "an EOF" : "nothing");
+                for (double t0 = now_s(); now_s() - t0 < 3 && (socks = count_sockets(fdd)) > 1; usleep(20000))
+                        ns_loop_dispatch(loop);
+                ok(socks == 1, "and holds only its channel again (%d sockets)", socks);
+                close(cs);
+                sv_proxyproc_free(real);
+        }
 
         sv_proxyproc_free(relay);
         kill(srv, SIGTERM);
