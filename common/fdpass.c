@@ -3,6 +3,25 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+size_t ns_take_fds(struct msghdr *mh, int *fds, size_t max) {
+        size_t n = 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++, n++) {
+                        int fd;
+                        memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+                        if (n < max)
+                                fds[n] = fd;
+                        else
+                                close(fd);
+                }
+        }
+        return n;
+}
 
 int ns_send_fds(int sock, const struct iovec *iov, size_t iovcnt, const int *fds, size_t nfds, int flags) {
         if (nfds > NS_FDPASS_MAX)

@@ -71,22 +71,10 @@ static void close_all(int *fds, size_t n) {
 }
 
 /* Collect the SCM_RIGHTS fds of a received message into fds[NS_PROTO_MAX_FDS]. */
+/* What came with the message; more than the control buffer holds cannot come (MSG_CTRUNC). */
 static size_t take_fds(struct msghdr *mh, int *fds) {
-        size_t n = 0;
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
-                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-                        continue;
-                size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k; i++) {
-                        int fd;
-                        memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-                        if (n < NS_PROTO_MAX_FDS)
-                                fds[n++] = fd;
-                        else
-                                close(fd); /* cannot happen: the control buffer holds no more */
-                }
-        }
-        return n;
+        size_t n = ns_take_fds(mh, fds, NS_PROTO_MAX_FDS);
+        return n < NS_PROTO_MAX_FDS ? n : NS_PROTO_MAX_FDS;
 }
 
 /* Receive one message from the daemon: *json is an object, fds[*nfds] what came with it. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fdpass.h"
 #include "common/loop.h"
 #include "common/relaypair.h"
 #include "common/seccomp_allow.h"
@@ -119,21 +120,7 @@ static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
                         return;
                 }
                 int fds[2] = { -1, -1 };
-                size_t nfds = 0;
-                for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-                        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-                                continue;
-                        size_t k2 = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                        for (size_t j = 0; j < k2; j++) {
-                                int got;
-                                memcpy(&got, CMSG_DATA(cm) + j * sizeof(int), sizeof got);
-                                if (nfds < 2)
-                                        fds[nfds] = got;
-                                else
-                                        close(got);
-                                nfds++;
-                        }
-                }
+                size_t nfds = ns_take_fds(&mh, fds, 2);
                 bool whole = n == (ssize_t) sizeof m && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
                 if (whole && m.op == RELAY_ADD && nfds == 2) {
                         conn_add(x, &m, fds);

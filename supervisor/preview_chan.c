@@ -53,32 +53,19 @@ int pvc_recv(int sock, bool from_proxy, struct pvc_msg *m, int fds[2]) {
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-        int got[NS_FDPASS_MAX + 1];
-        size_t n_got = 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                        continue;
-                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k; i++) {
-                        int f;
-                        memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-                        if (n_got < NS_FDPASS_MAX + 1)
-                                got[n_got++] = f;
-                        else
-                                close(f);
-                }
-        }
+        int got[2] = { -1, -1 };
+        size_t n_got = ns_take_fds(&mh, got, 2); /* any beyond two are closed */
         if (n == 0 && n_got == 0)
                 return 0;
         bool ok = (size_t) n == sizeof *m && !(mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && n_got <= 2 &&
                   msg_ok(m, from_proxy, n_got);
         if (!ok) {
-                for (size_t i = 0; i < n_got; i++)
+                for (size_t i = 0; i < n_got && i < 2; i++)
                         close(got[i]);
                 return -EBADMSG;
         }
-        for (size_t i = 0; i < n_got; i++)
-                fds[i] = got[i];
+        fds[0] = got[0];
+        fds[1] = got[1];
         return 1;
 }
 

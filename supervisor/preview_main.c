@@ -97,8 +97,9 @@ static void tunnel_ended(void *data, const uint64_t bytes[2], bool broken) {
         if (t->id) {
                 struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = t->id, .bytes = { bytes[0], bytes[1] },
                                      .error = broken ? ECONNRESET : 0 };
-                /* The supervisor reads its end promptly; should it be full, the tunnel's event
-                 * lacks its bytes, which is all that is lost. */
+                /* The supervisor reads its end promptly.  Should it be full, the supervisor
+                 * hears of this end only when the session's proxy closes, and the tunnel's event
+                 * then lacks the bytes moved here. */
                 if (pvc_send(px->chan, &m, NULL, 0) < 0)
                         log_warn("proxy process: the end of tunnel %llu was not reported", (unsigned long long) t->id);
         }

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,25 @@ static void *client_main(void *arg) {
         return NULL;
 }
 
+/* Read from `fd` into *got while running the loop's ready watchers, until `want` bytes came, the
+ * end, or `secs` passed.  Returns 1 at EOF, 2 at a reset, 0 otherwise. */
+static int read_driving(ns_loop *loop, int fd, size_t want, double secs, size_t *got) {
+        static char buf[65536];
+        for (double t0 = now_s(); *got < want && now_s() - t0 < secs;) {
+                struct pollfd pf[2] = { { ns_loop_fd(loop), POLLIN, 0 }, { fd, POLLIN, 0 } };
+                (void) poll(pf, 2, 100);
+                ns_loop_dispatch(loop);
+                ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+                if (k > 0)
+                        *got += (size_t) k;
+                else if (k == 0)
+                        return 1;
+                else if (errno == ECONNRESET)
+                        return 2;
+        }
+        return 0;
+}
+
 /* The sockets among a process's descriptors (dir: /proc/PID/fd). */
 static int count_sockets(const char *dir) {
         int n = 0;
@@ -200,6 +220,10 @@ int main(void) {
         for (int i = 0; i < 128; i++)
                 fwrite(chunk, 1, sizeof chunk, f);
         fclose(f);
+        /* 64 MiB (sparse): more than the buffers between a relay and a client that stopped reading */
+        snprintf(path, sizeof path, "%s/huge.bin", dir);
+        if (!(f = fopen(path, "w")) || fclose(f) != 0 || truncate(path, 64L << 20) < 0)
+                return 1;
         snprintf(path, sizeof path, "%s/hosts", dir);
         sv_egress_hosts *hosts = NULL;
         ok(sv_egress_hosts_load(path, &hosts, &err) == 0, "the host map loads");
@@ -333,21 +357,12 @@ int main(void) {
                 struct sockaddr_in psa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port3),
                                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
                 char req[256];
-                int rl = snprintf(req, sizeof req, "GET http://big.test:%d/big.bin HTTP/1.1\r\nHost: big.test\r\n\r\n", oport);
+                int rl = snprintf(req, sizeof req, "GET http://big.test:%d/huge.bin HTTP/1.1\r\nHost: big.test\r\n\r\n", oport);
                 bool sent = connect(cs, (struct sockaddr *) &psa, sizeof psa) == 0 && send(cs, req, (size_t) rl, 0) == rl;
-                /* Read 1 MiB of the 8, driving the loop meanwhile; then stop reading. */
+                /* Read 1 MiB of the 64, driving the loop meanwhile; then stop reading. */
                 size_t got = 0;
-                static char rbuf[65536];
-                for (double t0 = now_s(); sent && got < (1u << 20) && now_s() - t0 < 10;) {
-                        struct pollfd pf[2] = { { ns_loop_fd(loop), POLLIN, 0 }, { cs, POLLIN, 0 } };
-                        (void) poll(pf, 2, 100);
-                        ns_loop_dispatch(loop);
-                        ssize_t k = recv(cs, rbuf, sizeof rbuf, MSG_DONTWAIT);
-                        if (k > 0)
-                                got += (size_t) k;
-                        else if (k == 0)
-                                break;
-                }
+                if (sent)
+                        (void) read_driving(loop, cs, 1u << 20, 10, &got);
                 ok(got >= (1u << 20), "1 MiB of a download came through (%zu bytes)", got);
                 /* The process holds its channel and, once handed over, the tunnel's two sockets. */
                 char fdd[64];
@@ -368,20 +383,8 @@ int main(void) {
                    "freeing the session's proxy reports the tunnel: '%s', %llu bytes down before the hand-over",
                    last && last->reason ? last->reason : "-", last ? (unsigned long long) last->bytes_down : 0ULL);
                 /* The client drains what was already on its way, then hears the reset. */
-                int end = 0;
-                for (double t0 = now_s(); now_s() - t0 < 5 && !end;) {
-                        struct pollfd pf[2] = { { ns_loop_fd(loop), POLLIN, 0 }, { cs, POLLIN, 0 } };
-                        (void) poll(pf, 2, 100);
-                        ns_loop_dispatch(loop);
-                        ssize_t k = recv(cs, rbuf, sizeof rbuf, MSG_DONTWAIT);
-                        if (k > 0)
-                                got += (size_t) k;
-                        else if (k == 0)
-                                end = 1;
-                        else if (errno == ECONNRESET)
-                                end = 2;
-                }
-                ok(end == 2 && got < 8u * 1024 * 1024, "the process reset the dropped tunnel: the client got %zu of 8 MiB, then %s",
+                int end = read_driving(loop, cs, SIZE_MAX, 5, &got);
+                ok(end == 2 && got < (64u << 20), "the process reset the dropped tunnel: the client got %zu of 64 MiB, then %s",
                    got, end == 2 ? "a reset" : end == 1 ? "an EOF" : "nothing");
                 for (double t0 = now_s(); now_s() - t0 < 3 && (socks = count_sockets(fdd)) > 1; usleep(20000))
                         ns_loop_dispatch(loop);
