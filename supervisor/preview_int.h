@@ -37,6 +37,8 @@ struct sv_previews {
         size_t n;
         sv_proxyproc *proc;             /* the proxy process: serves previews, relays egress tunnels */
         size_t n_dials;                 /* its DIALs being dialled */
+        struct pv_dial_job *waiting, **waiting_tail; /* DIALs beyond those, in order */
+        size_t n_waiting;
         uint64_t next_poll_ms;
         bool polling;                   /* an auto-publish job is out */
         /* auto-publish leaves alone what a user unpublished: (session, port), oldest overwritten */

@@ -31,6 +31,12 @@
 #define PV_PROXY_NICE 10
 #define PV_SITES_MAX 4096
 #define PV_TUNNELS_MAX 4096
+#define PV_OUT_MAX 65536        /* messages waiting for the supervisor: DIALs and TUNNEL_ENDs */
+
+struct pv_outq {
+        pv_outq *next;
+        struct pvc_msg m;
+};
 
 /* An egress tunnel relayed here: the supervisor's number for it. */
 typedef struct pv_tunnel {
@@ -90,6 +96,40 @@ static void site_drop(pv_proxy *px, const char *id) {
                 }
 }
 
+static void chan_want(pv_proxy *px, uint32_t mask) {
+        (void) ns_loop_modify(px->loop, px->chan_w, mask, NULL);
+}
+
+int pv_chan_send(pv_proxy *px, const struct pvc_msg *m) {
+        int r = px->out ? -EAGAIN : pvc_send(px->chan, m, NULL, 0);
+        if (r != -EAGAIN)
+                return r;
+        pv_outq *q = px->n_out < PV_OUT_MAX ? malloc(sizeof *q) : NULL;
+        if (!q)
+                return -ENOBUFS;
+        *q = (pv_outq){ .m = *m };
+        *px->out_tail = q;
+        px->out_tail = &q->next;
+        if (px->n_out++ == 0)
+                chan_want(px, EPOLLIN | EPOLLOUT);
+        return 0;
+}
+
+/* The channel has room: what waits goes, in order. */
+static void flush_out(pv_proxy *px) {
+        while (px->out) {
+                pv_outq *q = px->out;
+                if (pvc_send(px->chan, &q->m, NULL, 0) == -EAGAIN)
+                        return;
+                /* sent, or the supervisor is gone (its EOF ends the loop) */
+                if (!(px->out = q->next))
+                        px->out_tail = &px->out;
+                px->n_out--;
+                free(q);
+        }
+        chan_want(px, EPOLLIN);
+}
+
 /* The pair is over (relaypair.c freed it): tell the supervisor, unless it dropped the tunnel. */
 static void tunnel_ended(void *data, const uint64_t bytes[2], bool broken) {
         pv_tunnel *t = data;
@@ -97,10 +137,7 @@ static void tunnel_ended(void *data, const uint64_t bytes[2], bool broken) {
         if (t->id) {
                 struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = t->id, .bytes = { bytes[0], bytes[1] },
                                      .error = broken ? ECONNRESET : 0 };
-                /* The supervisor reads its end promptly.  Should it be full, the supervisor
-                 * hears of this end only when the session's proxy closes, and the tunnel's event
-                 * then lacks the bytes moved here. */
-                if (pvc_send(px->chan, &m, NULL, 0) < 0)
+                if (pv_chan_send(px, &m) < 0)
                         log_warn("proxy process: the end of tunnel %llu was not reported", (unsigned long long) t->id);
         }
         if (t->prev)
@@ -119,7 +156,7 @@ static void tunnel_start(pv_proxy *px, uint64_t id, const int fds[2]) {
                 close(fds[0]);
                 close(fds[1]);
                 struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = id, .error = ECONNRESET };
-                (void) pvc_send(px->chan, &m, NULL, 0);
+                (void) pv_chan_send(px, &m);
                 return;
         }
         *t = (pv_tunnel){ .px = px, .id = id, .next = px->tunnels };
@@ -141,8 +178,10 @@ static void tunnel_drop(pv_proxy *px, uint64_t id) {
 }
 
 static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
-        (void) w, (void) events;
+        (void) w;
         pv_proxy *px = data;
+        if (events & EPOLLOUT)
+                flush_out(px);
         for (int k = 0; k < 256; k++) {
                 struct pvc_msg m;
                 int got[2];
@@ -175,6 +214,13 @@ static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
                         break;
                 }
         }
+}
+
+int pv_chan_attach(pv_proxy *px, ns_error *err) {
+        px->out_tail = &px->out;
+        if (!(px->chan_w = ns_loop_add(px->loop, px->chan, EPOLLIN, on_chan, px, err)))
+                return -err->code;
+        return 0;
 }
 
 static bool fd_is_socket(int fd, int type) {
@@ -230,7 +276,7 @@ int sv_preview_proxy_main(int argc, char **argv) {
         }
         if (ns_loop_new(&px.loop, &err) < 0 ||
             ns_seccomp_allow_only(proxy_calls, n_calls, &err) < 0 ||
-            !ns_loop_add(px.loop, px.chan, EPOLLIN, on_chan, &px, &err) ||
+            pv_chan_attach(&px, &err) < 0 ||
             (previews && !(px.listen_w = ns_loop_add(px.loop, px.listen_fd, EPOLLIN, pv_on_accept, &px, &err)))) {
                 log_error("proxy process: %s", err.msg);
                 return 1;

@@ -14,12 +14,14 @@
 #include "sandboxd/client.h"
 #include "workq.h"
 
-#define PV_PROC_DIALS_MAX 256   /* DIALs in flight: a hostile proxy cannot fill the workers' queue */
+#define PV_PROC_DIALS_MAX 64    /* DIALs on the workers at once: the process cannot crowd out other jobs */
+#define PV_PROC_WAITING_MAX 4096 /* and waiting their turn (the process holds at most 2048 connections) */
 
 /* Asking sandboxd, on a worker, for a socket connected to the preview's port inside its sandbox
  * (op dial).  The answer goes to the proxy process that asked, if it is still the one running. */
 typedef struct pv_dial_job {
         sv_job base;
+        struct pv_dial_job *next_waiting;
         sv_server *srv;
         uint64_t gen, dial;
         char sandbox[NS_ID_MAX + 1];
@@ -57,11 +59,23 @@ static void dial_run(sv_job *base, sv_worker *w) {
                 sv_worker_sandboxd_reset(w, -j->rc);
 }
 
+static void dial_submit(struct sv_previews *pv, pv_dial_job *j) {
+        pv->n_dials++;
+        sv_workq_submit(pv->srv->wq, &j->base);
+}
+
 static void dial_done(sv_job *base) {
         pv_dial_job *j = (pv_dial_job *) base;
         struct sv_previews *pv = j->srv->previews;
         if (pv) {
                 pv->n_dials--;
+                pv_dial_job *next = pv->waiting;
+                if (next) { /* its turn */
+                        if (!(pv->waiting = next->next_waiting))
+                                pv->waiting_tail = &pv->waiting;
+                        pv->n_waiting--;
+                        dial_submit(pv, next);
+                }
                 if (j->rc < 0)
                         log_debug("proxy process: dial %s port %d: %s", j->sandbox, j->port, j->err.msg);
                 if (sv_proxyproc_gen(pv->proc) == j->gen) { /* else the process that asked is gone */
@@ -84,7 +98,7 @@ static void on_dial(void *data, uint64_t dial, const char *preview_id) {
         const char *sb = sv_session_live_sandbox(pv->srv, p->sid);
         if (!sb || strcmp(sb, p->sandbox))
                 return dialed(pv, dial, -1, ESRCH);
-        pv_dial_job *j = pv->n_dials < PV_PROC_DIALS_MAX ? calloc(1, sizeof *j) : NULL;
+        pv_dial_job *j = pv->n_waiting < PV_PROC_WAITING_MAX ? calloc(1, sizeof *j) : NULL;
         if (!j)
                 return dialed(pv, dial, -1, EAGAIN);
         j->base.run = dial_run;
@@ -95,8 +109,11 @@ static void on_dial(void *data, uint64_t dial, const char *preview_id) {
         j->fd = -1;
         j->port = p->port;
         snprintf(j->sandbox, sizeof j->sandbox, "%s", p->sandbox);
-        pv->n_dials++;
-        sv_workq_submit(pv->srv->wq, &j->base);
+        if (pv->n_dials < PV_PROC_DIALS_MAX)
+                return dial_submit(pv, j);
+        *pv->waiting_tail = j;
+        pv->waiting_tail = &j->next_waiting;
+        pv->n_waiting++;
 }
 
 static void on_start(void *data) {
@@ -108,6 +125,7 @@ static void on_start(void *data) {
 static const sv_proxyproc_ops pv_ops = { .on_start = on_start, .on_dial = on_dial };
 
 int pv_proc_start(struct sv_previews *pv, ns_error *err) {
+        pv->waiting_tail = &pv->waiting;
         sv_proxyproc_cfg cfg = { .exe = "/proc/self/exe", .listen_fd = pv->listen_fd,
                                  .domain = pv->srv->cfg.preview_domain, .log_level = pv->srv->cfg.log_level };
         return sv_proxyproc_new(pv->srv->loop, &cfg, &pv_ops, pv, &pv->proc, err);
@@ -116,6 +134,13 @@ int pv_proc_start(struct sv_previews *pv, ns_error *err) {
 void pv_proc_stop(struct sv_previews *pv) {
         sv_proxyproc_free(pv->proc);
         pv->proc = NULL;
+        while (pv->waiting) { /* never submitted: nothing of theirs is open */
+                pv_dial_job *j = pv->waiting;
+                pv->waiting = j->next_waiting;
+                free(j);
+        }
+        pv->waiting_tail = &pv->waiting;
+        pv->n_waiting = 0;
 }
 
 void pv_proc_put(struct sv_previews *pv, const sv_preview *p) {

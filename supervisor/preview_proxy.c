@@ -312,7 +312,7 @@ static int upstream_connect(pv_conn *c, const pv_site *p) {
         pv_proxy *px = c->px;
         struct pvc_msg m = { .op = PVC_DIAL, .dial = px->last_dial + 1 };
         snprintf(m.id, sizeof m.id, "%s", p->id);
-        int r = pvc_send(px->chan, &m, NULL, 0);
+        int r = pv_chan_send(px, &m);
         if (r < 0)
                 return r;
         c->dial = ++px->last_dial;
@@ -465,7 +465,7 @@ static int on_headers_complete(http_parser *hp) {
         }
         if (c->fd[1] < 0 && !c->dial) {
                 int r = upstream_connect(c, p);
-                if (r < 0) { /* the channel is full, or the supervisor gone */
+                if (r < 0) { /* the supervisor has not read its channel for a long while */
                         answer(c, 502, "Bad Gateway", NULL, "the preview's server cannot be reached\n");
                         return 0;
                 }

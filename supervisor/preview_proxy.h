@@ -20,12 +20,16 @@ typedef struct pv_site {
 
 typedef struct pv_conn pv_conn;
 typedef struct pv_tunnel pv_tunnel;
+typedef struct pv_outq pv_outq;
 
 typedef struct pv_proxy {
         ns_loop *loop;
         int listen_fd;
         ns_watch *listen_w;
         int chan;                       /* to the supervisor */
+        ns_watch *chan_w;
+        pv_outq *out, **out_tail;       /* messages the channel had no room for, in order */
+        size_t n_out;
         const char *domain;             /* previews at <id>.preview.<domain>; NULL: <id>.localhost */
         pv_site *sites;
         size_t n_sites;
@@ -38,6 +42,14 @@ typedef struct pv_proxy {
 
 /* The system calls the proxy process allows itself (its seccomp allow-list), `*n` of them. */
 const char *const *sv_preview_proxy_calls(size_t *n);
+
+/* Watch the channel (px->chan, non-blocking) on px->loop: the supervisor's messages are acted on,
+ * and what pv_chan_send queued goes out as room comes.  Returns 0 or -errno. */
+int pv_chan_attach(pv_proxy *px, ns_error *err);
+
+/* Send m (no descriptor) to the supervisor: at once, or once the channel has room, after what
+ * waits.  Returns 0, or -ENOBUFS when too much waits already (the supervisor is not reading). */
+int pv_chan_send(pv_proxy *px, const struct pvc_msg *m);
 
 /* The site of preview `id`, or NULL. */
 pv_site *pv_site_find(pv_proxy *px, const char *id);

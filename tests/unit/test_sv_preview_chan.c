@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/fdpass.h"
+#include "common/loop.h"
 #include "common/seccomp_allow.h"
 #include "supervisor/preview_chan.h"
 #include "supervisor/preview_proxy.h"
@@ -204,8 +205,53 @@ static void filter_checks(void) {
         ok(!(bad & 16), "and pipes, reads and writes still work");
 }
 
+/* The process's outbox (pv_chan_send): with the supervisor not reading, messages beyond what the
+ * channel holds wait, and all of them arrive, in order, once it reads again. */
+static void outbox_checks(void) {
+        int s[2];
+        ns_loop *loop = NULL;
+        ns_error err = { 0 };
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s) < 0 || ns_loop_new(&loop, &err) < 0) {
+                ok(0, "socketpair and loop");
+                return;
+        }
+        pv_proxy px = { .loop = loop, .chan = s[0], .listen_fd = -1 };
+        ok(pv_chan_attach(&px, &err) == 0, "the channel is watched");
+        enum { N = 3000 };
+        bool all_taken = true;
+        for (uint64_t i = 1; i <= N; i++) {
+                struct pvc_msg m = { .op = PVC_DIAL, .dial = i };
+                strcpy(m.id, "p-abcdefghijkl");
+                all_taken &= pv_chan_send(&px, &m) == 0;
+        }
+        ok(all_taken && px.n_out > 0, "%d messages taken while the supervisor does not read (%zu wait)", N, px.n_out);
+        uint64_t next = 1;
+        bool in_order = true;
+        for (int idle = 0; next <= N && idle < 200;) {
+                (void) ns_loop_dispatch(loop);
+                struct pvc_msg m;
+                int fds[2];
+                int r = pvc_recv(s[1], true, &m, fds);
+                if (r == 1) {
+                        in_order &= m.dial == next++;
+                        idle = 0;
+                } else {
+                        usleep(1000);
+                        idle++;
+                }
+        }
+        ok(next == N + 1 && in_order, "all arrive once the supervisor reads, in order (%llu of %d)",
+           (unsigned long long) (next - 1), N);
+        ok(px.n_out == 0 && !px.out, "and nothing waits any more");
+        ns_loop_remove(loop, px.chan_w);
+        ns_loop_free(loop);
+        close(s[0]);
+        close(s[1]);
+}
+
 int main(void) {
         channel_checks();
+        outbox_checks();
         filter_checks();
         return tap_done();
 }
