@@ -119,6 +119,7 @@ class Handler(socketserver.StreamRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+    request_queue_size = 128  # bursts of connections (tests open 100 at once)
 
 
 class Server6(Server):

@@ -85,6 +85,23 @@ expect_eq "a head over 16 KiB is refused (431)" "HTTP/1.1 431 Request Header Fie
   "$(raw "GET / HTTP/1.1\r\nHost: %s\r\nCookie: %s\r\nX-Big: $(head -c 17000 /dev/zero | tr '\0' a)\r\n\r\n")"
 expect_eq "garbage is refused (400)" "HTTP/1.1 400 Bad Request" "$(raw 'HELLO%s%s\r\n\r\n')"
 expect_eq "the page still loads after all that" "hello 5173" "$("${C[@]}" -H "Cookie: $PCK" "$ORIGIN/")"
+expect_eq "100 connections at once are all served (a socket the supervisor dials for each)" 100 \
+  "$($PY - "$PP" "$HOST" "$PCK" <<'EOF'
+import socket, sys, concurrent.futures as cf
+def one(_):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=15)
+    s.sendall(f"GET / HTTP/1.1\r\nHost: {sys.argv[2]}\r\nCookie: {sys.argv[3]}\r\nConnection: close\r\n\r\n".encode())
+    d = b""
+    while True:
+        k = s.recv(65536)
+        if not k:
+            break
+        d += k
+    return d.startswith(b"HTTP/1.1 200") and d.rstrip().endswith(b"hello 5173")
+with cf.ThreadPoolExecutor(100) as ex:
+    print(sum(ex.map(one, range(100))))
+EOF
+)"
 expect_eq "a WebSocket works through the preview" "hello over ws" \
   "$($WSE echo "ws://127.0.0.1:$PP/ws" "hello over ws" --host "$HOST" --cookie "$PCK" 2>&1)"
 out=$($WSE echo "ws://127.0.0.1:$PP/ws" "x" --host "$HOST" 2>&1)
