@@ -264,7 +264,7 @@ int sv_preview_proxy_main(int argc, char **argv) {
         (void) setpriority(PRIO_PROCESS, 0, PV_PROXY_NICE);
         ns_error err = { 0 };
         size_t n_calls;
-        (void) sv_preview_proxy_calls(&n_calls);
+        const char *const *calls = sv_preview_proxy_calls(&n_calls);
         pv_proxy px = { .listen_fd = previews ? PVC_LISTEN_FD : -1, .chan = PVC_CHAN_FD, .domain = domain };
         if (sodium_init() < 0) {
                 log_error("proxy process: libsodium did not initialise");
@@ -275,7 +275,7 @@ int sv_preview_proxy_main(int argc, char **argv) {
                 return 1;
         }
         if (ns_loop_new(&px.loop, &err) < 0 ||
-            ns_seccomp_allow_only(proxy_calls, n_calls, &err) < 0 ||
+            ns_seccomp_allow_only(calls, n_calls, &err) < 0 ||
             pv_chan_attach(&px, &err) < 0 ||
             (previews && !(px.listen_w = ns_loop_add(px.loop, px.listen_fd, EPOLLIN, pv_on_accept, &px, &err)))) {
                 log_error("proxy process: %s", err.msg);
