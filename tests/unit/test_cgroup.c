@@ -85,6 +85,8 @@ static void go(struct child *c) {
 /* waitpid with a timeout (SIGKILL after it); returns the status or -1. */
 static int wait_for(pid_t pid, int timeout_ms) {
         int status;
+        if (pid <= 0) /* a failed fork: waitpid and kill would act on every child, or every process */
+                return -1;
         for (int t = 0; t < timeout_ms; t += 10) {
                 pid_t r = waitpid(pid, &status, WNOHANG);
                 if (r == pid)
@@ -465,7 +467,8 @@ int main(void) {
         ok(r == 0 && r2 == 0 && placed && st.pids_current == 1,
            "attach a forked child: /proc/PID/cgroup shows it in every hierarchy, pids_current %llu",
            (unsigned long long) st.pids_current);
-        kill(c.pid, SIGKILL);
+        if (c.pid > 0)
+                kill(c.pid, SIGKILL);
         wait_for(c.pid, 2000);
         close(c.go_fd);
 

@@ -394,8 +394,10 @@ int main(void) {
         }
 
         sv_proxyproc_free(relay);
-        kill(srv, SIGTERM);
-        waitpid(srv, NULL, 0);
+        if (srv > 0) {
+                kill(srv, SIGTERM);
+                waitpid(srv, NULL, 0);
+        }
         sv_egress_hosts_free(hosts);
         ns_loop_free(loop);
         char rm[300];

@@ -147,8 +147,10 @@ int main(void) {
         pid_t pid = serve_big(fd, 2 * 1024 * 1024);
         int r = sv_gh_call(base, "GET", "/x", "t", NULL, &resp, &e);
         ok(r == -EFBIG && !resp.body && strstr(e.msg, "1 MiB"), "a 2 MiB answer is cut off (%s)", e.msg);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        if (pid > 0) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+        }
         pid = serve_big(fd, 1000);
         r = sv_gh_call(base, "GET", "/x", "t", NULL, &resp, &e);
         ok(r == 0 && resp.status == 200 && resp.len == 1000, "a small answer is read whole (%zu bytes)", resp.len);
