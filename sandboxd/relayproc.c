@@ -19,11 +19,13 @@
 #include "common/cleanup.h"
 #include "common/fdpass.h"
 #include "common/loop.h"
+#include "common/outbox.h"
 #include "common/relaypair.h"
 #include "common/seccomp_allow.h"
 
 #define RELAY_CHAN_BUF (4 * 1024 * 1024) /* each way: thousands of hand-overs in flight */
 #define RELAY_CHAN_FD 3
+#define RELAY_OUT_MAX 65536 /* ENDs waiting for a daemon that does not read: past it, lost */
 
 typedef struct relay_conn relay_conn;
 
@@ -38,6 +40,8 @@ struct relay_conn {
 struct relay_ctx {
         ns_loop *loop;
         int chan;
+        ns_watch *chan_w;
+        ns_outbox out; /* ENDs the channel had no room for, in order */
         relay_conn *conns;
 };
 
@@ -53,10 +57,10 @@ static const char *const relay_calls[] = {
 
 static void end_report(struct relay_ctx *x, const relay_conn *c) {
         struct relay_msg m = { .op = RELAY_END, .sandbox = c->sandbox, .listener = c->listener };
-        /* The daemon reads its end promptly and its buffer holds thousands of these; should it
-         * ever be full, the daemon counts one connection too many for a while (it is bounded
-         * per sandbox, and reset when the relay is replaced). */
-        (void) send(x->chan, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        /* An END the channel has no room for waits in the outbox: lost, the daemon would count
+         * a connection that is gone against the sandbox's bound until the relay is replaced.
+         * Should even the outbox be full, that is what happens (and nothing worse). */
+        (void) ns_outbox_send(&x->out, &m, sizeof m, NULL, 0);
 }
 
 /* The pair is over (relaypair.c freed it): report the END and forget the connection. */
@@ -103,6 +107,8 @@ static void conns_drop(struct relay_ctx *x, const struct relay_msg *m) {
  * two descriptors, is dropped with whatever descriptors came with it. */
 static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
         struct relay_ctx *x = data;
+        if (events & EPOLLOUT)
+                (void) ns_outbox_flush(&x->out); /* an error: the daemon is gone; its EOF ends the loop */
         for (int k = 0; k < 64; k++) {
                 struct relay_msg m;
                 struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
@@ -179,8 +185,9 @@ static _Noreturn void child_main(int chan, pid_t parent) {
                 goto fail;
         if (ns_seccomp_allow_only(relay_calls, sizeof relay_calls / sizeof relay_calls[0], &err) < 0)
                 goto fail;
-        if (!ns_loop_add(x.loop, x.chan, EPOLLIN, on_chan, &x, &err))
+        if (!(x.chan_w = ns_loop_add(x.loop, x.chan, EPOLLIN, on_chan, &x, &err)))
                 goto fail;
+        ns_outbox_init(&x.out, x.loop, x.chan_w, x.chan, RELAY_OUT_MAX);
         ns_loop_run(x.loop, NULL, NULL, NULL);
         _exit(0);
 fail:

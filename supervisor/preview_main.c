@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/outbox.h"
 #include "common/relaypair.h"
 #include "common/seccomp_allow.h"
 #include "preview.h"
@@ -33,10 +34,7 @@
 #define PV_TUNNELS_MAX 4096
 #define PV_OUT_MAX 65536        /* messages waiting for the supervisor: DIALs and TUNNEL_ENDs */
 
-struct pv_outq {
-        pv_outq *next;
-        struct pvc_msg m;
-};
+_Static_assert(sizeof(struct pvc_msg) <= NS_OUTBOX_MSG_MAX, "a channel message fits the outbox");
 
 /* An egress tunnel relayed here: the supervisor's number for it. */
 typedef struct pv_tunnel {
@@ -96,38 +94,8 @@ static void site_drop(pv_proxy *px, const char *id) {
                 }
 }
 
-static void chan_want(pv_proxy *px, uint32_t mask) {
-        (void) ns_loop_modify(px->loop, px->chan_w, mask, NULL);
-}
-
 int pv_chan_send(pv_proxy *px, const struct pvc_msg *m) {
-        int r = px->out ? -EAGAIN : pvc_send(px->chan, m, NULL, 0);
-        if (r != -EAGAIN)
-                return r;
-        pv_outq *q = px->n_out < PV_OUT_MAX ? malloc(sizeof *q) : NULL;
-        if (!q)
-                return -ENOBUFS;
-        *q = (pv_outq){ .m = *m };
-        *px->out_tail = q;
-        px->out_tail = &q->next;
-        if (px->n_out++ == 0)
-                chan_want(px, EPOLLIN | EPOLLOUT);
-        return 0;
-}
-
-/* The channel has room: what waits goes, in order. */
-static void flush_out(pv_proxy *px) {
-        while (px->out) {
-                pv_outq *q = px->out;
-                if (pvc_send(px->chan, &q->m, NULL, 0) == -EAGAIN)
-                        return;
-                /* sent, or the supervisor is gone (its EOF ends the loop) */
-                if (!(px->out = q->next))
-                        px->out_tail = &px->out;
-                px->n_out--;
-                free(q);
-        }
-        chan_want(px, EPOLLIN);
+        return ns_outbox_send(&px->out, m, sizeof *m, NULL, 0);
 }
 
 /* The pair is over (relaypair.c freed it): tell the supervisor, unless it dropped the tunnel. */
@@ -181,7 +149,7 @@ static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
         (void) w;
         pv_proxy *px = data;
         if (events & EPOLLOUT)
-                flush_out(px);
+                (void) ns_outbox_flush(&px->out); /* an error: the supervisor is gone, its EOF ends the loop */
         for (int k = 0; k < 256; k++) {
                 struct pvc_msg m;
                 int got[2];
@@ -217,9 +185,9 @@ static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *d
 }
 
 int pv_chan_attach(pv_proxy *px, ns_error *err) {
-        px->out_tail = &px->out;
         if (!(px->chan_w = ns_loop_add(px->loop, px->chan, EPOLLIN, on_chan, px, err)))
                 return -err->code;
+        ns_outbox_init(&px->out, px->loop, px->chan_w, px->chan, PV_OUT_MAX);
         return 0;
 }
 

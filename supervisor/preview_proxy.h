@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/loop.h"
+#include "common/outbox.h"
 #include "preview_chan.h"
 
 /* A preview as the proxy knows it: what it needs to check a request and ask for its socket. */
@@ -20,7 +21,6 @@ typedef struct pv_site {
 
 typedef struct pv_conn pv_conn;
 typedef struct pv_tunnel pv_tunnel;
-typedef struct pv_outq pv_outq;
 
 typedef struct pv_proxy {
         ns_loop *loop;
@@ -28,8 +28,7 @@ typedef struct pv_proxy {
         ns_watch *listen_w;
         int chan;                       /* to the supervisor */
         ns_watch *chan_w;
-        pv_outq *out, **out_tail;       /* messages the channel had no room for, in order */
-        size_t n_out;
+        ns_outbox out;                  /* messages the channel had no room for, in order */
         const char *domain;             /* previews at <id>.preview.<domain>; NULL: <id>.localhost */
         pv_site *sites;
         size_t n_sites;

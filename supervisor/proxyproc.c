@@ -15,6 +15,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/outbox.h"
 
 #define PP_RESTART_MS 1000
 #define PP_OUT_MAX 16384        /* messages queued for a process that does not read: then it is killed */
@@ -23,12 +24,7 @@
 
 extern char **environ;
 
-struct pp_outq {
-        struct pp_outq *next;
-        struct pvc_msg m;
-        int fd[2];
-        size_t n_fds;
-};
+_Static_assert(sizeof(struct pvc_msg) <= NS_OUTBOX_MSG_MAX, "a channel message fits the outbox");
 
 struct pp_tunnel {
         struct pp_tunnel *next;
@@ -45,9 +41,7 @@ struct sv_proxyproc {
         pid_t pid;                      /* 0: not running */
         int pidfd, chan;
         ns_watch *pid_w, *chan_w;
-        uint32_t chan_mask;
-        struct pp_outq *out, **out_tail; /* messages the channel had no room for, in order */
-        size_t n_out;
+        ns_outbox out;                  /* messages the channel had no room for, in order */
         uint64_t gen;
         uint64_t started_ms;
         struct pp_tunnel *tunnels;      /* handed over, their end not heard yet */
@@ -63,52 +57,17 @@ static void close_fds(const int *fds, size_t n) {
                         close(fds[i]);
 }
 
-static void outq_clear(sv_proxyproc *pp) {
-        while (pp->out) {
-                struct pp_outq *q = pp->out;
-                pp->out = q->next;
-                close_fds(q->fd, q->n_fds);
-                free(q);
-        }
-        pp->out_tail = &pp->out;
-        pp->n_out = 0;
-}
-
-static void chan_want(sv_proxyproc *pp, uint32_t mask) {
-        if (pp->chan_w && mask != pp->chan_mask && ns_loop_modify(pp->loop, pp->chan_w, mask, NULL) == 0)
-                pp->chan_mask = mask;
-}
-
 /* Send m with fds[0..n) (their ownership passes): at once, or after what already waits.
  * Returns 0, or -errno when it could not be (no process; or the process was killed for it). */
 static int send_fds(sv_proxyproc *pp, const struct pvc_msg *m, const int *fds, size_t n) {
-        int r = -EAGAIN;
         if (pp->chan < 0) {
                 close_fds(fds, n);
                 return -ESRCH;
         }
-        if (!pp->out && (r = pvc_send(pp->chan, m, fds, n)) == 0) {
-                close_fds(fds, n);
-                return 0;
-        }
-        if (r != -EAGAIN) {
-                close_fds(fds, n);
-                proc_kill(pp, strerror(-r));
-                return r;
-        }
-        struct pp_outq *q = pp->n_out < PP_OUT_MAX ? malloc(sizeof *q) : NULL;
-        if (!q) {
-                close_fds(fds, n);
-                proc_kill(pp, "it does not read its channel");
-                return -ENOBUFS;
-        }
-        *q = (struct pp_outq){ .m = *m, .fd = { -1, -1 }, .n_fds = n };
-        memcpy(q->fd, fds, n * sizeof *fds);
-        *pp->out_tail = q;
-        pp->out_tail = &q->next;
-        pp->n_out++;
-        chan_want(pp, EPOLLIN | EPOLLOUT);
-        return 0;
+        int r = ns_outbox_send(&pp->out, m, sizeof *m, fds, n);
+        if (r < 0)
+                proc_kill(pp, r == -ENOBUFS ? "it does not read its channel" : strerror(-r));
+        return r;
 }
 
 void sv_proxyproc_send(sv_proxyproc *pp, const struct pvc_msg *m, int fd) {
@@ -116,23 +75,6 @@ void sv_proxyproc_send(sv_proxyproc *pp, const struct pvc_msg *m, int fd) {
                 (void) send_fds(pp, m, &fd, fd >= 0 ? 1 : 0);
         else if (fd >= 0)
                 close(fd);
-}
-
-static void flush_out(sv_proxyproc *pp) {
-        while (pp->out) {
-                struct pp_outq *q = pp->out;
-                int r = pvc_send(pp->chan, &q->m, q->fd, q->n_fds);
-                if (r == -EAGAIN)
-                        return;
-                if (r < 0)
-                        return proc_kill(pp, strerror(-r));
-                close_fds(q->fd, q->n_fds);
-                if (!(pp->out = q->next))
-                        pp->out_tail = &pp->out;
-                pp->n_out--;
-                free(q);
-        }
-        chan_want(pp, EPOLLIN);
 }
 
 /* Unlink tunnel `id`: the one found, or NULL. */
@@ -171,8 +113,9 @@ static void on_tunnel_end(sv_proxyproc *pp, const struct pvc_msg *m) {
 static void on_chan(ns_loop *loop, ns_watch *w, int fd, uint32_t events, void *data) {
         (void) loop, (void) w;
         sv_proxyproc *pp = data;
-        if (events & EPOLLOUT)
-                flush_out(pp);
+        int fr = events & EPOLLOUT ? ns_outbox_flush(&pp->out) : 0;
+        if (fr < 0)
+                return proc_kill(pp, strerror(-fr));
         for (int k = 0; k < 64 && pp->chan == fd; k++) {
                 struct pvc_msg m;
                 int got[2];
@@ -204,7 +147,7 @@ static void proc_forget(sv_proxyproc *pp) {
         if (pp->chan >= 0)
                 close(pp->chan);
         pp->chan = -1;
-        outq_clear(pp);
+        ns_outbox_clear(&pp->out);
         pp->gen++;
         tunnels_end_all(pp, "the proxy process ended");
 }
@@ -318,7 +261,6 @@ static int spawn(sv_proxyproc *pp, ns_error *err) {
         pp->pid = pid;
         pp->pidfd = pfd;
         pp->chan = TAKE_FD(mine);
-        pp->chan_mask = EPOLLIN;
         if (!(pp->chan_w = ns_loop_add(pp->loop, pp->chan, EPOLLIN, on_chan, pp, err)) ||
             !(pp->pid_w = ns_loop_add(pp->loop, pp->pidfd, EPOLLIN, on_exit_cb, pp, err))) {
                 r = -err->code;
@@ -327,6 +269,7 @@ static int spawn(sv_proxyproc *pp, ns_error *err) {
                 reap(pp, true);
                 return r;
         }
+        ns_outbox_init(&pp->out, pp->loop, pp->chan_w, pp->chan, PP_OUT_MAX);
         if (pp->ops && pp->ops->on_start)
                 pp->ops->on_start(pp->data);
         return 0;
@@ -338,7 +281,7 @@ int sv_proxyproc_new(ns_loop *loop, const sv_proxyproc_cfg *cfg, const sv_proxyp
         if (!pp)
                 return ns_err(err, ENOMEM, "out of memory");
         *pp = (sv_proxyproc){ .loop = loop, .cfg = *cfg, .ops = ops, .data = data, .pidfd = -1, .chan = -1 };
-        pp->out_tail = &pp->out;
+        ns_outbox_init(&pp->out, loop, NULL, -1, 0);
         pp->started_ms = ns_now_ms();
         *out = pp; /* on_start, called from spawn, may send through it already */
         int r = spawn(pp, err);

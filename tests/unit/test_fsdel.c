@@ -20,22 +20,13 @@
 
 #include "common/cleanup.h"
 #include "sandboxd/fsdel.h"
+#include "fds.h"
 #include "tap.h"
 
 
 static void diag_err(const char *what, int r, const ns_error *e) {
         if (r < 0)
                 printf("# %s: %d %s\n", what, r, e->msg);
-}
-
-static int count_fds(void) {
-        _cleanup_closedir_ DIR *d = opendir("/proc/self/fd");
-        int n = 0;
-        if (!d)
-                return -1;
-        while (readdir(d))
-                n++;
-        return n;
 }
 
 static bool exists_at(int dirfd, const char *name) {

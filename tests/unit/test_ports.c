@@ -35,6 +35,7 @@
 #include "common/loop.h"
 #include "sandboxd/ports.h"
 #include "sandboxd/relayproc.h"
+#include "fds.h"
 #include "tap.h"
 
 #define SB "t1"
@@ -47,14 +48,6 @@
 static int connect_tcp(ports_ctx *p, const char *id, int netns, uint16_t port, uint16_t host_port, ns_error *err) {
         struct ns_connect c = { .port = port, .host_port = host_port };
         return ports_connect_add(p, id, netns, &c, 0, err);
-}
-
-static int count_fds(void) {
-        _cleanup_closedir_ DIR *d = opendir("/proc/self/fd");
-        int n = 0;
-        while (d && readdir(d))
-                n++;
-        return n;
 }
 
 static int64_t now_ms(void) {
