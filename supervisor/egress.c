@@ -88,6 +88,9 @@ struct sv_egress_proxy {
         sv_egress_report_fn report;
         void *report_data;
         sv_proxyproc *const *relay;     /* where tunnels are handed, when it is not NULL */
+        sv_egress_late_fn late;         /* where a handed tunnel cut by the proxy's end is reported */
+        void *late_data;
+        char late_key[SV_EGRESS_LATE_KEY_MAX + 1];
         struct conn *conns;
         int n_conns, n_resolving;
 };
@@ -292,15 +295,60 @@ static bool addr_is_internal(const struct sockaddr *sa) {
 
 /* ---- connections ------------------------------------------------------------------------------ */
 
+#define CUT_REASON "closed with the session's proxy"
+
+/* A handed tunnel whose proxy went first: its record, completed once the process reports. */
+struct late_record {
+        sv_egress_late_fn report;
+        void *data;
+        char key[SV_EGRESS_LATE_KEY_MAX + 1];
+        char host[HOST_MAX + 1];
+        uint16_t port;
+        uint64_t bytes_up, bytes_down;
+};
+
+static void late_end(void *data, const uint64_t bytes[2], const char *reason) {
+        (void) reason; /* a reset, which the drop asked for: the record says why */
+        struct late_record *lr = data;
+        sv_egress_record rec = { .host = lr->host, .port = lr->port, .bytes_up = lr->bytes_up + bytes[0],
+                                 .bytes_down = lr->bytes_down + bytes[1], .allowed = true, .reason = CUT_REASON };
+        lr->report(lr->data, lr->key, &rec);
+        free(lr);
+}
+
+/* The proxy goes while tunnel c->tunnel is the process's: reset it there, and report it once the
+ * process says what it moved since the hand-off (else the record would miss those bytes: an
+ * agent's upload cut short by its session's end would look smaller than it was).  False when
+ * that cannot be (no late report set, no process, out of memory): the caller reports now. */
+static bool drop_tunnel_late(struct conn *c) {
+        sv_egress_proxy *p = c->p;
+        sv_proxyproc *pp = p->relay ? *p->relay : NULL;
+        struct late_record *lr = p->late && pp ? malloc(sizeof *lr) : NULL;
+        if (!lr) {
+                (void) sv_proxyproc_tunnel_drop(pp, c->tunnel, NULL, NULL);
+                return false;
+        }
+        *lr = (struct late_record){ .report = p->late, .data = p->late_data, .port = c->port,
+                                    .bytes_up = c->bytes_up, .bytes_down = c->bytes_down };
+        memcpy(lr->key, p->late_key, sizeof lr->key);
+        memcpy(lr->host, c->host, sizeof lr->host);
+        if (!sv_proxyproc_tunnel_drop(pp, c->tunnel, late_end, lr)) {
+                free(lr);
+                return false;
+        }
+        return true;
+}
+
 static void conn_free(struct conn *c) {
         sv_egress_proxy *p = c->p;
-        if (c->tunnel) { /* the session's proxy goes: so does the tunnel, uncounted since the hand-off */
-                sv_proxyproc_tunnel_drop(p->relay ? *p->relay : NULL, c->tunnel);
+        bool reported_later = false;
+        if (c->tunnel) { /* the session's proxy goes: so does the tunnel */
+                reported_later = drop_tunnel_late(c);
                 c->tunnel = 0;
                 if (!c->reason)
-                        c->reason = "closed with the session's proxy";
+                        c->reason = CUT_REASON;
         }
-        if (c->host[0] || c->reason) {
+        if (!reported_later && (c->host[0] || c->reason)) {
                 sv_egress_record rec = { .host = c->host[0] ? c->host : "?", .port = c->port, .bytes_up = c->bytes_up,
                                          .bytes_down = c->bytes_down, .allowed = c->allowed, .reason = c->reason };
                 if (p->report)
@@ -874,6 +922,15 @@ fail:
 
 void sv_egress_proxy_set_relay(sv_egress_proxy *p, sv_proxyproc *const *relay) {
         p->relay = relay;
+}
+
+int sv_egress_proxy_set_late_report(sv_egress_proxy *p, sv_egress_late_fn report, void *data, const char *key) {
+        if (!key || strlen(key) > SV_EGRESS_LATE_KEY_MAX)
+                return -EINVAL;
+        p->late = report;
+        p->late_data = data;
+        snprintf(p->late_key, sizeof p->late_key, "%s", key);
+        return 0;
 }
 
 void sv_egress_proxy_free(sv_egress_proxy *p) {

@@ -63,7 +63,19 @@ int sv_egress_proxy_new(ns_loop *loop, const char *const *allow, size_t n_allow,
 typedef struct sv_proxyproc sv_proxyproc;
 void sv_egress_proxy_set_relay(sv_egress_proxy *p, sv_proxyproc *const *relay);
 
-/* Close the listener and every connection (each reported).  NULL is fine. */
+/* Where the record of a tunnel handed to the proxy process goes when this proxy is freed before
+ * the tunnel ends: the process resets the tunnel, and once it has said how many bytes it moved,
+ * `report(data, key, rec)` is called (on the loop), after the proxy is gone, so `data` must
+ * outlive the proxy process (the supervisor's server: its proxy process stops before it).  `key`
+ * (at most SV_EGRESS_LATE_KEY_MAX characters, copied) says whose it was: the session's id.
+ * Without it such a tunnel is reported when the proxy is freed, without the bytes the process
+ * moved.  Returns 0, or -EINVAL for a key too long. */
+#define SV_EGRESS_LATE_KEY_MAX 63
+typedef void (*sv_egress_late_fn)(void *data, const char *key, const sv_egress_record *rec);
+int sv_egress_proxy_set_late_report(sv_egress_proxy *p, sv_egress_late_fn report, void *data, const char *key);
+
+/* Close the listener and every connection (each reported: now, or for a handed tunnel as set by
+ * sv_egress_proxy_set_late_report).  NULL is fine. */
 void sv_egress_proxy_free(sv_egress_proxy *p);
 
 /* True when `host`:`port` matches one of the proxy's entries (exported for the unit test). */

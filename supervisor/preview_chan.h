@@ -14,7 +14,8 @@
  *                                     port inside its sandbox (SCM_RIGHTS), or an errno
  *                        TUNNEL       relay between the two sockets attached (a sandbox's side,
  *                                     the origin's) until both ways end; `dial` numbers it
- *                        TUNNEL_DROP  end tunnel `dial` now (its session went away)
+ *                        TUNNEL_DROP  reset tunnel `dial` now (its session went away); its
+ *                                     TUNNEL_END follows, with the bytes it moved
  *   proxy → supervisor   DIAL         a socket for a browser connection to preview `id`, please
  *                        TUNNEL_END   tunnel `dial` is over: the bytes each way, and `error`
  *                                     ECONNRESET when a side broke

@@ -98,16 +98,15 @@ int pv_chan_send(pv_proxy *px, const struct pvc_msg *m) {
         return ns_outbox_send(&px->out, m, sizeof *m, NULL, 0);
 }
 
-/* The pair is over (relaypair.c freed it): tell the supervisor, unless it dropped the tunnel. */
+/* The pair is over (relaypair.c freed it): tell the supervisor, with the bytes each way.  A
+ * dropped tunnel is reported too: the supervisor may still want its bytes (an egress record). */
 static void tunnel_ended(void *data, const uint64_t bytes[2], bool broken) {
         pv_tunnel *t = data;
         pv_proxy *px = t->px;
-        if (t->id) {
-                struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = t->id, .bytes = { bytes[0], bytes[1] },
-                                     .error = broken ? ECONNRESET : 0 };
-                if (pv_chan_send(px, &m) < 0)
-                        log_warn("proxy process: the end of tunnel %llu was not reported", (unsigned long long) t->id);
-        }
+        struct pvc_msg m = { .op = PVC_TUNNEL_END, .dial = t->id, .bytes = { bytes[0], bytes[1] },
+                             .error = broken ? ECONNRESET : 0 };
+        if (pv_chan_send(px, &m) < 0)
+                log_warn("proxy process: the end of tunnel %llu was not reported", (unsigned long long) t->id);
         if (t->prev)
                 t->prev->next = t->next;
         else if (px->tunnels == t)
@@ -139,8 +138,7 @@ static void tunnel_start(pv_proxy *px, uint64_t id, const int fds[2]) {
 static void tunnel_drop(pv_proxy *px, uint64_t id) {
         for (pv_tunnel *t = px->tunnels; t; t = t->next)
                 if (t->id == id) {
-                        t->id = 0; /* the supervisor has forgotten it: no END */
-                        ns_relay_pair_reset(t->pair);
+                        ns_relay_pair_reset(t->pair); /* → tunnel_ended: its END, broken */
                         return;
                 }
 }

@@ -353,11 +353,22 @@ int sv_proxyproc_tunnel(sv_proxyproc *pp, int fd0, int fd1, sv_tunnel_end_fn end
         return 0;
 }
 
-void sv_proxyproc_tunnel_drop(sv_proxyproc *pp, uint64_t id) {
-        struct pp_tunnel *t = pp ? tunnel_take(pp, id) : NULL;
+bool sv_proxyproc_tunnel_drop(sv_proxyproc *pp, uint64_t id, sv_tunnel_end_fn end, void *data) {
+        struct pp_tunnel *t = NULL;
+        for (t = pp ? pp->tunnels : NULL; t && t->id != id; t = t->next)
+                ;
         if (!t)
-                return;
-        free(t);
+                return false;
         struct pvc_msg m = { .op = PVC_TUNNEL_DROP, .dial = id };
+        if (!end) {
+                free(tunnel_take(pp, id));
+                sv_proxyproc_send(pp, &m, -1);
+                return false;
+        }
+        t->end = end;
+        t->data = data;
+        /* The process answers with the tunnel's TUNNEL_END; should the process be killed for
+         * this send, tunnels_end_all has called `end` already (and the tunnel is gone). */
         sv_proxyproc_send(pp, &m, -1);
+        return true;
 }

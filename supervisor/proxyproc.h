@@ -67,5 +67,10 @@ typedef void (*sv_tunnel_end_fn)(void *data, const uint64_t bytes[2], const char
  * out of memory): the sockets stay the caller's, to relay itself. */
 int sv_proxyproc_tunnel(sv_proxyproc *pp, int fd0, int fd1, sv_tunnel_end_fn end, void *data, uint64_t *id);
 
-/* The tunnel's owner goes away: the process resets it; its end callback is not called. */
-void sv_proxyproc_tunnel_drop(sv_proxyproc *pp, uint64_t id);
+/* The tunnel's owner goes away: the process resets the tunnel (both peers get a reset).  With
+ * `end` NULL, nothing more is heard of it and this returns false.  Else `end(data, ...)` replaces
+ * the callback given at hand-off and is called exactly once, later, with the bytes the process
+ * moved (reason "the connection was reset"), or with zeros should the process end first; then
+ * this returns true.  False also when `pp` is NULL or knows no tunnel `id` (its end was heard):
+ * then nothing is called. */
+bool sv_proxyproc_tunnel_drop(sv_proxyproc *pp, uint64_t id, sv_tunnel_end_fn end, void *data);

@@ -221,9 +221,10 @@ static char *dup_or_null(const char *s) {
 
 static void emit_now(sv_live *l, const char *type, cJSON *data);
 
-/* Each connection through a session's egress proxy, allowed or denied: an `egress` event. */
-static void egress_report(void *data, const sv_egress_record *rec) {
-        sv_live *l = data;
+static void emit_for(sv_server *s, const char *session_id, const char *type, cJSON *data);
+
+/* An `egress` event's data: one connection through a session's egress proxy, allowed or denied. */
+static cJSON *egress_json(const sv_egress_record *rec) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "host", rec->host);
         cJSON_AddNumberToObject(o, "port", rec->port);
@@ -232,7 +233,18 @@ static void egress_report(void *data, const sv_egress_record *rec) {
         cJSON_AddStringToObject(o, "verdict", rec->allowed ? "allow" : "deny");
         if (rec->reason)
                 cJSON_AddStringToObject(o, "reason", rec->reason);
-        emit_now(l, "egress", o);
+        return o;
+}
+
+static void egress_report(void *data, const sv_egress_record *rec) {
+        sv_live *l = data;
+        emit_now(l, "egress", egress_json(rec));
+}
+
+/* A tunnel the proxy process relayed, cut when its session's proxy went (the live record may be
+ * gone by now): reported once the process has said what it moved. */
+static void egress_report_late(void *data, const char *session_id, const sv_egress_record *rec) {
+        emit_for(data, session_id, "egress", egress_json(rec));
 }
 
 /* network "proxy": the session's own proxy listener on the loop, its allow-list from the session
@@ -272,8 +284,10 @@ static int egress_start(sv_live *l, ns_error *err) {
                 r = sv_egress_proxy_new(s->loop, allow, n, s->egress_hosts, egress_report, l, on_unix ? path : NULL,
                                         &l->egress, &l->egress_port, err);
         char *json = NULL;
-        if (r == 0) /* established tunnels are relayed by the proxy process */
+        if (r == 0) { /* established tunnels are relayed by the proxy process */
                 sv_egress_proxy_set_relay(l->egress, &s->proxyproc);
+                r = sv_egress_proxy_set_late_report(l->egress, egress_report_late, s, l->id);
+        }
         if (r == 0) {
                 cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_port");
                 cJSON_DeleteItemFromObjectCaseSensitive(o, "proxy_path");
@@ -545,15 +559,19 @@ static void outq_free(sv_server *s) {
 }
 
 /* One event now (runner-made: errors, setup output, commits). */
-static void emit_now(sv_live *l, const char *type, cJSON *data) {
+static void emit_for(sv_server *s, const char *session_id, const char *type, cJSON *data) {
         _cleanup_free_ char *raw = data ? cJSON_PrintUnformatted(data) : NULL;
         cJSON_Delete(data);
-        _cleanup_free_ char *json = raw ? redacted_json(l->srv, raw) : NULL;
+        _cleanup_free_ char *json = raw ? redacted_json(s, raw) : NULL;
         ns_error err;
-        if (db_event_append(l->srv->db, l->id, type, json ? json : "{}", NULL, NULL, &err) < 0)
-                log_warn("session %s: event %s: %s", l->id, type, err.msg);
+        if (db_event_append(s->db, session_id, type, json ? json : "{}", NULL, NULL, &err) < 0)
+                log_warn("session %s: event %s: %s", session_id, type, err.msg);
         else
-                sv_ws_notify(l->srv);
+                sv_ws_notify(s);
+}
+
+static void emit_now(sv_live *l, const char *type, cJSON *data) {
+        emit_for(l->srv, l->id, type, data);
 }
 
 static void emit_error(sv_live *l, const char *message) {

@@ -45,6 +45,13 @@ static void on_report(void *data, const sv_egress_record *r) {
         n_recs++;
 }
 
+/* The late report (sv_egress_proxy_set_late_report): a record with whose it was. */
+static char late_key[64];
+static void on_late(void *data, const char *key, const sv_egress_record *r) {
+        snprintf(late_key, sizeof late_key, "%s", key);
+        on_report(data, r);
+}
+
 struct client {
         int proxy_port, origin_port, stall_port;
         int quit_fd;
@@ -334,8 +341,9 @@ int main(void) {
         close(stall);
 
         /* A tunnel handed to a real proxy process (the nightshift binary built beside this test),
-         * then its session's proxy freed mid-transfer: the record says so, with what was counted
-         * before the hand-over, and the process resets the tunnel (TUNNEL_DROP). */
+         * then its session's proxy freed mid-transfer: the process resets the tunnel
+         * (TUNNEL_DROP) and says what it moved (TUNNEL_END); the record, reported then through the
+         * late report, counts the bytes before the hand-over and after it. */
         char exe[4096];
         ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 16);
         char *slash = el > 0 ? (exe[el] = '\0', strrchr(exe, '/')) : NULL;
@@ -353,6 +361,12 @@ int main(void) {
                            sv_egress_proxy_new(loop, big_only, 1, hosts, on_report, NULL, NULL, &p3, &port3, &err) == 0,
                    "a proxy process and a second proxy handing tunnels to it");
                 sv_egress_proxy_set_relay(p3, &real);
+                char long_key[80];
+                memset(long_key, 'k', sizeof long_key - 1);
+                long_key[sizeof long_key - 1] = '\0';
+                ok(sv_egress_proxy_set_late_report(p3, on_late, NULL, long_key) == -EINVAL &&
+                           sv_egress_proxy_set_late_report(p3, on_late, NULL, "s-late") == 0,
+                   "a late report with a key of %zu characters is refused, one with 6 taken", strlen(long_key));
                 int cs = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 struct sockaddr_in psa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port3),
                                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -376,14 +390,22 @@ int main(void) {
                 }
                 ok(socks >= 3, "the tunnel was handed to the proxy process (it holds %d sockets)", socks);
                 int recs_before = n_recs;
+                size_t got_before = got;
                 sv_egress_proxy_free(p3);
-                const sv_egress_record *last = n_recs == recs_before + 1 ? &recs[n_recs - 1] : NULL;
-                ok(last && last->allowed && last->reason && !strcmp(last->reason, "closed with the session's proxy") &&
-                           last->bytes_down >= 65536,
-                   "freeing the session's proxy reports the tunnel: '%s', %llu bytes down before the hand-over",
-                   last && last->reason ? last->reason : "-", last ? (unsigned long long) last->bytes_down : 0ULL);
+                ok(n_recs == recs_before, "freeing the session's proxy reports nothing yet: the process has the bytes");
                 /* The client drains what was already on its way, then hears the reset. */
                 int end = read_driving(loop, cs, SIZE_MAX, 5, &got);
+                for (double t0 = now_s(); now_s() - t0 < 3 && n_recs == recs_before; usleep(10000))
+                        ns_loop_dispatch(loop);
+                const sv_egress_record *last = n_recs == recs_before + 1 ? &recs[n_recs - 1] : NULL;
+                ok(last && last->allowed && last->reason && !strcmp(last->reason, "closed with the session's proxy") &&
+                           !strcmp(late_key, "s-late"),
+                   "then the tunnel is reported, late, for its key: '%s', '%s'", last && last->reason ? last->reason : "-",
+                   late_key);
+                /* What the client read came through the process, after the hand-over: counted. */
+                ok(last && last->bytes_down >= got && got > got_before && last->bytes_down < (64u << 20) + 4096,
+                   "with the bytes the process moved: %llu down, the client had read %zu before the cut and %zu in all",
+                   last ? (unsigned long long) last->bytes_down : 0ULL, got_before, got);
                 ok(end == 2 && got < (64u << 20), "the process reset the dropped tunnel: the client got %zu of 64 MiB, then %s",
                    got, end == 2 ? "a reset" : end == 1 ? "an EOF" : "nothing");
                 for (double t0 = now_s(); now_s() - t0 < 3 && (socks = count_sockets(fdd)) > 1; usleep(20000))
