@@ -44,11 +44,7 @@ static void want_out(ns_outbox *ob, bool on) {
 }
 
 int ns_outbox_send(ns_outbox *ob, const void *msg, size_t len, const int *fds, size_t nfds) {
-        if (nfds > NS_OUTBOX_FDS) {
-                close_all(fds, nfds);
-                return -EINVAL;
-        }
-        if (len == 0 || len > NS_OUTBOX_MSG_MAX) {
+        if (nfds > NS_OUTBOX_FDS || len == 0 || len > NS_OUTBOX_MSG_MAX) {
                 close_all(fds, nfds);
                 return -EINVAL;
         }

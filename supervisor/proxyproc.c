@@ -148,6 +148,7 @@ static void proc_forget(sv_proxyproc *pp) {
                 close(pp->chan);
         pp->chan = -1;
         ns_outbox_clear(&pp->out);
+        ns_outbox_init(&pp->out, pp->loop, NULL, -1, 0); /* its watch is gone: nothing until the next process */
         pp->gen++;
         tunnels_end_all(pp, "the proxy process ended");
 }
