@@ -116,7 +116,7 @@ for _ in $(seq 30); do p=$(pgrep -P "$SV_PID" -x ns-proxy); [ -n "$p" ] && [ "$p
 prompt "$fetch"
 wait_state "$sid2" idle failed >/dev/null
 expect_eq "a new proxy process relays the next fetch" 3 "$(output_of "$sid2" | grep -c 'hello through the proxy')"
-# The session is stopped mid-download: its sandbox and its proxy go, and whichever ends the
+# The session is stopped 1.5 s into a download: its sandbox and its proxy go, and whichever ends the
 # tunnel first (the client killed, or the proxy's drop: then the process reports it late), the
 # egress event counts what the process moved after the hand-over, not just the first buffer.
 count_cut() {
@@ -127,12 +127,12 @@ print(sum(1 for l in sys.stdin if l.strip() and json.loads(l)["data"]["bytes_dow
 before=$(count_cut)
 prompt "curl -s -m 30 --limit-rate 4M -o /dev/null http://allowed.test:$OP/huge.bin"
 expect_eq "another slow download's tunnel is in the proxy process" ns-proxy "$(origin_conn_owner)"
-sleep 1
+sleep 1.5
 api POST "/api/v1/sessions/$sid2/stop" '{"force":true}' >/dev/null
 wait_state "$sid2" stopped >/dev/null
 check "the session's end removes its socket" test ! -e "$sock"
 for _ in $(seq 50); do [ "$(count_cut)" = $((before + 1)) ] && break; sleep 0.1; done
-expect_eq "the cut download's egress event counts the process's bytes (over 2 MiB of 64 after a second at 4 MiB/s)" \
+expect_eq "the cut download's egress event counts the process's bytes (over 2 MiB of 64 after 1.5 s at 4 MiB/s)" \
   $((before + 1)) "$(count_cut)"
 note "the cut download ended by: $(events "$sid2" | grep '"type": "egress"' | tail -n1 | $PY -c 'import json,sys
 print(json.load(sys.stdin)["data"].get("reason", "its own end"))')"
